@@ -1,0 +1,73 @@
+# qimg build. `make` builds build/qimg; `make test` installs missing packages (as root),
+# builds and runs every test; `make asan` runs the whole suite on an ASan+UBSan build.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= gcc
+OPT     ?= -O2
+SANFLAGS ?=
+CFLAGS  ?=
+CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+           -Isrc -I. $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+LIBS    := -lz -lzstd -lsqlite3 -lm
+
+LIB_SRC  := $(sort $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c checker/*.c repair/*.c)))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden
+
+all: $(BUILD)/qimg
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libqimg.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/qimg: $(BUILD)/obj/src/main.o $(BUILD)/libqimg.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libqimg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libqimg.a $(LDFLAGS) $(LIBS) -lcmocka
+
+deps:
+	@scripts/ensure-deps.sh
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+pytest: $(BUILD)/qimg
+	QIMG=$(CURDIR)/$(BUILD)/qimg python3 -m pytest -q -x tests/py
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) pytest
+
+asan: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  all unit pytest
+
+demo: $(BUILD)/qimg
+	@echo '$$ qimg info golden/demo/sample.qcow2'
+	@$(BUILD)/qimg info golden/demo/sample.qcow2
+	@echo
+	@echo '$$ qimg check golden/demo/sample.qcow2'
+	@$(BUILD)/qimg check golden/demo/sample.qcow2; echo "(exit code $$?)"
+
+install: $(BUILD)/qimg
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(BUILD)/qimg $(DESTDIR)$(PREFIX)/bin/qimg
+	install -m 0644 man/qimg.1 $(DESTDIR)$(PREFIX)/share/man/man1/qimg.1
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/obj/src/main.d

@@ -1,0 +1,50 @@
+#include "io/qio.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int qio_pread(qio_t *q, void *buf, size_t n, uint64_t off)
+{
+    if (n == 0)
+        return 0;
+    if (off > INT64_MAX || n > INT64_MAX - off)
+        return -EINVAL;
+    return q->ops->pread(q, buf, n, off);
+}
+
+int qio_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
+{
+    if (!q->writable)
+        return -EBADF;
+    if (off > INT64_MAX || n > INT64_MAX - off)
+        return -EINVAL;
+    return q->ops->pwrite(q, buf, n, off);
+}
+
+int qio_size(qio_t *q, uint64_t *out) { return q->ops->size(q, out); }
+
+int qio_truncate(qio_t *q, uint64_t size)
+{
+    if (!q->writable)
+        return -EBADF;
+    return q->ops->truncate(q, size);
+}
+
+int qio_flush(qio_t *q) { return q->ops->flush(q); }
+
+int qio_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
+{
+    return q->ops->extent(q, off, is_data, len);
+}
+
+int qio_allocated(qio_t *q, uint64_t *out) { return q->ops->allocated(q, out); }
+
+void qio_close(qio_t *q)
+{
+    if (!q)
+        return;
+    q->ops->close(q);
+    free(q->path);
+    free(q);
+}

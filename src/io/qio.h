@@ -1,0 +1,58 @@
+/* File access behind one interface, so the same code runs on a real file and, for fuzzing and
+ * unit tests, on a byte buffer in memory. Reads past the end of the file return zeros (as qemu's
+ * file protocol does); every operation returns 0 or a negative errno. */
+#ifndef QIMG_IO_QIO_H
+#define QIMG_IO_QIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    QIO_RDONLY = 0,
+    QIO_RDWR = 1 << 0,
+    QIO_SHARE = 1 << 1, /* -U: do not take or test image locks */
+};
+
+typedef struct qio qio_t;
+
+struct qio_ops {
+    int (*pread)(qio_t *q, void *buf, size_t n, uint64_t off);
+    int (*pwrite)(qio_t *q, const void *buf, size_t n, uint64_t off);
+    int (*size)(qio_t *q, uint64_t *out);
+    int (*truncate)(qio_t *q, uint64_t size);
+    int (*flush)(qio_t *q);
+    /* Allocation of [off, end): *is_data and the length of the run starting at off. */
+    int (*extent)(qio_t *q, uint64_t off, bool *is_data, uint64_t *len);
+    /* Bytes of storage actually allocated (st_blocks * 512). */
+    int (*allocated)(qio_t *q, uint64_t *out);
+    void (*close)(qio_t *q);
+};
+
+struct qio {
+    const struct qio_ops *ops;
+    char *path;
+    bool writable;
+    int fd;
+    /* memory backend */
+    unsigned char *mem;
+    size_t mem_len, mem_cap, mem_max;
+    /* write-fault injection for crash-safety tests: fail every write after this many (0 = off) */
+    long writes_left;
+};
+
+/* Opens path; on failure returns -errno. */
+int qio_open_file(const char *path, int flags, qio_t **out);
+/* A copy of data in memory; writes may grow it up to max_len bytes. */
+qio_t *qio_open_mem(const void *data, size_t len, bool writable, size_t max_len);
+
+int qio_pread(qio_t *q, void *buf, size_t n, uint64_t off);
+int qio_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off);
+int qio_size(qio_t *q, uint64_t *out);
+int qio_truncate(qio_t *q, uint64_t size);
+int qio_flush(qio_t *q);
+int qio_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len);
+int qio_allocated(qio_t *q, uint64_t *out);
+void qio_close(qio_t *q);
+
+#endif

@@ -1,0 +1,53 @@
+/* qimg entry point: picks the command and hands it argv (argv[0] is the command name). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/commands.h"
+#include "util/err.h"
+
+struct command {
+    const char *name;
+    cmd_fn fn;
+};
+
+static const struct command commands[] = {
+#define X(n) { #n, cmd_##n },
+    QIMG_COMMANDS(X)
+#undef X
+};
+
+static void help(void)
+{
+    printf("%s version " QIMG_VERSION " - a correctness-first reimplementation of qemu-img\n"
+           "usage: %s [standard options] command [command options]\n\n"
+           "Command syntax: see 'man qimg' and README.md. Commands:\n",
+           qimg_progname, qimg_progname);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        printf("  %-10s%s\n", commands[i].name, commands[i].fn ? "" : " (not implemented yet)");
+}
+
+int main(int argc, char **argv)
+{
+    err_set_progname(argv[0]);
+    if (argc < 2)
+        err_usage("Not enough arguments");
+    const char *name = argv[1];
+    if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+        help();
+        return 0;
+    }
+    if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
+        printf("%s version " QIMG_VERSION "\n", qimg_progname);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, name) != 0)
+            continue;
+        if (!commands[i].fn) {
+            err_report("Command not implemented yet: %s", name);
+            return 1;
+        }
+        return commands[i].fn(argc - 1, argv + 1);
+    }
+    err_usage("Command not found: %s", name);
+}

@@ -1,0 +1,236 @@
+#include "util/json.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/xalloc.h"
+
+enum json_kind { J_OBJ, J_ARR, J_STR, J_INT, J_UINT, J_BOOL };
+
+struct member {
+    char *key;
+    json_t *val;
+    unsigned bucket;
+    size_t seq; /* insertion order, newest prints first within a bucket */
+};
+
+struct json {
+    enum json_kind kind;
+    union {
+        struct { struct member *m; size_t n, cap, seq; } obj;
+        struct { json_t **v; size_t n, cap; } arr;
+        struct { char *s; size_t len; } str;
+        int64_t i;
+        uint64_t u;
+        bool b;
+    };
+};
+
+#define QDICT_BUCKETS 512
+
+unsigned json_qdict_hash(const char *key)
+{
+    unsigned v = 0x238F13AFu * (unsigned)strlen(key);
+    for (unsigned i = 0; key[i]; i++)
+        v += (unsigned)(unsigned char)key[i] << (i * 5 % 24);
+    return 1103515243u * v + 12345u;
+}
+
+static json_t *node(enum json_kind k)
+{
+    json_t *j = xcalloc(1, sizeof(*j));
+    j->kind = k;
+    return j;
+}
+
+json_t *json_object(void) { return node(J_OBJ); }
+json_t *json_array(void) { return node(J_ARR); }
+
+json_t *json_string_len(const char *s, size_t len)
+{
+    json_t *j = node(J_STR);
+    j->str.s = xmalloc(len + 1);
+    memcpy(j->str.s, s, len);
+    j->str.s[len] = 0;
+    j->str.len = len;
+    return j;
+}
+
+json_t *json_string(const char *s) { return json_string_len(s, strlen(s)); }
+json_t *json_int(int64_t v) { json_t *j = node(J_INT); j->i = v; return j; }
+json_t *json_uint(uint64_t v) { json_t *j = node(J_UINT); j->u = v; return j; }
+json_t *json_bool(bool v) { json_t *j = node(J_BOOL); j->b = v; return j; }
+
+void json_set(json_t *obj, const char *key, json_t *val)
+{
+    for (size_t i = 0; i < obj->obj.n; i++) {
+        if (strcmp(obj->obj.m[i].key, key) == 0) {
+            json_free(obj->obj.m[i].val);
+            obj->obj.m[i].val = val;
+            return;
+        }
+    }
+    if (obj->obj.n == obj->obj.cap) {
+        obj->obj.cap = obj->obj.cap ? obj->obj.cap * 2 : 8;
+        obj->obj.m = xreallocarray(obj->obj.m, obj->obj.cap, sizeof(struct member));
+    }
+    struct member *m = &obj->obj.m[obj->obj.n++];
+    m->key = xstrdup(key);
+    m->val = val;
+    m->bucket = json_qdict_hash(key) % QDICT_BUCKETS;
+    m->seq = obj->obj.seq++;
+}
+
+void json_append(json_t *arr, json_t *val)
+{
+    if (arr->arr.n == arr->arr.cap) {
+        arr->arr.cap = arr->arr.cap ? arr->arr.cap * 2 : 8;
+        arr->arr.v = xreallocarray(arr->arr.v, arr->arr.cap, sizeof(json_t *));
+    }
+    arr->arr.v[arr->arr.n++] = val;
+}
+
+size_t json_array_len(const json_t *arr) { return arr->arr.n; }
+
+void json_free(json_t *v)
+{
+    if (!v)
+        return;
+    switch (v->kind) {
+    case J_OBJ:
+        for (size_t i = 0; i < v->obj.n; i++) {
+            free(v->obj.m[i].key);
+            json_free(v->obj.m[i].val);
+        }
+        free(v->obj.m);
+        break;
+    case J_ARR:
+        for (size_t i = 0; i < v->arr.n; i++)
+            json_free(v->arr.v[i]);
+        free(v->arr.v);
+        break;
+    case J_STR:
+        free(v->str.s);
+        break;
+    default:
+        break;
+    }
+    free(v);
+}
+
+static int member_order(const void *a, const void *b)
+{
+    const struct member *x = a, *y = b;
+    if (x->bucket != y->bucket)
+        return x->bucket < y->bucket ? -1 : 1;
+    return x->seq > y->seq ? -1 : (x->seq < y->seq);
+}
+
+/* Decodes one UTF-8 sequence; returns its length, or 0 (and U+FFFD) when invalid. */
+static size_t utf8_next(const unsigned char *s, size_t left, uint32_t *cp)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t v, min;
+    if (c < 0x80) { *cp = c; return 1; }
+    if ((c & 0xe0) == 0xc0) { n = 2; v = c & 0x1f; min = 0x80; }
+    else if ((c & 0xf0) == 0xe0) { n = 3; v = c & 0x0f; min = 0x800; }
+    else if ((c & 0xf8) == 0xf0) { n = 4; v = c & 0x07; min = 0x10000; }
+    else { *cp = 0xfffd; return 0; }
+    if (n > left) { *cp = 0xfffd; return 0; }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) { *cp = 0xfffd; return 0; }
+        v = (v << 6) | (s[i] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) { *cp = 0xfffd; return 0; }
+    *cp = v;
+    return n;
+}
+
+static void print_string(FILE *f, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    fputc('"', f);
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        size_t n = utf8_next(p + i, len - i, &cp);
+        if (n == 0) {
+            /* QEMU replaces each bad byte with U+FFFD. */
+            fputs("\\uFFFD", f);
+            i++;
+            continue;
+        }
+        i += n;
+        switch (cp) {
+        case '"': fputs("\\\"", f); continue;
+        case '\\': fputs("\\\\", f); continue;
+        case '\b': fputs("\\b", f); continue;
+        case '\f': fputs("\\f", f); continue;
+        case '\n': fputs("\\n", f); continue;
+        case '\r': fputs("\\r", f); continue;
+        case '\t': fputs("\\t", f); continue;
+        default: break;
+        }
+        if (cp < 0x20 || cp >= 0x7f) {
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                fprintf(f, "\\u%04X\\u%04X", 0xd800 | (cp >> 10), 0xdc00 | (cp & 0x3ff));
+            } else {
+                fprintf(f, "\\u%04X", cp);
+            }
+        } else {
+            fputc((int)cp, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void newline(FILE *f, int depth)
+{
+    fprintf(f, "\n%*s", 4 * depth, "");
+}
+
+static void print_value(FILE *f, const json_t *v, int depth)
+{
+    switch (v->kind) {
+    case J_OBJ: {
+        struct member *sorted = xreallocarray(NULL, v->obj.n ? v->obj.n : 1, sizeof(*sorted));
+        memcpy(sorted, v->obj.m, v->obj.n * sizeof(*sorted));
+        qsort(sorted, v->obj.n, sizeof(*sorted), member_order);
+        fputc('{', f);
+        for (size_t i = 0; i < v->obj.n; i++) {
+            if (i)
+                fputc(',', f);
+            newline(f, depth + 1);
+            print_string(f, sorted[i].key, strlen(sorted[i].key));
+            fputs(": ", f);
+            print_value(f, sorted[i].val, depth + 1);
+        }
+        newline(f, depth);
+        fputc('}', f);
+        free(sorted);
+        break;
+    }
+    case J_ARR:
+        fputc('[', f);
+        for (size_t i = 0; i < v->arr.n; i++) {
+            if (i)
+                fputc(',', f);
+            newline(f, depth + 1);
+            print_value(f, v->arr.v[i], depth + 1);
+        }
+        newline(f, depth);
+        fputc(']', f);
+        break;
+    case J_STR: print_string(f, v->str.s, v->str.len); break;
+    case J_INT: fprintf(f, "%" PRId64, v->i); break;
+    case J_UINT: fprintf(f, "%" PRIu64, v->u); break;
+    case J_BOOL: fputs(v->b ? "true" : "false", f); break;
+    }
+}
+
+void json_print(FILE *f, const json_t *v)
+{
+    print_value(f, v, 0);
+}

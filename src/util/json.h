@@ -1,0 +1,34 @@
+/* The one JSON writer. Objects print their keys in QEMU's QDict order (512 hash buckets,
+ * tdb_hash, newest first within a bucket) and with QEMU's pretty printer, so qimg's
+ * --output=json is byte-identical to qemu-img's. */
+#ifndef QIMG_UTIL_JSON_H
+#define QIMG_UTIL_JSON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct json json_t;
+
+json_t *json_object(void);
+json_t *json_array(void);
+json_t *json_string(const char *s);
+json_t *json_string_len(const char *s, size_t len);
+json_t *json_int(int64_t v);
+json_t *json_uint(uint64_t v);
+json_t *json_bool(bool v);
+
+/* Adds key=val to an object (takes ownership of val); an existing key is replaced. */
+void json_set(json_t *obj, const char *key, json_t *val);
+/* Appends val to an array (takes ownership). */
+void json_append(json_t *arr, json_t *val);
+size_t json_array_len(const json_t *arr);
+void json_free(json_t *v);
+
+/* QEMU's pretty form, no trailing newline. */
+void json_print(FILE *f, const json_t *v);
+
+/* QEMU's tdb_hash, exposed for tests. */
+unsigned json_qdict_hash(const char *key);
+
+#endif
