@@ -55,6 +55,9 @@ asan: deps
 	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  all unit pytest
 
+bench: $(BUILD)/qimg
+	QIMG=$(CURDIR)/$(BUILD)/qimg python3 bench/run.py
+
 demo: $(BUILD)/qimg
 	@echo '$$ qimg info golden/demo/sample.qcow2'
 	@$(BUILD)/qimg info golden/demo/sample.qcow2

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of qimg and qemu-img on the same images, in one run.
+
+Writes reports/bench.md: per case, the median wall time of several runs and the peak RSS of
+each tool, and the speed-up. Images are built with the real qemu-img/qemu-io in BENCH_DIR
+(default build/bench), reused between runs when present. Timing is never asserted in tests.
+"""
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QIMG = os.environ.get("QIMG", os.path.join(ROOT, "build", "qimg"))
+QEMU_IMG = shutil.which("qemu-img")
+QEMU_IO = shutil.which("qemu-io")
+BENCH_DIR = os.environ.get("BENCH_DIR", os.path.join(ROOT, "build", "bench"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+
+
+def sh(*args, **kw):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **kw)
+
+
+def qemu_io(img, *cmds):
+    args = [QEMU_IO, "-f", "qcow2"]
+    for c in cmds:
+        args += ["-c", c]
+    sh(*args, img)
+
+
+def timed(cmd):
+    """Runs cmd once; returns (wall seconds, peak RSS KiB, exit code)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    return wall, ru.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def measure(cmd):
+    timed(cmd)  # warm the page cache, so both tools read from memory
+    walls, rss, rcs = [], [], set()
+    for _ in range(RUNS):
+        w, r, rc = timed(cmd)
+        walls.append(w)
+        rss.append(r)
+        rcs.add(rc)
+    return statistics.median(walls), max(rss), sorted(rcs)
+
+
+# --- images ---------------------------------------------------------------------------------
+
+def img_compare_pair():
+    """Two 4 GiB qcow2 images with mixed data / zero / unallocated regions, equal content."""
+    a = os.path.join(BENCH_DIR, "cmp-a.qcow2")
+    b = os.path.join(BENCH_DIR, "cmp-b.qcow2")
+    if not (os.path.exists(a) and os.path.exists(b)):
+        sh(QEMU_IMG, "create", "-q", "-f", "qcow2", a, "4G")
+        cmds = []
+        gib = 1 << 30
+        for i in range(64):  # 64 regions of 64 MiB; every 4th has 8 MiB data, some zero writes
+            off = i * 64 * (1 << 20)
+            if i % 4 == 0:
+                cmds.append(f"write -P {i % 250 + 1} {off} 8M")
+            elif i % 4 == 1:
+                cmds.append(f"write -z {off} 16M")
+        qemu_io(a, *cmds)
+        # b: same content, different cluster size and data laid out via convert
+        sh(QEMU_IMG, "convert", "-f", "qcow2", "-O", "qcow2", "-o", "cluster_size=65536", a, b)
+        del gib
+    return a, b
+
+
+def img_prealloc_1t():
+    p = os.path.join(BENCH_DIR, "prealloc-1t.qcow2")
+    if not os.path.exists(p):
+        sh(QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "1T")
+    return p
+
+
+def img_fragmented_snapshots():
+    """A 2 GiB image written in scattered 64k pieces across 3 snapshots."""
+    p = os.path.join(BENCH_DIR, "frag-snap.qcow2")
+    if not os.path.exists(p):
+        sh(QEMU_IMG, "create", "-q", "-f", "qcow2", p, "2G")
+        for snap in range(3):
+            cmds = []
+            for i in range(4000):
+                off = ((i * 7919 + snap * 104729) % 32768) * 65536
+                cmds.append(f"write -P {(i + snap) % 250 + 1} {off} 64k")
+            qemu_io(p, *cmds)
+            sh(QEMU_IMG, "snapshot", "-c", f"s{snap}", p)
+    return p
+
+
+CASES = [
+    ("compare 4 GiB mixed", "compare", lambda: ["compare", *img_compare_pair()]),
+    ("map --output=json 1 TiB prealloc=metadata", "map",
+     lambda: ["map", "--output=json", img_prealloc_1t()]),
+    ("check 1 TiB prealloc=metadata", "check", lambda: ["check", img_prealloc_1t()]),
+    ("check fragmented + 3 snapshots", "check-frag", lambda: ["check", img_fragmented_snapshots()]),
+]
+
+
+def main():
+    os.makedirs(BENCH_DIR, exist_ok=True)
+    rows = []
+    for title, key, args in CASES:
+        if ONLY and key not in ONLY:
+            continue
+        a = args()
+        q = measure([QEMU_IMG, *a])
+        m = measure([QIMG, *a])
+        speed = q[0] / m[0] if m[0] > 0 else float("inf")
+        rows.append((title, q, m, speed))
+        print(f"{title}: qemu-img {q[0]:.3f}s {q[1]} KiB rc{q[2]} | qimg {m[0]:.3f}s {m[1]} KiB "
+              f"rc{m[2]} | {speed:.2f}x", flush=True)
+    out = os.path.join(ROOT, "reports", "bench.md")
+    with open(out, "w") as f:
+        f.write("# Benchmarks: qimg vs qemu-img, same images, one run\n\n")
+        f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}. "
+                f"qemu-img: {subprocess.run([QEMU_IMG, '--version'], capture_output=True, text=True).stdout.splitlines()[0]}. "
+                f"Median of {RUNS} runs after one warm-up run (page cache warm). "
+                "Peak RSS is the maximum over the runs. Produced by `make bench`.\n\n")
+        f.write("| case | qemu-img median | qimg median | speed-up | qemu-img peak RSS | qimg peak RSS | exit codes (qemu-img / qimg) |\n")
+        f.write("|---|---|---|---|---|---|---|\n")
+        for title, q, m, speed in rows:
+            f.write(f"| {title} | {q[0]:.3f} s | {m[0]:.3f} s | {speed:.2f}x | {q[1]} KiB | {m[1]} KiB | {q[2]} / {m[2]} |\n")
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
