@@ -1,0 +1,72 @@
+/* Format driver table. A driver turns its on-disk metadata into guest reads and block status;
+ * the generic rules (backing chain, EOF, ALLOCATED) live in image.c, not in drivers.
+ *
+ * Write-side operations are declared now so repair/convert/commit can plug in; a NULL op means
+ * "not supported by this driver" and image.c returns -ENOTSUP. */
+#ifndef QIMG_BLOCK_DRIVER_H
+#define QIMG_BLOCK_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "block/image.h"
+#include "util/json.h"
+
+/* One internal snapshot as info and snapshot -l show it (qemu's QEMUSnapshotInfo). */
+typedef struct snapshot_info {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount; /* UINT64_MAX: none */
+} snapshot_info_t;
+
+struct driver {
+    const char *name;
+    bool supports_backing; /* unallocated ranges defer to a backing image */
+
+    /* Probe score for the first bytes of a file (qemu's bdrv_probe): 0 = not this format. */
+    int (*probe)(const uint8_t *buf, size_t len, const char *filename);
+
+    /* Reads metadata and fills img->size, cluster_size, dirty, backing_file,
+     * backing_format, data_file(_name). img->file is open; img->flags set. On failure sets
+     * *errmsg to the text after "Could not open 'F': " and returns -errno. */
+    int (*open)(image_t *img, char **errmsg);
+    void (*close)(image_t *img);
+
+    /* Guest read of [off, off+n) within img->size, including the backing chain (drivers use
+     * image_read(img->backing, ...) for unallocated ranges). */
+    int (*read)(image_t *img, uint64_t off, void *buf, size_t n);
+
+    /* Driver-level block status of [off, off+bytes) (bytes > 0, off+bytes <= size): fills
+     * st->flags with DATA/ZERO/OFFSET_VALID/RECURSE/RAW only, st->pnum (0 < pnum <= bytes),
+     * st->map and st->file/filename when OFFSET_VALID. Generic rules are added by the caller. */
+    int (*block_status)(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
+
+    /* info: {"type": fmt, "data": {...}} for format-specific, or NULL when none. */
+    struct json *(*format_specific)(image_t *img);
+    /* info: internal snapshots (count may be 0). Caller frees with snapshot_list_free. */
+    int (*snapshots)(image_t *img, snapshot_info_t **list, size_t *count);
+
+    /* Write side: declared for later issues. */
+    int (*write)(image_t *img, uint64_t off, const void *buf, size_t n);
+    int (*write_zeroes)(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
+    int (*discard)(image_t *img, uint64_t off, uint64_t n);
+    int (*flush)(image_t *img);
+    int (*truncate)(image_t *img, uint64_t size);
+};
+
+extern const struct driver raw_driver;
+extern const struct driver qcow2_driver;
+
+/* All drivers, in probe order, NULL-terminated. */
+extern const struct driver *const drivers[];
+
+/* By name (-f, backing format); NULL when unknown. */
+const struct driver *driver_find(const char *name);
+
+void snapshot_list_free(snapshot_info_t *list, size_t count);
+
+#endif

@@ -1,0 +1,145 @@
+/* The image handle: one open layer of a disk image (qemu's BlockDriverState, simplified).
+ *
+ * An image is a format driver (raw, qcow2) on top of a file, optionally with an external data
+ * file and a backing image below it. Opening an image opens its whole backing chain unless
+ * IMG_OPEN_NO_BACKING is given. Everything here is read-only unless IMG_OPEN_RDWR is given.
+ *
+ * Error convention: functions return 0 or a negative errno. Open additionally hands back a
+ * message in qemu's words ("Could not open 'F': ..."), which the command prints with
+ * err_report("%s", msg). A driver that meets corrupt metadata during I/O prints qemu's
+ * corruption event line once per image on stderr (see image_corrupt()) and returns -EIO; the
+ * image is then unusable and every later operation returns -ENOMEDIUM, as qemu's does. */
+#ifndef QIMG_BLOCK_IMAGE_H
+#define QIMG_BLOCK_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/qio.h"
+
+struct driver;
+struct json;
+
+/* Open flags. */
+enum {
+    IMG_OPEN_RDWR = 1 << 0,       /* open for writing (default: read-only) */
+    IMG_OPEN_NO_BACKING = 1 << 1, /* do not open the backing chain (info does this per layer) */
+    IMG_OPEN_SHARE = 1 << 2,      /* -U / force-share: take no locks, tolerate others' locks */
+    IMG_OPEN_NO_IO = 1 << 3,      /* metadata only (info): a missing external data file is
+                                     tolerated, guest I/O then fails with -ENOMEDIUM */
+};
+
+/* Longest backing chain we follow, counting the top image. qemu has no explicit limit but
+ * recursion; we refuse deeper chains with "Backing chain too deep". */
+#define IMG_MAX_CHAIN 64
+
+typedef struct image image_t;
+
+struct image {
+    const struct driver *drv;
+    char *filename;        /* the name the image was opened with (qemu's bs->filename) */
+    const char *format;    /* driver name: "raw", "qcow2" */
+    bool probed;           /* format came from probing, not from -f / the backing format */
+    int flags;             /* IMG_OPEN_* it was opened with */
+    uint64_t size;         /* virtual size in bytes (qemu: total_sectors * 512) */
+    uint32_t cluster_size; /* 0 when the format has none (raw) */
+    bool dirty;            /* dirty flag as info reports it */
+
+    qio_t *file;           /* the image file itself */
+    qio_t *data_file;      /* where guest data lives: == file, or the external data file;
+                              NULL only with IMG_OPEN_NO_IO and a missing data file */
+    char *data_file_name;  /* resolved path of an external data file, else NULL */
+
+    char *backing_file;    /* backing file name as stored in the image, or NULL */
+    char *backing_full;    /* that name resolved against the image's directory, or NULL */
+    char *backing_format;  /* backing format from the image (extension), or NULL */
+    image_t *backing;      /* opened backing image, NULL when none or NO_BACKING */
+
+    bool broken;           /* a corruption event happened: further I/O gives -ENOMEDIUM */
+    void *priv;            /* driver state */
+};
+
+/* Opens filename as fmt (NULL: probe as qemu does) with IMG_OPEN_* flags and, unless
+ * IMG_OPEN_NO_BACKING, its backing chain (backing format from the image, else probed;
+ * relative backing names resolved against the directory of the image that names them).
+ * On failure returns -errno and sets *errmsg (malloc'd, to free) to qemu's complete message,
+ * e.g. "Could not open 'x.qcow2': Image is not in qcow2 format". */
+int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg);
+
+/* Closes img and its backing chain. NULL is fine. */
+void image_close(image_t *img);
+
+/* Reads n bytes of the guest view at off: this layer, then the backing chain; bytes past a
+ * shorter backing image and past the virtual size read as zeros. Returns 0 or -errno
+ * (-EIO on corrupt metadata, after the corruption event was printed). Large reads are
+ * split internally; any n is fine. */
+int image_read(image_t *img, uint64_t off, void *buf, size_t n);
+
+/* Bytes allocated on disk for this image: file plus external data file (qemu's actual-size,
+ * the sum of st_blocks*512). Negative errno if unknown. */
+int64_t image_allocated_size(image_t *img);
+
+/* Prints qemu's corruption event for img once ("qcow2: Marking image as corrupt: MSG;
+ * further corruption events will be suppressed"), marks img broken. Drivers call this. */
+void image_corrupt(image_t *img, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- Block status ------------------------------------------------------------------------
+ * Flags, with qemu's values (BDRV_BLOCK_*), so strict compare can compare status words. */
+enum {
+    BS_DATA = 0x01,         /* reads return data from the returned file/offset (or decompress) */
+    BS_ZERO = 0x02,         /* reads return zeros */
+    BS_OFFSET_VALID = 0x04, /* st.map / st.file locate the bytes */
+    BS_RAW = 0x08,          /* driver-internal: "ask st.file at st.map" (raw format); never
+                               returned by image_block_status() */
+    BS_ALLOCATED = 0x10,    /* the content is decided by this layer (not the backing) */
+    BS_EOF = 0x20,          /* the range reaches the end of the layer that answered */
+    BS_RECURSE = 0x40,      /* driver hint: ask the file whether the host range is a hole;
+                               kept in the returned word as qemu keeps it */
+};
+
+typedef struct block_status {
+    unsigned flags;         /* BS_* */
+    uint64_t pnum;          /* length of the run with this status, > 0 unless off >= size */
+    uint64_t map;           /* host offset in *file of byte off; valid iff BS_OFFSET_VALID */
+    qio_t *file;            /* file the data lives in (image file, data file, or a backing
+                               layer's); valid iff BS_OFFSET_VALID */
+    const char *filename;   /* qemu's filename of that node (map's "filename"), or NULL */
+    image_t *layer;         /* the layer that answered */
+    int depth;              /* image_block_status_above: layers descended (0 = img itself) */
+} block_status_t;
+
+/* qemu's bdrv_block_status() with want_zero on ONE layer (the generic layer's rules applied
+ * on top of the driver's answer):
+ *   - off >= size: flags = BS_EOF, pnum = 0.
+ *   - bytes is clamped to size - off; pnum <= bytes.
+ *   - DATA or ZERO from the driver adds ALLOCATED.
+ *   - an unallocated run in a format with backing support: no backing image (or not opened
+ *     because of NO_BACKING while the image names none) adds ZERO; with a backing image of
+ *     length <= off adds ZERO (still not ALLOCATED).
+ *   - raw: the file's SEEK_DATA/SEEK_HOLE answer: data = DATA|OFFSET_VALID|ALLOCATED,
+ *     hole = ZERO|OFFSET_VALID|ALLOCATED, map = off, file = the raw file.
+ *   - qcow2 (qemu's qcow2_co_block_status): NORMAL = DATA|OFFSET_VALID, ZERO_ALLOC =
+ *     ZERO|OFFSET_VALID, ZERO_PLAIN = ZERO, UNALLOCATED_ALLOC (extended L2) = OFFSET_VALID,
+ *     UNALLOCATED = 0, COMPRESSED = DATA; runs never cross an L2 table, a type change or a
+ *     host discontinuity. With metadata preallocation detected, DATA|OFFSET_VALID runs get
+ *     RECURSE and the file is asked: a hole (or past the file's end) adds ZERO, and pnum is
+ *     cut to the file's run.
+ *   - EOF is added when off + pnum == size.
+ * Returns 0 or -errno (-EIO after a corruption event). */
+int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
+
+/* qemu's bdrv_block_status_above(img, base, ...) with want_zero: walks from img down the
+ * chain, stopping above base (NULL: walk to the bottom). The first layer whose answer has
+ * ALLOCATED gives the result (EOF dropped, then re-added only if the run reaches the end of
+ * img's own first answer); each deeper layer narrows pnum. A backing layer shorter than off
+ * answers ZERO|ALLOCATED for the rest of the run. If no layer allocates, the result is the
+ * last layer's answer (which has ZERO when the bottom has no backing). st->depth counts the
+ * layers queried minus one; st->layer is the answering layer. */
+int image_block_status_above(image_t *img, image_t *base, uint64_t off, uint64_t bytes,
+                             block_status_t *st);
+
+/* Number of layers in the chain from img down (1 = no backing). */
+int image_chain_length(const image_t *img);
+
+#endif
