@@ -770,7 +770,12 @@ _snap('snap_l1_misaligned',
       lambda q: q.set_snapshot_field(0, 'l1_table_offset', q.snapshots()[0].l1_table_offset + 0x200),
       doc='digest §14 #22')
 _snap('snap_l1_size_too_big', lambda q: q.set_snapshot_field(0, 'l1_size', 0x800000),
-      doc='digest §14 #22')
+      doc='digest §14 #22. NB: qemu 7.2 -r all here fixes the leaks, then the OFLAG_COPIED '
+          'L2 write hits the overlap check against the bogus 64 MiB inactive L1: '
+          '"Marking image as corrupt", Check failed rc 1, and 4 leaks remain afterwards. '
+          'Not tagged qemu-repair-broken because the snapshot entry itself stays corrupt '
+          'by design, so a clean result cannot be demanded; the repair test only requires '
+          'qimg to be no worse than qemu.')
 _snap('snap_nb_70000', lambda q: q.set_header('nb_snapshots', 70000), 'qemu-repair-broken',
       doc='digest §14 #23; qemu -r all turns garbage into snapshots (§13 item 12)')
 _snap('snap_extra_2000', lambda q: q.set_snapshot_field(0, 'extra_data_size', 2000),
