@@ -11,6 +11,8 @@ CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET
            -Isrc -I. $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 LIBS    := -lz -lzstd -lsqlite3 -lm
+# Debian's interpreter carries python3-pytest; a pyenv python3 earlier on PATH would not.
+PYTHON  ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 
 LIB_SRC  := $(sort $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c checker/*.c repair/*.c)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -43,7 +45,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 pytest: $(BUILD)/qimg
-	QIMG=$(CURDIR)/$(BUILD)/qimg python3 -m pytest -q -x tests/py
+	QIMG=$(CURDIR)/$(BUILD)/qimg $(PYTHON) -m pytest -q tests/py
 
 test: deps
 	$(MAKE) all
