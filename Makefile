@@ -31,8 +31,11 @@ $(BUILD)/libqimg.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# --whole-archive: main.c names commands through weak symbols, which alone would not pull
+# their objects out of the archive.
 $(BUILD)/qimg: $(BUILD)/obj/src/main.o $(BUILD)/libqimg.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/obj/src/main.o -Wl,--whole-archive $(BUILD)/libqimg.a \
+	  -Wl,--no-whole-archive $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libqimg.a
 	@mkdir -p $(dir $@)

@@ -1,0 +1,103 @@
+/* qcow2 checker: state shared by the passes (digest §3). Each pass is a function in
+ * its own file, in the order qemu runs them:
+ *   qcow2_open.c          open in CHECK mode (qemu's validation and messages)
+ *   qcow2_snapshots.c     §3.1 snapshot table pass
+ *   qcow2_refs.c          §3.3 reference counting into the IMRT (inc_refcounts)
+ *   qcow2_l1l2.c          §3.4 L1/L2 walk of the active image and each snapshot
+ *   qcow2_bitmaps.c       §3.3 step 8 bitmap directory and tables
+ *   qcow2_refblocks.c     §3.5 refcount table / refblocks
+ *   qcow2_compare.c       §3.6 computed vs stored refcounts
+ *   qcow2_copied.c        §3.9 OFLAG_COPIED
+ *   qcow2_deep.c          qimg-only deep checks (--deep)
+ *   qcow2_check.c         the driver (§3 top level, §3.7) */
+#ifndef QIMG_CHECKER_QCOW2_CHECK_H
+#define QIMG_CHECKER_QCOW2_CHECK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "checker/check.h"
+#include "checker/findings.h"
+#include "checker/imrt.h"
+#include "format/qcow2_bitmap.h"
+#include "format/qcow2_ext.h"
+#include "format/qcow2_header.h"
+#include "format/qcow2_l2.h"
+#include "format/qcow2_snapshot.h"
+#include "io/qio.h"
+
+#define RB_CACHE_SLOTS 64
+
+struct qc2 {
+    qio_t *q;
+    qio_t *data;                 /* external data file (NULL if none) */
+    const char *filename;
+    const struct check_opts *opts;
+    unsigned fix;                /* fix mode of the current pass run (0 for check) */
+
+    struct qcow2_header h;
+    struct qcow2_ext ext;
+    struct qcow2_l2_geom geom;
+    uint64_t file_size;
+    uint64_t cs;
+    bool has_data_file;
+
+    /* active L1, host order; entries past l1_loaded lie beyond EOF and read as 0 */
+    uint64_t *l1;
+    uint64_t l1_loaded;
+    /* reftable, host order; same clamping (qemu's refcount_table_size = rt_entries) */
+    uint64_t *rt;
+    uint64_t rt_loaded;
+    uint64_t rt_entries;
+
+    /* snapshot table (§3.1), read in check mode */
+    struct qcow2_snapshot *sn;
+    uint32_t nb_sn;
+    uint64_t sn_offset, sn_size;
+
+    /* bitmap directory, loaded at open (qemu fails the open on a bad one) */
+    struct qcow2_bitmap_dirent *bm;
+    uint32_t nb_bm;
+
+    struct imrt imrt;
+    struct findings *fl;
+    struct check_result *res;
+
+    /* on-disk refcount reader: direct-mapped cache of refblocks */
+    uint8_t *rb_buf[RB_CACHE_SLOTS];
+    uint64_t rb_off[RB_CACHE_SLOTS];
+    bool signaled_corruption;
+
+    /* compare result needed by the driver */
+    bool rebuild;
+    int64_t highest_cluster;
+};
+
+/* qcow2_open.c: 0, or prints "Could not open 'F': msg" and returns -errno. */
+int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o);
+void qc2_close(struct qc2 *s);
+
+/* Passes; each returns 0 or a negative errno that aborts the check. */
+int qc2_pass_snapshots(struct qc2 *s, struct check_result *r);
+int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot);
+int qc2_pass_l1l2(struct qc2 *s);
+int qc2_pass_bitmaps(struct qc2 *s);
+int qc2_pass_refblocks(struct qc2 *s);
+void qc2_pass_compare(struct qc2 *s);
+int qc2_pass_copied(struct qc2 *s);
+void qc2_pass_deep(struct qc2 *s);
+
+/* On-disk refcount of cluster k (qemu's qcow2_get_refcount): 0 or -errno. */
+int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
+
+/* Add a finding and bump the counter its severity selects. */
+void qc2_report(struct qc2 *s, struct finding *f);
+
+/* Read a whole range (zeros past EOF); 0 or -errno. */
+int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);
+
+/* The whole qcow2 check. */
+int qcow2_check_run(qio_t *q, const char *filename, const struct check_opts *o,
+                    struct check_run *run);
+
+#endif

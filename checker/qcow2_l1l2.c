@@ -1,0 +1,285 @@
+/* §3.3 steps 1-4 and §3.4: header, active L1/L2 (with statistics), every snapshot's
+ * L1/L2. L2 tables are read in batches of adjacent tables (one pread per run, not per
+ * table or per cluster). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checker/qcow2_check.h"
+#include "checker/qcow2_deep.h"
+#include "checker/qcow2_l2read.h"
+#include "format/be.h"
+#include "util/xalloc.h"
+
+struct walk {
+    struct qc2 *s;
+    struct l2_reader rd;
+    int snapshot;             /* -1 active */
+    bool active;
+    const uint64_t *l1;
+    uint64_t l1_n;            /* entries loaded (rest are 0) */
+};
+
+static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
+{
+    struct qc2 *s = w->s;
+    struct check_result *res = s->res;
+    const uint8_t *t;
+    int rc = l2_reader_get(s, &w->rd, w->l1, w->l1_n, l1_index, l2_off, &t);
+    if (rc < 0) {
+        struct finding f = finding_make(FK_L2_IO_ERROR);
+        f.err = rc;
+        f.offset = l2_off;
+        f.l1_index = l1_index;
+        f.snapshot = w->snapshot;
+        qc2_report(s, &f);
+        return rc;
+    }
+    uint64_t cs = s->cs, esz = s->h.l2_entry_size, n = s->h.l2_entries;
+    bool extl2 = s->geom.extended_l2, frag = w->active;
+    uint64_t next_contiguous = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t e = be64_get(t + i * esz);
+        uint64_t bmp = extl2 ? be64_get(t + i * esz + 8) : 0;
+        if (!e && !bmp)
+            continue;   /* fast path: UNALLOCATED with no bitmap, nothing to do */
+        enum qcow2_cluster_type type = qcow2_l2e_type(&s->geom, e);
+        uint64_t guest = FIND_NONE;
+        if (w->active) {
+            uint64_t gc = l1_index * n + i;   /* l1_index < 2^22, n <= 2^18: no overflow */
+            guest = gc << s->h.cluster_bits;
+        }
+        struct finding f = finding_make(FK_L2_RESERVED);
+        f.entry = e;
+        f.entry_offset = l2_off + i * esz;
+        f.l1_index = l1_index;
+        f.l2_index = i;
+        f.snapshot = w->snapshot;
+        f.guest_offset = guest;
+        f.guest_len = guest == FIND_NONE ? FIND_NONE : cs;
+
+        if (type != QCOW2_CLUSTER_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED_MASK)) {
+            qc2_report(s, &f);
+        }
+        switch (type) {
+        case QCOW2_CLUSTER_COMPRESSED: {
+            struct qcow2_compressed c;
+            if (e & QCOW2_OFLAG_COPIED) {
+                f.kind = FK_COMPRESSED_COPIED;
+                f.offset = e & s->h.cluster_offset_mask;
+                qc2_report(s, &f);
+                e &= ~QCOW2_OFLAG_COPIED;
+                f.offset = FIND_NONE;
+            }
+            f.entry = e;
+            if (s->has_data_file) {
+                f.kind = FK_COMPRESSED_DATA_FILE;
+                qc2_report(s, &f);
+                break;
+            }
+            if (bmp) {
+                f.kind = FK_COMPRESSED_SUBCLUSTERS;
+                qc2_report(s, &f);
+                break;
+            }
+            qcow2_compressed_decode(s->h.cluster_bits, e, &c);
+            rc = qc2_inc_refs(s, c.host_offset, c.csize, w->snapshot);
+            if (rc < 0)
+                return rc;
+            if (frag) {
+                res->allocated_clusters++;
+                res->compressed_clusters++;
+                res->fragmented_clusters++;
+            }
+            if (s->opts->deep)
+                qc2_deep_compressed(s, e, &c, &f);
+            break;
+        }
+        case QCOW2_CLUSTER_ZERO_ALLOC:
+        case QCOW2_CLUSTER_NORMAL: {
+            uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+            f.offset = off;
+            if ((bmp >> 32) & bmp) {
+                f.kind = FK_SUBCLUSTER_BITMAP;
+                f.found = bmp;
+                qc2_report(s, &f);
+                f.found = FIND_NONE;
+            }
+            if (off & (cs - 1)) {
+                bool data = extl2 ? (bmp & QCOW2_L2_BITMAP_ALL_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
+                f.kind = data ? FK_DATA_UNALIGNED : FK_PREALLOC_UNALIGNED;
+                f.cluster = off >> s->h.cluster_bits;
+                qc2_report(s, &f);
+                f.cluster = FIND_NONE;
+            }
+            if (frag) {
+                res->allocated_clusters++;
+                if (next_contiguous && off != next_contiguous)
+                    res->fragmented_clusters++;
+                next_contiguous = off + cs;
+            }
+            if (!s->has_data_file) {
+                rc = qc2_inc_refs(s, off, cs, w->snapshot);
+                if (rc < 0)
+                    return rc;
+            }
+            if (s->opts->deep)
+                qc2_deep_l2_entry(s, type, e, &f);
+            break;
+        }
+        case QCOW2_CLUSTER_ZERO_PLAIN:
+            if (s->opts->deep)
+                qc2_deep_l2_entry(s, type, e, &f);
+            break;
+        case QCOW2_CLUSTER_UNALLOCATED:
+            if (bmp & QCOW2_L2_BITMAP_ALL_ALLOC) {
+                f.kind = FK_UNALLOC_SUBCLUSTERS;
+                f.found = bmp;
+                qc2_report(s, &f);
+            }
+            break;
+        }
+    }
+    return 0;
+}
+
+/* qemu's check_refcounts_l1. l1_cached: the active L1 already loaded at open. */
+static int check_l1(struct walk *w, uint64_t l1_off, uint64_t l1_size)
+{
+    struct qc2 *s = w->s;
+    if (!l1_size)
+        return 0;
+    int rc = qc2_inc_refs(s, l1_off, l1_size * 8, w->snapshot);
+    if (rc < 0)
+        return rc;
+    for (uint64_t i = 0; i < w->l1_n; i++) {
+        uint64_t e = w->l1[i];
+        if (!e)
+            continue;
+        if (e & QCOW2_L1E_RESERVED_MASK) {
+            struct finding f = finding_make(FK_L1_RESERVED);
+            f.entry = e;
+            f.entry_offset = l1_off + i * 8;
+            f.l1_index = i;
+            f.snapshot = w->snapshot;
+            qc2_report(s, &f);
+        }
+        uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
+        rc = qc2_inc_refs(s, l2, s->cs, w->snapshot);
+        if (rc < 0)
+            return rc;
+        if (l2 & (s->cs - 1)) {
+            struct finding f = finding_make(FK_L2_UNALIGNED);
+            f.offset = l2;
+            f.entry = e;
+            f.entry_offset = l1_off + i * 8;
+            f.l1_index = i;
+            f.snapshot = w->snapshot;
+            qc2_report(s, &f);
+        }
+        rc = check_l2(w, i, l2);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A snapshot's L1, clamped to the file like the active one. */
+static int load_l1(struct qc2 *s, uint64_t off, uint64_t n, uint64_t **out, uint64_t *loaded)
+{
+    *out = NULL;
+    *loaded = 0;
+    if (off >= s->file_size)
+        return 0;
+    uint64_t avail = (s->file_size - off + 7) / 8;
+    if (avail < n)
+        n = avail;
+    if (!n)
+        return 0;
+    uint8_t *raw = xmalloc((size_t)(n * 8));
+    int rc = qc2_read(s, raw, n * 8, off);
+    if (rc < 0) {
+        free(raw);
+        return rc;
+    }
+    uint64_t *t = xmalloc((size_t)(n * 8));
+    for (uint64_t i = 0; i < n; i++)
+        t[i] = be64_get(raw + i * 8);
+    free(raw);
+    *out = t;
+    *loaded = n;
+    return 0;
+}
+
+int qc2_pass_l1l2(struct qc2 *s)
+{
+    struct walk w;
+    memset(&w, 0, sizeof(w));
+    w.s = s;
+    l2_reader_init(&w.rd, s->cs);
+    int rc = qc2_inc_refs(s, 0, s->cs, -1);   /* header */
+    if (rc < 0)
+        goto out;
+    w.snapshot = -1;
+    w.active = true;
+    w.l1 = s->l1;
+    w.l1_n = s->l1_loaded;
+    rc = check_l1(&w, s->h.l1_table_offset, s->h.l1_size);
+    if (rc < 0)
+        goto out;
+    if (s->has_data_file && s->nb_sn > 0) {
+        struct finding f = finding_make(FK_SNAP_WITH_DATA_FILE);
+        f.found = s->nb_sn;
+        qc2_report(s, &f);
+    }
+    w.active = false;
+    for (uint32_t i = 0; i < s->nb_sn; i++) {
+        const struct qcow2_snapshot *sn = &s->sn[i];
+        w.snapshot = (int)i;
+        if (sn->l1_table_offset & (s->cs - 1)) {
+            struct finding f = finding_make(FK_SNAP_L1_UNALIGNED);
+            f.snapshot = (int)i;
+            f.offset = sn->l1_table_offset;
+            qc2_report(s, &f);
+            continue;
+        }
+        if (sn->l1_size > QCOW2_MAX_L1_SIZE / 8) {
+            struct finding f = finding_make(FK_SNAP_L1_TOO_LARGE);
+            f.snapshot = (int)i;
+            f.offset = sn->l1_table_offset;
+            f.found = sn->l1_size;
+            qc2_report(s, &f);
+            continue;
+        }
+        if (s->opts->deep)
+            qc2_deep_snapshot(s, i);
+        uint64_t *l1 = NULL, n = 0;
+        rc = load_l1(s, sn->l1_table_offset, sn->l1_size, &l1, &n);
+        if (rc < 0) {
+            struct finding f = finding_make(FK_L1_IO_ERROR);
+            f.err = rc;
+            f.snapshot = (int)i;
+            qc2_report(s, &f);
+            goto out;
+        }
+        w.l1 = l1;
+        w.l1_n = n;
+        w.rd.len = 0;
+        rc = check_l1(&w, sn->l1_table_offset, sn->l1_size);
+        free(l1);
+        if (rc < 0)
+            goto out;
+    }
+    /* snapshot table, reftable, LUKS header (§3.3 steps 5-7) */
+    rc = qc2_inc_refs(s, s->sn_offset, s->sn_size, -1);
+    if (rc < 0)
+        goto out;
+    rc = qc2_inc_refs(s, s->h.refcount_table_offset, s->rt_entries * 8, -1);
+    if (rc < 0)
+        goto out;
+    if (s->ext.has_crypto && s->ext.crypto_length)
+        rc = qc2_inc_refs(s, s->ext.crypto_offset, s->ext.crypto_length, -1);
+out:
+    l2_reader_free(&w.rd);
+    return rc;
+}

@@ -1,0 +1,50 @@
+#include "checker/qcow2_l2read.h"
+
+#include <stdlib.h>
+
+#include "checker/qcow2_check.h"
+#include "util/xalloc.h"
+
+void l2_reader_init(struct l2_reader *r, uint64_t cs)
+{
+    r->cap = L2_BATCH_BYTES > cs ? L2_BATCH_BYTES : cs;
+    r->buf = xmalloc((size_t)r->cap);
+    r->off = r->len = 0;
+}
+
+void l2_reader_free(struct l2_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+}
+
+int l2_reader_get(struct qc2 *s, struct l2_reader *r, const uint64_t *l1, uint64_t l1_n,
+                  uint64_t i, uint64_t off, const uint8_t **out)
+{
+    uint64_t cs = s->cs;
+    if (r->len && off >= r->off && off - r->off <= r->len - cs && !((off - r->off) & (cs - 1))) {
+        *out = r->buf + (off - r->off);
+        return 0;
+    }
+    uint64_t len = cs;
+    if (!(off & (cs - 1))) {
+        /* extend over following L1 entries whose tables follow this one on disk */
+        uint64_t prev = off;
+        for (uint64_t j = i + 1; j < l1_n && len + cs <= r->cap; j++) {
+            uint64_t o = l1[j] & QCOW2_L1E_OFFSET_MASK;
+            if (o != prev + cs)
+                break;
+            len += cs;
+            prev = o;
+        }
+    }
+    int rc = qc2_read(s, r->buf, len, off);
+    if (rc < 0) {
+        r->len = 0;
+        return rc;
+    }
+    r->off = off;
+    r->len = len;
+    *out = r->buf;
+    return 0;
+}

@@ -1,0 +1,216 @@
+/* Open a qcow2 image the way qemu-img check does (BDRV_O_CHECK, digest §2): the
+ * header decoder does the header-only validation; here we read the active L1 and the
+ * reftable (clamped to the file: entries past EOF read as 0, so memory follows the file,
+ * not the header), parse the extensions, open the data and backing files, and load the
+ * bitmap directory, failing with qemu's "Could not open 'F': <msg>". */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checker/qcow2_bitmaps.h"
+#include "checker/qcow2_check.h"
+#include "format/be.h"
+#include "util/err.h"
+#include "util/xalloc.h"
+
+#define HDR_READ_MAX (2u << 20)   /* largest cluster qemu accepts */
+
+int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off)
+{
+    if (len > SIZE_MAX)
+        return -EINVAL;
+    return qio_pread(s->q, buf, (size_t)len, off);
+}
+
+static int open_fail(const char *filename, int code, const char *msg)
+{
+    err_report("Could not open '%s': %s", filename, msg);
+    return code < 0 ? code : -EINVAL;
+}
+
+/* Entries of a table at off that lie (at least partly) inside the file. */
+static uint64_t entries_in_file(uint64_t off, uint64_t entries, uint64_t file_size)
+{
+    if (off >= file_size)
+        return 0;
+    uint64_t avail = (file_size - off + 7) / 8;
+    return avail < entries ? avail : entries;
+}
+
+static int load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
+                      uint64_t *loaded)
+{
+    uint64_t n = entries_in_file(off, entries, s->file_size);
+    *out = NULL;
+    *loaded = n;
+    if (!n)
+        return 0;
+    uint8_t *raw = xmalloc((size_t)(n * 8));
+    int rc = qc2_read(s, raw, n * 8, off);
+    if (rc < 0) {
+        free(raw);
+        return rc;
+    }
+    uint64_t *t = xmalloc((size_t)(n * 8));
+    for (uint64_t i = 0; i < n; i++)
+        t[i] = be64_get(raw + i * 8);
+    free(raw);
+    *out = t;
+    return 0;
+}
+
+/* A file name stored in the image is relative to the image's directory. */
+static char *relative_to_image(const char *image, const char *name)
+{
+    if (name[0] == '/' || !strchr(image, '/'))
+        return xstrdup(name);
+    char *dup = xstrdup(image);
+    char *dir = dirname(dup);
+    char *p = xasprintf("%s/%s", dir, name);
+    free(dup);
+    return p;
+}
+
+static int open_data_file(struct qc2 *s)
+{
+    bool want = s->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
+    if (!want) {
+        if (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW)
+            return open_fail(s->filename, -EINVAL, "data-file-raw requires a data file");
+        return 0;
+    }
+    if (!s->ext.has_data_file)
+        return open_fail(s->filename, -EINVAL, "'data-file' is required for this image");
+    char *path = relative_to_image(s->filename, s->ext.data_file);
+    int rc = qio_open_file(path, QIO_RDONLY | (s->opts->share ? QIO_SHARE : 0), &s->data);
+    if (rc < 0) {
+        err_report("Could not open '%s': Could not open '%s': %s", s->filename, path,
+                   strerror(-rc));
+        free(path);
+        return rc;
+    }
+    free(path);
+    s->has_data_file = true;
+    return 0;
+}
+
+static int open_backing(struct qc2 *s, const uint8_t *buf, size_t buf_len)
+{
+    char name[QCOW2_MAX_BACKING_NAME + 1];
+    uint32_t len;
+    bool has;
+    struct fmt_error e;
+    fmt_error_clear(&e);
+    int rc = qcow2_backing_name(&s->h, buf, buf_len, name, &len, &has, &e);
+    if (rc < 0) {
+        char tmp[512];
+        return open_fail(s->filename, rc, fmt_error_user_msg(&e, tmp, sizeof(tmp)));
+    }
+    if (!has || !name[0])
+        return 0;
+    /* qemu opens the whole backing chain; we only make sure the file opens. */
+    char *path = relative_to_image(s->filename, name);
+    qio_t *b;
+    rc = qio_open_file(path, QIO_RDONLY | QIO_SHARE, &b);
+    if (rc < 0) {
+        err_report("Could not open '%s': Could not open backing file: Could not open '%s': %s",
+                   s->filename, path, strerror(-rc));
+        free(path);
+        return rc;
+    }
+    qio_close(b);
+    free(path);
+    return 0;
+}
+
+int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o)
+{
+    char msg[FMT_ERROR_MSG_MAX + 64];
+    struct fmt_error e;
+    int rc;
+
+    s->q = q;
+    s->filename = filename;
+    s->opts = o;
+    rc = qio_size(q, &s->file_size);
+    if (rc < 0)
+        return open_fail(filename, rc, strerror(-rc));
+
+    size_t have = s->file_size < HDR_READ_MAX ? (size_t)s->file_size : HDR_READ_MAX;
+    uint8_t *buf = xcalloc(1, HDR_READ_MAX);
+    rc = qio_pread(q, buf, have, 0);
+    if (rc < 0) {
+        free(buf);
+        return open_fail(filename, rc, strerror(-rc));
+    }
+    fmt_error_clear(&e);
+    rc = qcow2_header_decode(buf, have, QCOW2_HDR_CHECK, &s->h, &e);
+    if (rc < 0) {
+        free(buf);
+        return open_fail(filename, rc, fmt_error_user_msg(&e, msg, sizeof(msg)));
+    }
+    s->cs = s->h.cluster_size;
+    s->geom.cluster_bits = s->h.cluster_bits;
+    s->geom.extended_l2 = s->h.incompatible_features & QCOW2_INCOMPAT_EXTL2;
+    s->geom.data_file = s->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
+    size_t c0 = have < s->cs ? have : (size_t)s->cs;
+
+    /* step 12: the active L1 */
+    rc = load_table(s, s->h.l1_table_offset, s->h.l1_size, &s->l1, &s->l1_loaded);
+    if (rc < 0) {
+        free(buf);
+        return open_fail(filename, rc, "Could not read L1 table");
+    }
+    /* step 14: reftable, then extensions */
+    s->rt_entries = s->h.reftable_entries;
+    rc = load_table(s, s->h.refcount_table_offset, s->rt_entries, &s->rt, &s->rt_loaded);
+    if (rc < 0) {
+        free(buf);
+        return open_fail(filename, rc, "Could not read refcount table");
+    }
+    fmt_error_clear(&e);
+    rc = qcow2_ext_parse(&s->h, buf, c0, &s->ext, &e);
+    if (rc < 0) {
+        free(buf);
+        return open_fail(filename, rc, fmt_error_user_msg(&e, msg, sizeof(msg)));
+    }
+    if (s->ext.bitmaps_ignored)
+        err_report("warning: a program lacking bitmap support modified this file, so the "
+                   "bitmaps are now unusable. Some clusters may be leaked, run 'qemu-img "
+                   "check -r' on the image file to fix.");
+    rc = open_data_file(s);
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && !s->ext.has_crypto) {
+        free(buf);
+        return open_fail(filename, -EINVAL, "Missing CRYPTO header for crypt method 2");
+    }
+    rc = open_backing(s, buf, c0);
+    free(buf);
+    if (rc < 0)
+        return rc;
+    rc = qc2_bitmaps_load(s, msg, sizeof(msg));
+    if (rc < 0)
+        return open_fail(filename, rc, msg);
+    return 0;
+}
+
+void qc2_close(struct qc2 *s)
+{
+    free(s->l1);
+    free(s->rt);
+    for (uint32_t i = 0; i < s->nb_sn; i++)
+        qcow2_snapshot_free(&s->sn[i]);
+    free(s->sn);
+    qcow2_ext_free(&s->ext);
+    qc2_bitmaps_free(s);
+    for (int i = 0; i < RB_CACHE_SLOTS; i++)
+        free(s->rb_buf[i]);
+    imrt_free(&s->imrt);
+    if (s->data)
+        qio_close(s->data);
+}

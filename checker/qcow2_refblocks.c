@@ -1,0 +1,48 @@
+/* §3.5: every refcount table entry; refblocks are counted as references. */
+#include "checker/qcow2_check.h"
+#include "format/qcow2_refcount.h"
+
+int qc2_pass_refblocks(struct qc2 *s)
+{
+    for (uint64_t i = 0; i < s->rt_loaded; i++) {
+        uint64_t raw = s->rt[i];
+        uint64_t off = raw & QCOW2_REFT_OFFSET_MASK;
+        uint64_t k = off >> s->h.cluster_bits;
+        struct finding f = finding_make(FK_REFTABLE_RESERVED);
+        f.rt_index = i;
+        f.entry = raw;
+        f.entry_offset = s->h.refcount_table_offset + i * 8;
+        if (raw & QCOW2_REFT_RESERVED_MASK) {
+            qc2_report(s, &f);
+            s->rebuild = true;
+            continue;
+        }
+        if (off & (s->cs - 1)) {
+            f.kind = FK_REFBLOCK_UNALIGNED;
+            f.offset = off;
+            qc2_report(s, &f);
+            s->rebuild = true;
+            continue;
+        }
+        f.offset = off;
+        f.cluster = k;
+        if (k >= s->imrt.n) {
+            f.kind = FK_REFBLOCK_OUTSIDE;
+            qc2_report(s, &f);
+            continue;
+        }
+        if (!off)
+            continue;
+        int rc = qc2_inc_refs(s, off, s->cs, -1);
+        if (rc < 0)
+            return rc;
+        uint64_t v = imrt_get(&s->imrt, k);
+        if (v != 1) {
+            f.kind = FK_REFBLOCK_SHARED;
+            f.expected = v;
+            qc2_report(s, &f);
+            s->rebuild = true;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,88 @@
+/* Reference counting into the IMRT (qemu's qcow2_inc_refcounts_imrt), the on-disk
+ * refcount reader (qcow2_get_refcount) and the finding -> counter bookkeeping. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checker/qcow2_check.h"
+#include "format/qcow2_refcount.h"
+#include "util/xalloc.h"
+
+void qc2_report(struct qc2 *s, struct finding *f)
+{
+    bool deep = finding_kind_is_deep((enum finding_kind)f->kind);
+    if (deep && !s->opts->deep)
+        return;
+    findings_add(s->fl, f);
+    switch ((enum finding_severity)f->severity) {
+    case SEV_CORRUPTION: s->res->corruptions++; break;
+    case SEV_LEAK: s->res->leaks++; break;
+    case SEV_CHECK_ERROR: s->res->check_errors++; break;
+    }
+}
+
+int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot)
+{
+    if (size == 0 || (int64_t)size < 0)
+        return 0;
+    /* qemu: offset + size - file_len >= cluster_size, in int64 arithmetic */
+    int64_t past = (int64_t)(offset + size) - (int64_t)s->file_size;
+    if ((int64_t)offset < 0 || offset + size < offset || past >= (int64_t)s->cs) {
+        struct finding f = finding_make(FK_REF_PAST_EOF);
+        f.offset = offset;
+        f.size = size;
+        f.snapshot = snapshot;
+        qc2_report(s, &f);
+        return 0;
+    }
+    uint64_t first = offset >> s->h.cluster_bits;
+    uint64_t last = (offset + size - 1) >> s->h.cluster_bits;
+    for (uint64_t k = first; k <= last; k++) {
+        if (k >= s->imrt.n && imrt_grow(&s->imrt, k) < 0) {
+            struct finding f = finding_make(FK_IMRT_NOMEM);
+            f.err = -ENOMEM;
+            qc2_report(s, &f);
+            return -ENOMEM;
+        }
+        uint64_t v = imrt_get(&s->imrt, k);
+        if (v == s->imrt.max) {
+            struct finding f = finding_make(FK_REFCOUNT_OVERFLOW);
+            f.offset = k << s->h.cluster_bits;
+            f.cluster = k;
+            f.snapshot = snapshot;
+            qc2_report(s, &f);
+            continue;
+        }
+        imrt_set(&s->imrt, k, v + 1);
+    }
+    return 0;
+}
+
+int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
+{
+    uint64_t ti = k >> s->h.refcount_block_bits;
+    uint64_t bi = k & (s->h.refcount_block_entries - 1);
+    *out = 0;
+    if (ti >= s->rt_entries || ti >= s->rt_loaded)
+        return 0;   /* beyond the table, or a table entry past EOF (reads as 0) */
+    uint64_t off = s->rt[ti] & QCOW2_REFT_OFFSET_MASK;
+    if (!off)
+        return 0;
+    if (off & (s->cs - 1)) {
+        /* qemu signals corruption (printed once, see FF_SIGNAL) and fails with EIO */
+        return -EIO;
+    }
+    unsigned slot = (unsigned)(ti % RB_CACHE_SLOTS);
+    if (!s->rb_buf[slot] || s->rb_off[slot] != off) {
+        if (!s->rb_buf[slot])
+            s->rb_buf[slot] = xmalloc((size_t)s->cs);
+        int rc = qc2_read(s, s->rb_buf[slot], s->cs, off);
+        if (rc < 0) {
+            s->rb_off[slot] = 0;
+            return rc;
+        }
+        s->rb_off[slot] = off;
+    }
+    qcow2_refblock_get(s->rb_buf[slot], (size_t)s->cs, s->h.refcount_order, bi, out);
+    return 0;
+}
