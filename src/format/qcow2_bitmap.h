@@ -47,8 +47,9 @@ int qcow2_bitmap_dirent_decode(const uint8_t *buf, size_t buf_len, uint64_t entr
 /* qemu's per-entry constraints, in qemu's order: extra_data_size != 0 ("Bitmap extra
  * data is not supported"), then check_dir_entry ("Bitmap '%.*s' doesn't satisfy the
  * constraints"): table size 1..0x8000000, offset non-zero and cluster-aligned,
- * granularity 9..31, no reserved flags, name_size <= 1023 (and >= 1, spec), type 1,
- * table_size*cs <= 512 MiB, and if not in_use the table must cover virtual_size. */
+ * granularity 9..31, no reserved flags, name_size <= 1023, type 1,
+ * table_size*cs <= 512 MiB, and if not in_use the table must cover virtual_size.
+ * Also refuses name_size 0 (spec rule qemu skips): that error has an empty qemu_msg. */
 int qcow2_bitmap_dirent_validate(const struct qcow2_bitmap_dirent *e, uint32_t cluster_bits,
                                  uint64_t virtual_size, uint64_t entry_file_offset,
                                  struct fmt_error *err);
