@@ -87,6 +87,12 @@ static void test_coverage_and_structure(void **state)
     e.flags |= QCOW2_BME_FLAG_IN_USE;
     assert_int_equal(qcow2_bitmap_dirent_validate(&e, 16, (256ull << 20) + 1, 0, &err), 0);
 
+    /* empty name: refused by our rule only, so no qemu text */
+    e.flags = 0;
+    e.name_size = 0;
+    assert_int_equal(qcow2_bitmap_dirent_validate(&e, 16, 1, 0, &err), -EINVAL);
+    assert_string_equal(err.qemu_msg, "");
+
     /* structure: header past the end, name past the end */
     assert_int_equal(qcow2_bitmap_dirent_decode(b, 23, 0, &e, &len, &err), -EINVAL);
     assert_string_equal(err.qemu_msg, "Broken bitmap directory");
