@@ -6,9 +6,10 @@
  *
  * Error convention: functions return 0 or a negative errno. Open additionally hands back a
  * message in qemu's words ("Could not open 'F': ..."), which the command prints with
- * err_report("%s", msg). A driver that meets corrupt metadata during I/O prints qemu's
- * corruption event line once per image on stderr (see image_corrupt()) and returns -EIO; the
- * image is then unusable and every later operation returns -ENOMEDIUM, as qemu's does. */
+ * err_report("%s", msg). A driver that meets corrupt metadata during I/O reports qemu's
+ * corruption event once per image on stderr (see image_corrupt()) and returns -EIO. A
+ * read-only image stays usable (qemu: non-fatal event); a writable one becomes unusable and
+ * every later operation returns -ENOMEDIUM, as qemu's does. */
 #ifndef QIMG_BLOCK_IMAGE_H
 #define QIMG_BLOCK_IMAGE_H
 
@@ -56,7 +57,8 @@ struct image {
     char *backing_format;  /* backing format from the image (extension), or NULL */
     image_t *backing;      /* opened backing image, NULL when none or NO_BACKING */
 
-    bool broken;           /* a corruption event happened: further I/O gives -ENOMEDIUM */
+    bool broken;           /* writable image hit corruption: further I/O gives -ENOMEDIUM */
+    bool corruption_signaled;
     void *priv;            /* driver state */
 };
 
@@ -66,6 +68,10 @@ struct image {
  * On failure returns -errno and sets *errmsg (malloc'd, to free) to qemu's complete message,
  * e.g. "Could not open 'x.qcow2': Image is not in qcow2 format". */
 int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg);
+
+/* qemu's path_combine(): name as seen from the directory of base (absolute names unchanged).
+ * This is how backing and data file names are resolved. Returns a malloc'd string. */
+char *image_path_combine(const char *base, const char *name);
 
 /* Closes img and its backing chain. NULL is fine. */
 void image_close(image_t *img);
@@ -80,8 +86,10 @@ int image_read(image_t *img, uint64_t off, void *buf, size_t n);
  * the sum of st_blocks*512). Negative errno if unknown. */
 int64_t image_allocated_size(image_t *img);
 
-/* Prints qemu's corruption event for img once ("qcow2: Marking image as corrupt: MSG;
- * further corruption events will be suppressed"), marks img broken. Drivers call this. */
+/* qemu's qcow2_signal_corruption(fatal=true): read-only images print "qcow2: Image is
+ * corrupt: MSG; further non-fatal corruption events will be suppressed" once; writable ones
+ * print "qcow2: Marking image as corrupt: MSG; further corruption events will be suppressed"
+ * and become broken (marking the corrupt bit on disk is the write side's job). */
 void image_corrupt(image_t *img, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- Block status ------------------------------------------------------------------------
@@ -114,9 +122,8 @@ typedef struct block_status {
  *   - off >= size: flags = BS_EOF, pnum = 0.
  *   - bytes is clamped to size - off; pnum <= bytes.
  *   - DATA or ZERO from the driver adds ALLOCATED.
- *   - an unallocated run in a format with backing support: no backing image (or not opened
- *     because of NO_BACKING while the image names none) adds ZERO; with a backing image of
- *     length <= off adds ZERO (still not ALLOCATED).
+ *   - an unallocated run in a format with backing support: no open backing image (none, or
+ *     NO_BACKING) adds ZERO; a backing image of length <= off adds ZERO (not ALLOCATED).
  *   - raw: the file's SEEK_DATA/SEEK_HOLE answer: data = DATA|OFFSET_VALID|ALLOCATED,
  *     hole = ZERO|OFFSET_VALID|ALLOCATED, map = off, file = the raw file.
  *   - qcow2 (qemu's qcow2_co_block_status): NORMAL = DATA|OFFSET_VALID, ZERO_ALLOC =

@@ -234,3 +234,79 @@ void json_print(FILE *f, const json_t *v)
 {
     print_value(f, v, 0);
 }
+
+/* qemu's dump_qobject() (block/qapi.c), used for info's "Format specific information". */
+static void dump_human(FILE *f, const json_t *v, int indent);
+
+static void dump_member(FILE *f, const char *key, const json_t *val, int indent)
+{
+    bool composite = val->kind == J_OBJ || val->kind == J_ARR;
+    fprintf(f, "%*s", indent * 4, "");
+    if (key) {
+        for (const char *k = key; *k; k++)
+            fputc(*k == '-' ? ' ' : *k, f);
+    }
+    fputc(':', f);
+    fputc(composite ? '\n' : ' ', f);
+    dump_human(f, val, indent + 1);
+    if (!composite)
+        fputc('\n', f);
+}
+
+static void dump_human(FILE *f, const json_t *v, int indent)
+{
+    switch (v->kind) {
+    case J_OBJ: {
+        struct member *sorted = xreallocarray(NULL, v->obj.n ? v->obj.n : 1, sizeof(*sorted));
+        memcpy(sorted, v->obj.m, v->obj.n * sizeof(*sorted));
+        qsort(sorted, v->obj.n, sizeof(*sorted), member_order);
+        for (size_t i = 0; i < v->obj.n; i++)
+            dump_member(f, sorted[i].key, sorted[i].val, indent);
+        free(sorted);
+        break;
+    }
+    case J_ARR:
+        for (size_t i = 0; i < v->arr.n; i++) {
+            char idx[32];
+            snprintf(idx, sizeof(idx), "[%zu]", i);
+            dump_member(f, idx, v->arr.v[i], indent);
+        }
+        break;
+    case J_STR: fputs(v->str.s, f); break;
+    case J_INT: fprintf(f, "%" PRId64, v->i); break;
+    case J_UINT: fprintf(f, "%" PRIu64, v->u); break;
+    case J_BOOL: fputs(v->b ? "true" : "false", f); break;
+    }
+}
+
+void json_print_human(FILE *f, const json_t *v, int indent)
+{
+    dump_human(f, v, indent);
+}
+
+const json_t *json_get(const json_t *obj, const char *key)
+{
+    if (!obj || obj->kind != J_OBJ)
+        return NULL;
+    for (size_t i = 0; i < obj->obj.n; i++)
+        if (!strcmp(obj->obj.m[i].key, key))
+            return obj->obj.m[i].val;
+    return NULL;
+}
+
+const char *json_string_value(const json_t *v)
+{
+    return v && v->kind == J_STR ? v->str.s : NULL;
+}
+
+int64_t json_int_value(const json_t *v)
+{
+    if (!v)
+        return 0;
+    switch (v->kind) {
+    case J_INT: return v->i;
+    case J_UINT: return (int64_t)v->u;
+    case J_BOOL: return v->b;
+    default: return 0;
+    }
+}

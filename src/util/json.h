@@ -28,6 +28,17 @@ void json_free(json_t *v);
 /* QEMU's pretty form, no trailing newline. */
 void json_print(FILE *f, const json_t *v);
 
+/* qemu's human dump of a QObject (block/qapi.c dump_qobject), members in QDict order, keys
+ * with '-' shown as ' ', 4 spaces per indent level; info's "Format specific information". */
+void json_print_human(FILE *f, const json_t *v, int indent);
+
+/* Member of an object, or NULL. */
+const json_t *json_get(const json_t *obj, const char *key);
+
+/* Scalar values: the string (NULL if v is not one); integers and booleans as int64. */
+const char *json_string_value(const json_t *v);
+int64_t json_int_value(const json_t *v);
+
 /* QEMU's tdb_hash, exposed for tests. */
 unsigned json_qdict_hash(const char *key);
 

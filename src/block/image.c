@@ -1,0 +1,193 @@
+/* The generic block layer: rules qemu's block/io.c applies on top of every driver (clamping
+ * to the virtual size, ALLOCATED/ZERO/EOF, walking the backing chain). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/driver.h"
+#include "util/xalloc.h"
+
+const struct driver *const drivers[] = { &qcow2_driver, &raw_driver, NULL };
+
+const struct driver *driver_find(const char *name)
+{
+    for (size_t i = 0; drivers[i]; i++)
+        if (!strcmp(drivers[i]->name, name))
+            return drivers[i];
+    return NULL;
+}
+
+void snapshot_list_free(snapshot_info_t *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(list[i].id);
+        free(list[i].name);
+    }
+    free(list);
+}
+
+void image_corrupt(image_t *img, const char *fmt, ...)
+{
+    bool fatal = (img->flags & IMG_OPEN_RDWR) != 0;
+    if (img->corruption_signaled && !fatal)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (fatal)
+        fprintf(stderr, "%s: Marking image as corrupt: %s; further corruption events will be "
+                "suppressed\n", img->format, msg);
+    else
+        fprintf(stderr, "%s: Image is corrupt: %s; further non-fatal corruption events will "
+                "be suppressed\n", img->format, msg);
+    if (fatal)
+        img->broken = true;
+    img->corruption_signaled = true;
+}
+
+int image_chain_length(const image_t *img)
+{
+    int n = 0;
+    for (; img; img = img->backing)
+        n++;
+    return n;
+}
+
+int64_t image_allocated_size(image_t *img)
+{
+    uint64_t a;
+    int r = qio_allocated(img->file, &a);
+    if (r < 0)
+        return r;
+    return (int64_t)a;
+}
+
+int image_read(image_t *img, uint64_t off, void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    if (img->broken)
+        return -ENOMEDIUM;
+    if (off >= img->size) {
+        memset(p, 0, n);
+        return 0;
+    }
+    if (n > img->size - off) { /* past the virtual size reads as zeros */
+        size_t in = (size_t)(img->size - off);
+        memset(p + in, 0, n - in);
+        n = in;
+    }
+    /* Split so drivers see bounded requests (their buffers are sized by this). */
+    const size_t chunk = 64u << 20;
+    while (n) {
+        size_t k = n < chunk ? n : chunk;
+        int r = img->drv->read(img, off, p, k);
+        if (r < 0)
+            return r;
+        p += k;
+        off += k;
+        n -= k;
+    }
+    return 0;
+}
+
+int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->layer = img;
+    if (img->broken)
+        return -ENOMEDIUM;
+    if (off >= img->size) {
+        st->flags = BS_EOF;
+        return 0;
+    }
+    if (bytes == 0)
+        return 0;
+    if (bytes > img->size - off)
+        bytes = img->size - off;
+
+    int r = img->drv->block_status(img, off, bytes, st);
+    if (r < 0)
+        return r;
+    if (st->pnum == 0 || st->pnum > bytes)
+        return -EIO; /* driver bug; never let a caller loop forever */
+    st->layer = img;
+    unsigned f = st->flags;
+    if (f & (BS_DATA | BS_ZERO)) {
+        f |= BS_ALLOCATED;
+    } else if (img->drv->supports_backing) {
+        if (!img->backing)
+            f |= BS_ZERO; /* as qemu: also when NO_BACKING left the backing closed */
+        else if (off >= img->backing->size) {
+            f |= BS_ZERO;
+        }
+    }
+    /* RECURSE: ask the file whether the host range is a hole (metadata preallocation). */
+    if ((f & BS_RECURSE) && (f & BS_DATA) && !(f & BS_ZERO) && (f & BS_OFFSET_VALID) &&
+        st->file) {
+        uint64_t fsize;
+        if (qio_size(st->file, &fsize) == 0) {
+            fsize = (fsize + 511) & ~(uint64_t)511; /* qemu's lengths are in sectors */
+            bool is_data;
+            uint64_t len;
+            if (st->map >= fsize) {
+                f |= BS_ZERO; /* past the file's end reads as zero */
+            } else if (qio_extent(st->file, st->map, &is_data, &len) == 0 && len > 0) {
+                uint64_t want = st->pnum < fsize - st->map ? st->pnum : fsize - st->map;
+                if (len > want)
+                    len = want;
+                if (!is_data && st->map + len == fsize) {
+                    f |= BS_ZERO; /* trailing hole: zero, run length kept */
+                } else {
+                    st->pnum = len;
+                    if (!is_data)
+                        f |= BS_ZERO;
+                }
+            }
+        }
+    }
+    if (off + st->pnum == img->size)
+        f |= BS_EOF;
+    st->flags = f;
+    return 0;
+}
+
+int image_block_status_above(image_t *img, image_t *base, uint64_t off, uint64_t bytes,
+                             block_status_t *st)
+{
+    int r = image_block_status(img, off, bytes, st);
+    if (r < 0 || st->pnum == 0 || (st->flags & BS_ALLOCATED) || img == base)
+        return r;
+    uint64_t eof = (st->flags & BS_EOF) ? off + st->pnum : UINT64_MAX;
+    bytes = st->pnum;
+    int depth = 0;
+    for (image_t *p = img->backing; p && p != base; p = p->backing) {
+        depth++;
+        block_status_t s;
+        r = image_block_status(p, off, bytes, &s);
+        if (r < 0)
+            return r;
+        if (s.pnum == 0) {
+            /* a short backing layer: its synthesized zeros count as allocated there */
+            memset(st, 0, sizeof(*st));
+            st->flags = BS_ZERO | BS_ALLOCATED;
+            st->pnum = bytes;
+            st->layer = p;
+            st->depth = depth;
+            break;
+        }
+        *st = s;
+        st->depth = depth;
+        if (s.flags & BS_ALLOCATED) {
+            st->flags &= ~(unsigned)BS_EOF;
+            break;
+        }
+        bytes = s.pnum;
+    }
+    if (off + st->pnum == eof)
+        st->flags |= BS_EOF;
+    return 0;
+}

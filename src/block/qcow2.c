@@ -1,0 +1,188 @@
+/* qcow2 driver: open in qemu's order (qcow2_do_open) on top of the pure decoders, then the
+ * L1 table, data file, backing name, snapshot table and bitmap directory. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/qcow2_int.h"
+#include "format/be.h"
+#include "util/xalloc.h"
+
+static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+    (void)filename;
+    return len >= 8 && be32_get(buf) == QCOW2_MAGIC && be32_get(buf + 4) >= 2 ? 100 : 0;
+}
+
+static int fail(char **errmsg, const struct fmt_error *e, int r)
+{
+    char tmp[FMT_ERROR_MSG_MAX];
+    *errmsg = xstrdup(fmt_error_user_msg(e, tmp, sizeof(tmp)));
+    return r;
+}
+
+static int read_l1(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint64_t n = s->h.l1_size; /* <= 4 Mi entries (32 MiB), validated by the decoder */
+    s->l1 = xcalloc(n ? n : 1, 8);
+    /* Entries past the end of the file read as zero: only read what the file holds. */
+    uint64_t have = 0;
+    if (s->file_size > s->h.l1_table_offset)
+        have = (s->file_size - s->h.l1_table_offset + 7) / 8;
+    if (have > n)
+        have = n;
+    if (!have)
+        return 0;
+    uint8_t *raw = xmalloc(have * 8);
+    int r = qio_pread(img->file, raw, have * 8, s->h.l1_table_offset);
+    if (r < 0) {
+        free(raw);
+        *errmsg = xasprintf("Could not read L1 table: %s", strerror(-r));
+        return r;
+    }
+    for (uint64_t i = 0; i < have; i++)
+        s->l1[i] = be64_get(raw + i * 8);
+    free(raw);
+    return 0;
+}
+
+static int open_data_file(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    bool ext_file = (s->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+    if (!ext_file) {
+        if (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) {
+            *errmsg = xstrdup("data-file-raw requires a data file");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!s->x.has_data_file) {
+        *errmsg = xstrdup("'data-file' is required for this image");
+        return -EINVAL;
+    }
+    /* qemu 7.2 opens the stored name as given, i.e. relative to the working directory */
+    img->data_file_name = xstrdup(s->x.data_file);
+    qio_t *q;
+    int r = qio_open_file(img->data_file_name,
+                          (img->flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &q);
+    if (r < 0) {
+        if (img->flags & IMG_OPEN_NO_IO) {
+            img->data_file = NULL; /* info works without it, as qemu-img info does */
+            return 0;
+        }
+        if (r == -EISDIR)
+            *errmsg = xasprintf("'file' driver requires '%s' to be a regular file",
+                                img->data_file_name);
+        else
+            *errmsg = xasprintf("Could not open '%s': %s", img->data_file_name, strerror(-r));
+        return r;
+    }
+    img->data_file = q;
+    return 0;
+}
+
+static int qcow2_open(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = xcalloc(1, sizeof(*s));
+    img->priv = s;
+    s->prealloc = -1;
+    struct fmt_error e;
+    fmt_error_clear(&e);
+    int r = qio_size(img->file, &s->file_size);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not get the size of '%s': %s", img->filename, strerror(-r));
+        return r;
+    }
+
+    /* Cluster 0; at most 2 MiB once cluster_bits is known to be sane. */
+    uint8_t first[QCOW2_HDR_V3_LEN];
+    if ((r = qio_pread(img->file, first, sizeof(first), 0)) < 0) {
+        *errmsg = xasprintf("Could not read qcow2 header: %s", strerror(-r));
+        return r;
+    }
+    uint32_t cb = be32_get(first + QCOW2_OFF_CLUSTER_BITS);
+    size_t blen = cb >= QCOW2_MIN_CLUSTER_BITS && cb <= QCOW2_MAX_CLUSTER_BITS
+                      ? (size_t)1 << cb : sizeof(first);
+    uint8_t *buf = xmalloc(blen);
+    if ((r = qio_pread(img->file, buf, blen, 0)) < 0) {
+        free(buf);
+        *errmsg = xasprintf("Could not read qcow2 header: %s", strerror(-r));
+        return r;
+    }
+    unsigned hflags = (img->flags & IMG_OPEN_RDWR) ? QCOW2_HDR_RDWR : 0;
+    r = qcow2_header_decode(buf, blen, hflags, &s->h, &e);
+    if (r == 0)
+        r = qcow2_ext_parse(&s->h, buf, blen, &s->x, &e);
+    char name[QCOW2_MAX_BACKING_NAME + 1];
+    uint32_t name_len = 0;
+    bool has_backing = false;
+    if (r == 0)
+        r = qcow2_backing_name(&s->h, buf, blen, name, &name_len, &has_backing, &e);
+    free(buf);
+    if (r < 0)
+        return fail(errmsg, &e, r);
+
+    s->geom.cluster_bits = s->h.cluster_bits;
+    s->geom.extended_l2 = (s->h.incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0;
+    s->geom.data_file = (s->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+    img->cluster_size = (uint32_t)s->h.cluster_size;
+    img->size = s->h.size & ~(uint64_t)511; /* qemu: total_sectors = size / 512 */
+    img->dirty = (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
+
+    if ((r = read_l1(img, errmsg)) < 0)
+        return r;
+    if ((r = open_data_file(img, errmsg)) < 0)
+        return r;
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && !s->x.has_crypto) {
+        *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
+        return -EINVAL;
+    }
+    if (s->h.crypt_method != 0 && !(img->flags & IMG_OPEN_NO_IO)) {
+        *errmsg = xstrdup("qimg cannot read encrypted images");
+        return -ENOTSUP;
+    }
+    if (has_backing && name[0]) {
+        /* C-string semantics, as qemu's bs->backing_file */
+        img->backing_file = xstrdup(name);
+        img->backing_full = image_path_combine(img->filename, img->backing_file);
+        if (s->x.has_backing_format && s->x.backing_format[0])
+            img->backing_format = xstrdup(s->x.backing_format);
+    }
+    if ((r = qcow2_load_snapshots(img, errmsg)) < 0)
+        return r;
+    if ((r = qcow2_load_bitmaps(img, errmsg)) < 0)
+        return r;
+    return 0;
+}
+
+static void qcow2_close(image_t *img)
+{
+    struct qcow2_state *s = img->priv;
+    if (!s)
+        return;
+    qcow2_map_free(s);
+    qcow2_ext_free(&s->x);
+    free(s->l1);
+    snapshot_list_free(s->snaps, s->n_snaps);
+    for (size_t i = 0; i < s->n_bitmaps; i++)
+        free(s->bitmaps[i].name);
+    free(s->bitmaps);
+    free(s->cbuf);
+    free(s->dbuf);
+    free(s);
+    img->priv = NULL;
+}
+
+const struct driver qcow2_driver = {
+    .name = "qcow2",
+    .supports_backing = true,
+    .probe = qcow2_probe,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .read = qcow2_read,
+    .block_status = qcow2_block_status,
+    .format_specific = qcow2_format_specific,
+    .snapshots = qcow2_snapshots,
+};

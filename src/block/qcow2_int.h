@@ -1,0 +1,78 @@
+/* qcow2 driver state, shared by qcow2.c (open, info), qcow2_map.c (L1/L2 lookup, block
+ * status) and qcow2_read.c (guest reads). Not a public header. */
+#ifndef QIMG_BLOCK_QCOW2_INT_H
+#define QIMG_BLOCK_QCOW2_INT_H
+
+#include "block/driver.h"
+#include "format/qcow2_ext.h"
+#include "format/qcow2_header.h"
+#include "format/qcow2_l2.h"
+
+/* Bounded L2 cache: at most this many bytes of tables, and at least 2 tables. */
+#define QCOW2_L2_CACHE_BYTES (8u << 20)
+
+struct l2_slot {
+    uint64_t offset; /* host offset of the table; 0 = empty slot */
+    uint64_t used;   /* LRU stamp */
+    uint8_t *data;   /* one cluster, big-endian entries */
+};
+
+struct qcow2_bitmap_info {
+    char *name;
+    uint32_t flags;
+    uint64_t granularity;
+};
+
+struct qcow2_state {
+    struct qcow2_header h;
+    struct qcow2_ext x;
+    struct qcow2_l2_geom geom;
+    uint64_t file_size;
+
+    uint64_t *l1; /* l1_size entries, host order */
+
+    struct l2_slot *l2c;
+    size_t l2c_n;
+    uint64_t l2c_tick;
+
+    /* refcount table, loaded on first use (metadata preallocation detection) */
+    uint64_t *reftable;
+    uint64_t reftable_n;
+    bool reftable_loaded;
+    int prealloc; /* -1 not yet detected, else 0/1 */
+
+    snapshot_info_t *snaps;
+    size_t n_snaps;
+    struct qcow2_bitmap_info *bitmaps;
+    size_t n_bitmaps;
+
+    /* compressed cluster: input buffer and the last decompressed cluster */
+    uint8_t *cbuf;
+    size_t cbuf_len;
+    uint8_t *dbuf;
+    uint64_t dbuf_entry; /* L2 entry it came from; 0 = none */
+};
+
+/* What one run of guest bytes maps to (qemu's qcow2_get_host_offset). */
+struct qcow2_run {
+    enum qcow2_subcluster_type type;
+    uint64_t bytes;       /* length of the run from the queried offset */
+    uint64_t host;        /* host offset of the queried byte (NORMAL/ZERO_ALLOC/UNALLOC_ALLOC)
+                             or the whole L2 entry (COMPRESSED) */
+};
+
+/* Largest run we look up at once: the rest of one L2 table, capped like qemu's INT_MAX. */
+int qcow2_get_run(image_t *img, uint64_t off, uint64_t bytes, struct qcow2_run *run);
+
+int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
+int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);
+
+/* Metadata loaded at open (qcow2_meta.c). errmsg like driver open. */
+int qcow2_load_snapshots(image_t *img, char **errmsg);
+int qcow2_load_bitmaps(image_t *img, char **errmsg);
+struct json *qcow2_format_specific(image_t *img);
+int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count);
+
+void qcow2_map_free(struct qcow2_state *s);
+
+#endif

@@ -1,0 +1,245 @@
+/* qcow2 metadata that open reads besides the mapping: the snapshot table (qemu's
+ * qcow2_read_snapshots) and the bitmap directory (bitmap_list_load + bitmap tables), and the
+ * format-specific info built from them (qcow2_get_specific_info). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/qcow2_int.h"
+#include "format/be.h"
+#include "format/qcow2_bitmap.h"
+#include "format/qcow2_snapshot.h"
+#include "util/json.h"
+#include "util/xalloc.h"
+
+/* qemu copies ids and names into fixed QEMUSnapshotInfo fields (128 and 256 bytes). */
+static char *bounded_dup(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    return xasprintf("%.*s", (int)n, s);
+}
+
+static int snap_fail(char **errmsg, const struct fmt_error *e, int r, const char *hint)
+{
+    char tmp[FMT_ERROR_MSG_MAX];
+    const char *m = fmt_error_user_msg(e, tmp, sizeof(tmp));
+    *errmsg = hint ? xasprintf("%s\n%s", m, hint) : xstrdup(m);
+    return r;
+}
+
+int qcow2_load_snapshots(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint32_t nb = s->h.nb_snapshots; /* <= 65536, validated by the header decoder */
+    if (!nb)
+        return 0;
+    s->snaps = xcalloc(nb, sizeof(*s->snaps));
+    uint64_t base = s->h.snapshots_offset, pos = base;
+    uint8_t *buf = NULL;
+    int r = 0;
+    for (uint32_t i = 0; i < nb; i++) {
+        struct fmt_error e;
+        fmt_error_clear(&e);
+        if (!u64_align8(pos, &pos)) {
+            r = -EFBIG;
+            break;
+        }
+        uint8_t hdr[QCOW2_SN_HDR_SIZE];
+        if ((r = qio_pread(img->file, hdr, sizeof(hdr), pos)) < 0) {
+            *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
+            break;
+        }
+        uint32_t extra = be32_get(hdr + 36);
+        /* 40 + 1024 + 2 * 65535 at most once extra is bounded: a small buffer */
+        uint64_t len = QCOW2_SN_HDR_SIZE + (extra > QCOW2_MAX_SNAPSHOT_EXTRA ? 0 : extra) +
+                       be16_get(hdr + 12) + be16_get(hdr + 14);
+        free(buf);
+        buf = xmalloc(len);
+        if ((r = qio_pread(img->file, buf, len, pos)) < 0) {
+            *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
+            break;
+        }
+        struct qcow2_snapshot sn;
+        uint64_t used;
+        r = qcow2_snapshot_decode(buf, len, pos, i, s->h.version, img->size, 0, &sn, &used, &e);
+        if (r < 0) {
+            qcow2_snapshot_free(&sn);
+            snap_fail(errmsg, &e, r, r == -EFBIG ? "You can force-remove this extra metadata "
+                                                   "with qemu-img check -r all" : NULL);
+            break;
+        }
+        pos += used;
+        snapshot_info_t *o = &s->snaps[s->n_snaps++];
+        o->id = bounded_dup(sn.id_str, 127);
+        o->name = bounded_dup(sn.name, 255);
+        o->vm_state_size = sn.vm_state_size;
+        o->date_sec = sn.date_sec;
+        o->date_nsec = sn.date_nsec;
+        o->vm_clock_nsec = sn.vm_clock_nsec;
+        o->icount = sn.icount;
+        qcow2_snapshot_free(&sn);
+        if (qcow2_snapshot_table_too_big(pos - base)) {
+            *errmsg = xasprintf("Snapshot table is too big\nYou can force-remove all %u "
+                                "overhanging snapshots with qemu-img check -r all", nb - i);
+            r = -EFBIG;
+            break;
+        }
+    }
+    free(buf);
+    if (r < 0 && !*errmsg)
+        *errmsg = xstrdup("Snapshot table is too big");
+    return r;
+}
+
+static int bitmap_tables_ok(image_t *img, const struct qcow2_bitmap_dirent *d, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    /* table_size * cs <= 512 MiB was validated: at most 1 Mi entries (8 MiB) */
+    uint64_t n = d->bitmap_table_size;
+    uint8_t *t = xmalloc(n * 8);
+    int r = qio_pread(img->file, t, n * 8, d->bitmap_table_offset);
+    for (uint64_t i = 0; r == 0 && i < n; i++)
+        r = qcow2_bitmap_tentry_validate(be64_get(t + i * 8), s->h.cluster_bits,
+                                         d->bitmap_table_offset + i * 8, NULL);
+    free(t);
+    if (r < 0)
+        *errmsg = xasprintf("Could not read bitmap_table table from image for bitmap '%s': %s",
+                            d->name, strerror(-r));
+    return r;
+}
+
+int qcow2_load_bitmaps(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    if (!s->x.has_bitmaps || s->x.nb_bitmaps == 0)
+        return 0;
+    uint64_t size = s->x.bitmap_directory_size; /* <= 64 MiB, validated by the ext parser */
+    if (size == 0) {
+        *errmsg = xstrdup("Requested bitmap directory size is zero");
+        return -EINVAL;
+    }
+    uint8_t *dir = xmalloc(size);
+    int r = qio_pread(img->file, dir, size, s->x.bitmap_directory_offset);
+    if (r < 0) {
+        free(dir);
+        *errmsg = xasprintf("Failed to read bitmap directory: %s", strerror(-r));
+        return r;
+    }
+    s->bitmaps = xcalloc(s->x.nb_bitmaps, sizeof(*s->bitmaps));
+    uint64_t pos = 0;
+    r = -EINVAL;
+    while (pos < size) {
+        struct qcow2_bitmap_dirent d;
+        struct fmt_error e;
+        uint64_t len;
+        fmt_error_clear(&e);
+        if (size - pos < QCOW2_BME_HDR_SIZE)
+            goto broken;
+        if (s->n_bitmaps >= s->x.nb_bitmaps) {
+            *errmsg = xstrdup("More bitmaps found than specified in header extension");
+            goto out;
+        }
+        if (qcow2_bitmap_dirent_decode(dir + pos, size - pos, s->x.bitmap_directory_offset + pos,
+                                       &d, &len, &e) < 0 || len > size - pos)
+            goto broken;
+        if (qcow2_bitmap_dirent_validate(&d, s->h.cluster_bits, img->size,
+                                         s->x.bitmap_directory_offset + pos, &e) < 0) {
+            char tmp[FMT_ERROR_MSG_MAX];
+            *errmsg = xstrdup(fmt_error_user_msg(&e, tmp, sizeof(tmp)));
+            goto out;
+        }
+        for (size_t i = 0; i < s->n_bitmaps; i++) {
+            if (!strcmp(s->bitmaps[i].name, d.name)) {
+                *errmsg = xasprintf("Bitmap already exists: %s", d.name);
+                goto out;
+            }
+        }
+        if (bitmap_tables_ok(img, &d, errmsg) < 0)
+            goto out;
+        struct qcow2_bitmap_info *b = &s->bitmaps[s->n_bitmaps++];
+        b->name = xstrdup(d.name);
+        b->flags = d.flags;
+        b->granularity = 1ull << d.granularity_bits;
+        pos += len;
+    }
+    if (s->n_bitmaps != s->x.nb_bitmaps) {
+        *errmsg = xstrdup("Less bitmaps found than specified in header extension");
+        goto out;
+    }
+    r = 0;
+    goto out;
+broken:
+    *errmsg = xstrdup("Broken bitmap directory");
+out:
+    free(dir);
+    return r;
+}
+
+int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)
+{
+    struct qcow2_state *s = img->priv;
+    *list = NULL;
+    *count = 0;
+    if (!s->n_snaps)
+        return 0;
+    *list = xcalloc(s->n_snaps, sizeof(**list));
+    for (size_t i = 0; i < s->n_snaps; i++) {
+        (*list)[i] = s->snaps[i];
+        (*list)[i].id = xstrdup(s->snaps[i].id);
+        (*list)[i].name = xstrdup(s->snaps[i].name);
+    }
+    *count = s->n_snaps;
+    return 0;
+}
+
+/* qemu's qcow2_get_specific_info(); keys are set in QAPI field order, the JSON writer
+ * then orders them like qemu's QDict. */
+json_t *qcow2_format_specific(image_t *img)
+{
+    struct qcow2_state *s = img->priv;
+    json_t *data = json_object();
+    if (s->h.version == 2) {
+        json_set(data, "compat", json_string("0.10"));
+        json_set(data, "compression-type", json_string("zlib"));
+        json_set(data, "refcount-bits", json_int(s->h.refcount_bits));
+    } else {
+        json_set(data, "compat", json_string("1.1"));
+        json_set(data, "lazy-refcounts",
+                 json_bool(s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS));
+        if (s->n_bitmaps) {
+            json_t *list = json_array();
+            for (size_t i = 0; i < s->n_bitmaps; i++) {
+                json_t *b = json_object();
+                json_t *flags = json_array();
+                if (s->bitmaps[i].flags & QCOW2_BME_FLAG_IN_USE)
+                    json_append(flags, json_string("in-use"));
+                if (s->bitmaps[i].flags & QCOW2_BME_FLAG_AUTO)
+                    json_append(flags, json_string("auto"));
+                json_set(b, "flags", flags);
+                json_set(b, "name", json_string(s->bitmaps[i].name));
+                json_set(b, "granularity", json_uint(s->bitmaps[i].granularity));
+                json_append(list, b);
+            }
+            json_set(data, "bitmaps", list);
+        }
+        json_set(data, "refcount-bits", json_int(s->h.refcount_bits));
+        if (s->x.has_data_file) /* qemu reports the name even without the feature bit */
+            json_set(data, "data-file", json_string(s->x.data_file));
+        if (s->geom.data_file)
+            json_set(data, "data-file-raw",
+                     json_bool(s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW));
+        json_set(data, "corrupt", json_bool(s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT));
+        json_set(data, "extended-l2", json_bool(s->geom.extended_l2));
+        json_set(data, "compression-type",
+                 json_string(s->h.compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib"));
+    }
+    if (s->h.crypt_method != 0) {
+        json_t *enc = json_object();
+        json_set(enc, "format", json_string(s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks"));
+        json_set(data, "encrypt", enc);
+    }
+    json_t *spec = json_object();
+    json_set(spec, "type", json_string("qcow2"));
+    json_set(spec, "data", data);
+    return spec;
+}
