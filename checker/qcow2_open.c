@@ -177,9 +177,13 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         return open_fail(filename, rc, fmt_error_user_msg(&e, msg, sizeof(msg)));
     }
     if (s->ext.bitmaps_ignored)
-        err_report("warning: a program lacking bitmap support modified this file, so the "
-                   "bitmaps are now unusable. Some clusters may be leaked, run 'qemu-img "
-                   "check -r' on the image file to fix.");
+    {
+        /* qemu's text, including its missing newline after the second sentence */
+        err_report("warning: a program lacking bitmap support modified this file, so all "
+                   "bitmaps are now considered inconsistent");
+        err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
+                  qimg_progname);
+    }
     rc = open_data_file(s);
     if (rc < 0) {
         free(buf);
