@@ -1,5 +1,7 @@
 #include "util/size.h"
 
+#include "util/err.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -22,51 +24,90 @@ const char *size_to_str(uint64_t val, char buf[32])
     return buf;
 }
 
-int parse_size(const char *s, uint64_t *out)
+static uint64_t suffix_mul(char c)
+{
+    switch (toupper((unsigned char)c)) {
+    case 'B': return 1;
+    case 'K': return 1ULL << 10;
+    case 'M': return 1ULL << 20;
+    case 'G': return 1ULL << 30;
+    case 'T': return 1ULL << 40;
+    case 'P': return 1ULL << 50;
+    case 'E': return 1ULL << 60;
+    }
+    return 0;
+}
+
+/* qemu's do_strtosz(): decimal with optional fraction and suffix, or 0x hex without either. */
+int parse_size_ex(const char *s, uint64_t *out)
 {
     const char *p = s;
     while (isspace((unsigned char)*p))
         p++;
     if (*p == '-' || !isdigit((unsigned char)*p))
-        return -1;
+        return -EINVAL;
     errno = 0;
     char *end;
     unsigned long long ip = strtoull(p, &end, 10);
     if (errno)
-        return -1;
+        return -ERANGE;
     double frac = 0;
-    if (*end == '.') {
+    if (ip == 0 && (*end == 'x' || *end == 'X')) {
+        if (!isxdigit((unsigned char)end[1]))
+            return -EINVAL;
+        errno = 0;
+        ip = strtoull(p, &end, 16);
+        if (errno)
+            return -ERANGE;
+        if (*end == '.' || suffix_mul(*end))
+            return -EINVAL;
+    } else if (*end == '.') {
         char *fend;
         frac = strtod(end, &fend);
-        if (fend == end + 1)
-            return -1;
-        end = fend;
+        for (const char *q = end; q < fend; q++)
+            if (*q == 'e' || *q == 'E')
+                return -EINVAL; /* qemu refuses exponents */
+        end = fend > end ? fend : end + 1;
     }
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case 'B': shift = 0; end++; break;
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    case 'T': shift = 40; end++; break;
-    case 'P': shift = 50; end++; break;
-    case 'E': shift = 60; end++; break;
-    case 0: break;
-    default: return -1;
-    }
+    uint64_t mul = suffix_mul(*end);
+    if (mul)
+        end++;
+    else
+        mul = 1;
     if (*end)
-        return -1;
-    if (frac != 0 && shift == 0)
-        return -1; /* fractional bytes make no sense */
-    if (shift && ip > (UINT64_MAX >> shift))
-        return -1;
-    uint64_t v = (uint64_t)ip << shift;
-    double fv = frac * (double)(1ULL << shift);
-    if (fv + (double)v >= 18446744073709551616.0)
-        return -1;
-    v += (uint64_t)fv;
-    if (v > INT64_MAX)
+        return -EINVAL;
+    if (mul == 1 && frac != 0)
+        return -EINVAL; /* fractional bytes need a scale */
+    uint64_t fv = (uint64_t)(frac * (double)mul);
+    if (ip > (UINT64_MAX - fv) / mul)
+        return -ERANGE;
+    *out = (uint64_t)ip * mul + fv;
+    return 0;
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    if (parse_size_ex(s, &v) < 0 || v > INT64_MAX)
         return -1;
     *out = v;
+    return 0;
+}
+
+int cvtnum(const char *name, const char *value, int64_t *out)
+{
+    uint64_t v;
+    int r = parse_size_ex(value, &v);
+    if (r == -EINVAL) {
+        err_report("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", name);
+        err_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        return -1;
+    }
+    if (r < 0 || v > INT64_MAX) {
+        err_report("Invalid %s specified. Must be between 0 and %lld.", name,
+                   (long long)INT64_MAX);
+        return -1;
+    }
+    *out = (int64_t)v;
     return 0;
 }

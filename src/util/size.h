@@ -11,4 +11,11 @@ const char *size_to_str(uint64_t val, char buf[32]);
  * Returns 0, or -1 on a malformed or out-of-range value. */
 int parse_size(const char *s, uint64_t *out);
 
+/* qemu's qemu_strtosz() itself: also "0x1f" hex; 0, -EINVAL (malformed) or -ERANGE (> 2^64). */
+int parse_size_ex(const char *s, uint64_t *out);
+
+/* qemu-img's cvtnum(name, value): a size in [0, INT64_MAX], or prints qemu's two-line
+ * "Invalid <name> specified. ..." / range message and returns -1. */
+int cvtnum(const char *name, const char *value, int64_t *out);
+
 #endif
