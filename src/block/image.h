@@ -35,6 +35,9 @@ enum {
  * recursion; we refuse deeper chains with "Backing chain too deep". */
 #define IMG_MAX_CHAIN 64
 
+/* qemu's BDRV_MAX_LENGTH: larger virtual sizes fail to open. */
+#define IMG_MAX_LENGTH (((uint64_t)INT64_MAX) & ~((uint64_t)(1u << 30) - 1))
+
 typedef struct image image_t;
 
 struct image {

@@ -61,6 +61,10 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct s
         *errmsg = xasprintf("Backing chain too deep (more than %d images)", IMG_MAX_CHAIN);
         return -ELOOP;
     }
+    if (fmt && !driver_find(fmt)) { /* qemu looks the driver up before opening the file */
+        *errmsg = xasprintf("Unknown driver '%s'", fmt);
+        return -EINVAL;
+    }
     image_t *img = xcalloc(1, sizeof(*img));
     img->filename = xstrdup(filename);
     img->flags = flags;
@@ -102,6 +106,11 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct s
     r = img->drv->open(img, errmsg);
     if (r < 0)
         goto fail; /* close() frees what open() built so far */
+    if (img->size > IMG_MAX_LENGTH) {
+        *errmsg = xstrdup("Could not refresh total sector count: File too large");
+        r = -EFBIG;
+        goto fail;
+    }
     if (img->probed && !strcmp(img->format, "raw") && (flags & IMG_OPEN_RDWR))
         fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed "
                 "raw.\n         Automatically detecting the format is dangerous for raw "
