@@ -23,6 +23,7 @@
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
 #include "format/qcow2_l2.h"
+#include "format/qcow2_refcount.h"
 #include "format/qcow2_snapshot.h"
 #include "io/qio.h"
 
@@ -89,6 +90,35 @@ void qc2_pass_deep(struct qc2 *s);
 
 /* On-disk refcount of cluster k (qemu's qcow2_get_refcount): 0 or -errno. */
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
+/* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. */
+int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
+
+/* Entry idx of a refblock; the common widths inline, the rest via the decoder. */
+static inline uint64_t qc2_rb_entry(const struct qc2 *s, const uint8_t *blk, uint64_t idx)
+{
+    switch (s->h.refcount_order) {
+    case 4: return (uint64_t)blk[idx * 2] << 8 | blk[idx * 2 + 1];
+    case 3: return blk[idx];
+    default: {
+        uint64_t v = 0;
+        qcow2_refblock_get(blk, (size_t)s->cs, s->h.refcount_order, idx, &v);
+        return v;
+    }
+    }
+}
+
+/* Fast path of qc2_inc_refs for one whole cluster k well inside the file. */
+static inline int qc2_inc_cluster(struct qc2 *s, uint64_t k, int snapshot)
+{
+    if (k + 1 < s->imrt.n) {
+        uint64_t v = imrt_get(&s->imrt, k);
+        if (v != s->imrt.max) {
+            imrt_set(&s->imrt, k, v + 1);
+            return 0;
+        }
+    }
+    return qc2_inc_refs(s, k << s->h.cluster_bits, s->cs, snapshot);
+}
 
 /* Add a finding and bump the counter its severity selects. */
 void qc2_report(struct qc2 *s, struct finding *f);

@@ -4,42 +4,53 @@
 #include "checker/qcow2_check.h"
 #include "format/qcow2_refcount.h"
 
+static void mismatch(struct qc2 *s, uint64_t i, uint64_t disk, uint64_t ref)
+{
+    struct finding f = finding_make(disk < ref ? (disk == 0 ? FK_REFCOUNT_ZERO : FK_REFCOUNT_LOW)
+                                               : FK_REFCOUNT_LEAK);
+    if (disk == 0)
+        s->rebuild = true;
+    f.cluster = i;
+    f.offset = i << s->h.cluster_bits;
+    f.found = disk;
+    f.expected = ref;
+    f.rt_index = i >> s->h.refcount_block_bits;
+    qc2_report(s, &f);
+}
+
+/* One refblock's worth of clusters at a time: the block is fetched once. */
 void qc2_pass_compare(struct qc2 *s)
 {
+    uint64_t per = s->h.refcount_block_entries;
     s->highest_cluster = 0;
-    for (uint64_t i = 0; i < s->imrt.n; i++) {
-        uint64_t disk;
+    for (uint64_t base = 0; base < s->imrt.n; base += per) {
+        uint64_t end = s->imrt.n - base < per ? s->imrt.n : base + per;
+        uint64_t ti = base >> s->h.refcount_block_bits;
+        const uint8_t *blk;
         bool was_signaled = s->signaled_corruption;
-        int rc = qc2_ondisk_refcount(s, i, &disk);
-        if (rc < 0) {
-            struct finding f = finding_make(FK_REFCOUNT_READ_ERROR);
-            f.err = rc;
-            f.cluster = i;
-            uint64_t ti = i >> s->h.refcount_block_bits;
-            f.rt_index = ti;
-            f.offset = s->rt[ti] & QCOW2_REFT_OFFSET_MASK;
-            if (!was_signaled && rc == -EIO) {
-                s->signaled_corruption = true;
-                f.flags |= FF_SIGNAL;
+        int rc = qc2_refblock(s, ti, &blk);
+        for (uint64_t i = base; i < end; i++) {
+            if (rc < 0) {
+                /* qemu retries (and fails) for every cluster of the block */
+                struct finding f = finding_make(FK_REFCOUNT_READ_ERROR);
+                f.err = rc;
+                f.cluster = i;
+                f.rt_index = ti;
+                f.offset = s->rt[ti] & QCOW2_REFT_OFFSET_MASK;
+                if (!was_signaled && rc == -EIO) {
+                    s->signaled_corruption = true;
+                    was_signaled = true;
+                    f.flags |= FF_SIGNAL;
+                }
+                qc2_report(s, &f);
+                continue;
             }
-            qc2_report(s, &f);
-            continue;
+            uint64_t disk = blk ? qc2_rb_entry(s, blk, i - base) : 0;
+            uint64_t ref = imrt_get(&s->imrt, i);
+            if (disk | ref)
+                s->highest_cluster = (int64_t)i;
+            if (disk != ref)
+                mismatch(s, i, disk, ref);
         }
-        uint64_t ref = imrt_get(&s->imrt, i);
-        if (disk > 0 || ref > 0)
-            s->highest_cluster = (int64_t)i;
-        if (disk == ref)
-            continue;
-        struct finding f = finding_make(disk < ref ? (disk == 0 ? FK_REFCOUNT_ZERO
-                                                                : FK_REFCOUNT_LOW)
-                                                   : FK_REFCOUNT_LEAK);
-        if (disk == 0)
-            s->rebuild = true;
-        f.cluster = i;
-        f.offset = i << s->h.cluster_bits;
-        f.found = disk;
-        f.expected = ref;
-        f.rt_index = i >> s->h.refcount_block_bits;
-        qc2_report(s, &f);
     }
 }

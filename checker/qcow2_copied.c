@@ -4,8 +4,31 @@
 #include "checker/qcow2_l2read.h"
 #include "format/be.h"
 
+/* On-disk refcount with the last refblock remembered (data clusters come in order). */
+struct rc_lookup {
+    uint64_t ti;
+    const uint8_t *blk;
+    int rc;
+    bool valid;
+};
+
+static int lookup(struct qc2 *s, struct rc_lookup *l, uint64_t k, uint64_t *out)
+{
+    uint64_t ti = k >> s->h.refcount_block_bits;
+    if (!l->valid || l->ti != ti) {
+        l->rc = qc2_refblock(s, ti, &l->blk);
+        l->ti = ti;
+        l->valid = true;
+    }
+    if (l->rc < 0)
+        return l->rc;
+    *out = l->blk ? qc2_rb_entry(s, l->blk, k & (s->h.refcount_block_entries - 1)) : 0;
+    return 0;
+}
+
 int qc2_pass_copied(struct qc2 *s)
 {
+    struct rc_lookup lk = { 0, NULL, 0, false };
     struct l2_reader rd;
     l2_reader_init(&rd, s->cs);
     int ret = 0;
@@ -19,6 +42,7 @@ int qc2_pass_copied(struct qc2 *s)
         uint64_t rc1;
         if (!l2)
             continue;
+        lk.valid = false;   /* the block cache slot may have been reused */
         if (qc2_ondisk_refcount(s, l2 >> s->h.cluster_bits, &rc1) < 0)
             continue;   /* qemu: no message, no check error */
         if ((rc1 == 1) != !!(l1e & QCOW2_OFLAG_COPIED)) {
@@ -53,8 +77,7 @@ int qc2_pass_copied(struct qc2 *s)
             if (type != QCOW2_CLUSTER_NORMAL && type != QCOW2_CLUSTER_ZERO_ALLOC)
                 continue;
             uint64_t off = e & QCOW2_L2E_OFFSET_MASK, rc2 = 1;
-            if (!s->has_data_file &&
-                qc2_ondisk_refcount(s, off >> s->h.cluster_bits, &rc2) < 0)
+            if (!s->has_data_file && lookup(s, &lk, off >> s->h.cluster_bits, &rc2) < 0)
                 continue;
             if ((rc2 == 1) == !!(e & QCOW2_OFLAG_COPIED))
                 continue;

@@ -38,16 +38,33 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
     uint64_t cs = s->cs, esz = s->h.l2_entry_size, n = s->h.l2_entries;
     bool extl2 = s->geom.extended_l2, frag = w->active;
     uint64_t next_contiguous = 0;
+    const unsigned cb = s->h.cluster_bits;
+    const bool plain = !extl2 && !s->has_data_file && !s->opts->deep;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t e = be64_get(t + i * esz);
         uint64_t bmp = extl2 ? be64_get(t + i * esz + 8) : 0;
         if (!e && !bmp)
             continue;   /* fast path: UNALLOCATED with no bitmap, nothing to do */
+        /* fast path: a healthy NORMAL entry (no flags but COPIED, aligned) */
+        if (plain && !(e & ~(QCOW2_OFLAG_COPIED | QCOW2_L2E_OFFSET_MASK)) &&
+            (e & QCOW2_L2E_OFFSET_MASK) && !(e & QCOW2_L2E_OFFSET_MASK & (cs - 1))) {
+            uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+            if (frag) {
+                res->allocated_clusters++;
+                if (next_contiguous && off != next_contiguous)
+                    res->fragmented_clusters++;
+                next_contiguous = off + cs;
+            }
+            rc = qc2_inc_cluster(s, off >> cb, w->snapshot);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
         enum qcow2_cluster_type type = qcow2_l2e_type(&s->geom, e);
         uint64_t guest = FIND_NONE;
         if (w->active) {
             uint64_t gc = l1_index * n + i;   /* l1_index < 2^22, n <= 2^18: no overflow */
-            guest = gc << s->h.cluster_bits;
+            guest = gc << cb;
         }
         struct finding f = finding_make(FK_L2_RESERVED);
         f.entry = e;

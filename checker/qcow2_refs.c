@@ -58,20 +58,16 @@ int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot)
     return 0;
 }
 
-int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
+int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
 {
-    uint64_t ti = k >> s->h.refcount_block_bits;
-    uint64_t bi = k & (s->h.refcount_block_entries - 1);
-    *out = 0;
+    *blk = NULL;
     if (ti >= s->rt_entries || ti >= s->rt_loaded)
         return 0;   /* beyond the table, or a table entry past EOF (reads as 0) */
     uint64_t off = s->rt[ti] & QCOW2_REFT_OFFSET_MASK;
     if (!off)
         return 0;
-    if (off & (s->cs - 1)) {
-        /* qemu signals corruption (printed once, see FF_SIGNAL) and fails with EIO */
-        return -EIO;
-    }
+    if (off & (s->cs - 1))
+        return -EIO;   /* qemu signals corruption (printed once, see FF_SIGNAL) */
     unsigned slot = (unsigned)(ti % RB_CACHE_SLOTS);
     if (!s->rb_buf[slot] || s->rb_off[slot] != off) {
         if (!s->rb_buf[slot])
@@ -83,6 +79,17 @@ int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
         }
         s->rb_off[slot] = off;
     }
-    qcow2_refblock_get(s->rb_buf[slot], (size_t)s->cs, s->h.refcount_order, bi, out);
+    *blk = s->rb_buf[slot];
+    return 0;
+}
+
+int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
+{
+    const uint8_t *blk;
+    *out = 0;
+    int rc = qc2_refblock(s, k >> s->h.refcount_block_bits, &blk);
+    if (rc < 0 || !blk)
+        return rc;
+    *out = qc2_rb_entry(s, blk, k & (s->h.refcount_block_entries - 1));
     return 0;
 }
