@@ -6,6 +6,7 @@
 
 #include "block/qcow2_int.h"
 #include "format/be.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
 static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
@@ -135,6 +136,13 @@ static int qcow2_open(image_t *img, char **errmsg)
     r = qcow2_header_decode(buf, blen, hflags, &s->h, &e);
     if (r == 0)
         r = qcow2_ext_parse(&s->h, buf, blen, &s->x, &e);
+    if (r == 0 && s->x.bitmaps_ignored) {
+        /* qemu warns while reading the extensions, text and missing newline included */
+        err_report("warning: a program lacking bitmap support modified this file, so all "
+                   "bitmaps are now considered inconsistent");
+        err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
+                  qimg_progname);
+    }
     char name[QCOW2_MAX_BACKING_NAME + 1];
     uint32_t name_len = 0;
     bool has_backing = false;
