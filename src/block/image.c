@@ -150,6 +150,9 @@ int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_
             }
         }
     }
+    /* qemu-img never sees RECURSE: strict compare of a qcow2 with metadata preallocation
+     * (or any image past the detection threshold) against raw finds equal words. */
+    f &= ~(unsigned)BS_RECURSE;
     if (off + st->pnum == img->size)
         f |= BS_EOF;
     st->flags = f;

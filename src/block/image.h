@@ -106,7 +106,8 @@ enum {
     BS_ALLOCATED = 0x10,    /* the content is decided by this layer (not the backing) */
     BS_EOF = 0x20,          /* the range reaches the end of the layer that answered */
     BS_RECURSE = 0x40,      /* driver hint: ask the file whether the host range is a hole;
-                               kept in the returned word as qemu keeps it */
+                               consumed by image_block_status(), never returned (qemu-img's
+                               status words never show it: see strict compare tests) */
 };
 
 typedef struct block_status {
