@@ -61,6 +61,17 @@ enum finding_kind {
     FK_COPIED_L1,                 /* C */
     FK_COPIED_L2,                 /* C */
     FK_COPIED_L2_READ_ERROR,      /* E */
+    /* QED (digest §5.1): qemu prints no line for any of these */
+    FK_QED_L1_INVALID,            /* C  bad L2 table offset; any -r zeroes the L1 entry */
+    FK_QED_L2_INVALID,            /* C  bad data cluster offset; any -r zeroes the L2 entry */
+    FK_QED_DOUBLE_REF,            /* C  cluster referenced again; never fixed */
+    FK_QED_L2_IO_ERROR,           /* E  L2 table unreadable */
+    FK_QED_WRITE_ERROR,           /* E  writing a fixed table failed */
+    FK_QED_LEAK,                  /* L  unreferenced cluster; QED never fixes leaks */
+    /* VDI (digest §5.2): check only, any -r is refused */
+    FK_VDI_BLOCK_SHARED,          /* C  two guest blocks map to one physical block */
+    FK_VDI_BLOCK_TOO_LARGE,       /* C  map entry >= blocks_in_image */
+    FK_VDI_ALLOC_MISMATCH,        /* C  header blocks_allocated != counted */
     /* qimg-only deep checks (--deep); never emitted without it */
     FK_DEEP_COMPRESSED_BAD,       /* compressed cluster does not inflate to one cluster */
     FK_DEEP_DATA_FILE_SHORT,      /* external data file shorter than a mapped cluster */

@@ -204,6 +204,25 @@ void finding_format(const struct finding *f, const struct finding_names *nm, cha
         snprintf(buf, len, "%s: DEEP zero flag in a version 2 image: l2_entry=%" PRIx64 "\n",
                  prog, f->entry);
         break;
+    case FK_QED_L1_INVALID:
+    case FK_QED_L2_INVALID:
+    case FK_QED_DOUBLE_REF:
+    case FK_QED_L2_IO_ERROR:
+    case FK_QED_WRITE_ERROR:
+    case FK_QED_LEAK:
+        break; /* qemu's QED check is silent; the counters and JSON carry these */
+    case FK_VDI_BLOCK_SHARED: /* qemu prints the physical index twice */
+        snprintf(buf, len, "ERROR: block index %" PRIu64 " also used by %" PRIu64 "\n",
+                 f->entry, f->entry);
+        break;
+    case FK_VDI_BLOCK_TOO_LARGE:
+        snprintf(buf, len, "ERROR: block index %" PRIu64 " too large, is %" PRIu64 "\n",
+                 f->l1_index, f->entry);
+        break;
+    case FK_VDI_ALLOC_MISMATCH:
+        snprintf(buf, len, "ERROR: allocated blocks mismatch, is %" PRIu64 ", should be %"
+                 PRIu64 "\n", f->found, f->expected);
+        break;
     case FK__COUNT:
         break;
     }

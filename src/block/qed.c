@@ -131,6 +131,15 @@ static void qed_close(image_t *img)
     struct qed_state *s = img->priv;
     if (!s)
         return;
+    /* qemu's bdrv_qed_close: a read-write close marks the image clean, even when a
+     * check -r left corruptions behind */
+    if ((img->flags & IMG_OPEN_RDWR) && s->l1 && (s->h.features & QED_F_NEED_CHECK)) {
+        qio_flush(img->file);
+        s->h.features &= ~QED_F_NEED_CHECK;
+        uint8_t hb[QED_HEADER_LEN];
+        qed_header_encode(&s->h, hb);
+        (void)qio_pwrite(img->file, hb, sizeof(hb), 0); /* qemu ignores a failure too */
+    }
     free(s->l1);
     free(s->l2);
     free(s);
