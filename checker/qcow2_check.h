@@ -29,12 +29,35 @@
 
 #define RB_CACHE_SLOTS 64
 
+struct qc2;
+struct finding;
+
+/* Repair actions a fixing run (fix != 0) asks for, implemented by repair/ (which records
+ * them in its plan). The passes keep qemu's bookkeeping: messages, counters, and what to
+ * skip after a successful fix. Each returns 0 or -errno (and prints qemu's message for
+ * its failure). */
+struct qc2_fixer {
+    /* §3.10: entry f->entry_offset becomes a zero entry (bmp: its extended-L2 bitmap) */
+    int (*zero_l2_entry)(struct qc2 *s, const struct finding *f, uint64_t bmp);
+    /* §3.5: grow the file to new_size (a refblock past EOF); updates s->file_size */
+    int (*grow_file)(struct qc2 *s, uint64_t new_size);
+    /* §3.6: set the stored refcount of cluster k to value */
+    int (*set_refcount)(struct qc2 *s, uint64_t k, uint64_t value);
+    /* §3.9: active L1 entry i becomes entry (also updates s->l1) */
+    int (*write_l1_entry)(struct qc2 *s, uint64_t i, uint64_t entry);
+    /* §3.9: entries [first, first+n) of the L2 table at l2_off, from table */
+    int (*write_l2_entries)(struct qc2 *s, uint64_t l2_off, const uint8_t *table,
+                            uint64_t first, uint64_t n);
+};
+
 struct qc2 {
     qio_t *q;
     qio_t *data;                 /* external data file (NULL if none) */
     const char *filename;
     const struct check_opts *opts;
     unsigned fix;                /* fix mode of the current pass run (0 for check) */
+    const struct qc2_fixer *fixer;   /* set by the repair engine when fix != 0 */
+    void *fixer_ctx;
 
     struct qcow2_header h;
     struct qcow2_ext ext;

@@ -15,6 +15,19 @@ static void mismatch(struct qc2 *s, uint64_t i, uint64_t disk, uint64_t ref)
     f.found = disk;
     f.expected = ref;
     f.rt_index = i >> s->h.refcount_block_bits;
+    /* a fixing compare (§3.6): leaks under -r leaks, too-low refcounts under -r all */
+    if (disk && s->fixer &&
+        ((disk > ref && (s->fix & CHECK_FIX_LEAKS)) || (disk < ref && (s->fix & CHECK_FIX_ERRORS)))) {
+        f.flags |= FF_REPAIRING;
+        if (s->fixer->set_refcount(s, i, ref) == 0) {
+            findings_add(s->fl, &f);
+            if (disk > ref)
+                s->res->leaks_fixed++;
+            else
+                s->res->corruptions_fixed++;
+            return;
+        }
+    }
     qc2_report(s, &f);
 }
 

@@ -1,8 +1,12 @@
 /* §3.9: OFLAG_COPIED in the active L1 and the L2 tables it reaches must say
  * "refcount == 1", judged against the on-disk refcounts. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "checker/qcow2_check.h"
 #include "checker/qcow2_l2read.h"
 #include "format/be.h"
+#include "util/xalloc.h"
 
 /* On-disk refcount with the last refblock remembered (data clusters come in order). */
 struct rc_lookup {
@@ -32,6 +36,7 @@ int qc2_pass_copied(struct qc2 *s)
     struct l2_reader rd;
     l2_reader_init(&rd, s->cs);
     int ret = 0;
+    uint8_t *patched = NULL;   /* -r: a fixed copy of the current L2 table */
     bool repairing = s->fix & CHECK_FIX_ERRORS ||
                      ((s->fix & CHECK_FIX_LEAKS) && !s->res->check_errors &&
                       !s->res->corruptions && !s->res->leaks);
@@ -57,6 +62,16 @@ int qc2_pass_copied(struct qc2 *s)
             if (repairing)
                 f.flags |= FF_REPAIRING;
             qc2_report(s, &f);
+            if (repairing && s->fixer) {
+                uint64_t ne = rc1 == 1 ? l1e | QCOW2_OFLAG_COPIED : l1e & ~QCOW2_OFLAG_COPIED;
+                ret = s->fixer->write_l1_entry(s, i, ne);
+                if (ret < 0) {
+                    s->res->check_errors++;
+                    break;
+                }
+                s->res->corruptions--;
+                s->res->corruptions_fixed++;
+            }
         }
         const uint8_t *t;
         int rc = l2_reader_get(s, &rd, s->l1, s->l1_loaded, i, l2, &t);
@@ -69,6 +84,7 @@ int qc2_pass_copied(struct qc2 *s)
             ret = rc;   /* qemu: check_errors++ and the check fails */
             break;
         }
+        uint64_t first = n, last = 0, nfix = 0;   /* patched entries of this table */
         for (uint64_t j = 0; j < n; j++) {
             uint64_t e = be64_get(t + j * esz);
             if (!e)
@@ -95,8 +111,29 @@ int qc2_pass_copied(struct qc2 *s)
             if (repairing)
                 f.flags |= FF_REPAIRING;
             qc2_report(s, &f);
+            if (repairing && s->fixer) {
+                if (!patched)
+                    patched = xmalloc((size_t)s->cs);
+                if (!nfix)
+                    memcpy(patched, t, (size_t)s->cs);
+                be64_put(patched + j * esz, rc2 == 1 ? e | QCOW2_OFLAG_COPIED
+                                                     : e & ~QCOW2_OFLAG_COPIED);
+                first = j < first ? j : first;
+                last = j;
+                nfix++;
+            }
+        }
+        if (nfix) {
+            ret = s->fixer->write_l2_entries(s, l2, patched, first, last - first + 1);
+            if (ret < 0) {
+                s->res->check_errors++;
+                break;
+            }
+            s->res->corruptions -= (int64_t)nfix;
+            s->res->corruptions_fixed += (int64_t)nfix;
         }
     }
+    free(patched);
     l2_reader_free(&rd);
     return ret;
 }

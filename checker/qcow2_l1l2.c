@@ -126,8 +126,20 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
                 bool data = extl2 ? (bmp & QCOW2_L2_BITMAP_ALL_ALLOC) : !(e & QCOW2_OFLAG_ZERO);
                 f.kind = data ? FK_DATA_UNALIGNED : FK_PREALLOC_UNALIGNED;
                 f.cluster = off >> s->h.cluster_bits;
+                /* §3.10 under -r all; qimg also drops unaligned data entries (README) */
+                bool fixing = (s->fix & CHECK_FIX_ERRORS) && s->fixer;
+                if (fixing && !data)
+                    f.flags |= FF_REPAIRING;
                 qc2_report(s, &f);
                 f.cluster = FIND_NONE;
+                if (fixing) {
+                    if (s->fixer->zero_l2_entry(s, &f, bmp) == 0) {
+                        res->corruptions--;
+                        res->corruptions_fixed++;
+                        break;   /* the cluster is unused now: no reference, no stats */
+                    }
+                    res->check_errors++;
+                }
             }
             if (frag) {
                 res->allocated_clusters++;

@@ -28,7 +28,27 @@ int qc2_pass_refblocks(struct qc2 *s)
         f.cluster = k;
         if (k >= s->imrt.n) {
             f.kind = FK_REFBLOCK_OUTSIDE;
+            if (!(s->fix & CHECK_FIX_ERRORS) || !s->fixer) {
+                qc2_report(s, &f);
+                continue;
+            }
+            /* -r all: grow the file so the block exists (qemu truncates; §3.5) */
+            f.flags |= FF_REPAIRING;
             qc2_report(s, &f);
+            if (s->fixer->grow_file(s, off + s->cs) < 0) {
+                s->rebuild = true;
+                continue;
+            }
+            uint64_t n = s->file_size / s->cs + (s->file_size % s->cs != 0);
+            if (k >= n || imrt_grow(&s->imrt, n - 1) < 0) {
+                s->rebuild = true;
+                continue;
+            }
+            s->res->corruptions--;
+            s->res->corruptions_fixed++;
+            int rc = qc2_inc_refs(s, off, s->cs, -1);
+            if (rc < 0)
+                return rc;
             continue;
         }
         if (!off)
