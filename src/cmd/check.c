@@ -14,10 +14,12 @@
 #include "cmd/commands.h"
 #include "format/probe.h"
 #include "io/qio.h"
+#include "repair/repair.h"
 #include "util/err.h"
 #include "util/json.h"
 
-enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IMAGE_OPTS, OPT_DEEP, OPT_FINDINGS_CAP };
+enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IMAGE_OPTS, OPT_DEEP, OPT_FINDINGS_CAP, OPT_DRY_RUN,
+       OPT_JOURNAL };
 
 static void sink_stderr(void *opaque, const struct finding *f)
 {
@@ -108,9 +110,12 @@ int cmd_check(int argc, char **argv)
         { "force-share", no_argument, 0, 'U' },
         { "deep", no_argument, 0, OPT_DEEP },
         { "findings-cap", required_argument, 0, OPT_FINDINGS_CAP },
+        { "dry-run", no_argument, 0, OPT_DRY_RUN },
+        { "journal", required_argument, 0, OPT_JOURNAL },
         { 0, 0, 0, 0 },
     };
-    const char *fmt = NULL, *output = NULL, *cache = NULL;
+    const char *fmt = NULL, *output = NULL, *cache = NULL, *journal = NULL;
+    bool dry_run = false;
     struct check_opts o;
     memset(&o, 0, sizeof(o));
     bool quiet = false, json = false;
@@ -144,6 +149,8 @@ int cmd_check(int argc, char **argv)
         case OPT_IMAGE_OPTS: break;
         case OPT_DEEP: o.deep = true; break;
         case OPT_FINDINGS_CAP: o.findings_cap = strtoul(optarg, NULL, 10); break;
+        case OPT_DRY_RUN: dry_run = true; break;
+        case OPT_JOURNAL: journal = optarg; break;
         }
     }
     if (optind != argc - 1)
@@ -157,6 +164,16 @@ int cmd_check(int argc, char **argv)
     }
     if (cache && !valid_cache(cache)) {
         err_report("Invalid source cache option: %s", cache);
+        return 1;
+    }
+    if ((dry_run || journal) && !fix) {
+        err_report("--dry-run and --journal only make sense with -r leaks|all");
+        return 1;
+    }
+    if (fix && o.share && !dry_run) {
+        /* qemu would take no lock and repair an image another process may be writing */
+        err_report("-U (force-share) cannot be used with -r: a repair must not run while "
+                   "another process may use the image");
         return 1;
     }
     qio_t *q;
@@ -199,9 +216,9 @@ int cmd_check(int argc, char **argv)
     }
 
     if (fix) {
-        /* the repair engine (repair/) wires this up; never pretend to repair */
-        err_report("repair is not implemented yet");
-        return 1;
+        qio_close(q);
+        struct repair_opts ro = { (unsigned)fix, dry_run, journal, json, quiet, o };
+        return repair_qcow2(filename, &ro);
     }
     struct check_run run;
     memset(&run, 0, sizeof(run));

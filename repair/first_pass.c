@@ -1,0 +1,171 @@
+/* The first, fixing pass of `check -r` on the plan overlay: qemu's qcow2_co_check_locked
+ * (digest §3 top level) and qcow2_check_refcounts (§3.7) with a fix mode. The checker's
+ * passes do the detecting and call repair_fixer for each fix. */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "repair/repair.h"
+#include "util/err.h"
+#include "util/xalloc.h"
+
+static void keep_names(struct qc2 *s, struct check_run *run)
+{
+    if (!s->nb_sn)
+        return;
+    run->names.sn_id = xcalloc(s->nb_sn, sizeof(char *));
+    run->names.sn_name = xcalloc(s->nb_sn, sizeof(char *));
+    for (uint32_t i = 0; i < s->nb_sn; i++) {
+        run->names.sn_id[i] = xstrdup(s->sn[i].id_str ? s->sn[i].id_str : "");
+        run->names.sn_name[i] = xstrdup(s->sn[i].name ? s->sn[i].name : "");
+    }
+    run->names.nb = s->nb_sn;
+}
+
+/* calculate_refcounts(): every reference into the IMRT. */
+static int calculate(struct qc2 *s)
+{
+    int rc = qc2_pass_l1l2(s);
+    if (rc == 0)
+        rc = qc2_pass_bitmaps(s);
+    if (rc == 0)
+        rc = qc2_pass_refblocks(s);
+    return rc;
+}
+
+static int refcount_pass(struct qc2 *s, unsigned fix)
+{
+    struct check_result *r = s->res;
+    uint64_t nb = s->file_size / s->cs + (s->file_size % s->cs != 0);
+    if (nb > INT_MAX) {
+        r->check_errors++;
+        return -EFBIG;
+    }
+    uint64_t vsize = s->h.size & ~(uint64_t)511;
+    r->total_clusters = (int64_t)(vsize / s->cs + (vsize % s->cs != 0));
+    r->has_stats = true;
+    if (imrt_init(&s->imrt, nb, s->h.refcount_order) < 0) {
+        r->check_errors++;
+        return -ENOMEM;
+    }
+    s->fix = fix;
+    int rc = calculate(s);
+    if (rc < 0)
+        return rc;
+    struct check_result pre = *r;
+    s->fix = 0;                       /* report only: ERROR / Leaked */
+    qc2_pass_compare(s);
+    if (s->rebuild && (fix & CHECK_FIX_ERRORS)) {
+        struct check_result old = *r;
+        int64_t fresh_leaks = 0;
+        err_plain("Rebuilding refcount structure\n");
+        rc = repair_rebuild(s);
+        if (rc < 0)
+            return rc;
+        r->corruptions = r->leaks = 0;
+        s->rebuild = false;
+        imrt_zero(&s->imrt);
+        struct check_result stats = *r;
+        rc = calculate(s);
+        if (rc < 0)
+            return rc;
+        /* the recount must not count the statistics twice */
+        r->allocated_clusters = stats.allocated_clusters;
+        r->fragmented_clusters = stats.fragmented_clusters;
+        r->compressed_clusters = stats.compressed_clusters;
+        if (fix & CHECK_FIX_LEAKS) {
+            /* the old structures are leaks now: free them, counting nothing */
+            struct check_result saved = *r, scratch;
+            memset(&scratch, 0, sizeof(scratch));
+            s->res = &scratch;
+            s->fix = CHECK_FIX_LEAKS;
+            qc2_pass_compare(s);
+            if (s->rebuild)
+                err_plain("ERROR rebuilt refcount structure is still broken\n");
+            fresh_leaks = scratch.leaks;
+            s->res = r;
+            *r = saved;
+        }
+        if (r->corruptions < old.corruptions)
+            r->corruptions_fixed += old.corruptions - r->corruptions;
+        if (r->leaks < old.leaks)
+            r->leaks_fixed += old.leaks - r->leaks;
+        r->leaks += fresh_leaks;
+    } else if (fix) {
+        if (s->rebuild) {
+            err_plain("ERROR need to rebuild refcount structures\n");
+            r->check_errors++;
+            return -EIO;
+        }
+        if (r->leaks || r->corruptions) {
+            *r = pre;
+            s->fix = fix;
+            qc2_pass_compare(s);
+        }
+    }
+    s->fix = fix;
+    rc = qc2_pass_copied(s);
+    if (rc < 0)
+        return rc;
+    r->image_end_offset = (s->highest_cluster + 1) * (int64_t)s->cs;
+    return 0;
+}
+
+static void add_result(struct check_result *to, const struct check_result *from)
+{
+    to->corruptions += from->corruptions;
+    to->leaks += from->leaks;
+    to->check_errors += from->check_errors;
+    to->corruptions_fixed += from->corruptions_fixed;
+    to->leaks_fixed += from->leaks_fixed;
+}
+
+int repair_first_pass(qio_t *overlay, const char *filename, const struct check_opts *o,
+                      unsigned fix, struct repair_ctx *ctx, struct check_run *run)
+{
+    struct qc2 s;
+    memset(&s, 0, sizeof(s));
+    run->format = "qcow2";
+    int rc = qc2_open(&s, overlay, filename, o);
+    if (rc < 0) {
+        run->ret = rc;
+        run->opened = false;
+        qc2_close(&s);
+        return rc;
+    }
+    run->opened = true;
+    s.fl = &run->findings;
+    s.fixer = &repair_fixer;
+    s.fixer_ctx = ctx;
+    s.fix = fix;
+
+    struct check_result snap;
+    memset(&snap, 0, sizeof(snap));
+    s.res = &snap;
+    rc = (fix & CHECK_FIX_ERRORS) ? repair_snapshot_pass(&s, &snap)
+                                  : qc2_pass_snapshots(&s, &snap);
+    if (rc < 0) {
+        add_result(&run->res, &snap);
+        goto out;
+    }
+    keep_names(&s, run);
+    s.res = &run->res;
+    rc = refcount_pass(&s, fix);
+    if (rc < 0) {
+        add_result(&run->res, &snap);
+        goto out;
+    }
+    if (snap.corruptions > 0 && (fix & CHECK_FIX_ERRORS)) {
+        if (repair_snapshot_rewrite(&s) < 0) {
+            snap.check_errors++;
+        } else {
+            snap.corruptions_fixed += snap.corruptions;
+            snap.corruptions = 0;
+        }
+    }
+    add_result(&run->res, &snap);
+out:
+    run->ret = rc < 0 ? rc : 0;
+    qc2_close(&s);
+    return run->ret;
+}

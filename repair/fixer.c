@@ -1,0 +1,135 @@
+/* The checker's repair hooks (struct qc2_fixer): each fix becomes plan entries, and the
+ * in-memory state the passes use (L1, refblock cache, file size) follows the plan. */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "format/be.h"
+#include "repair/repair.h"
+#include "util/err.h"
+
+void repair_drop_rb_cache(struct qc2 *s)
+{
+    for (int i = 0; i < RB_CACHE_SLOTS; i++)
+        s->rb_off[i] = 0;
+}
+
+static void sync_size(struct qc2 *s)
+{
+    s->file_size = rp_plan(s)->size;
+}
+
+int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_class cls,
+                        const char *why)
+{
+    uint64_t ti = k >> s->h.refcount_block_bits, idx = k & (s->h.refcount_block_entries - 1);
+    const uint8_t *cblk;
+    int rc = qc2_refblock(s, ti, &cblk);
+    if (rc < 0)
+        return rc;
+    if (!cblk)
+        return -ENOSPC;   /* no refblock: only a rebuild can give this cluster a refcount */
+    uint8_t *blk = (uint8_t *)cblk;   /* the cache mirrors the planned image: patch it */
+    uint64_t old = 0;
+    qcow2_refblock_get(blk, (size_t)s->cs, s->h.refcount_order, idx, &old);
+    rc = qcow2_refblock_set(blk, (size_t)s->cs, s->h.refcount_order, idx, value);
+    if (rc < 0)
+        return rc;
+    unsigned bits = 1u << s->h.refcount_order;
+    uint64_t byte = idx * bits / 8, nbytes = bits >= 8 ? bits / 8 : 1;
+    uint64_t off = (s->rt[ti] & QCOW2_REFT_OFFSET_MASK) + byte;
+    rc = plan_write(rp_plan(s), cls, off, blk + byte, (size_t)nbytes,
+                    "refcount of cluster %" PRIu64 ": %" PRIu64 " -> %" PRIu64 " (%s)", k, old,
+                    value, why);
+    sync_size(s);
+    return rc;
+}
+
+static int fx_set_refcount(struct qc2 *s, uint64_t k, uint64_t value)
+{
+    uint64_t old = 0;
+    qc2_ondisk_refcount(s, k, &old);
+    return repair_set_refcount(s, k, value, PC_REFCOUNT,
+                               old > value ? "leaked" : "too low for its references");
+}
+
+static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp)
+{
+    uint8_t b[16];
+    size_t n = s->h.l2_entry_size;
+    bool data = f->kind == FK_DATA_UNALIGNED;
+    if (s->geom.extended_l2) {
+        be64_put(b, 0);
+        be64_put(b + 8, (bmp | bmp << 32) & 0xffffffff00000000ull);
+    } else {
+        /* v2 has no zero flag: an unallocated entry is the only "no data" it has */
+        be64_put(b, s->h.version >= 3 || !data ? QCOW2_OFLAG_ZERO : 0);
+    }
+    int rc = plan_write(rp_plan(s), PC_L2_ZERO, f->entry_offset, b, n,
+                        "L2 entry %" PRIx64 " -> zero cluster (%s at unaligned offset 0x%" PRIx64 ")",
+                        f->entry, data ? "data cluster" : "preallocated zero cluster", f->offset);
+    if (rc < 0) {
+        err_plain("ERROR: Failed to overwrite L2 table entry: %s\n", strerror(-rc));
+        return rc;
+    }
+    if (data) {
+        /* qemu never repairs this and cannot read the cluster (digest §13.4) */
+        if (f->guest_offset != FIND_NONE)
+            err_report("dropped the unaligned data cluster mapping of guest offset 0x%" PRIx64
+                       " (l2_entry=%" PRIx64 " at file offset 0x%" PRIx64 "); the guest now "
+                       "reads zeros there", f->guest_offset, f->entry, f->entry_offset);
+        else
+            err_report("dropped the unaligned data cluster mapping l2_entry=%" PRIx64
+                       " at file offset 0x%" PRIx64 " (snapshot L2 table); the snapshot now "
+                       "reads zeros there", f->entry, f->entry_offset);
+    }
+    return 0;
+}
+
+/* A refblock past EOF: grow the file as qemu does, but not to a size only a hostile
+ * reftable entry asks for (README, "Differences from qemu-img"). */
+static int fx_grow_file(struct qc2 *s, uint64_t new_size)
+{
+    struct plan *p = rp_plan(s);
+    uint64_t limit = p->size * 2 + (1ull << 30);
+    if (new_size > limit || new_size > INT64_MAX) {
+        err_plain("ERROR could not resize image: %s\n", strerror(EFBIG));
+        return -EFBIG;
+    }
+    int rc = plan_truncate(p, PC_GROW, new_size, "grow the file for a refcount block past its end");
+    sync_size(s);
+    return rc;
+}
+
+static int fx_write_l1_entry(struct qc2 *s, uint64_t i, uint64_t e)
+{
+    uint8_t b[8];
+    be64_put(b, e);
+    int rc = plan_write(rp_plan(s), PC_COPIED, s->h.l1_table_offset + i * 8, b, 8,
+                        "OFLAG_COPIED of L1[%" PRIu64 "]: %" PRIx64 " -> %" PRIx64, i, s->l1[i], e);
+    if (rc == 0)
+        s->l1[i] = e;
+    sync_size(s);
+    return rc;
+}
+
+static int fx_write_l2_entries(struct qc2 *s, uint64_t l2, const uint8_t *t, uint64_t first,
+                               uint64_t n)
+{
+    uint64_t esz = s->h.l2_entry_size;
+    int rc = plan_write(rp_plan(s), PC_COPIED, l2 + first * esz, t + first * esz,
+                        (size_t)(n * esz), "OFLAG_COPIED of L2 table 0x%" PRIx64 " entries %"
+                        PRIu64 "..%" PRIu64, l2, first, first + n - 1);
+    if (rc < 0)
+        err_plain("ERROR: Could not write L2 table: %s\n", strerror(-rc));
+    sync_size(s);
+    return rc;
+}
+
+const struct qc2_fixer repair_fixer = {
+    .zero_l2_entry = fx_zero_l2_entry,
+    .grow_file = fx_grow_file,
+    .set_refcount = fx_set_refcount,
+    .write_l1_entry = fx_write_l1_entry,
+    .write_l2_entries = fx_write_l2_entries,
+};

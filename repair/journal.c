@@ -1,0 +1,193 @@
+#include "repair/journal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cmd/commands.h"
+#include "util/err.h"
+#include "util/sha256.h"
+#include "util/xalloc.h"
+
+struct journal {
+    sqlite3 *db;
+    sqlite3_stmt *ins;
+    char *path;
+};
+
+int journal_header_hash(qio_t *q, char out[65])
+{
+    uint64_t size;
+    int rc = qio_size(q, &size);
+    if (rc < 0)
+        return rc;
+    size_t n = size < JOURNAL_HEADER_HASH_LEN ? (size_t)size : JOURNAL_HEADER_HASH_LEN;
+    uint8_t *b = xmalloc(n ? n : 1);
+    rc = qio_pread(q, b, n, 0);
+    if (rc == 0) {
+        struct sha256 c;
+        uint8_t d[32];
+        sha256_init(&c);
+        sha256_update(&c, b, n);
+        sha256_final(&c, d);
+        sha256_hex(d, out);
+    }
+    free(b);
+    return rc;
+}
+
+static int fail(journal_t *j, const char *what)
+{
+    err_report("journal '%s': %s: %s", j->path, what, sqlite3_errmsg(j->db));
+    return -EIO;
+}
+
+static int exec(journal_t *j, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(j->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_report("journal '%s': %s", j->path, msg ? msg : "error");
+        sqlite3_free(msg);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int set_meta(journal_t *j, const char *k, const char *v)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return fail(j, "prepare");
+    sqlite3_bind_text(st, 1, k, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, v, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(j, "write meta");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int set_meta_u(journal_t *j, const char *k, uint64_t v)
+{
+    char b[32];
+    snprintf(b, sizeof(b), "%" PRIu64, v);
+    return set_meta(j, k, b);
+}
+
+int journal_create(const char *path, const char *image, qio_t *q, journal_t **out)
+{
+    struct stat st;
+    *out = NULL;
+    if (stat(path, &st) == 0) {
+        err_report("journal '%s' already exists; refusing to overwrite it", path);
+        return -EEXIST;
+    }
+    journal_t *j = xcalloc(1, sizeof(*j));
+    j->path = xstrdup(path);
+    if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        int rc = fail(j, "cannot create");
+        journal_close(j);
+        return rc;
+    }
+    char hash[65], buf[64];
+    uint64_t size = 0;
+    int rc = exec(j, "PRAGMA synchronous=FULL;"
+                     "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+                     "CREATE TABLE writes(seq INTEGER PRIMARY KEY, op TEXT NOT NULL,"
+                     " class TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,"
+                     " old_size INTEGER NOT NULL, new_size INTEGER NOT NULL, old BLOB, new BLOB,"
+                     " reason TEXT);");
+    if (rc == 0)
+        rc = qio_size(q, &size);
+    if (rc == 0)
+        rc = journal_header_hash(q, hash);
+    snprintf(buf, sizeof(buf), "%lld", (long long)time(NULL));
+    if (rc == 0)
+        rc = exec(j, "BEGIN");
+    if (rc == 0)
+        rc = set_meta(j, "schema_version", "1");
+    if (rc == 0)
+        rc = set_meta(j, "qimg_version", QIMG_VERSION);
+    if (rc == 0)
+        rc = set_meta(j, "image", image);
+    if (rc == 0)
+        rc = set_meta(j, "created", buf);
+    if (rc == 0)
+        rc = set_meta_u(j, "pre_size", size);
+    if (rc == 0)
+        rc = set_meta(j, "pre_header_sha256", hash);
+    if (rc == 0)
+        rc = set_meta_u(j, "header_hash_len", JOURNAL_HEADER_HASH_LEN);
+    if (rc == 0)
+        rc = set_meta(j, "status", "applying");
+    if (rc == 0)
+        rc = exec(j, "COMMIT");
+    if (rc == 0 && sqlite3_prepare_v2(j->db, "INSERT INTO writes(seq, op, class, offset, length,"
+                                      " old_size, new_size, old, new, reason) VALUES(?,?,?,?,?,?,"
+                                      "?,?,?,?)", -1, &j->ins, NULL) != SQLITE_OK)
+        rc = fail(j, "prepare");
+    if (rc < 0) {
+        journal_close(j);
+        return rc;
+    }
+    *out = j;
+    return 0;
+}
+
+int journal_record(journal_t *j, uint64_t seq, const struct plan_entry *e, uint64_t new_size)
+{
+    sqlite3_stmt *st = j->ins;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
+    sqlite3_bind_text(st, 2, e->op == PLAN_WRITE ? "write" : "truncate", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, plan_class_name(e->cls), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->op == PLAN_WRITE ? e->offset : 0));
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)(e->op == PLAN_WRITE ? e->len : 0));
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)e->old_size);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)new_size);
+    if (e->op == PLAN_WRITE) {
+        sqlite3_bind_blob64(st, 8, e->old_bytes, e->len, SQLITE_STATIC);
+        sqlite3_bind_blob64(st, 9, e->new_bytes, e->len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, 8);
+        sqlite3_bind_null(st, 9);
+    }
+    sqlite3_bind_text(st, 10, e->reason, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(j, "write entry");
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int journal_finish(journal_t *j, qio_t *q)
+{
+    char hash[65];
+    uint64_t size = 0;
+    int rc = qio_size(q, &size);
+    if (rc == 0)
+        rc = journal_header_hash(q, hash);
+    if (rc == 0)
+        rc = exec(j, "BEGIN");
+    if (rc == 0)
+        rc = set_meta_u(j, "post_size", size);
+    if (rc == 0)
+        rc = set_meta(j, "post_header_sha256", hash);
+    if (rc == 0)
+        rc = set_meta(j, "status", "complete");
+    if (rc == 0)
+        rc = exec(j, "COMMIT");
+    return rc;
+}
+
+void journal_close(journal_t *j)
+{
+    if (!j)
+        return;
+    sqlite3_finalize(j->ins);
+    sqlite3_close(j->db);
+    free(j->path);
+    free(j);
+}

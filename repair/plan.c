@@ -1,0 +1,297 @@
+#include "repair/plan.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/xalloc.h"
+
+/* Writes merge into their predecessor only up to this size, so one entry stays small. */
+#define MERGE_MAX (64u << 10)
+
+void plan_init(struct plan *p, qio_t *base)
+{
+    memset(p, 0, sizeof(*p));
+    p->base = base;
+    if (qio_size(base, &p->base_size) < 0)
+        p->base_size = 0;
+    p->size = p->base_size;
+    p->lo = UINT64_MAX;
+}
+
+void plan_free(struct plan *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->v[i].new_bytes);
+        free(p->v[i].old_bytes);
+        free(p->v[i].reason);
+    }
+    free(p->v);
+    memset(p, 0, sizeof(*p));
+}
+
+static void apply_entry(const struct plan_entry *e, uint8_t *buf, size_t n, uint64_t off)
+{
+    if (e->op != PLAN_WRITE || e->offset >= off + n || e->offset + e->len <= off)
+        return;
+    uint64_t s = e->offset > off ? e->offset : off;
+    uint64_t end = e->offset + e->len < off + n ? e->offset + e->len : off + n;
+    memcpy(buf + (s - off), e->new_bytes + (s - e->offset), (size_t)(end - s));
+}
+
+int plan_read(struct plan *p, void *buf, size_t n, uint64_t off)
+{
+    if (!n)
+        return 0;
+    if (off >= p->base_size) {
+        memset(buf, 0, n);
+    } else {
+        size_t in = p->base_size - off < n ? (size_t)(p->base_size - off) : n;
+        int rc = qio_pread(p->base, buf, in, off);
+        if (rc < 0)
+            return rc;
+        memset((uint8_t *)buf + in, 0, n - in);
+    }
+    if (p->n && off < p->hi && off + n > p->lo)
+        for (size_t i = 0; i < p->n; i++)
+            apply_entry(&p->v[i], buf, n, off);
+    return 0;
+}
+
+static struct plan_entry *push(struct plan *p)
+{
+    if (p->n == p->alloc) {
+        p->alloc = p->alloc ? p->alloc * 2 : 16;
+        p->v = xreallocarray(p->v, p->alloc, sizeof(*p->v));
+    }
+    struct plan_entry *e = &p->v[p->n++];
+    memset(e, 0, sizeof(*e));
+    e->old_size = p->size;
+    return e;
+}
+
+static char *vfmt(const char *fmt, va_list ap)
+{
+    char tmp[512];
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    return xstrdup(tmp);
+}
+
+static void touch(struct plan *p, uint64_t off, uint64_t len)
+{
+    if (off < p->lo)
+        p->lo = off;
+    if (off + len > p->hi)
+        p->hi = off + len;
+    if (off + len > p->size)
+        p->size = off + len;
+}
+
+int plan_write(struct plan *p, enum plan_class cls, uint64_t off, const void *buf, size_t len,
+               const char *fmt, ...)
+{
+    if (!len)
+        return 0;
+    if (off > INT64_MAX || len > INT64_MAX - off)
+        return -EINVAL;
+    uint8_t *old = xmalloc(len);
+    int rc = plan_read(p, old, len, off);
+    if (rc < 0) {
+        free(old);
+        return rc;
+    }
+    struct plan_entry *last = p->n ? &p->v[p->n - 1] : NULL;
+    /* contiguous continuation of the previous write of the same class: one entry */
+    if (last && !p->no_merge && last->op == PLAN_WRITE && last->cls == cls &&
+        last->offset + last->len == off && last->len + len <= MERGE_MAX &&
+        off + len <= p->size) {
+        last->new_bytes = realloc(last->new_bytes, (size_t)(last->len + len));
+        last->old_bytes = realloc(last->old_bytes, (size_t)(last->len + len));
+        if (!last->new_bytes || !last->old_bytes)
+            abort();
+        memcpy(last->new_bytes + last->len, buf, len);
+        memcpy(last->old_bytes + last->len, old, len);
+        last->len += len;
+        free(old);
+        va_list ap;
+        va_start(ap, fmt);
+        char *r = vfmt(fmt, ap);
+        va_end(ap);
+        size_t rl = strlen(last->reason);
+        if (rl < 240) {
+            char *j = xasprintf("%s; %s", last->reason, r);
+            free(last->reason);
+            last->reason = j;
+        } else if (rl < 4 || strcmp(last->reason + rl - 3, "...")) {
+            char *j = xasprintf("%s; ...", last->reason);
+            free(last->reason);
+            last->reason = j;
+        }
+        free(r);
+        touch(p, off, len);
+        return 0;
+    }
+    p->no_merge = false;
+    struct plan_entry *e = push(p);
+    e->op = PLAN_WRITE;
+    e->cls = cls;
+    e->offset = off;
+    e->len = len;
+    e->new_bytes = xmalloc(len);
+    memcpy(e->new_bytes, buf, len);
+    e->old_bytes = old;
+    va_list ap;
+    va_start(ap, fmt);
+    e->reason = vfmt(fmt, ap);
+    va_end(ap);
+    touch(p, off, len);
+    return 0;
+}
+
+int plan_truncate(struct plan *p, enum plan_class cls, uint64_t size, const char *fmt, ...)
+{
+    struct plan_entry *e = push(p);
+    e->op = PLAN_TRUNCATE;
+    e->cls = cls;
+    e->offset = size;
+    va_list ap;
+    va_start(ap, fmt);
+    e->reason = vfmt(fmt, ap);
+    va_end(ap);
+    /* only growing truncations are planned; a shrink would read back as zeros anyway */
+    if (size > p->size)
+        p->size = size;
+    return 0;
+}
+
+int plan_prepend_write(struct plan *p, enum plan_class cls, uint64_t off, const void *buf,
+                       size_t len, const char *reason)
+{
+    push(p);
+    memmove(p->v + 1, p->v, (p->n - 1) * sizeof(*p->v));
+    struct plan_entry *e = &p->v[0];
+    memset(e, 0, sizeof(*e));
+    e->op = PLAN_WRITE;
+    e->cls = cls;
+    e->offset = off;
+    e->len = len;
+    e->old_size = p->base_size;
+    e->new_bytes = xmalloc(len);
+    memcpy(e->new_bytes, buf, len);
+    e->old_bytes = xmalloc(len);
+    int rc = qio_pread(p->base, e->old_bytes, len, off);
+    e->reason = xstrdup(reason);
+    /* later entries' old bytes were taken without this write: patch the overlap */
+    for (size_t i = 1; i < p->n; i++) {
+        struct plan_entry *x = &p->v[i];
+        if (x->op == PLAN_WRITE)
+            apply_entry(e, x->old_bytes, (size_t)x->len, x->offset);
+    }
+    touch(p, off, len);
+    return rc;
+}
+
+/* --- overlay qio ------------------------------------------------------------------ */
+
+struct overlay {
+    struct qio q;   /* must be first: the qio functions see this */
+    struct plan *p;
+};
+
+static int ov_pread(qio_t *q, void *buf, size_t n, uint64_t off)
+{
+    return plan_read(((struct overlay *)q)->p, buf, n, off);
+}
+
+static int ov_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
+{
+    (void)q; (void)buf; (void)n; (void)off;
+    return -EROFS;   /* fixes go through plan_write, never through the qio */
+}
+
+static int ov_size(qio_t *q, uint64_t *out)
+{
+    *out = ((struct overlay *)q)->p->size;
+    return 0;
+}
+
+static int ov_truncate(qio_t *q, uint64_t size)
+{
+    (void)q; (void)size;
+    return -EROFS;
+}
+
+static int ov_flush(qio_t *q)
+{
+    (void)q;
+    return 0;
+}
+
+static int ov_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
+{
+    struct plan *p = ((struct overlay *)q)->p;
+    *is_data = off < p->size;
+    *len = off < p->size ? p->size - off : 0;
+    return 0;
+}
+
+static int ov_allocated(qio_t *q, uint64_t *out)
+{
+    *out = ((struct overlay *)q)->p->size;
+    return 0;
+}
+
+static void ov_close(qio_t *q)
+{
+    (void)q;
+}
+
+static const struct qio_ops overlay_ops = {
+    .pread = ov_pread, .pwrite = ov_pwrite, .size = ov_size, .truncate = ov_truncate,
+    .flush = ov_flush, .extent = ov_extent, .allocated = ov_allocated, .close = ov_close,
+};
+
+qio_t *plan_overlay_qio(struct plan *p)
+{
+    struct overlay *o = xcalloc(1, sizeof(*o));
+    o->q.ops = &overlay_ops;
+    o->q.fd = -1;
+    o->q.path = xstrdup(p->base->path ? p->base->path : "");
+    o->p = p;
+    return &o->q;
+}
+
+const char *plan_class_name(enum plan_class c)
+{
+    static const char *const names[] = { "guard", "snapshot", "l2-zero", "grow", "rebuild",
+                                         "rebuild-header", "refcount", "copied", "header" };
+    return (unsigned)c < sizeof(names) / sizeof(names[0]) ? names[c] : "?";
+}
+
+uint64_t plan_bytes(const struct plan *p)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < p->n; i++)
+        t += p->v[i].op == PLAN_WRITE ? p->v[i].len : 0;
+    return t;
+}
+
+void plan_print(const struct plan *p, FILE *out)
+{
+    fprintf(out, "Repair plan (dry run, nothing was written): %zu write%s, %" PRIu64 " bytes\n",
+            p->n, p->n == 1 ? "" : "s", plan_bytes(p));
+    for (size_t i = 0; i < p->n; i++) {
+        const struct plan_entry *e = &p->v[i];
+        if (e->op == PLAN_TRUNCATE)
+            fprintf(out, "  %4zu  grow file %" PRIu64 " -> %" PRIu64 " bytes  [%s] %s\n", i + 1,
+                    e->old_size, e->offset, plan_class_name(e->cls), e->reason);
+        else
+            fprintf(out, "  %4zu  offset 0x%" PRIx64 " length %" PRIu64 "  [%s] %s\n", i + 1,
+                    e->offset, e->len, plan_class_name(e->cls), e->reason);
+    }
+    if (p->size != p->base_size)
+        fprintf(out, "The image file would grow from %" PRIu64 " to %" PRIu64 " bytes.\n",
+                p->base_size, p->size);
+}

@@ -1,0 +1,262 @@
+/* `qimg check -r leaks|all` for qcow2: plan on an overlay, then dry-run or apply with the
+ * crash guard, journal and double check (see repair.h). Output and exit codes are
+ * qemu-img's (digest §4). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checker/render.h"
+#include "format/be.h"
+#include "format/qcow2_header.h"
+#include "io/lock.h"
+#include "repair/apply.h"
+#include "repair/journal.h"
+#include "repair/repair.h"
+#include "util/err.h"
+#include "util/json.h"
+
+static void sink_stderr(void *opaque, const struct finding *f)
+{
+    const struct check_run *run = opaque;
+    char buf[1024];
+    finding_format(f, &run->names, buf, sizeof(buf));
+    if (buf[0])
+        fputs(buf, stderr);
+}
+
+static void run_init(struct check_run *run, const struct check_opts *o, bool print)
+{
+    memset(run, 0, sizeof(*run));
+    findings_init(&run->findings, o->findings_cap ? o->findings_cap : 100000);
+    if (print) {
+        run->findings.sink = sink_stderr;
+        run->findings.sink_opaque = run;
+    }
+}
+
+static int exit_code(int rc, const struct check_result *r)
+{
+    if (rc < 0 || r->check_errors)
+        return 1;
+    return r->corruptions ? 2 : r->leaks ? 3 : 0;
+}
+
+/* qemu-img's report, "Check failed" and exit code for a finished run. */
+static int report(struct check_run *run, int rc, const char *filename, const struct repair_opts *o,
+                  const struct plan *dry)
+{
+    if (rc == 0 && !o->quiet) {
+        if (o->json) {
+            json_t *j = check_to_json(filename, run->format, &run->res, &run->findings,
+                                      &run->names);
+            if (dry) {
+                json_t *a = json_array();
+                for (size_t i = 0; i < dry->n; i++) {
+                    const struct plan_entry *e = &dry->v[i];
+                    json_t *w = json_object();
+                    json_set(w, "op", json_string(e->op == PLAN_WRITE ? "write" : "truncate"));
+                    json_set(w, "offset", json_uint(e->offset));
+                    json_set(w, "length", json_uint(e->op == PLAN_WRITE ? e->len : 0));
+                    json_set(w, "class", json_string(plan_class_name(e->cls)));
+                    json_set(w, "reason", json_string(e->reason));
+                    json_append(a, w);
+                }
+                json_set(j, "repair-plan", a);
+            }
+            json_print(stdout, j);
+            fputc('\n', stdout);
+            json_free(j);
+        } else {
+            check_print_human(stdout, &run->res);
+        }
+    }
+    fflush(stdout);
+    if (rc < 0)
+        err_report("Check failed: %s", strerror(-rc));
+    else if (run->res.check_errors)
+        err_report("Check failed");
+    return exit_code(rc, &run->res);
+}
+
+/* incompatible_features as the header holds them now (v2: none). */
+static int read_incompat(qio_t *q, uint32_t version, uint64_t *out)
+{
+    uint8_t b[8];
+    *out = 0;
+    if (version < 3)
+        return 0;
+    int rc = qio_pread(q, b, 8, 72);
+    if (rc == 0)
+        *out = be64_get(b);
+    return rc;
+}
+
+/* The plain (non-fixing) check of what q holds now; diagnostics printed if print. */
+static int plain_check(qio_t *q, const char *filename, const struct check_opts *o, bool print,
+                       struct check_run *run)
+{
+    run_init(run, o, print);
+    return qcow2_check_run(q, filename, o, run);
+}
+
+/* Header bits after the repair: corrupt and dirty cleared iff the result is consistent
+ * (qemu's rule, judged on the double check), otherwise as they were before. */
+static uint64_t final_incompat(uint64_t orig, int rc, const struct check_result *r)
+{
+    if (rc == 0 && !r->corruptions && !r->check_errors)
+        return orig & ~(QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY);
+    return orig;
+}
+
+static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *filename,
+                   const struct repair_opts *o, uint32_t version, uint64_t orig)
+{
+    /* the double check as it would run after the repair, on the overlay */
+    qio_t *ov = plan_overlay_qio(p);
+    struct check_run after;
+    int arc = plain_check(ov, filename, &o->check, false, &after);
+    qio_close(ov);
+    uint64_t fin = final_incompat(orig, arc, &after.res);
+    if (version >= 3 && fin != orig) {
+        uint8_t b[8];
+        be64_put(b, fin);
+        plan_write(p, PC_HEADER, 72, b, 8, "header: incompatible features 0x%" PRIx64
+                   " -> 0x%" PRIx64 " (corrupt/dirty bits cleared, image consistent)", orig, fin);
+    }
+    if (version >= 3 && p->n && !(orig & QCOW2_INCOMPAT_CORRUPT) &&
+        !(p->n == 1 && p->v[0].cls == PC_HEADER)) {
+        uint8_t b[8];
+        be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
+        plan_prepend_write(p, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
+                           "repair is in progress (cleared at the end)");
+    }
+    if (!o->json && !o->quiet) {
+        plan_print(p, stdout);
+        if (run->res.corruptions_fixed || run->res.leaks_fixed)
+            printf("\nThe following inconsistencies would be repaired:\n\n"
+                   "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n",
+                   run->res.leaks_fixed, run->res.corruptions_fixed);
+        printf("After the repair, check would report:\n");
+        check_print_human(stdout, &after.res);
+        printf("\nThe image as it is now:\n");
+    }
+    check_run_free(&after);
+    /* report and exit code: the image as it is (nothing was changed) */
+    struct check_run now;
+    int rc = plain_check(q, filename, &o->check, false, &now);
+    int ret = report(&now, rc, filename, o, p);
+    check_run_free(&now);
+    return ret;
+}
+
+int repair_qcow2(const char *filename, const struct repair_opts *o)
+{
+    qio_t *q;
+    int rc = qio_open_file(filename, o->dry_run ? QIO_RDONLY : QIO_RDWR, &q);
+    if (rc < 0) {
+        err_report("Could not open '%s': Could not open '%s': %s", filename, filename,
+                   strerror(-rc));
+        return 1;
+    }
+    const char *perm;
+    if (!o->dry_run && (rc = qio_lock_for_repair(q, &perm)) < 0) {
+        if (rc == -EBUSY)
+            err_report("Could not open '%s': Failed to get \"%s\" lock\n"
+                       "Is another process using the image [%s]?", filename, perm, filename);
+        else
+            err_report("Could not open '%s': %s", filename, strerror(-rc));
+        qio_close(q);
+        return 1;
+    }
+    struct plan plan;
+    plan_init(&plan, q);
+    struct repair_ctx ctx = { &plan };
+    qio_t *ov = plan_overlay_qio(&plan);
+    struct check_run run;
+    run_init(&run, &o->check, true);
+    rc = repair_first_pass(ov, filename, &o->check, o->fix, &ctx, &run);
+    qio_close(ov);
+    int ret;
+    if (!run.opened) {
+        ret = 1;
+        goto out;
+    }
+    if (rc < 0) {
+        /* nothing is applied when the fixing pass itself fails (README) */
+        ret = report(&run, rc, filename, o, NULL);
+        goto out;
+    }
+    struct qcow2_header h;
+    {
+        uint8_t hb[112];
+        memset(hb, 0, sizeof(hb));
+        qio_pread(q, hb, sizeof(hb), 0);
+        h.version = be32_get(hb + 4);
+    }
+    uint64_t orig;
+    if (read_incompat(q, h.version, &orig) < 0)
+        orig = 0;
+    if (o->dry_run) {
+        ret = dry_run(q, &plan, &run, filename, o, h.version, orig);
+        goto out;
+    }
+
+    journal_t *j = NULL;
+    if (o->journal && journal_create(o->journal, filename, q, &j) < 0) {
+        ret = 1;
+        goto out;
+    }
+    if (h.version >= 3 && plan.n && !(orig & QCOW2_INCOMPAT_CORRUPT)) {
+        uint8_t b[8];
+        be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
+        plan_prepend_write(&plan, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
+                           "repair is in progress");
+    }
+    rc = repair_apply(q, &plan, j, 1);
+    if (rc < 0) {
+        journal_close(j);
+        ret = 1;
+        goto out;
+    }
+    struct check_run *fin = &run, second;
+    bool fixed = run.res.corruptions_fixed || run.res.leaks_fixed;
+    int frc = 0;
+    if (fixed) {
+        if (!o->json && !o->quiet)
+            printf("The following inconsistencies were found and repaired:\n\n"
+                   "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n"
+                   "Double checking the fixed image now...\n",
+                   run.res.leaks_fixed, run.res.corruptions_fixed);
+        fflush(stdout);
+        frc = plain_check(q, filename, &o->check, true, &second);
+        second.res.corruptions_fixed = run.res.corruptions_fixed;
+        second.res.leaks_fixed = run.res.leaks_fixed;
+        fin = &second;
+    }
+    /* clear the guard (and corrupt/dirty if consistent) only now */
+    uint64_t want = final_incompat(orig, frc, &fin->res), now;
+    if (h.version >= 3 && read_incompat(q, h.version, &now) == 0 && now != want) {
+        struct plan hp;
+        plan_init(&hp, q);
+        uint8_t b[8];
+        be64_put(b, want);
+        plan_write(&hp, PC_HEADER, 72, b, 8, "header: incompatible features 0x%" PRIx64
+                   " -> 0x%" PRIx64, now, want);
+        rc = repair_apply(q, &hp, j, plan.n + 1);
+        plan_free(&hp);
+    }
+    if (j) {
+        if (rc == 0)
+            journal_finish(j, q);
+        journal_close(j);
+    }
+    ret = report(fin, frc, filename, o, NULL);
+    if (fin == &second)
+        check_run_free(&second);
+out:
+    check_run_free(&run);
+    plan_free(&plan);
+    qio_close(q);
+    return ret;
+}

@@ -1,0 +1,61 @@
+/* The repair engine: `check -r leaks|all` for qcow2 (digest §3, §4).
+ *
+ * 1. Plan: the first pass runs the checker's passes with qemu's fix mode on an overlay
+ *    of the image (repair/plan.h); every fix qemu would write is recorded as a plan entry
+ *    instead, so the passes read back their own fixes exactly as qemu's in-place repair
+ *    does, and nothing touches the file.
+ * 2. Dry run: print the plan, write nothing.
+ * 3. Apply (repair/apply.c): set the corrupt bit first, journal each write before making
+ *    it (repair/journal.h), flush between dependent steps, then run the double check on
+ *    the real file, and clear the corrupt/dirty bits only if it passes. */
+#ifndef QIMG_REPAIR_REPAIR_H
+#define QIMG_REPAIR_REPAIR_H
+
+#include <stdbool.h>
+
+#include "checker/check.h"
+#include "checker/qcow2_check.h"
+#include "repair/plan.h"
+
+struct repair_opts {
+    unsigned fix;              /* CHECK_FIX_* */
+    bool dry_run;
+    const char *journal;       /* --journal FILE, or NULL */
+    bool json, quiet;
+    struct check_opts check;   /* -U is refused before we get here */
+};
+
+/* `qimg check -r` of a qcow2 image; returns the exit code. */
+int repair_qcow2(const char *filename, const struct repair_opts *o);
+
+/* --- internals shared by the repair files ----------------------------------------- */
+
+struct repair_ctx {
+    struct plan *plan;
+};
+
+static inline struct plan *rp_plan(struct qc2 *s)
+{
+    return ((struct repair_ctx *)s->fixer_ctx)->plan;
+}
+
+extern const struct qc2_fixer repair_fixer;
+
+/* First (fixing) pass over the overlay: qemu's qcow2_co_check_locked with fix. */
+int repair_first_pass(qio_t *overlay, const char *filename, const struct check_opts *o,
+                      unsigned fix, struct repair_ctx *ctx, struct check_run *run);
+
+/* §3.1 under -r all (repair/snapshots.c), and the table rewrite of §3 step 3. */
+int repair_snapshot_pass(struct qc2 *s, struct check_result *r);
+int repair_snapshot_rewrite(struct qc2 *s);
+
+/* §3.8 (repair/rebuild.c): new refblocks and reftable from the IMRT. */
+int repair_rebuild(struct qc2 *s);
+
+/* Write refcount of cluster k through the plan (and the refblock cache). */
+int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_class cls,
+                        const char *why);
+/* Forget cached refblocks (after a write the cache does not see). */
+void repair_drop_rb_cache(struct qc2 *s);
+
+#endif

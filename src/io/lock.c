@@ -1,0 +1,77 @@
+#include "io/lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#define PERM_BASE   100
+#define SHARED_BASE 200
+
+enum { PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3 };
+
+static const char *perm_name(int bit)
+{
+    return bit == PERM_READ ? "consistent read" : bit == PERM_WRITE ? "write" : "resize";
+}
+
+/* Is byte off locked by another open file description? */
+static int held_by_other(int fd, off_t off, bool *held)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = off;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return -errno;
+    *held = fl.l_type != F_UNLCK;
+    return 0;
+}
+
+static int lock_shared(int fd, off_t off)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = off;
+    fl.l_len = 1;
+    return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+int qio_lock_for_repair(qio_t *q, const char **perm)
+{
+    static const int mine[] = { PERM_READ, PERM_WRITE, PERM_RESIZE };
+    static const int unshared[] = { PERM_WRITE, PERM_RESIZE };
+    *perm = "write";
+    if (q->fd < 0)
+        return 0;
+    bool held;
+    int rc;
+    /* someone refuses to share a permission we need */
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
+        if ((rc = held_by_other(q->fd, SHARED_BASE + mine[i], &held)) < 0)
+            return rc == -EINVAL ? 0 : rc;   /* no OFD locks here: nothing to honour */
+        if (held) {
+            *perm = perm_name(mine[i]);
+            return -EBUSY;
+        }
+    }
+    /* someone holds a permission we do not share */
+    for (size_t i = 0; i < sizeof(unshared) / sizeof(unshared[0]); i++) {
+        if ((rc = held_by_other(q->fd, PERM_BASE + unshared[i], &held)) < 0)
+            return rc;
+        if (held) {
+            *perm = perm_name(unshared[i]);
+            return -EBUSY;
+        }
+    }
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+        if ((rc = lock_shared(q->fd, PERM_BASE + mine[i])) < 0)
+            return rc == -EAGAIN ? -EBUSY : rc;
+    for (size_t i = 0; i < sizeof(unshared) / sizeof(unshared[0]); i++)
+        if ((rc = lock_shared(q->fd, SHARED_BASE + unshared[i])) < 0)
+            return rc == -EAGAIN ? -EBUSY : rc;
+    return 0;
+}
