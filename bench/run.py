@@ -33,13 +33,26 @@ def qemu_io(img, *cmds):
     sh(*args, img)
 
 
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 def timed(cmd):
-    """Runs cmd once; returns (wall seconds, peak RSS KiB, exit code)."""
+    """Runs cmd once; returns (wall seconds, peak RSS KiB, exit code).
+
+    Linux carries a process's RSS high-water mark across fork and exec, so a child forked
+    from this Python process reports at least Python's own RSS. GNU time forks the command
+    from its own small image, so its %M is the command's real peak."""
+    rss_file = os.path.join(BENCH_DIR, ".rss")
+    wrap = [TIME, "-q", "-f", "%M", "-o", rss_file] if TIME else []
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(wrap + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
-    return wall, ru.ru_maxrss, os.waitstatus_to_exitcode(status)
+    rss = ru.ru_maxrss
+    if TIME:
+        with open(rss_file) as f:
+            rss = int(f.read().split()[-1])
+    return wall, rss, os.waitstatus_to_exitcode(status)
 
 
 def measure(cmd):
@@ -121,6 +134,16 @@ def main():
         print(f"{title}: qemu-img {q[0]:.3f}s {q[1]} KiB rc{q[2]} | qimg {m[0]:.3f}s {m[1]} KiB "
               f"rc{m[2]} | {speed:.2f}x", flush=True)
     out = os.path.join(ROOT, "reports", "bench.md")
+    # BENCH_ONLY runs keep the other cases' rows from the previous report
+    done = {r[0] for r in rows}
+    kept = []
+    if ONLY and os.path.exists(out):
+        titles = [c[0] for c in CASES]
+        for line in open(out):
+            cells = line.split("|")
+            if len(cells) > 2 and cells[1].strip() in titles and cells[1].strip() not in done:
+                kept.append(line)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         f.write("# Benchmarks: qimg vs qemu-img, same images, one run\n\n")
         f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}. "
@@ -131,6 +154,7 @@ def main():
         f.write("|---|---|---|---|---|---|---|\n")
         for title, q, m, speed in rows:
             f.write(f"| {title} | {q[0]:.3f} s | {m[0]:.3f} s | {speed:.2f}x | {q[1]} KiB | {m[1]} KiB | {q[2]} / {m[2]} |\n")
+        f.writelines(kept)
     print("wrote", out)
 
 
