@@ -131,6 +131,7 @@ int qc2_pass_copied(struct qc2 *s)
             }
             s->res->corruptions -= (int64_t)nfix;
             s->res->corruptions_fixed += (int64_t)nfix;
+            rd.len = 0;   /* another L1 entry may reach this table: read it again */
         }
     }
     free(patched);

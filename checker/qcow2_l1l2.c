@@ -127,7 +127,8 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
                 f.kind = data ? FK_DATA_UNALIGNED : FK_PREALLOC_UNALIGNED;
                 f.cluster = off >> s->h.cluster_bits;
                 /* §3.10 under -r all; qimg also drops unaligned data entries (README) */
-                bool fixing = (s->fix & CHECK_FIX_ERRORS) && s->fixer;
+                /* never write through a "table" at an unaligned offset: it is not one */
+                bool fixing = (s->fix & CHECK_FIX_ERRORS) && s->fixer && !(l2_off & (cs - 1));
                 if (fixing && !data)
                     f.flags |= FF_REPAIRING;
                 qc2_report(s, &f);
