@@ -10,6 +10,15 @@
 #include "io/qio.h"
 #include "util/xalloc.h"
 
+/* Test-only crash injection (QIMG_FAULT_AFTER_WRITES=N): the process dies, without
+ * flushing or cleaning up, right after its Nth completed write or truncate to a file
+ * opened read-write, as if killed or powered off there. Exit status 86. */
+static void crash_point(qio_t *q)
+{
+    if (q->writes_left > 0 && --q->writes_left == 0)
+        _exit(86);
+}
+
 static int file_pread(qio_t *q, void *buf, size_t n, uint64_t off)
 {
     unsigned char *p = buf;
@@ -34,8 +43,6 @@ static int file_pread(qio_t *q, void *buf, size_t n, uint64_t off)
 static int file_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
 {
     const unsigned char *p = buf;
-    if (q->writes_left > 0 && --q->writes_left == 0)
-        return -EIO;
     while (n) {
         ssize_t r = pwrite(q->fd, p, n, (off_t)off);
         if (r < 0) {
@@ -47,6 +54,7 @@ static int file_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
         n -= (size_t)r;
         off += (uint64_t)r;
     }
+    crash_point(q);
     return 0;
 }
 
@@ -68,9 +76,10 @@ static int file_size(qio_t *q, uint64_t *out)
 
 static int file_truncate(qio_t *q, uint64_t size)
 {
-    if (q->writes_left > 0 && --q->writes_left == 0)
-        return -EIO;
-    return ftruncate(q->fd, (off_t)size) < 0 ? -errno : 0;
+    if (ftruncate(q->fd, (off_t)size) < 0)
+        return -errno;
+    crash_point(q);
+    return 0;
 }
 
 static int file_flush(qio_t *q)

@@ -37,7 +37,8 @@ struct qio {
     /* memory backend */
     unsigned char *mem;
     size_t mem_len, mem_cap, mem_max;
-    /* write-fault injection for crash-safety tests: fail every write after this many (0 = off) */
+    /* crash injection (QIMG_FAULT_AFTER_WRITES, file backend: _exit after this many writes;
+     * memory backend: fail them with EIO); 0 = off */
     long writes_left;
 };
 

@@ -37,7 +37,12 @@ from conftest import case_params
 
 ALL = case_params(injector.ALL, mark_repair_broken=True)
 LEAK_ONLY = case_params(injector.by_tag('leak-only'), mark_repair_broken=True)
-NOT_BROKEN = case_params([c for c in injector.ALL if 'qemu-repair-broken' not in c.tags])
+# Cases where qemu 7.2's repair run itself fails but qimg's succeeds, so the repair run's
+# exit code and counters differ by design; test_repair_improvements.py asserts qimg's
+# result beside qemu-img's for them.
+QIMG_BETTER = {'snap_l1_size_too_big'}
+NOT_BROKEN = case_params([c for c in injector.ALL if 'qemu-repair-broken' not in c.tags
+                          and c.name not in QIMG_BETTER])
 
 
 def _post_state(d, f):
