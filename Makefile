@@ -54,6 +54,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) pytest
+	$(MAKE) replay
 
 asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 \
@@ -79,3 +80,4 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/obj/src/main.d
+include fuzz/fuzz.mk
