@@ -162,8 +162,18 @@ int journal_record(journal_t *j, uint64_t seq, const struct plan_entry *e, uint6
     return rc;
 }
 
+int journal_mtime(qio_t *q, char out[48])
+{
+    struct stat st;
+    if (q->fd < 0 || fstat(q->fd, &st) < 0)
+        return -errno;
+    snprintf(out, 48, "%lld.%09ld", (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+    return 0;
+}
+
 int journal_finish(journal_t *j, qio_t *q)
 {
+    char mt[48];
     char hash[65];
     uint64_t size = 0;
     int rc = qio_size(q, &size);
@@ -175,6 +185,8 @@ int journal_finish(journal_t *j, qio_t *q)
         rc = set_meta_u(j, "post_size", size);
     if (rc == 0)
         rc = set_meta(j, "post_header_sha256", hash);
+    if (rc == 0 && journal_mtime(q, mt) == 0)
+        rc = set_meta(j, "post_mtime", mt);
     if (rc == 0)
         rc = set_meta(j, "status", "complete");
     if (rc == 0)

@@ -6,7 +6,7 @@
  *   meta(key TEXT PRIMARY KEY, value)  schema_version, qimg_version, image, created,
  *                                      pre_size, pre_header_sha256, header_hash_len,
  *                                      status ('applying' | 'complete' | 'undone'),
- *                                      post_size, post_header_sha256
+ *                                      post_size, post_header_sha256, post_mtime
  *   writes(seq INTEGER PRIMARY KEY, op TEXT, class TEXT, offset INTEGER, length INTEGER,
  *          old_size INTEGER, new_size INTEGER, old BLOB, new BLOB, reason TEXT)
  *
@@ -31,6 +31,8 @@ int journal_record(journal_t *j, uint64_t seq, const struct plan_entry *e, uint6
 /* Record the image's identity after the repair and mark the journal complete. */
 int journal_finish(journal_t *j, qio_t *q);
 void journal_close(journal_t *j);
+/* The image file's modification time as "sec.nsec": any later write changes it. */
+int journal_mtime(qio_t *q, char out[48]);
 
 /* sha256 hex of the first JOURNAL_HEADER_HASH_LEN bytes (or the whole file if shorter). */
 int journal_header_hash(qio_t *q, char out[65]);

@@ -117,19 +117,19 @@ static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *
     struct check_run after;
     int arc = plain_check(ov, filename, &o->check, false, &after);
     qio_close(ov);
-    uint64_t fin = final_incompat(orig, arc, &after.res);
-    if (version >= 3 && fin != orig) {
+    uint64_t fin = final_incompat(orig, arc, &after.res), cur = orig;
+    if (version >= 3 && p->n && !(orig & QCOW2_INCOMPAT_CORRUPT)) {
+        uint8_t b[8];
+        cur = orig | QCOW2_INCOMPAT_CORRUPT;
+        be64_put(b, cur);
+        plan_prepend_write(p, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
+                           "repair is in progress");
+    }
+    if (version >= 3 && fin != cur) {
         uint8_t b[8];
         be64_put(b, fin);
         plan_write(p, PC_HEADER, 72, b, 8, "header: incompatible features 0x%" PRIx64
-                   " -> 0x%" PRIx64 " (corrupt/dirty bits cleared, image consistent)", orig, fin);
-    }
-    if (version >= 3 && p->n && !(orig & QCOW2_INCOMPAT_CORRUPT) &&
-        !(p->n == 1 && p->v[0].cls == PC_HEADER)) {
-        uint8_t b[8];
-        be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
-        plan_prepend_write(p, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
-                           "repair is in progress (cleared at the end)");
+                   " -> 0x%" PRIx64, cur, fin);
     }
     if (!o->json && !o->quiet) {
         plan_print(p, stdout);

@@ -157,7 +157,7 @@ int repair_undo(const char *journal, const char *image)
     size_t n = 0;
     qio_t *q = NULL;
     char *status = NULL, *pre_size = NULL, *pre_hash = NULL, *post_size = NULL,
-         *post_hash = NULL;
+         *post_hash = NULL, *post_mtime = NULL;
     int ret = 1, rc;
     if (sqlite3_open_v2(journal, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
         err_report("Could not open journal '%s': %s", journal, db ? sqlite3_errmsg(db) : "");
@@ -168,6 +168,7 @@ int repair_undo(const char *journal, const char *image)
     pre_hash = meta(db, "pre_header_sha256");
     post_size = meta(db, "post_size");
     post_hash = meta(db, "post_header_sha256");
+    post_mtime = meta(db, "post_mtime");
     if (!status || !pre_size || !pre_hash || load_rows(db, &rows, &n) < 0) {
         err_report("'%s' is not a qimg repair journal (or it is damaged)", journal);
         goto out;
@@ -190,9 +191,11 @@ int repair_undo(const char *journal, const char *image)
      * written so far): anything else means it changed since */
     bool same;
     if (!strcmp(status, "complete")) {
-        char hash[65];
+        char hash[65], mt[48];
         uint64_t size = 0;
-        same = post_size && post_hash && qio_size(q, &size) == 0 &&
+        /* an in-place guest write touches no journaled byte: the mtime shows it */
+        same = (!post_mtime || (journal_mtime(q, mt) == 0 && !strcmp(mt, post_mtime))) &&
+               post_size && post_hash && qio_size(q, &size) == 0 &&
                size == strtoull(post_size, NULL, 10) && journal_header_hash(q, hash) == 0 &&
                !strcmp(hash, post_hash) && holds_state(q, rows, n, false) == 0;
     } else {
@@ -240,6 +243,7 @@ out:
     free(pre_hash);
     free(post_size);
     free(post_hash);
+    free(post_mtime);
     if (q)
         qio_close(q);
     sqlite3_close(db);
