@@ -221,12 +221,16 @@ int repair_snapshot_rewrite(struct qc2 *s)
             k++;
         if (rc >= 0 && k >= end)
             rc = -ENOSPC;
-        for (uint64_t i = 0; rc >= 0 && i < n; i++)
-            rc = repair_set_refcount(s, k + i, 1, PC_SNAPSHOT, "new snapshot table");
+        /* the table first: until its refcount is set it is an unreferenced free cluster,
+         * and writing it also makes the file cover it, so a crash before the header
+         * switch leaves at most a leak that a check can see */
         new_off = k << s->h.cluster_bits;
         if (rc >= 0)
             rc = plan_write(rp_plan(s), PC_SNAPSHOT, new_off, t, (size_t)size,
                             "new snapshot table (%" PRIu32 " entries)", s->nb_sn);
+        s->file_size = rp_plan(s)->size;
+        for (uint64_t i = 0; rc >= 0 && i < n; i++)
+            rc = repair_set_refcount(s, k + i, 1, PC_SNAPSHOT, "new snapshot table");
         free(t);
     }
     if (rc >= 0) {
