@@ -149,7 +149,9 @@ def main():
         f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}. "
                 f"qemu-img: {subprocess.run([QEMU_IMG, '--version'], capture_output=True, text=True).stdout.splitlines()[0]}. "
                 f"Median of {RUNS} runs after one warm-up run (page cache warm). "
-                "Peak RSS is the maximum over the runs. Produced by `make bench`.\n\n")
+                "Peak RSS is the maximum over the runs. Produced by `make bench`. "
+                f"Load average at the end of the run: {os.getloadavg()[0]:.1f} "
+                "(other work on the machine slows both tools alike).\n\n")
         f.write("| case | qemu-img median | qimg median | speed-up | qemu-img peak RSS | qimg peak RSS | exit codes (qemu-img / qimg) |\n")
         f.write("|---|---|---|---|---|---|---|\n")
         for title, q, m, speed in rows:
