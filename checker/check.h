@@ -25,6 +25,7 @@ struct check_opts {
     bool deep;               /* --deep: run qimg-only checks, count them as corruptions */
     bool share;              /* -U */
     bool quiet_diag;         /* do not stream diagnostic lines to stderr */
+    bool no_open_warnings;   /* a repair's double check: qemu warned once, at open */
     unsigned fix;            /* CHECK_FIX_*; check itself only reports (fix = 0) */
     size_t findings_cap;     /* findings kept in full (0 = default) */
 };

@@ -176,7 +176,7 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         free(buf);
         return open_fail(filename, rc, fmt_error_user_msg(&e, msg, sizeof(msg)));
     }
-    if (s->ext.bitmaps_ignored)
+    if (s->ext.bitmaps_ignored && !o->no_open_warnings)
     {
         /* qemu's text, including its missing newline after the second sentence */
         err_report("warning: a program lacking bitmap support modified this file, so all "

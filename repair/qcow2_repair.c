@@ -229,7 +229,9 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
                    "Double checking the fixed image now...\n",
                    run.res.leaks_fixed, run.res.corruptions_fixed);
         fflush(stdout);
-        frc = plain_check(q, filename, &o->check, true, &second);
+        struct check_opts co = o->check;
+        co.no_open_warnings = true;
+        frc = plain_check(q, filename, &co, true, &second);
         second.res.corruptions_fixed = run.res.corruptions_fixed;
         second.res.leaks_fixed = run.res.leaks_fixed;
         fin = &second;

@@ -243,6 +243,12 @@ int repair_snapshot_rewrite(struct qc2 *s)
     if (rc >= 0 && s->sn_size) {
         uint64_t first = s->sn_offset >> s->h.cluster_bits;
         uint64_t last = (s->sn_offset + s->sn_size - 1) >> s->h.cluster_bits;
+        const uint8_t *blk = NULL;
+        if (qc2_refblock(s, last >> s->h.refcount_block_bits, &blk) < 0 || !blk) {
+            /* no refblock covers them: qemu's update_refcount fails to free them */
+            err_plain("qcow2_free_clusters failed: %s\n", strerror(EAGAIN));
+            last = first - 1;
+        }
         for (uint64_t k = first; k <= last && rc >= 0; k++) {
             uint64_t v = 0;
             if (qc2_ondisk_refcount(s, k, &v) == 0 && v)

@@ -183,6 +183,7 @@ int cmd_check(int argc, char **argv)
                    strerror(-rc));
         return 1;
     }
+    bool fmt_given = fmt != NULL;
     if (!fmt) {
         uint8_t buf[PROBE_BUF_SIZE];
         uint64_t size = 0;
@@ -211,6 +212,13 @@ int cmd_check(int argc, char **argv)
             err_report("check of %s images is not implemented yet", fmt);
             return 1;
         }
+        if (fix && !strcmp(fmt, "raw") && !fmt_given)
+            /* qemu's warning for a read-write open of a probed raw image */
+            fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing "
+                    "guessed raw.\n         Automatically detecting the format is dangerous for "
+                    "raw images, write operations on block 0 will be restricted.\n         "
+                    "Specify the 'raw' format explicitly to remove the restrictions.\n",
+                    filename);
         err_report("This image format does not support checks");
         return 63;
     }
