@@ -55,6 +55,7 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) pytest
 	$(MAKE) replay
+	$(MAKE) golden
 
 asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 \

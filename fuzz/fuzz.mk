@@ -7,7 +7,8 @@
 #   make golden       the golden regression suite (part of `make test`)
 #   make replay       every fuzz target (plain build, no sanitizer) over corpus/seeds and
 #                     corpus/regressions, then qimg check/info/map on each regression file
-#   make valgrind     the golden suite under valgrind memcheck
+#   make valgrind     the golden suite under valgrind memcheck (VALGRIND_STEPS=1,3: those
+#                     steps of each case only, as CI runs it)
 FUZZ_BUILD      ?= build-fuzz
 FUZZ_CC         ?= clang
 FUZZ_TARGETS    := header l2 refcount snapshot bitmap check read repair
@@ -87,7 +88,7 @@ golden-regen:
 valgrind: $(BUILD)/qimg
 	@scripts/ensure-deps.sh valgrind
 	@QIMG=$(CURDIR)/$(BUILD)/qimg QIMG_WRAP="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
-	  golden/run.sh
+	  golden/run.sh $(if $(VALGRIND_STEPS),--steps=$(VALGRIND_STEPS))
 
 .PHONY: FORCE_FUZZLIB
 FORCE_FUZZLIB:
