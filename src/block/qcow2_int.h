@@ -33,6 +33,7 @@ struct qcow2_state {
 
     struct l2_slot *l2c;
     size_t l2c_n;
+    uint8_t *l2c_arena;  /* l2c_n tables, on huge pages: see util/hugebuf.h */
     uint64_t l2c_tick;
 
     /* refcount table, loaded on first use (metadata preallocation detection) */

@@ -8,12 +8,13 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_refcount.h"
+#include "util/hugebuf.h"
 #include "util/xalloc.h"
 
 void qcow2_map_free(struct qcow2_state *s)
 {
-    for (size_t i = 0; i < s->l2c_n; i++)
-        free(s->l2c[i].data);
+    hugebuf_free(s->l2c_arena, s->l2c_n * s->h.cluster_size);
+    s->l2c_arena = NULL;
     free(s->l2c);
     s->l2c = NULL;
     s->l2c_n = 0;
@@ -29,6 +30,7 @@ static int l2_load(image_t *img, uint64_t offset, const uint8_t **out)
         size_t n = QCOW2_L2_CACHE_BYTES / s->h.cluster_size;
         s->l2c_n = n < 2 ? 2 : n;
         s->l2c = xcalloc(s->l2c_n, sizeof(*s->l2c));
+        s->l2c_arena = hugebuf_alloc(s->l2c_n * s->h.cluster_size);
     }
     struct l2_slot *victim = &s->l2c[0];
     for (size_t i = 0; i < s->l2c_n; i++) {
@@ -44,7 +46,7 @@ static int l2_load(image_t *img, uint64_t offset, const uint8_t **out)
             break;
     }
     if (!victim->data)
-        victim->data = xmalloc(s->h.cluster_size);
+        victim->data = s->l2c_arena + (size_t)(victim - s->l2c) * s->h.cluster_size;
     victim->offset = 0;
     int r = qio_pread(img->file, victim->data, s->h.cluster_size, offset);
     if (r < 0)

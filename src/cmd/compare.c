@@ -13,6 +13,7 @@
 #include "cmd/compare_fast.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/hugebuf.h"
 #include "util/progress.h"
 #include "util/xalloc.h"
 
@@ -271,16 +272,16 @@ int cmd_compare(int argc, char **argv)
     }
     if (!(img1 = open_one(fn1, fmt1, share)) || !(img2 = open_one(fn2, fmt2, share)))
         goto out;
-    c.buf1 = xmalloc(IO_BUF_SIZE);
-    c.buf2 = xmalloc(IO_BUF_SIZE);
+    c.buf1 = hugebuf_alloc(IO_BUF_SIZE);
+    c.buf2 = hugebuf_alloc(IO_BUF_SIZE);
     c.fast = fastcmp_new();
     ret = run(&c, img1, fn1, img2, fn2, strict);
     fastcmp_free(c.fast);
 out:
     progress_end();
     fflush(stdout);
-    free(c.buf1);
-    free(c.buf2);
+    hugebuf_free(c.buf1, IO_BUF_SIZE);
+    hugebuf_free(c.buf2, IO_BUF_SIZE);
     image_close(img2);
     image_close(img1);
     return ret;

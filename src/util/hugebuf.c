@@ -1,0 +1,39 @@
+#include "util/hugebuf.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "util/err.h"
+
+#define HUGE (2u << 20)
+
+static size_t round_up(size_t n)
+{
+    return n ? (n + HUGE - 1) & ~(size_t)(HUGE - 1) : HUGE;
+}
+
+void *hugebuf_alloc(size_t n)
+{
+    size_t len = round_up(n);
+    /* over-allocate by one unit and trim, so the buffer starts on a 2 MiB boundary */
+    uint8_t *raw = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    if (raw == MAP_FAILED) {
+        err_report("out of memory (allocating %zu bytes)", len);
+        exit(1);
+    }
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    if (p + len < raw + len + HUGE)
+        munmap(p + len, (size_t)(raw + len + HUGE - (p + len)));
+    madvise(p, len, MADV_HUGEPAGE); /* a hint; without THP this is plain memory */
+    return p;
+}
+
+void hugebuf_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, round_up(n));
+}
