@@ -64,13 +64,19 @@ run_one() {
 }
 
 fail=0
-# a simple job pool: start up to $jobs, wait for the oldest
-pids=""
+# a simple job pool: at most $jobs targets at once
 status_dir=$(mktemp -d)
+running=""
 for t in "$@"; do
+    while :; do
+        alive=""
+        for p in $running; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        running=$alive
+        [ "$(echo $running | wc -w)" -lt "$jobs" ] && break
+        sleep 1
+    done
     ( run_one "$t" > "$status_dir/$t.out" 2>&1; echo $? > "$status_dir/$t.rc" ) &
-    pids="$pids $!"
-    while [ "$(jobs -p | wc -l)" -ge "$jobs" ]; do sleep 1; done
+    running="$running $!"
 done
 wait
 for t in "$@"; do
