@@ -9,6 +9,7 @@
  *     "rebuilt refcount structure is still broken": a truncated image whose metadata lay
  *     past EOF comes back inside the file once the rebuild grows it). A new kind means the
  *     repair made things worse, which is a bug. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,10 +68,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = repair_first_pass(ov, "fuzz.qcow2", &o, fix, &ctx, &first);
     qio_close(ov);
     if (first.opened && rc == 0 && !first.res.check_errors) {
-        if (first.findings.total == 0)
-            FUZZ_ASSERT(plan.n == 0);
+        if (first.findings.total == 0 && plan.n != 0) {
+            fprintf(stderr, "clean image, but the plan has %zu entries; first: c=%lld l=%lld\n",
+                    (size_t)plan.n, (long long)first.res.corruptions, (long long)first.res.leaks);
+            FUZZ_ASSERT(!"repair of a consistent image writes");
+        }
         rc = repair_apply(q, &plan, NULL, 1);
-        FUZZ_ASSERT(rc == 0);
+        /* -EFBIG: the plan grows the file past this harness's memory cap (qemu's fix for a
+         * refblock outside the image grows the file up to it, possibly by gigabytes) */
+        FUZZ_ASSERT(rc == 0 || rc == -EFBIG);
+        if (rc == -EFBIG)
+            goto out;
         run_init(&after);
         rc = qcow2_check_run(q, "fuzz.qcow2", &o, &after);
         FUZZ_ASSERT(after.opened);
@@ -78,6 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_ASSERT(new_fixable_kinds(&first, &after) == 0);
         check_run_free(&after);
     }
+out:
     check_run_free(&first);
     plan_free(&plan);
     qio_close(q);
