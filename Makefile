@@ -48,7 +48,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 pytest: $(BUILD)/qimg
-	QIMG=$(CURDIR)/$(BUILD)/qimg $(PYTHON) -m pytest -q tests/py
+	QIMG=$(CURDIR)/$(BUILD)/qimg PYTHON=$(PYTHON) scripts/pytest-shards.sh tests/py
 
 test: deps
 	$(MAKE) all

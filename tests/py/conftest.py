@@ -77,3 +77,17 @@ def case_params(cases, mark_repair_broken=False):
             marks.append(pytest.mark.qemu_repair_broken)
         out.append(pytest.param(c, id=c.name, marks=marks))
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """PYTEST_SHARD=i/n keeps every n-th test (from i): `make pytest` runs one shard per core."""
+    shard = os.environ.get("PYTEST_SHARD")
+    if not shard:
+        return
+    i, n = (int(x) for x in shard.split("/"))
+    keep, drop = [], []
+    for k, item in enumerate(items):
+        (keep if k % n == i else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
