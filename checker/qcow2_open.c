@@ -12,6 +12,8 @@
 #include "checker/qcow2_bitmaps.h"
 #include "checker/qcow2_check.h"
 #include "format/be.h"
+#include "format/probe.h"
+#include "io/lock.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -117,6 +119,27 @@ static int open_backing(struct qc2 *s, const uint8_t *buf, size_t buf_len)
     if (rc < 0) {
         err_report("Could not open '%s': Could not open backing file: Could not open '%s': %s",
                    s->filename, path, strerror(-rc));
+        free(path);
+        return rc;
+    }
+    /* and takes the backing image's read-only locks: raw shares everything, formats with
+     * metadata do not share write/resize (-U: everything shared) */
+    const char *fmt = s->ext.has_backing_format ? s->ext.backing_format : NULL;
+    uint8_t pb[PROBE_BUF_SIZE];
+    if (!fmt) {
+        uint64_t bsize = 0;
+        if (qio_size(b, &bsize) == 0 && bsize > 0 && qio_pread(b, pb, sizeof(pb), 0) >= 0)
+            fmt = probe_format(pb, sizeof(pb));
+        else
+            fmt = "raw";
+    }
+    char *lockmsg = NULL;
+    rc = qio_lock_image(b, false, strcmp(fmt, "raw") != 0, s->opts->share, path, &lockmsg);
+    if (rc < 0) {
+        err_report("Could not open '%s': Could not open backing file: %s", s->filename,
+                   lockmsg);
+        free(lockmsg);
+        qio_close(b);
         free(path);
         return rc;
     }

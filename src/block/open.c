@@ -9,6 +9,7 @@
 
 #include "block/driver.h"
 #include "format/probe.h"
+#include "io/lock.h"
 #include "util/xalloc.h"
 
 /* qemu's path_combine(): name relative to the directory part of base. */
@@ -102,6 +103,13 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct s
         goto fail;
     }
     img->format = img->drv->name;
+    /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
+     * from writing or resizing the file under them), taken when the format attaches its
+     * file, before reading it; -U shares everything. */
+    r = qio_lock_image(img->file, flags & IMG_OPEN_RDWR, strcmp(img->format, "raw") != 0,
+                       flags & IMG_OPEN_SHARE, filename, errmsg);
+    if (r < 0)
+        goto fail;
     img->data_file = img->file;
     r = img->drv->open(img, errmsg);
     if (r < 0)

@@ -13,6 +13,7 @@
 #include "checker/render.h"
 #include "cmd/commands.h"
 #include "format/probe.h"
+#include "io/lock.h"
 #include "io/qio.h"
 #include "repair/repair.h"
 #include "util/err.h"
@@ -227,6 +228,13 @@ int cmd_check(int argc, char **argv)
         qio_close(q);
         struct repair_opts ro = { (unsigned)fix, dry_run, journal, json, quiet, o };
         return repair_qcow2(filename, &ro);
+    }
+    char *lockmsg = NULL;
+    if (qio_lock_image(q, false, true, o.share, filename, &lockmsg) < 0) {
+        err_report("Could not open '%s': %s", filename, lockmsg);
+        free(lockmsg);
+        qio_close(q);
+        return 1;
     }
     struct check_run run;
     memset(&run, 0, sizeof(run));

@@ -2,7 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "util/xalloc.h"
 
 #define PERM_BASE   100
 #define SHARED_BASE 200
@@ -74,4 +77,65 @@ int qio_lock_for_repair(qio_t *q, const char **perm)
         if ((rc = lock_shared(q->fd, SHARED_BASE + unshared[i])) < 0)
             return rc == -EAGAIN ? -EBUSY : rc;
     return 0;
+}
+
+int qio_lock_perms(qio_t *q, unsigned perm, unsigned unshared, const char **name, bool *shared)
+{
+    *name = "write";
+    *shared = false;
+    if (q->fd < 0)
+        return 0;
+    bool held;
+    int rc;
+    for (int i = 0; i <= PERM_RESIZE; i++) {
+        if (!(perm & (1u << i)))
+            continue;
+        if ((rc = held_by_other(q->fd, SHARED_BASE + i, &held)) < 0)
+            return rc == -EINVAL ? 0 : rc;   /* no OFD locks here: nothing to honour */
+        if (held) {
+            *name = perm_name(i);
+            return -EBUSY;
+        }
+    }
+    for (int i = 0; i <= PERM_RESIZE; i++) {
+        if (!(unshared & (1u << i)))
+            continue;
+        if ((rc = held_by_other(q->fd, PERM_BASE + i, &held)) < 0)
+            return rc == -EINVAL ? 0 : rc;
+        if (held) {
+            *name = perm_name(i);
+            *shared = true;
+            return -EBUSY;
+        }
+    }
+    for (int i = 0; i <= PERM_RESIZE; i++) {
+        if ((perm & (1u << i)) && (rc = lock_shared(q->fd, PERM_BASE + i)) < 0)
+            return rc == -EAGAIN ? -EBUSY : rc == -EINVAL ? 0 : rc;
+        if ((unshared & (1u << i)) && (rc = lock_shared(q->fd, SHARED_BASE + i)) < 0)
+            return rc == -EAGAIN ? -EBUSY : rc == -EINVAL ? 0 : rc;
+    }
+    return 0;
+}
+
+char *qio_lock_msg(const char *name, bool shared, const char *filename)
+{
+    return xasprintf("Failed to get %s\"%s\" lock\nIs another process using the image [%s]?",
+                     shared ? "shared " : "", name, filename);
+}
+
+int qio_lock_image(qio_t *q, bool rdwr, bool metadata, bool force_share, const char *filename,
+                   char **errmsg)
+{
+    /* qemu-io -f raw (read-write) holds read+write only; qcow2 also resize */
+    unsigned perm = QIO_PERM_READ | (rdwr ? QIO_PERM_WRITE : 0) |
+                    (rdwr && metadata ? QIO_PERM_RESIZE : 0);
+    unsigned unshared = metadata && !force_share ? QIO_PERM_WRITE | QIO_PERM_RESIZE : 0;
+    const char *name;
+    bool shared;
+    int rc = qio_lock_perms(q, perm, unshared, &name, &shared);
+    if (rc == -EBUSY)
+        *errmsg = qio_lock_msg(name, shared, filename);
+    else if (rc < 0)
+        *errmsg = xasprintf("Failed to lock byte: %s", strerror(-rc));
+    return rc;
 }

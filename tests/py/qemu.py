@@ -7,12 +7,14 @@ Environment:
 """
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -208,3 +210,43 @@ def copy_dir(src, dst):
     """Copy an image directory (image plus data file / backing files)."""
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+# -- image locks ---------------------------------------------------------
+
+def _lock_byte_held(path, byte):
+    ino = os.stat(path).st_ino
+    with open('/proc/locks') as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 8 or not parts[-3].endswith(':%d' % ino):
+                continue
+            end = parts[-1]
+            if int(parts[-2]) <= byte and (end == 'EOF' or byte <= int(end)):
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def held_open(path, fmt='qcow2', read_only=False, cwd=None):
+    """Runs `qemu-io -f FMT PATH` (interactive, commands on a pipe) for the duration of the
+    with block: the image held open read-write (or read-only), with qemu's OFD image locks.
+    Waits until the locks are in place (byte 100, consistent read)."""
+    args = [QEMU_IO, '-f', fmt] + (['-r'] if read_only else []) + [path]
+    p = subprocess.Popen(args, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    full = path if cwd is None else os.path.join(cwd, path)
+    try:
+        deadline = time.time() + 10
+        while not _lock_byte_held(full, 100):
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError('qemu-io did not lock %s' % full)
+            time.sleep(0.02)
+        yield p
+    finally:
+        p.stdin.close()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -101,22 +101,13 @@ def test_map_injector(case, image_factory):
         assert_same(*both(d, '--output=%s' % output, f))
 
 
-@pytest.mark.xfail(reason='block layer: image_open takes/tests no OFD image locks yet, so a '
-                   'read-only open does not fail while another process writes (qemu: '
-                   '"Failed to get shared "write" lock"); -U is accepted but a no-op',
-                   strict=False)
 def test_map_and_compare_respect_write_lock(built):
-    import subprocess
-    import time
     d, f = built('mixed-64k')
-    holder = subprocess.Popen([qemu.QEMU_IO, '-f', 'qcow2', '-c', 'sleep 3000', f], cwd=d,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.8)
-        assert_same(*both(d, f))
+    with qemu.held_open(f, cwd=d):
+        q, i = both(d, f)
+        assert q[0] == 1 and 'Failed to get shared "write" lock' in q[2]
+        assert_same(q, i)
         assert_same(*both(d, '-U', f))
         q = qemu.run(qemu.tool_path('qemu'), 'compare', f, f, cwd=d)
         i = qemu.run(qemu.tool_path('qimg'), 'compare', f, f, cwd=d)
         assert_same(q, i)
-    finally:
-        holder.wait()
