@@ -49,9 +49,8 @@ $(FUZZ_BUILD)/afl/qimg: FORCE_FUZZLIB
 fuzz-build: fuzz-deps
 	$(MAKE) $(FUZZ_BINS) $(FUZZ_BUILD)/afl/qimg
 
-# FUZZ_REPAIR_STRICT=0: see fuzz/fuzz_repair.c and corpus/open/README.md
 fuzz-smoke: fuzz-build
-	@FUZZ_REPAIR_STRICT=0 FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SMOKE_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map
+	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SMOKE_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map
 
 fuzz: fuzz-build
 	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map

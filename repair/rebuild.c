@@ -3,51 +3,87 @@
  * IMRT slices, the reftable allocated last and its own refblocks rewritten until it
  * stops growing, then the header switched with one 12-byte write).
  *
- * Unlike qemu 7.2 (digest §3.8, §13.1), the clusters of old refblocks whose reftable
- * entry is damaged (reserved bits, unaligned) are kept out of the allocation, so the
- * new structure never overwrites the old one: qemu's own overlap check refuses exactly
- * that write and leaves the image marked corrupt. */
+ * Unlike qemu 7.2 (digest §3.8, §3.11, §13.1), the allocator never hands out a cluster
+ * of live metadata, even one the IMRT does not count: old refblocks whose reftable entry
+ * is damaged (reserved bits, unaligned), and any table (active L1, L2, snapshot table,
+ * ...) that lies past EOF (repair/metamap.h). qemu picks such clusters and then its
+ * overlap check refuses the write, failing the repair ("Check failed") with the image
+ * marked corrupt; qimg places the new structure elsewhere. Every write is still checked
+ * against the metadata first, and a hit fails the fixing pass before anything is
+ * written (the plan is never applied). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format/be.h"
+#include "repair/metamap.h"
 #include "repair/repair.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
+/* Allocation stops below this file offset (table entries hold 56-bit offsets). */
+#define META_ALLOC_LIMIT (1ull << 56)
+
 struct rb {
     struct qc2 *s;
+    struct metamap mm;  /* live metadata the new structure must not overwrite */
     uint64_t *rt;       /* new reftable, host order */
     uint64_t rt_n;      /* entries */
     uint8_t *blk;       /* one refblock being encoded */
 };
 
-/* First-fit run of `count` clusters with IMRT 0 from *first; grows the IMRT at the end. */
+/* First-fit run of `count` clusters with IMRT 0 from *first, never in a range of live
+ * metadata (b->mm: the IMRT misses metadata past EOF or behind a damaged entry); grows
+ * the IMRT at the end. */
 static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *out)
 {
     struct imrt *t = &b->s->imrt;
-    uint64_t k = *first, run = 0;
+    uint64_t k = *first, run = 0, start = 0;
+    uint64_t limit = META_ALLOC_LIMIT >> b->s->h.cluster_bits;
     bool first_gap = true;
-    for (; k < t->n && run < count; k++) {
-        if (!imrt_get(t, k)) {
-            run++;
-            if (first_gap) {
-                *first = k;
-                first_gap = false;
-            }
-        } else {
+    while (run < count) {
+        if (k >= limit)
+            return -EFBIG;
+        uint64_t next = metamap_skip(&b->mm, k);
+        if (next != k) {
             run = 0;
+            k = next;
+            continue;
         }
+        if (k < t->n && imrt_get(t, k)) {
+            run = 0;
+            k++;
+            continue;
+        }
+        if (first_gap) {
+            *first = k;
+            first_gap = false;
+        }
+        if (!run)
+            start = k;
+        run++;
+        k++;
     }
-    if (run < count && imrt_grow(t, k + count - run - 1) < 0)
+    if (start + count > t->n && imrt_grow(t, start + count - 1) < 0)
         return -ENOMEM;
-    k -= run;
     for (uint64_t i = 0; i < count; i++)
-        imrt_set(t, k + i, 1);
-    *out = k;
+        imrt_set(t, start + i, 1);
+    *out = start;
     return 0;
+}
+
+/* qemu's overlap check before a rebuild write (§3.11): the allocator above never picks
+ * metadata, so this only fires on a bug; refuse rather than corrupt the image. */
+static int overlap_check(struct rb *b, uint64_t off, uint64_t len)
+{
+    unsigned cb = b->s->h.cluster_bits;
+    const char *what = metamap_overlap(&b->mm, off >> cb, (off + len + b->s->cs - 1) >> cb);
+    if (!what)
+        return 0;
+    err_report("Preventing invalid write on metadata (overlaps with %s) at offset 0x%" PRIx64
+               "; nothing was written", what, off);
+    return -EIO;
 }
 
 static int write_block(struct rb *b, uint64_t ri, uint64_t off)
@@ -60,6 +96,9 @@ static int write_block(struct rb *b, uint64_t ri, uint64_t off)
         if (v)
             qcow2_refblock_set(b->blk, (size_t)s->cs, s->h.refcount_order, i, v);
     }
+    int rc = overlap_check(b, off, s->cs);
+    if (rc < 0)
+        return rc;
     return plan_write(rp_plan(s), PC_REBUILD, off, b->blk, (size_t)s->cs,
                       "new refcount block %" PRIu64 " (clusters %" PRIu64 "..%" PRIu64 ")", ri,
                       base, base + per - 1);
@@ -82,8 +121,9 @@ static int write_refblocks(struct rb *b, uint64_t first, uint64_t end)
             if (first_free < start)
                 first_free = start;
             uint64_t c;
-            if (alloc_imrt(b, 1, &first_free, &c) < 0)
-                return -ENOMEM;
+            int arc = alloc_imrt(b, 1, &first_free, &c);
+            if (arc < 0)
+                return arc;
             if (c >= end)
                 end = c + 1;   /* the block holding this block's refcount must be written */
             off = c << s->h.cluster_bits;
@@ -120,23 +160,72 @@ static void reserve_old_refblocks(struct qc2 *s)
     }
 }
 
+/* References the check found past EOF (metadata or data) that the new structure brings
+ * inside the file (rt_end: end of the new reftable, not yet written) are counted by the
+ * recount after the rebuild (§3.7), with qemu's rule for "past EOF". Count them now, so
+ * the new refblocks hold their refcounts instead of 0 (a new "refcount=0 reference=1").
+ * Their clusters were never allocated (they are in b->mm). 1 if the reftable grew, 0,
+ * or -errno. */
+static int count_now_inside(struct rb *b, uint64_t rt_end)
+{
+    struct qc2 *s = b->s;
+    int grown = 0;
+    for (bool again = true; again;) {
+        again = false;
+        uint64_t fsize = rp_plan(s)->size > rt_end ? rp_plan(s)->size : rt_end;
+        for (size_t i = 0; i < b->mm.n; i++) {
+            struct meta_range *r = &b->mm.v[i];
+            if (!r->ref_end || r->counted ||
+                (int64_t)r->ref_end - (int64_t)fsize >= (int64_t)s->cs)
+                continue;
+            r->counted = true;
+            again = true;
+            if (r->end > s->imrt.n && imrt_grow(&s->imrt, r->end - 1) < 0)
+                return -ENOMEM;
+            for (uint64_t k = r->first; k < r->end; k++) {
+                uint64_t v = imrt_get(&s->imrt, k);
+                if (v < s->imrt.max)
+                    imrt_set(&s->imrt, k, v + 1);
+            }
+            int rc = write_refblocks(b, r->first, r->end);
+            if (rc < 0)
+                return rc;
+            grown |= rc;
+        }
+    }
+    return grown;
+}
+
 int repair_rebuild(struct qc2 *s)
 {
-    struct rb b = { s, NULL, 0, xmalloc((size_t)s->cs) };
+    struct rb b = { s, { 0 }, NULL, 0, NULL };
     int rc;
     reserve_old_refblocks(s);
+    /* built from the old in-memory metadata, before anything is allocated */
+    rc = metamap_build(&b.mm, s);
+    if (rc < 0) {
+        err_report("ERROR reading metadata for the rebuild: %s", strerror(-rc));
+        s->res->check_errors++;
+        return rc;
+    }
+    b.blk = xmalloc((size_t)s->cs);
     repair_drop_rb_cache(s);
     rc = write_refblocks(&b, 0, s->imrt.n);
     uint64_t rt_off = 0, rt_clusters = 0;
-    while (rc > 0) {
-        uint64_t first = 0, c;
-        rt_clusters = (b.rt_n * 8 + s->cs - 1) / s->cs;
-        if (alloc_imrt(&b, rt_clusters, &first, &c) < 0) {
-            rc = -ENOMEM;
-            break;
+    for (;;) {
+        while (rc > 0) {
+            uint64_t first = 0, c;
+            rt_clusters = (b.rt_n * 8 + s->cs - 1) / s->cs;
+            if ((rc = alloc_imrt(&b, rt_clusters, &first, &c)) < 0)
+                break;
+            rt_off = c << s->h.cluster_bits;
+            rc = write_refblocks(&b, c, c + rt_clusters);
         }
-        rt_off = c << s->h.cluster_bits;
-        rc = write_refblocks(&b, c, c + rt_clusters);
+        if (rc < 0 || !rt_clusters)
+            break;
+        rc = count_now_inside(&b, rt_off + rt_clusters * s->cs);
+        if (rc <= 0)
+            break;
     }
     if (rc < 0) {
         err_report("ERROR writing refblock: %s", strerror(-rc));
@@ -145,6 +234,12 @@ int repair_rebuild(struct qc2 *s)
     }
     if (!b.rt_n) {
         rc = -EIO;   /* nothing is referenced: cannot happen, the header always is */
+        goto out;
+    }
+    rc = overlap_check(&b, rt_off, rt_clusters * s->cs);
+    if (rc < 0) {
+        err_report("ERROR writing reftable: %s", strerror(-rc));
+        s->res->check_errors++;
         goto out;
     }
     uint8_t *raw = xcalloc(1, (size_t)(rt_clusters * s->cs));
@@ -177,6 +272,7 @@ int repair_rebuild(struct qc2 *s)
     s->file_size = rp_plan(s)->size;
     repair_drop_rb_cache(s);
 out:
+    metamap_free(&b.mm);
     free(b.rt);
     free(b.blk);
     return rc < 0 ? rc : 0;

@@ -3,6 +3,9 @@ overlap failure of snap_l1_size_too_big), each test states what qemu-img's repai
 asserts what qimg's leaves instead: an image real qemu-img check finds clean (or, where the
 damage is unfixable by design, with fewer problems), and output naming what was dropped."""
 
+import os
+import shutil
+
 import pytest
 
 import injector
@@ -76,3 +79,39 @@ def test_snapshot_l1_too_large_overlap(image_factory):
     # corrupt (by design, as qemu), rc 2
     assert ri[0] == 2, ri
     assert not ci[1].get('leaks') and ci[1].get('corruptions') == 1, ci
+
+
+REGRESSIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'corpus',
+                           'regressions')
+
+
+def test_rebuild_keeps_clear_of_l1_past_eof(tmp_path):
+    """corpus/regressions/repair-rebuild-writes-over-l1.qcow2 (fuzz_repair): the active L1
+    table lies past EOF, so the IMRT does not count its cluster. qemu's rebuild picks that
+    cluster for the new reftable and its overlap check refuses the write ("overlaps with
+    active L1 table", Check failed); qimg used to write it and corrupt the image. The
+    rebuild must keep clear of it and never leave the image worse than before."""
+    name = 'repair-rebuild-writes-over-l1.qcow2'
+    for d in ('orig', 'qemu', 'qimg'):
+        (tmp_path / d).mkdir()
+        shutil.copyfile(os.path.join(REGRESSIONS, name), str(tmp_path / d / name))
+    before = qemu.check_json('qemu', name, cwd=str(tmp_path / 'orig'))
+    assert before[0] == 2 and before[1].get('corruptions') == 5, before
+    # qemu: the overlap check refuses the reftable write
+    rq = qemu.check('qemu', name, '-r', 'all', cwd=str(tmp_path / 'qemu'))
+    assert rq[0] == 1 and 'overlaps with active L1 table' in rq[2], rq
+    # qimg: rebuilt without touching the L1 table, and its double check agrees with qemu
+    ri = qemu.check('qimg', name, '-r', 'all', cwd=str(tmp_path / 'qimg'))
+    assert 'Rebuilding refcount structure' in ri[2], ri
+    assert 'Preventing invalid write' not in ri[2], ri
+    after = qemu.check_json('qemu', name, cwd=str(tmp_path / 'qimg'))
+    assert after[1] is not None, after
+    assert after[1].get('corruptions', 0) <= before[1]['corruptions'], (before, after)
+    assert after[1].get('check-errors', 0) == 0, after
+    ours = qemu.check_json('qimg', name, cwd=str(tmp_path / 'qimg'))
+    assert ours[0] == after[0], (ours, after)
+    for k in ('corruptions', 'leaks', 'check-errors'):
+        assert ours[1].get(k, 0) == after[1].get(k, 0), (k, ours, after)
+    # the repair's own double check reported what qemu-img check reports now
+    assert ri[0] == after[0], (ri, after)
+    assert _clean(after), after

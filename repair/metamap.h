@@ -1,0 +1,45 @@
+/* Live metadata of a qcow2 image as cluster ranges (repair/metamap.c), for the refcount
+ * rebuild (§3.8): its allocator never hands out a cluster in one of these ranges, and
+ * each of its writes is checked against them first (qemu's overlap check, §3.11).
+ *
+ * The IMRT alone is not enough: metadata whose reference the check did not count (it lies
+ * past EOF, or its entry is damaged) looks free there, and qemu's rebuild then writes
+ * over it (or its overlap check refuses the write and fails the repair). */
+#ifndef QIMG_REPAIR_METAMAP_H
+#define QIMG_REPAIR_METAMAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "checker/qcow2_check.h"
+
+struct meta_range {
+    uint64_t first, end;   /* clusters [first, end) */
+    const char *what;      /* qemu's class name ("active L1 table", ...) */
+    /* a reference the check did not count because it lies past EOF: its bytes
+     * [ref_off, ref_end) (ref_end 0: not such a reference) */
+    uint64_t ref_off, ref_end;
+    bool counted;          /* the rebuild has added it to the IMRT */
+};
+
+struct metamap {
+    struct meta_range *v;  /* sorted by first */
+    uint64_t *max_end;     /* max_end[i] = max of v[0..i].end */
+    size_t n, alloc;
+};
+
+/* Collect every live metadata range of s as it is now (header, active L1 and L2 tables,
+ * reftable and refblocks, snapshot table, snapshot L1 and L2 tables, bitmap directory
+ * and tables, crypto header), and every reference the check found past EOF (its
+ * FK_REF_PAST_EOF findings). Ranges are clamped to qemu's size limits. 0 or -errno. */
+int metamap_build(struct metamap *m, struct qc2 *s);
+void metamap_free(struct metamap *m);
+
+/* If cluster k lies in a range: the first cluster after the ranges covering it
+ * (> k); else k. */
+uint64_t metamap_skip(const struct metamap *m, uint64_t k);
+
+/* The class name of a range that [first, end) overlaps, or NULL. */
+const char *metamap_overlap(const struct metamap *m, uint64_t first, uint64_t end);
+
+#endif
