@@ -22,7 +22,7 @@ void check_run_free(struct check_run *run)
     memset(&run->names, 0, sizeof(run->names));
 }
 
-static void keep_names(struct qc2 *s, struct check_run *run)
+void qc2_keep_snapshot_names(struct qc2 *s, struct check_run *run)
 {
     if (!s->nb_sn)
         return;
@@ -88,7 +88,7 @@ int qcow2_check_run(qio_t *q, const char *filename, const struct check_opts *o,
 
     rc = qc2_pass_snapshots(&s, &run->res);
     if (rc >= 0) {
-        keep_names(&s, run);
+        qc2_keep_snapshot_names(&s, run);
         rc = refcount_pass(&s);
         if (rc >= 0 && o->deep)
             qc2_pass_deep(&s);

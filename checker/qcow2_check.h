@@ -150,6 +150,10 @@ void qc2_report(struct qc2 *s, struct finding *f);
 int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);
 
 /* The whole qcow2 check. */
+/* Copies the snapshot ids and names into run->names so the report can name snapshots after
+ * the check state is gone (used by the check and by repair's fixing pass). */
+void qc2_keep_snapshot_names(struct qc2 *s, struct check_run *run);
+
 int qcow2_check_run(qio_t *q, const char *filename, const struct check_opts *o,
                     struct check_run *run);
 

@@ -9,19 +9,6 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
-static void keep_names(struct qc2 *s, struct check_run *run)
-{
-    if (!s->nb_sn)
-        return;
-    run->names.sn_id = xcalloc(s->nb_sn, sizeof(char *));
-    run->names.sn_name = xcalloc(s->nb_sn, sizeof(char *));
-    for (uint32_t i = 0; i < s->nb_sn; i++) {
-        run->names.sn_id[i] = xstrdup(s->sn[i].id_str ? s->sn[i].id_str : "");
-        run->names.sn_name[i] = xstrdup(s->sn[i].name ? s->sn[i].name : "");
-    }
-    run->names.nb = s->nb_sn;
-}
-
 /* calculate_refcounts(): every reference into the IMRT. */
 static int calculate(struct qc2 *s)
 {
@@ -148,7 +135,7 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
         add_result(&run->res, &snap);
         goto out;
     }
-    keep_names(&s, run);
+    qc2_keep_snapshot_names(&s, run);
     s.res = &run->res;
     rc = refcount_pass(&s, fix);
     if (rc < 0) {
