@@ -13,6 +13,7 @@ FUZZ_BUILD      ?= build-fuzz
 FUZZ_CC         ?= clang
 FUZZ_TARGETS    := header l2 refcount snapshot bitmap check read repair
 FUZZ_SMOKE_SECS ?= 35
+FUZZ_SMOKE_SEED ?= 1
 FUZZ_SECS       ?= 1800
 FUZZ_JOBS       ?= 2
 FUZZ_SAN        := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -49,9 +50,10 @@ $(FUZZ_BUILD)/afl/qimg: FORCE_FUZZLIB
 fuzz-build: fuzz-deps
 	$(MAKE) $(FUZZ_BINS) $(FUZZ_BUILD)/afl/qimg
 
+# fixed seed, empty corpus: the same run here and in CI (random exploration is `make fuzz`)
 fuzz-smoke: fuzz-build
-# FUZZ_REPAIR_STRICT=0: an open repair invariant bug, see corpus/open/README.md
-	@FUZZ_REPAIR_STRICT=0 FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SMOKE_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map
+	@rm -rf $(FUZZ_BUILD)/smoke-corpus
+	@FUZZ_SEED=$(FUZZ_SMOKE_SEED) FUZZ_CORPUS=$(FUZZ_BUILD)/smoke-corpus FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SMOKE_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map
 
 fuzz: fuzz-build
 	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map

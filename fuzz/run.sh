@@ -4,11 +4,17 @@
 # found a crash or a hang; the input is kept under $FUZZ_BUILD/artifacts/<target>/ (copy it
 # to corpus/regressions/ once the bug is fixed).
 #   usage: fuzz/run.sh SECONDS JOBS TARGET...     (TARGET: header ... read, afl-check, afl-map)
+# FUZZ_SEED=N: fixed RNG seed for every fuzzer (make fuzz-smoke: a gate must be reproducible;
+#   a slower machine runs a prefix of the same mutation sequence). Unset: random (make fuzz).
+# FUZZ_CORPUS=DIR: where libFuzzer keeps new units (default $FUZZ_BUILD/corpus); fuzz-smoke
+#   starts from an empty one so a local run is the run CI does on a clean clone.
 set -u
 secs=$1; jobs=$2; shift 2
 B=${FUZZ_BUILD:-build-fuzz}
 case "$B" in /*) ;; *) B="$PWD/$B" ;; esac   # the check/read targets chdir to a scratch dir
 R="$PWD"
+C=${FUZZ_CORPUS:-$B/corpus}
+seed=${FUZZ_SEED:-}
 mkdir -p "$B/logs"
 
 run_one() {
@@ -22,7 +28,7 @@ run_one() {
         # map needs a format it can read: the same seeds serve both commands
         AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
         AFL_SKIP_CRASHES=1 AFL_QUIET=1 \
-            timeout -k 10 $((secs + 60)) afl-fuzz -V "$secs" -m none -t 5000 \
+            timeout -k 10 $((secs + 60)) afl-fuzz -V "$secs" -m none -t 5000 ${seed:+-s "$seed"} \
             -i corpus/seeds -o "$out" -x fuzz/qcow2.dict -- "$B/afl/qimg" "$cmd" @@ \
             >"$log" 2>&1
         rc=$?
@@ -42,11 +48,11 @@ run_one() {
         fi
         return 0 ;;
     esac
-    mkdir -p "$B/corpus/$t" "$B/artifacts/$t"
-    timeout -k 10 $((secs + 120)) "$B/fuzz_$t" -max_total_time="$secs" -timeout=10 \
+    mkdir -p "$C/$t" "$B/artifacts/$t"
+    timeout -k 10 $((secs + 120)) "$B/fuzz_$t" -max_total_time="$secs" -timeout=10 ${seed:+-seed="$seed"} \
         -rss_limit_mb=2048 -max_len=65536 -close_fd_mask=3 -print_final_stats=1 \
         -dict="$R/fuzz/qcow2.dict" -artifact_prefix="$B/artifacts/$t/" \
-        "$B/corpus/$t" "$R/corpus/seeds" "$R/corpus/regressions" >"$log" 2>&1
+        "$C/$t" "$R/corpus/seeds" "$R/corpus/regressions" >"$log" 2>&1
     rc=$?
     stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)

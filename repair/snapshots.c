@@ -201,6 +201,12 @@ int repair_snapshot_rewrite(struct qc2 *s)
     for (uint32_t i = 0; i < s->nb_sn; i++) {
         size = (size + 7) & ~7ull;
         s->sn[i].extra_data_size = QCOW2_SN_EXTRA_KNOWN + s->sn[i].unknown_extra_len;
+        /* qemu keeps id and name as C strings and writes strlen() of each back: bytes from
+         * the first NUL on (e.g. read as zeros past EOF) are dropped, as qemu drops them */
+        s->sn[i].id_str_size = (uint16_t)strnlen(s->sn[i].id_str ? s->sn[i].id_str : "",
+                                                 s->sn[i].id_str_size);
+        s->sn[i].name_size = (uint16_t)strnlen(s->sn[i].name ? s->sn[i].name : "",
+                                               s->sn[i].name_size);
         size += qcow2_snapshot_encoded_size(&s->sn[i]);
     }
     uint64_t new_off = 0;
@@ -241,15 +247,24 @@ int repair_snapshot_rewrite(struct qc2 *s)
                         "table at 0x%" PRIx64, s->nb_sn, new_off);
     }
     if (rc >= 0 && s->sn_size) {
+        /* qemu's qcow2_free_clusters walks the old table's clusters in order and stops at
+         * the first without a refblock (-EAGAIN) or already at refcount 0 (-EINVAL); it then
+         * rolls back what it decremented, so either all are freed or none. The new table
+         * may lie inside the old range: its fresh refcounts count here, as in qemu. */
         uint64_t first = s->sn_offset >> s->h.cluster_bits;
         uint64_t last = (s->sn_offset + s->sn_size - 1) >> s->h.cluster_bits;
-        const uint8_t *blk = NULL;
-        if (qc2_refblock(s, last >> s->h.refcount_block_bits, &blk) < 0 || !blk) {
-            /* no refblock covers them: qemu's update_refcount fails to free them */
-            err_plain("qcow2_free_clusters failed: %s\n", strerror(EAGAIN));
-            last = first - 1;
+        int why = 0;
+        for (uint64_t k = first; k <= last && !why; k++) {
+            const uint8_t *blk = NULL;
+            uint64_t v = 0;
+            if (qc2_refblock(s, k >> s->h.refcount_block_bits, &blk) < 0 || !blk)
+                why = EAGAIN;
+            else if (qc2_ondisk_refcount(s, k, &v) < 0 || v == 0)
+                why = EINVAL;
         }
-        for (uint64_t k = first; k <= last && rc >= 0; k++) {
+        if (why)
+            err_plain("qcow2_free_clusters failed: %s\n", strerror(why));
+        for (uint64_t k = first; k <= last && rc >= 0 && !why; k++) {
             uint64_t v = 0;
             if (qc2_ondisk_refcount(s, k, &v) == 0 && v)
                 rc = repair_set_refcount(s, k, v - 1, PC_SNAPSHOT, "old snapshot table freed");

@@ -33,7 +33,7 @@ static bool wrapped_l1_ok(const struct qcow2_header *h)
     unsigned shift = 2 * h->cluster_bits - ext;
     uint64_t wrapped = (h->size + (1ull << shift) - 1) >> shift;
     return h->size + (1ull << shift) - 1 < h->size && wrapped <= INT32_MAX &&
-           h->l1_size >= wrapped;
+           h->l1_size >= wrapped && (uint64_t)h->l1_size * 8 <= QCOW2_MAX_L1_SIZE;
 }
 
 static int read_l1(image_t *img, char **errmsg)
@@ -149,7 +149,8 @@ static int qcow2_open(image_t *img, char **errmsg)
     if (r == 0)
         r = qcow2_backing_name(&s->h, buf, blen, name, &name_len, &has_backing, &e);
     free(buf);
-    if (r == -EFBIG && wrapped_l1_ok(&s->h))
+    /* only the size rule may be waived: a too-large L1 table is also -EFBIG */
+    if (r == -EFBIG && e.field && strcmp(e.field, "size") == 0 && wrapped_l1_ok(&s->h))
         r = 0, img->size = s->h.size & ~(uint64_t)511; /* open.c refuses the size itself */
     if (r < 0)
         return fail(errmsg, &e, r);
