@@ -35,8 +35,7 @@ void qc2_keep_snapshot_names(struct qc2 *s, struct check_run *run)
     run->names.nb = s->nb_sn;
 }
 
-/* §3.2-3.7 (qcow2_check_refcounts) without fixing. */
-static int refcount_pass(struct qc2 *s)
+int qc2_refcount_setup(struct qc2 *s)
 {
     struct check_result *r = s->res;
     uint64_t nb_clusters = s->file_size / s->cs + (s->file_size % s->cs != 0);
@@ -51,20 +50,32 @@ static int refcount_pass(struct qc2 *s)
         r->check_errors++;
         return -ENOMEM;
     }
+    return 0;
+}
+
+int qc2_calculate_refcounts(struct qc2 *s)
+{
     int rc = qc2_pass_l1l2(s);
-    if (rc < 0)
-        return rc;
-    rc = qc2_pass_bitmaps(s);
-    if (rc < 0)
-        return rc;
-    rc = qc2_pass_refblocks(s);
+    if (rc == 0)
+        rc = qc2_pass_bitmaps(s);
+    if (rc == 0)
+        rc = qc2_pass_refblocks(s);
+    return rc;
+}
+
+/* §3.2-3.7 (qcow2_check_refcounts) without fixing. */
+static int refcount_pass(struct qc2 *s)
+{
+    int rc = qc2_refcount_setup(s);
+    if (rc == 0)
+        rc = qc2_calculate_refcounts(s);
     if (rc < 0)
         return rc;
     qc2_pass_compare(s);
     rc = qc2_pass_copied(s);
     if (rc < 0)
         return rc;
-    r->image_end_offset = (s->highest_cluster + 1) * (int64_t)s->cs;
+    s->res->image_end_offset = (s->highest_cluster + 1) * (int64_t)s->cs;
     return 0;
 }
 
@@ -85,6 +96,7 @@ int qcow2_check_run(qio_t *q, const char *filename, const struct check_opts *o,
     s.fl = &run->findings;
     s.res = &run->res;
     s.fix = o->fix;
+    s.copied_prescreen = o->fix == 0;
 
     rc = qc2_pass_snapshots(&s, &run->res);
     if (rc >= 0) {

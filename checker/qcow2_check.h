@@ -28,6 +28,7 @@
 #include "io/qio.h"
 
 #define RB_CACHE_SLOTS 64
+#define RB_CACHE_BYTES (2u << 20)
 
 struct qc2;
 struct finding;
@@ -92,6 +93,13 @@ struct qc2 {
     uint64_t rb_off[RB_CACHE_SLOTS];
     bool signaled_corruption;
 
+    /* read-only check (qcow2_check_run with fix 0, not deep: no refcount changes between
+     * the L1/L2 walk and pass_copied): the walk judges OFLAG_COPIED too, and per active L1
+     * index copied_suspect says whether pass_copied must read that L2 table again. NULL:
+     * read every table (any fixing run, whose refcounts change in between). */
+    bool copied_prescreen;
+    uint8_t *copied_suspect;
+
     /* compare result needed by the driver */
     bool rebuild;
     int64_t highest_cluster;
@@ -100,6 +108,11 @@ struct qc2 {
 /* qcow2_open.c: 0, or prints "Could not open 'F': msg" and returns -errno. */
 int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o);
 void qc2_close(struct qc2 *s);
+
+/* qcow2_check_refcounts' start: statistics totals and the IMRT sized from the file. */
+int qc2_refcount_setup(struct qc2 *s);
+/* calculate_refcounts(): every reference into the IMRT (L1/L2, bitmaps, refblocks). */
+int qc2_calculate_refcounts(struct qc2 *s);
 
 /* Passes; each returns 0 or a negative errno that aborts the check. */
 int qc2_pass_snapshots(struct qc2 *s, struct check_result *r);
@@ -130,6 +143,47 @@ static inline uint64_t qc2_rb_entry(const struct qc2 *s, const uint8_t *blk, uin
     }
 }
 
+/* On-disk refcount lookups in cluster order, with the last refblock remembered. Invalidate
+ * (valid = false) after anything else may have used the refblock cache. */
+struct rc_lookup {
+    uint64_t ti;
+    const uint8_t *blk;
+    int rc;
+    bool valid;
+};
+
+static inline int qc2_lookup_refcount(struct qc2 *s, struct rc_lookup *l, uint64_t k,
+                                      uint64_t *out)
+{
+    uint64_t ti = k >> s->h.refcount_block_bits;
+    if (!l->valid || l->ti != ti) {
+        l->rc = qc2_refblock(s, ti, &l->blk);
+        l->ti = ti;
+        l->valid = true;
+    }
+    if (l->rc < 0)
+        return l->rc;
+    *out = l->blk ? qc2_rb_entry(s, l->blk, k & (s->h.refcount_block_entries - 1)) : 0;
+    return 0;
+}
+
+/* §3.9's rule for one L2 entry of type NORMAL or ZERO_ALLOC: true if OFLAG_COPIED does not
+ * say "refcount == 1" (an external data file counts as refcount 1), or the refcount cannot
+ * be read (*unreadable: pass_copied skips such entries). */
+static inline bool qc2_copied_wrong(struct qc2 *s, struct rc_lookup *l, uint64_t e,
+                                    uint64_t *refcount, bool *unreadable)
+{
+    uint64_t rc2 = 1;
+    *unreadable = false;
+    if (!s->has_data_file &&
+        qc2_lookup_refcount(s, l, (e & QCOW2_L2E_OFFSET_MASK) >> s->h.cluster_bits, &rc2) < 0) {
+        *unreadable = true;
+        return false;
+    }
+    *refcount = rc2;
+    return (rc2 == 1) != !!(e & QCOW2_OFLAG_COPIED);
+}
+
 /* Fast path of qc2_inc_refs for one whole cluster k well inside the file. */
 static inline int qc2_inc_cluster(struct qc2 *s, uint64_t k, int snapshot)
 {
@@ -145,6 +199,11 @@ static inline int qc2_inc_cluster(struct qc2 *s, uint64_t k, int snapshot)
 
 /* Add a finding and bump the counter its severity selects. */
 void qc2_report(struct qc2 *s, struct finding *f);
+
+/* A table of big-endian 64-bit entries at off, in host order; entries past EOF are not
+ * loaded (*loaded counts those inside the file, *out is NULL if none). 0 or -errno. */
+int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
+                   uint64_t *loaded);
 
 /* Read a whole range (zeros past EOF); 0 or -errno. */
 int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);

@@ -8,33 +8,10 @@
 #include "format/be.h"
 #include "util/xalloc.h"
 
-/* On-disk refcount with the last refblock remembered (data clusters come in order). */
-struct rc_lookup {
-    uint64_t ti;
-    const uint8_t *blk;
-    int rc;
-    bool valid;
-};
-
-static int lookup(struct qc2 *s, struct rc_lookup *l, uint64_t k, uint64_t *out)
-{
-    uint64_t ti = k >> s->h.refcount_block_bits;
-    if (!l->valid || l->ti != ti) {
-        l->rc = qc2_refblock(s, ti, &l->blk);
-        l->ti = ti;
-        l->valid = true;
-    }
-    if (l->rc < 0)
-        return l->rc;
-    *out = l->blk ? qc2_rb_entry(s, l->blk, k & (s->h.refcount_block_entries - 1)) : 0;
-    return 0;
-}
-
 int qc2_pass_copied(struct qc2 *s)
 {
     struct rc_lookup lk = { 0, NULL, 0, false };
-    struct l2_reader rd;
-    l2_reader_init(&rd, s->cs);
+    struct l2_reader rd = { 0 };   /* allocated on the first table read */
     int ret = 0;
     uint8_t *patched = NULL;   /* -r: a fixed copy of the current L2 table */
     bool repairing = s->fix & CHECK_FIX_ERRORS ||
@@ -73,6 +50,10 @@ int qc2_pass_copied(struct qc2 *s)
                 s->res->corruptions_fixed++;
             }
         }
+        if (s->copied_suspect && !s->copied_suspect[i])
+            continue;   /* the walk found this table's entries right (read-only check) */
+        if (!rd.buf)
+            l2_reader_init(&rd, s->cs, s->file_size);
         const uint8_t *t;
         int rc = l2_reader_get(s, &rd, s->l1, s->l1_loaded, i, l2, &t);
         if (rc < 0) {
@@ -93,9 +74,8 @@ int qc2_pass_copied(struct qc2 *s)
             if (type != QCOW2_CLUSTER_NORMAL && type != QCOW2_CLUSTER_ZERO_ALLOC)
                 continue;
             uint64_t off = e & QCOW2_L2E_OFFSET_MASK, rc2 = 1;
-            if (!s->has_data_file && lookup(s, &lk, off >> s->h.cluster_bits, &rc2) < 0)
-                continue;
-            if ((rc2 == 1) == !!(e & QCOW2_OFLAG_COPIED))
+            bool unreadable;
+            if (!qc2_copied_wrong(s, &lk, e, &rc2, &unreadable))
                 continue;
             struct finding f = finding_make(FK_COPIED_L2);
             f.l1_index = i;
@@ -135,6 +115,7 @@ int qc2_pass_copied(struct qc2 *s)
         }
     }
     free(patched);
-    l2_reader_free(&rd);
+    if (rd.buf)
+        l2_reader_free(&rd);
     return ret;
 }

@@ -20,6 +20,15 @@ struct walk {
     uint64_t l1_n;            /* entries loaded (rest are 0) */
 };
 
+/* true if pass_copied must look at this entry again: a COPIED problem, or an unreadable
+ * refcount (pass_copied skips those; re-reading is the simple, exact way to agree) */
+static bool copied_check(struct qc2 *s, struct rc_lookup *lk, uint64_t e)
+{
+    uint64_t refcount;
+    bool unreadable;
+    return qc2_copied_wrong(s, lk, e, &refcount, &unreadable) || unreadable;
+}
+
 static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
 {
     struct qc2 *s = w->s;
@@ -40,6 +49,12 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
     uint64_t next_contiguous = 0;
     const unsigned cb = s->h.cluster_bits;
     const bool plain = !extl2 && !s->has_data_file && !s->opts->deep;
+    /* read-only check: judge OFLAG_COPIED here against the on-disk refcounts, so that
+     * pass_copied re-reads only tables with a problem (qemu reads every table twice) */
+    uint8_t *suspect = w->active && s->copied_suspect ? &s->copied_suspect[l1_index] : NULL;
+    bool copied_bad = false;
+    struct rc_lookup lk = { 0, NULL, 0, false };
+    const uint64_t rb_mask = s->h.refcount_block_entries - 1;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t e = be64_get(t + i * esz);
         uint64_t bmp = extl2 ? be64_get(t + i * esz + 8) : 0;
@@ -58,9 +73,20 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
             rc = qc2_inc_cluster(s, off >> cb, w->snapshot);
             if (rc < 0)
                 return rc;
+            if (suspect && !copied_bad) {
+                uint64_t k = off >> cb;
+                if (lk.valid && lk.blk && lk.ti == k >> s->h.refcount_block_bits)
+                    copied_bad = (qc2_rb_entry(s, lk.blk, k & rb_mask) == 1) !=
+                                 !!(e & QCOW2_OFLAG_COPIED);   /* inline: same block */
+                else
+                    copied_bad = copied_check(s, &lk, e);
+            }
             continue;
         }
         enum qcow2_cluster_type type = qcow2_l2e_type(&s->geom, e);
+        if (suspect && !copied_bad &&
+            (type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC))
+            copied_bad = copied_check(s, &lk, e);
         uint64_t guest = FIND_NONE;
         if (w->active) {
             uint64_t gc = l1_index * n + i;   /* l1_index < 2^22, n <= 2^18: no overflow */
@@ -170,6 +196,8 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
             break;
         }
     }
+    if (suspect)
+        *suspect = copied_bad;
     return 0;
 }
 
@@ -214,39 +242,12 @@ static int check_l1(struct walk *w, uint64_t l1_off, uint64_t l1_size)
     return 0;
 }
 
-/* A snapshot's L1, clamped to the file like the active one. */
-static int load_l1(struct qc2 *s, uint64_t off, uint64_t n, uint64_t **out, uint64_t *loaded)
-{
-    *out = NULL;
-    *loaded = 0;
-    if (off >= s->file_size)
-        return 0;
-    uint64_t avail = (s->file_size - off + 7) / 8;
-    if (avail < n)
-        n = avail;
-    if (!n)
-        return 0;
-    uint8_t *raw = xmalloc((size_t)(n * 8));
-    int rc = qc2_read(s, raw, n * 8, off);
-    if (rc < 0) {
-        free(raw);
-        return rc;
-    }
-    uint64_t *t = xmalloc((size_t)(n * 8));
-    for (uint64_t i = 0; i < n; i++)
-        t[i] = be64_get(raw + i * 8);
-    free(raw);
-    *out = t;
-    *loaded = n;
-    return 0;
-}
-
 int qc2_pass_l1l2(struct qc2 *s)
 {
     struct walk w;
     memset(&w, 0, sizeof(w));
     w.s = s;
-    l2_reader_init(&w.rd, s->cs);
+    l2_reader_init(&w.rd, s->cs, s->file_size);
     int rc = qc2_inc_refs(s, 0, s->cs, -1);   /* header */
     if (rc < 0)
         goto out;
@@ -254,6 +255,12 @@ int qc2_pass_l1l2(struct qc2 *s)
     w.active = true;
     w.l1 = s->l1;
     w.l1_n = s->l1_loaded;
+    if (s->copied_prescreen && !s->fix && !s->opts->deep && s->l1_loaded) {
+        /* every table suspect until the walk has judged it (an early return keeps it so) */
+        free(s->copied_suspect);
+        s->copied_suspect = xmalloc((size_t)s->l1_loaded);
+        memset(s->copied_suspect, 1, (size_t)s->l1_loaded);
+    }
     rc = check_l1(&w, s->h.l1_table_offset, s->h.l1_size);
     if (rc < 0)
         goto out;
@@ -284,7 +291,7 @@ int qc2_pass_l1l2(struct qc2 *s)
         if (s->opts->deep)
             qc2_deep_snapshot(s, i);
         uint64_t *l1 = NULL, n = 0;
-        rc = load_l1(s, sn->l1_table_offset, sn->l1_size, &l1, &n);
+        rc = qc2_load_table(s, sn->l1_table_offset, sn->l1_size, &l1, &n);   /* clamped as the active one */
         if (rc < 0) {
             struct finding f = finding_make(FK_L1_IO_ERROR);
             f.err = rc;

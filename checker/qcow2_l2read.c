@@ -3,18 +3,25 @@
 #include <stdlib.h>
 
 #include "checker/qcow2_check.h"
+#include "util/hugebuf.h"
 #include "util/xalloc.h"
 
-void l2_reader_init(struct l2_reader *r, uint64_t cs)
+void l2_reader_init(struct l2_reader *r, uint64_t cs, uint64_t file_size)
 {
-    r->cap = L2_BATCH_BYTES > cs ? L2_BATCH_BYTES : cs;
-    r->buf = xmalloc((size_t)r->cap);
+    uint64_t cap = file_size < L2_BATCH_BYTES ? file_size : L2_BATCH_BYTES;
+    cap = cap < cs ? cs : (cap + cs - 1) / cs * cs;
+    r->cap = cap;
+    r->huge = cap >= HUGEBUF_MIN;   /* 4 MiB: 2 huge-page faults instead of 1024 */
+    r->buf = r->huge ? hugebuf_alloc((size_t)cap) : xmalloc((size_t)cap);
     r->off = r->len = 0;
 }
 
 void l2_reader_free(struct l2_reader *r)
 {
-    free(r->buf);
+    if (r->huge)
+        hugebuf_free(r->buf, (size_t)r->cap);
+    else
+        free(r->buf);
     r->buf = NULL;
 }
 

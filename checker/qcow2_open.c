@@ -41,8 +41,8 @@ static uint64_t entries_in_file(uint64_t off, uint64_t entries, uint64_t file_si
     return avail < entries ? avail : entries;
 }
 
-static int load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
-                      uint64_t *loaded)
+int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
+                   uint64_t *loaded)
 {
     uint64_t n = entries_in_file(off, entries, s->file_size);
     *out = NULL;
@@ -181,14 +181,14 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
     size_t c0 = have < s->cs ? have : (size_t)s->cs;
 
     /* step 12: the active L1 */
-    rc = load_table(s, s->h.l1_table_offset, s->h.l1_size, &s->l1, &s->l1_loaded);
+    rc = qc2_load_table(s, s->h.l1_table_offset, s->h.l1_size, &s->l1, &s->l1_loaded);
     if (rc < 0) {
         free(buf);
         return open_fail(filename, rc, "Could not read L1 table");
     }
     /* step 14: reftable, then extensions */
     s->rt_entries = s->h.reftable_entries;
-    rc = load_table(s, s->h.refcount_table_offset, s->rt_entries, &s->rt, &s->rt_loaded);
+    rc = qc2_load_table(s, s->h.refcount_table_offset, s->rt_entries, &s->rt, &s->rt_loaded);
     if (rc < 0) {
         free(buf);
         return open_fail(filename, rc, "Could not read refcount table");
@@ -238,6 +238,8 @@ void qc2_close(struct qc2 *s)
     for (int i = 0; i < RB_CACHE_SLOTS; i++)
         free(s->rb_buf[i]);
     imrt_free(&s->imrt);
+    free(s->copied_suspect);
+    s->copied_suspect = NULL;
     if (s->data)
         qio_close(s->data);
 }

@@ -68,7 +68,11 @@ int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
         return 0;
     if (off & (s->cs - 1))
         return -EIO;   /* qemu signals corruption (printed once, see FF_SIGNAL) */
-    unsigned slot = (unsigned)(ti % RB_CACHE_SLOTS);
+    /* at most RB_CACHE_BYTES of cached blocks (but always one slot): the cache lives beside
+     * the IMRT and the L2 batch, and peak memory stays at qemu's */
+    uint64_t slots = RB_CACHE_BYTES / s->cs;
+    slots = slots < 1 ? 1 : slots > RB_CACHE_SLOTS ? RB_CACHE_SLOTS : slots;
+    unsigned slot = (unsigned)(ti % slots);
     if (!s->rb_buf[slot] || s->rb_off[slot] != off) {
         if (!s->rb_buf[slot])
             s->rb_buf[slot] = xmalloc((size_t)s->cs);

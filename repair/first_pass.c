@@ -9,34 +9,14 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
-/* calculate_refcounts(): every reference into the IMRT. */
-static int calculate(struct qc2 *s)
-{
-    int rc = qc2_pass_l1l2(s);
-    if (rc == 0)
-        rc = qc2_pass_bitmaps(s);
-    if (rc == 0)
-        rc = qc2_pass_refblocks(s);
-    return rc;
-}
-
 static int refcount_pass(struct qc2 *s, unsigned fix)
 {
     struct check_result *r = s->res;
-    uint64_t nb = s->file_size / s->cs + (s->file_size % s->cs != 0);
-    if (nb > INT_MAX) {
-        r->check_errors++;
-        return -EFBIG;
-    }
-    uint64_t vsize = s->h.size & ~(uint64_t)511;
-    r->total_clusters = (int64_t)(vsize / s->cs + (vsize % s->cs != 0));
-    r->has_stats = true;
-    if (imrt_init(&s->imrt, nb, s->h.refcount_order) < 0) {
-        r->check_errors++;
-        return -ENOMEM;
-    }
+    int rc = qc2_refcount_setup(s);
+    if (rc < 0)
+        return rc;
     s->fix = fix;
-    int rc = calculate(s);
+    rc = qc2_calculate_refcounts(s);
     if (rc < 0)
         return rc;
     struct check_result pre = *r;
@@ -53,7 +33,7 @@ static int refcount_pass(struct qc2 *s, unsigned fix)
         s->rebuild = false;
         imrt_zero(&s->imrt);
         struct check_result stats = *r;
-        rc = calculate(s);
+        rc = qc2_calculate_refcounts(s);
         if (rc < 0)
             return rc;
         /* the recount must not count the statistics twice */

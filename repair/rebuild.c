@@ -196,10 +196,25 @@ static int count_now_inside(struct rb *b, uint64_t rt_end)
     return grown;
 }
 
+/* The header fields a rebuild rewrites (refcount_table_offset, _clusters). */
+#define HDR_REFTABLE_FIELDS_OFF 48
+#define HDR_REFTABLE_FIELDS_LEN 12
+
 int repair_rebuild(struct qc2 *s)
 {
     struct rb b = { s, { 0 }, NULL, 0, NULL };
     int rc;
+    /* A snapshot table over the header shares those bytes with a snapshot entry (its L1
+     * pointer, say): switching the reftable would rewrite that snapshot too, into one that
+     * points at the new refcount structures. qemu's rebuild fails here as well (its new
+     * refblocks land in the table); refuse before planning anything. */
+    if (s->sn_size && s->sn_offset < HDR_REFTABLE_FIELDS_OFF + HDR_REFTABLE_FIELDS_LEN &&
+        s->sn_offset + s->sn_size > HDR_REFTABLE_FIELDS_OFF) {
+        err_report("ERROR cannot rebuild the refcount structure: the snapshot table at 0x%"
+                   PRIx64 " overlaps the image header", s->sn_offset);
+        s->res->check_errors++;
+        return -EINVAL;
+    }
     reserve_old_refblocks(s);
     /* built from the old in-memory metadata, before anything is allocated */
     rc = metamap_build(&b.mm, s);
@@ -255,7 +270,7 @@ int repair_rebuild(struct qc2 *s)
     uint8_t hdr[12];
     be64_put(hdr, rt_off);
     be32_put(hdr + 8, (uint32_t)rt_clusters);
-    rc = plan_write(rp_plan(s), PC_REBUILD_HDR, 48, hdr, sizeof(hdr),
+    rc = plan_write(rp_plan(s), PC_REBUILD_HDR, HDR_REFTABLE_FIELDS_OFF, hdr, sizeof(hdr),
                     "header: refcount table at 0x%" PRIx64 ", %" PRIu64 " cluster(s)", rt_off,
                     rt_clusters);
     if (rc < 0) {

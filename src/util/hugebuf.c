@@ -13,22 +13,34 @@ static size_t round_up(size_t n)
     return n ? (n + HUGE - 1) & ~(size_t)(HUGE - 1) : HUGE;
 }
 
-void *hugebuf_alloc(size_t n)
+void *hugebuf_try_alloc(size_t n)
 {
+    if (n > SIZE_MAX - 2 * (size_t)HUGE)
+        return NULL;
     size_t len = round_up(n);
     /* over-allocate by one unit and trim, so the buffer starts on a 2 MiB boundary */
     uint8_t *raw = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                         -1, 0);
-    if (raw == MAP_FAILED) {
-        err_report("out of memory (allocating %zu bytes)", len);
-        exit(1);
-    }
+    if (raw == MAP_FAILED)
+        return NULL;
     uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
     if (p > raw)
         munmap(raw, (size_t)(p - raw));
     if (p + len < raw + len + HUGE)
         munmap(p + len, (size_t)(raw + len + HUGE - (p + len)));
-    madvise(p, len, MADV_HUGEPAGE); /* a hint; without THP this is plain memory */
+    /* a hint; without THP this is plain memory. A big buffer's partial last unit stays on
+     * 4 KiB pages, so touching its few bytes does not cost a whole 2 MiB of RSS. */
+    madvise(p, n >= HUGE ? n & ~(size_t)(HUGE - 1) : len, MADV_HUGEPAGE);
+    return p;
+}
+
+void *hugebuf_alloc(size_t n)
+{
+    void *p = hugebuf_try_alloc(n);
+    if (!p) {
+        err_report("out of memory (allocating %zu bytes)", round_up(n));
+        exit(1);
+    }
     return p;
 }
 

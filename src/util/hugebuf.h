@@ -7,8 +7,15 @@
 
 #include <stddef.h>
 
+/* Below this size a buffer is cheaper as plain heap memory (the rounding to 2 MiB would
+ * cost more than the faults it saves). */
+#define HUGEBUF_MIN (1u << 20)
+
 /* n bytes (rounded up to 2 MiB), 2 MiB aligned, zeroed; exits like xmalloc on failure. */
 void *hugebuf_alloc(size_t n);
+
+/* The same, but NULL on failure (for callers that report out-of-memory themselves). */
+void *hugebuf_try_alloc(size_t n);
 
 /* Frees a hugebuf_alloc(n) buffer (same n). NULL is fine. */
 void hugebuf_free(void *p, size_t n);

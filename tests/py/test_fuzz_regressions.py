@@ -59,3 +59,24 @@ def test_snapshot_rewrite_drops_string_tail_and_frees_as_qemu(tmp_path):
     assert len(bq) == len(bi)
     assert bq[:0xa00] == bi[:0xa00]
     assert all(x == 0 for x, y in zip(bq, bi) if x != y), 'differs beyond discarded clusters'
+
+
+def test_rebuild_refused_when_snapshot_table_covers_header(tmp_path):
+    """repair-rebuild-header-in-snapshot-table.qcow2 (fuzz_repair): v2, 512-byte clusters,
+    snapshots_offset 0, so snapshot entry 1's L1 pointer is the header's
+    refcount_table_offset field. The rebuild used to switch the header to its new reftable
+    and so point snapshot 1 at it (new refblock-shared and refcount-too-low errors). qemu's
+    rebuild fails too (its refblocks land in the snapshot table). qimg refuses before
+    writing anything: exit 1 like qemu, the file byte-identical, and it says why."""
+    name = 'repair-rebuild-header-in-snapshot-table.qcow2'
+    dq, di = _copies(tmp_path, name, 'qemu', 'qimg')
+    with open(os.path.join(REGRESSIONS, name), 'rb') as f:
+        orig = f.read()
+    rq = qemu.check('qemu', name, '-r', 'all', cwd=dq)
+    assert rq[0] == 1 and 'Check failed' in rq[2], rq
+    ri = qemu.check('qimg', name, '-r', 'all', cwd=di)
+    assert ri[0] == 1, ri
+    assert 'the snapshot table at 0x0 overlaps the image header' in ri[2], ri
+    assert 'Check failed' in ri[2], ri
+    with open(os.path.join(di, name), 'rb') as f:
+        assert f.read() == orig
