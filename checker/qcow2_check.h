@@ -92,6 +92,7 @@ struct qc2 {
     uint8_t *rb_buf[RB_CACHE_SLOTS];
     uint64_t rb_off[RB_CACHE_SLOTS];
     bool signaled_corruption;
+    bool signaled_overlap;       /* repair: qemu's "Marking image as corrupt" said once */
 
     /* read-only check (qcow2_check_run with fix 0, not deep: no refcount changes between
      * the L1/L2 walk and pass_copied): the walk judges OFLAG_COPIED too, and per active L1

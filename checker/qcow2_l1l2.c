@@ -155,17 +155,24 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
                 /* §3.10 under -r all; qimg also drops unaligned data entries (README) */
                 /* never write through a "table" at an unaligned offset: it is not one */
                 bool fixing = (s->fix & CHECK_FIX_ERRORS) && s->fixer && !(l2_off & (cs - 1));
+                /* qimg's own fix of data entries is not tried in a "table" that is the
+                 * header cluster (qemu would refuse the write; the check goes on) */
+                if (data && l2_off < cs)
+                    fixing = false;
                 if (fixing && !data)
                     f.flags |= FF_REPAIRING;
                 qc2_report(s, &f);
                 f.cluster = FIND_NONE;
                 if (fixing) {
-                    if (s->fixer->zero_l2_entry(s, &f, bmp) == 0) {
+                    int frc = s->fixer->zero_l2_entry(s, &f, bmp);
+                    if (frc == 0) {
                         res->corruptions--;
                         res->corruptions_fixed++;
                         break;   /* the cluster is unused now: no reference, no stats */
                     }
                     res->check_errors++;
+                    if (frc == -EIO)
+                        return frc;   /* qemu: overlap check failed, abort the check */
                 }
             }
             if (frag) {

@@ -45,6 +45,23 @@ int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_cla
     return rc;
 }
 
+/* qemu's metadata overlap check before it writes an L1 or L2 entry always covers the
+ * header cluster: an "L1/L2 table" in cluster 0 is the header itself, and writing a fix
+ * there would destroy it. Refused as qemu refuses it (its first refusal also marks the
+ * image corrupt and says so once; qimg leaves the file as it was). -EIO: the check aborts. */
+static int header_overlap(struct qc2 *s, uint64_t off)
+{
+    if (off >= s->cs)
+        return 0;
+    if (!s->signaled_overlap) {
+        err_plain("qcow2: Marking image as corrupt: Preventing invalid write on metadata "
+                  "(overlaps with qcow2_header); further corruption events will be "
+                  "suppressed\n");
+        s->signaled_overlap = true;
+    }
+    return -EIO;
+}
+
 static int fx_set_refcount(struct qc2 *s, uint64_t k, uint64_t value)
 {
     uint64_t old = 0;
@@ -64,6 +81,10 @@ static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp
     } else {
         /* v2 has no zero flag: an unallocated entry is the only "no data" it has */
         be64_put(b, s->h.version >= 3 || !data ? QCOW2_OFLAG_ZERO : 0);
+    }
+    if (header_overlap(s, f->entry_offset) < 0) {
+        err_plain("ERROR: Overlap check failed\n");
+        return -EIO;
     }
     int rc = plan_write(rp_plan(s), PC_L2_ZERO, f->entry_offset, b, n,
                         "L2 entry %" PRIx64 " -> zero cluster (%s at unaligned offset 0x%" PRIx64 ")",
@@ -105,6 +126,8 @@ static int fx_write_l1_entry(struct qc2 *s, uint64_t i, uint64_t e)
 {
     uint8_t b[8];
     be64_put(b, e);
+    if (header_overlap(s, s->h.l1_table_offset + i * 8) < 0)
+        return -EIO;
     int rc = plan_write(rp_plan(s), PC_COPIED, s->h.l1_table_offset + i * 8, b, 8,
                         "OFLAG_COPIED of L1[%" PRIu64 "]: %" PRIx64 " -> %" PRIx64, i, s->l1[i], e);
     if (rc == 0)
@@ -117,6 +140,11 @@ static int fx_write_l2_entries(struct qc2 *s, uint64_t l2, const uint8_t *t, uin
                                uint64_t n)
 {
     uint64_t esz = s->h.l2_entry_size;
+    if (header_overlap(s, l2) < 0) {
+        err_plain("ERROR: Could not write L2 table; metadata overlap check failed: %s\n",
+                  strerror(EIO));
+        return -EIO;
+    }
     int rc = plan_write(rp_plan(s), PC_COPIED, l2 + first * esz, t + first * esz,
                         (size_t)(n * esz), "OFLAG_COPIED of L2 table 0x%" PRIx64 " entries %"
                         PRIu64 "..%" PRIu64, l2, first, first + n - 1);

@@ -295,6 +295,14 @@ int qcow2_header_decode(const uint8_t *buf, size_t buf_len, unsigned flags,
         fmt_error_qemu(err, "L1 table is too small");
         return -EINVAL;
     }
+    /* Step 13: qemu checks the method only when it parses the open options, after the
+     * L1 checks (so with no refcount table, info and check fail on different rules). */
+    if (h->crypt_method > QCOW2_CRYPT_LUKS) {
+        FAIL(-EINVAL, "crypt_method", h->crypt_method, QCOW2_OFF_CRYPT_METHOD,
+             "must be 0 (none), 1 (AES) or 2 (LUKS)");
+        fmt_error_qemu(err, "Unsupported encryption method %d", (int32_t)h->crypt_method);
+        return -EINVAL;
+    }
     return 0;
 }
 

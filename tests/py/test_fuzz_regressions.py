@@ -4,6 +4,9 @@ so the bug stays fixed in the product and not only in the fuzz target."""
 
 import os
 import shutil
+import struct
+
+import pytest
 
 import qemu
 
@@ -78,5 +81,50 @@ def test_rebuild_refused_when_snapshot_table_covers_header(tmp_path):
     assert ri[0] == 1, ri
     assert 'the snapshot table at 0x0 overlaps the image header' in ri[2], ri
     assert 'Check failed' in ri[2], ri
+    with open(os.path.join(di, name), 'rb') as f:
+        assert f.read() == orig
+
+
+@pytest.mark.parametrize('method', [3, 7, 0x80000000, 0xffffffff])
+def test_unsupported_crypt_method_refused(tmp_path, method):
+    """qemu refuses crypt_method > 2 ("Unsupported encryption method %d", signed) when it
+    parses the open options, after the L1 checks; qimg used to open such images."""
+    p = str(tmp_path / 'c.qcow2')
+    qemu.make_image(p, '1M')
+    with open(p, 'r+b') as f:
+        f.seek(32)
+        f.write(struct.pack('>I', method))
+    for cmd in (['info'], ['check'], ['map', '--output=json']):
+        rq = qemu.run(qemu.tool_path('qemu'), *cmd, 'c.qcow2', cwd=str(tmp_path))
+        ri = qemu.run(qemu.qimg_as_qemu_img(), *cmd, 'c.qcow2', cwd=str(tmp_path))
+        assert ri == rq and rq[0] == 1, (cmd, rq, ri)
+
+
+def test_crypt_method_checked_after_refcount_table_rule(tmp_path):
+    """open-crypt-method-unsupported.qcow2 (fuzz_repair): no refcount table and crypt_method
+    0x80000000. info fails on the refcount table, check (which skips that rule) on the
+    crypt method: both as qemu-img."""
+    name = 'open-crypt-method-unsupported.qcow2'
+    (d,) = _copies(tmp_path, name, 'x')
+    for cmd in (['info'], ['check'], ['check', '-r', 'all']):
+        rq = qemu.run(qemu.tool_path('qemu'), *cmd, name, cwd=d)
+        ri = qemu.run(qemu.qimg_as_qemu_img(), *cmd, name, cwd=d)
+        assert ri == rq and rq[0] == 1, (cmd, rq, ri)
+
+
+def test_l2_fix_refused_in_header_cluster(tmp_path):
+    """repair-l2-fix-in-header-cluster.qcow2 (fuzz_repair): an active L1 entry names
+    cluster 0 as an L2 table, so its "entries" are header fields. qimg's drop of an
+    unaligned data entry wrote a zero entry over l1_size and the image no longer opened.
+    qemu's overlap check refuses the write of its own fix (a preallocated zero cluster) and
+    aborts the check. qimg now does exactly that: same output, exit 1, file unchanged."""
+    name = 'repair-l2-fix-in-header-cluster.qcow2'
+    dq, di = _copies(tmp_path, name, 'qemu', 'qimg')
+    with open(os.path.join(REGRESSIONS, name), 'rb') as f:
+        orig = f.read()
+    rq = qemu.check('qemu', name, '-r', 'all', cwd=dq)
+    ri = qemu.check('qimg', name, '-r', 'all', cwd=di)
+    assert 'overlaps with qcow2_header' in rq[2], rq
+    assert ri == rq and rq[0] == 1, (rq, ri)
     with open(os.path.join(di, name), 'rb') as f:
         assert f.read() == orig
