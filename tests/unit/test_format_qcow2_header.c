@@ -178,6 +178,15 @@ static void test_rules_in_order(void **state)
     /* qemu's size_to_l1 wraps to 0 here and accepts; we refuse (documented choice) */
     c = fixture_cluster0(); be64_put(c + 24, UINT64_MAX); be32_put(c + 20, 9);
     expect_fail(c, 65536, 0, -EFBIG, "Image is too big");
+    /* the crypt method last (qemu checks it with the open options), printed signed */
+    c = fixture_cluster0(); be32_put(c + 32, 3);
+    expect_fail(c, 65536, 0, -EINVAL, "Unsupported encryption method 3");
+    c = fixture_cluster0(); be32_put(c + 32, 0x80000000u);
+    expect_fail(c, 65536, QCOW2_HDR_CHECK, -EINVAL, "Unsupported encryption method -2147483648");
+    c = fixture_cluster0(); be32_put(c + 32, 0x80000000u); be32_put(c + 36, 0);
+    expect_fail(c, 65536, 0, -EINVAL, "L1 table is too small");
+    c = fixture_cluster0(); be32_put(c + 32, 0x80000000u); be32_put(c + 56, 0);
+    expect_fail(c, 65536, 0, -EINVAL, "Image does not contain a reference count table");
 }
 
 static void test_feature_names_from_table(void **state)
