@@ -13,70 +13,26 @@
 #include "repair/apply.h"
 #include "repair/journal.h"
 #include "repair/repair.h"
+#include "repair/check_cli.h"
 #include "util/err.h"
 #include "util/json.h"
 
-static void sink_stderr(void *opaque, const struct finding *f)
+/* The dry run's JSON report also lists the plan it would apply. */
+static void add_plan(json_t *j, const void *ctx)
 {
-    const struct check_run *run = opaque;
-    char buf[1024];
-    finding_format(f, &run->names, buf, sizeof(buf));
-    if (buf[0])
-        fputs(buf, stderr);
-}
-
-static void run_init(struct check_run *run, const struct check_opts *o, bool print)
-{
-    memset(run, 0, sizeof(*run));
-    findings_init(&run->findings, o->findings_cap ? o->findings_cap : 100000);
-    if (print) {
-        run->findings.sink = sink_stderr;
-        run->findings.sink_opaque = run;
+    const struct plan *dry = ctx;
+    json_t *a = json_array();
+    for (size_t i = 0; i < dry->n; i++) {
+        const struct plan_entry *e = &dry->v[i];
+        json_t *w = json_object();
+        json_set(w, "op", json_string(e->op == PLAN_WRITE ? "write" : "truncate"));
+        json_set(w, "offset", json_uint(e->offset));
+        json_set(w, "length", json_uint(e->op == PLAN_WRITE ? e->len : 0));
+        json_set(w, "class", json_string(plan_class_name(e->cls)));
+        json_set(w, "reason", json_string(e->reason));
+        json_append(a, w);
     }
-}
-
-static int exit_code(int rc, const struct check_result *r)
-{
-    if (rc < 0 || r->check_errors)
-        return 1;
-    return r->corruptions ? 2 : r->leaks ? 3 : 0;
-}
-
-/* qemu-img's report, "Check failed" and exit code for a finished run. */
-static int report(struct check_run *run, int rc, const char *filename, const struct repair_opts *o,
-                  const struct plan *dry)
-{
-    if (rc == 0 && !o->quiet) {
-        if (o->json) {
-            json_t *j = check_to_json(filename, run->format, &run->res, &run->findings,
-                                      &run->names);
-            if (dry) {
-                json_t *a = json_array();
-                for (size_t i = 0; i < dry->n; i++) {
-                    const struct plan_entry *e = &dry->v[i];
-                    json_t *w = json_object();
-                    json_set(w, "op", json_string(e->op == PLAN_WRITE ? "write" : "truncate"));
-                    json_set(w, "offset", json_uint(e->offset));
-                    json_set(w, "length", json_uint(e->op == PLAN_WRITE ? e->len : 0));
-                    json_set(w, "class", json_string(plan_class_name(e->cls)));
-                    json_set(w, "reason", json_string(e->reason));
-                    json_append(a, w);
-                }
-                json_set(j, "repair-plan", a);
-            }
-            json_print(stdout, j);
-            fputc('\n', stdout);
-            json_free(j);
-        } else {
-            check_print_human(stdout, &run->res);
-        }
-    }
-    fflush(stdout);
-    if (rc < 0)
-        err_report("Check failed: %s", strerror(-rc));
-    else if (run->res.check_errors)
-        err_report("Check failed");
-    return exit_code(rc, &run->res);
+    json_set(j, "repair-plan", a);
 }
 
 /* incompatible_features as the header holds them now (v2: none). */
@@ -96,7 +52,7 @@ static int read_incompat(qio_t *q, uint32_t version, uint64_t *out)
 static int plain_check(qio_t *q, const char *filename, const struct check_opts *o, bool print,
                        struct check_run *run)
 {
-    run_init(run, o, print);
+    check_run_start(run, o, print);
     return qcow2_check_run(q, filename, o, run);
 }
 
@@ -145,7 +101,7 @@ static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *
     /* report and exit code: the image as it is (nothing was changed) */
     struct check_run now;
     int rc = plain_check(q, filename, &o->check, false, &now);
-    int ret = report(&now, rc, filename, o, p);
+    int ret = check_run_report(&now, rc, filename, o->json, o->quiet, add_plan, p);
     check_run_free(&now);
     return ret;
 }
@@ -174,7 +130,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
     struct repair_ctx ctx = { &plan };
     qio_t *ov = plan_overlay_qio(&plan);
     struct check_run run;
-    run_init(&run, &o->check, true);
+    check_run_start(&run, &o->check, true);
     rc = repair_first_pass(ov, filename, &o->check, o->fix, &ctx, &run);
     qio_close(ov);
     int ret;
@@ -184,7 +140,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
     }
     if (rc < 0) {
         /* nothing is applied when the fixing pass itself fails (README) */
-        ret = report(&run, rc, filename, o, NULL);
+        ret = check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL);
         goto out;
     }
     struct qcow2_header h;
@@ -253,7 +209,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
             journal_finish(j, q);
         journal_close(j);
     }
-    ret = report(fin, frc, filename, o, NULL);
+    ret = check_run_report(fin, frc, filename, o->json, o->quiet, NULL, NULL);
     if (fin == &second)
         check_run_free(&second);
 out:

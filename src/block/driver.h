@@ -71,4 +71,14 @@ const struct driver *driver_find(const char *name);
 
 void snapshot_list_free(snapshot_info_t *list, size_t count);
 
+/* One step of a guest read: fills p with the guest bytes at off, at most n (n > 0), and
+ * returns how many it filled (> 0) or -errno. Each driver says how far one lookup goes. */
+typedef int64_t (*read_step_fn)(image_t *img, uint64_t off, uint8_t *p, size_t n);
+
+/* Fills [off, off+n) with one step after another: the loop every read shares. */
+int read_in_steps(image_t *img, uint64_t off, void *buf, size_t n, read_step_fn step);
+
+/* Guest bytes this layer does not hold: the backing image's, zeros without one. */
+int read_from_backing(image_t *img, uint64_t off, void *buf, size_t n);
+
 #endif

@@ -67,6 +67,15 @@ int64_t image_allocated_size(image_t *img)
     return (int64_t)a;
 }
 
+/* Split so drivers see bounded requests (their buffers are sized by this). */
+static int64_t read_chunk(image_t *img, uint64_t off, uint8_t *p, size_t n)
+{
+    const size_t chunk = 64u << 20;
+    size_t k = n < chunk ? n : chunk;
+    int r = img->drv->read(img, off, p, k);
+    return r < 0 ? r : (int64_t)k;
+}
+
 int image_read(image_t *img, uint64_t off, void *buf, size_t n)
 {
     unsigned char *p = buf;
@@ -81,18 +90,7 @@ int image_read(image_t *img, uint64_t off, void *buf, size_t n)
         memset(p + in, 0, n - in);
         n = in;
     }
-    /* Split so drivers see bounded requests (their buffers are sized by this). */
-    const size_t chunk = 64u << 20;
-    while (n) {
-        size_t k = n < chunk ? n : chunk;
-        int r = img->drv->read(img, off, p, k);
-        if (r < 0)
-            return r;
-        p += k;
-        off += k;
-        n -= k;
-    }
-    return 0;
+    return read_in_steps(img, off, p, n, read_chunk);
 }
 
 int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)

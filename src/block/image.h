@@ -72,6 +72,9 @@ struct image {
  * e.g. "Could not open 'x.qcow2': Image is not in qcow2 format". */
 int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg);
 
+/* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
+image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
+
 /* qemu's path_combine(): name as seen from the directory of base (absolute names unchanged).
  * This is how backing and data file names are resolved. Returns a malloc'd string. */
 char *image_path_combine(const char *base, const char *name);

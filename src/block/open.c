@@ -10,6 +10,7 @@
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/lock.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
 /* qemu's path_combine(): name relative to the directory part of base. */
@@ -153,6 +154,18 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
         free(inner);
     }
     return r;
+}
+
+image_t *image_open_or_report(const char *filename, const char *fmt, int flags)
+{
+    image_t *img;
+    char *msg = NULL;
+    if (image_open(filename, fmt, flags, &img, &msg) < 0) {
+        err_report("%s", msg);
+        free(msg);
+        return NULL;
+    }
+    return img;
 }
 
 void image_close(image_t *img)

@@ -81,47 +81,44 @@ static int load_compressed(image_t *img, uint64_t entry)
     return r;
 }
 
+/* One run of same-type clusters: backing, zeros, data (file or data file) or one
+ * compressed cluster. */
+static int64_t qcow2_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
+{
+    struct qcow2_state *s = img->priv;
+    struct qcow2_run run;
+    int r = qcow2_get_run(img, off, n, &run);
+    if (r < 0)
+        return r;
+    size_t k = run.bytes < n ? (size_t)run.bytes : n;
+    switch (run.type) {
+    case QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN:
+    case QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC:
+        r = read_from_backing(img, off, p, k);
+        break;
+    case QCOW2_SUBCLUSTER_ZERO_PLAIN:
+    case QCOW2_SUBCLUSTER_ZERO_ALLOC:
+        memset(p, 0, k);
+        break;
+    case QCOW2_SUBCLUSTER_NORMAL:
+        r = img->data_file ? qio_pread(img->data_file, p, k, run.host) : -ENOMEDIUM;
+        break;
+    case QCOW2_SUBCLUSTER_COMPRESSED:
+        r = load_compressed(img, run.host);
+        if (r == 0)
+            memcpy(p, s->dbuf + (off & (s->h.cluster_size - 1)), k);
+        break;
+    default:
+        r = -EIO;
+        break;
+    }
+    return r < 0 ? r : (int64_t)k;
+}
+
 int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
-    uint8_t *p = buf;
     if (s->h.crypt_method != 0)
         return -ENOTSUP; /* encrypted data needs a key; qimg has none */
-    while (n) {
-        struct qcow2_run run;
-        int r = qcow2_get_run(img, off, n, &run);
-        if (r < 0)
-            return r;
-        size_t k = run.bytes < n ? (size_t)run.bytes : n;
-        switch (run.type) {
-        case QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN:
-        case QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC:
-            if (img->backing)
-                r = image_read(img->backing, off, p, k);
-            else
-                memset(p, 0, k);
-            break;
-        case QCOW2_SUBCLUSTER_ZERO_PLAIN:
-        case QCOW2_SUBCLUSTER_ZERO_ALLOC:
-            memset(p, 0, k);
-            break;
-        case QCOW2_SUBCLUSTER_NORMAL:
-            r = img->data_file ? qio_pread(img->data_file, p, k, run.host) : -ENOMEDIUM;
-            break;
-        case QCOW2_SUBCLUSTER_COMPRESSED:
-            r = load_compressed(img, run.host);
-            if (r == 0)
-                memcpy(p, s->dbuf + (off & (s->h.cluster_size - 1)), k);
-            break;
-        default:
-            r = -EIO;
-            break;
-        }
-        if (r < 0)
-            return r;
-        p += k;
-        off += k;
-        n -= k;
-    }
-    return 0;
+    return read_in_steps(img, off, buf, n, qcow2_read_step);
 }

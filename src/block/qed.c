@@ -201,29 +201,27 @@ static int find_cluster(image_t *img, uint64_t pos, uint64_t *len, uint64_t *hos
     return qed_cluster_offset_ok(h, first) ? QED_FOUND : -EINVAL;
 }
 
-static int qed_read(image_t *img, uint64_t off, void *buf, size_t n)
+/* One cluster run of a read: this file, zeros or the backing image. */
+static int64_t qed_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct qed_state *s = img->priv;
-    uint8_t *p = buf;
-    while (n) {
-        uint64_t len = n, host = 0;
-        int t = find_cluster(img, off, &len, &host);
-        if (t < 0)
-            return t;
-        int r = 0;
-        if (t == QED_FOUND)
-            r = qio_pread(img->file, p, len, host + (off & (s->h.cluster_size - 1)));
-        else if (t == QED_ZERO || !img->backing)
-            memset(p, 0, len);
-        else
-            r = image_read(img->backing, off, p, len);
-        if (r < 0)
-            return r;
-        p += len;
-        off += len;
-        n -= len;
-    }
-    return 0;
+    uint64_t len = n, host = 0;
+    int t = find_cluster(img, off, &len, &host);
+    if (t < 0)
+        return t;
+    int r = 0;
+    if (t == QED_FOUND)
+        r = qio_pread(img->file, p, len, host + (off & (s->h.cluster_size - 1)));
+    else if (t == QED_ZERO)
+        memset(p, 0, len);
+    else
+        r = read_from_backing(img, off, p, len);
+    return r < 0 ? r : (int64_t)len;
+}
+
+static int qed_read(image_t *img, uint64_t off, void *buf, size_t n)
+{
+    return read_in_steps(img, off, buf, n, qed_read_step);
 }
 
 static int qed_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)

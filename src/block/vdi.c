@@ -84,29 +84,27 @@ static void vdi_close(image_t *img)
     img->priv = NULL;
 }
 
-static int vdi_read(image_t *img, uint64_t off, void *buf, size_t n)
+/* The rest of one block of a read: its data, or zeros when unallocated. */
+static int64_t vdi_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct vdi_state *s = img->priv;
-    uint8_t *p = buf;
-    while (n) {
-        uint64_t block = off / s->h.block_size; /* < blocks_in_image: off < disk_size */
-        uint32_t in = (uint32_t)(off % s->h.block_size);
-        size_t len = s->h.block_size - in;
-        if (len > n)
-            len = n;
-        uint32_t e = vdi_entry(s, block);
-        int r = 0;
-        if (VDI_IS_ALLOCATED(e))
-            r = qio_pread(img->file, p, len, vdi_block_offset(&s->h, e, in));
-        else
-            memset(p, 0, len);
-        if (r < 0)
-            return r;
-        p += len;
-        off += len;
-        n -= len;
-    }
-    return 0;
+    uint64_t block = off / s->h.block_size; /* < blocks_in_image: off < disk_size */
+    uint32_t in = (uint32_t)(off % s->h.block_size);
+    size_t len = s->h.block_size - in;
+    if (len > n)
+        len = n;
+    uint32_t e = vdi_entry(s, block);
+    int r = 0;
+    if (VDI_IS_ALLOCATED(e))
+        r = qio_pread(img->file, p, len, vdi_block_offset(&s->h, e, in));
+    else
+        memset(p, 0, len);
+    return r < 0 ? r : (int64_t)len;
+}
+
+static int vdi_read(image_t *img, uint64_t off, void *buf, size_t n)
+{
+    return read_in_steps(img, off, buf, n, vdi_read_step);
 }
 
 static int vdi_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)

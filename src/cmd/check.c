@@ -1,7 +1,6 @@
 /* qimg check: option parsing as qemu-img's img_check, then the format's checker, then
  * qemu-img's report and exit code (digest §4). */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,36 +9,17 @@
 #include "checker/blk_check.h"
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
-#include "checker/render.h"
 #include "cmd/commands.h"
 #include "format/probe.h"
 #include "io/lock.h"
 #include "io/qio.h"
 #include "repair/repair.h"
+#include "repair/check_cli.h"
+#include "util/cache.h"
 #include "util/err.h"
-#include "util/json.h"
+#include "util/opts.h"
 
-enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IMAGE_OPTS, OPT_DEEP, OPT_FINDINGS_CAP, OPT_DRY_RUN,
-       OPT_JOURNAL };
-
-static void sink_stderr(void *opaque, const struct finding *f)
-{
-    const struct check_run *run = opaque;
-    char buf[1024];
-    finding_format(f, &run->names, buf, sizeof(buf));
-    if (buf[0])
-        fputs(buf, stderr);
-}
-
-static bool valid_cache(const char *c)
-{
-    static const char *const modes[] = { "none", "off", "writeback", "writethrough",
-                                         "directsync", "unsafe" };
-    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
-        if (!strcmp(c, modes[i]))
-            return true;
-    return false;
-}
+enum { OPT_DEEP = OPT_CMD, OPT_FINDINGS_CAP, OPT_DRY_RUN, OPT_JOURNAL };
 
 static void help(void)
 {
@@ -47,8 +27,26 @@ static void help(void)
            " [-r leaks|all] [-T SRC_CACHE] [-U] [--deep] FILENAME\n", qimg_progname);
 }
 
+/* qemu-img's report and exit code for a finished run (digest §4 steps 4-6); frees run. */
 static int check_report(struct check_run *run, int rc, const char *filename, bool json,
-                        bool quiet);
+                        bool quiet)
+{
+    int ret = check_run_report(run, rc, filename, json, quiet, NULL, NULL);
+    check_run_free(run);
+    return ret;
+}
+
+typedef int (*blk_pass_fn)(image_t *, unsigned, struct check_run *);
+
+/* One pass of a block-layer checker on a fresh run. */
+static int blk_pass(image_t *img, blk_pass_fn pass, unsigned fix, const struct check_opts *o,
+                    struct check_run *run)
+{
+    check_run_start(run, o, true);
+    run->format = img->format;
+    run->opened = true;
+    return pass(img, fix, run);
+}
 
 /* Formats checked through the block layer (QED, VDI): open as qemu-img check does (backing
  * chain too, read-write under -r), run a pass with the fix mode and, if it fixed anything,
@@ -56,24 +54,13 @@ static int check_report(struct check_run *run, int rc, const char *filename, boo
 static int check_blk(const char *filename, const char *fmt, int fix, bool json, bool quiet,
                      const struct check_opts *o)
 {
-    image_t *img;
-    char *msg = NULL;
     int flags = (fix ? IMG_OPEN_RDWR : 0) | (o->share ? IMG_OPEN_SHARE : 0);
-    if (image_open(filename, fmt, flags, &img, &msg) < 0) {
-        err_report("%s", msg);
-        free(msg);
+    image_t *img = image_open_or_report(filename, fmt, flags);
+    if (!img)
         return 1;
-    }
-    int (*pass)(image_t *, unsigned, struct check_run *) =
-        !strcmp(fmt, "qed") ? qed_check_pass : vdi_check_pass;
+    blk_pass_fn pass = !strcmp(fmt, "qed") ? qed_check_pass : vdi_check_pass;
     struct check_run run;
-    memset(&run, 0, sizeof(run));
-    run.format = img->format;
-    run.opened = true;
-    findings_init(&run.findings, o->findings_cap ? o->findings_cap : 100000);
-    run.findings.sink = sink_stderr;
-    run.findings.sink_opaque = &run;
-    int rc = pass(img, (unsigned)fix, &run);
+    int rc = blk_pass(img, pass, (unsigned)fix, o, &run);
     if (rc == -ENOTSUP) {
         err_report("This image format does not support checks");
         check_run_free(&run);
@@ -87,11 +74,7 @@ static int check_blk(const char *filename, const char *fmt, int fix, bool json, 
                    "    %lld leaked clusters\n    %lld corruptions\n\n"
                    "Double checking the fixed image now...\n", (long long)lf, (long long)cf);
         check_run_free(&run);
-        memset(&run.res, 0, sizeof(run.res));
-        findings_init(&run.findings, o->findings_cap ? o->findings_cap : 100000);
-        run.findings.sink = sink_stderr;
-        run.findings.sink_opaque = &run;
-        rc = pass(img, 0, &run);
+        rc = blk_pass(img, pass, 0, o, &run);
         run.res.corruptions_fixed = cf;
         run.res.leaks_fixed = lf;
     }
@@ -102,13 +85,9 @@ static int check_blk(const char *filename, const char *fmt, int fix, bool json, 
 int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, 0, 'h' },
-        { "format", required_argument, 0, 'f' },
+        OPTS_LONG_COMMON,
+        OPTS_LONG_FORMAT_OUTPUT,
         { "repair", required_argument, 0, 'r' },
-        { "output", required_argument, 0, OPT_OUTPUT },
-        { "object", required_argument, 0, OPT_OBJECT },
-        { "image-opts", no_argument, 0, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, 0, 'U' },
         { "deep", no_argument, 0, OPT_DEEP },
         { "findings-cap", required_argument, 0, OPT_FINDINGS_CAP },
         { "dry-run", no_argument, 0, OPT_DRY_RUN },
@@ -122,17 +101,9 @@ int cmd_check(int argc, char **argv)
     bool quiet = false, json = false;
     int fix = 0;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":hf:r:T:qU", longopts, NULL)) != -1) {
+    opts_start();
+    while ((c = opts_next(argc, argv, ":hf:r:T:qU", longopts, help)) != -1) {
         switch (c) {
-        case ':':
-            err_usage("missing argument for option '%s'", argv[optind - 1]);
-        case '?':
-            err_usage("unrecognized option '%s'", argv[optind - 1]);
-        case 'h':
-            help();
-            return 0;
         case 'f': fmt = optarg; break;
         case 'r':
             if (!strcmp(optarg, "leaks"))
@@ -154,16 +125,10 @@ int cmd_check(int argc, char **argv)
         case OPT_JOURNAL: journal = optarg; break;
         }
     }
-    if (optind != argc - 1)
-        err_usage("Expecting one image file name");
-    const char *filename = argv[optind];
-    if (output && !strcmp(output, "json")) {
-        json = true;
-    } else if (output && strcmp(output, "human")) {
-        err_report("--output must be used with human or json as argument.");
+    const char *filename = opts_one_file(argc, argv);
+    if (opts_output_json(output, &json) < 0)
         return 1;
-    }
-    if (cache && !valid_cache(cache)) {
+    if (cache && !cache_mode_valid(cache)) {
         err_report("Invalid source cache option: %s", cache);
         return 1;
     }
@@ -237,10 +202,7 @@ int cmd_check(int argc, char **argv)
         return 1;
     }
     struct check_run run;
-    memset(&run, 0, sizeof(run));
-    findings_init(&run.findings, o.findings_cap ? o.findings_cap : 100000);
-    run.findings.sink = sink_stderr;
-    run.findings.sink_opaque = &run;
+    check_run_start(&run, &o, true);
     rc = qcow2_check_run(q, filename, &o, &run);
     qio_close(q);
     if (!run.opened) {
@@ -248,40 +210,4 @@ int cmd_check(int argc, char **argv)
         return 1;
     }
     return check_report(&run, rc, filename, json, quiet);
-}
-
-/* qemu-img's report and exit code for a finished run (digest §4 steps 4-6); frees run. */
-static int check_report(struct check_run *run, int rc, const char *filename, bool json,
-                        bool quiet)
-{
-    int ret;
-    if (rc == 0) {
-        if (json) {
-            if (!quiet) {
-                json_t *j = check_to_json(filename, run->format, &run->res, &run->findings,
-                                          &run->names);
-                json_print(stdout, j);
-                fputc('\n', stdout);
-                json_free(j);
-            }
-        } else if (!quiet) {
-            check_print_human(stdout, &run->res);
-        }
-    }
-    fflush(stdout);
-    if (rc < 0 || run->res.check_errors) {
-        if (rc < 0)
-            err_report("Check failed: %s", strerror(-rc));
-        else
-            err_report("Check failed");
-        ret = 1;
-    } else if (run->res.corruptions) {
-        ret = 2;
-    } else if (run->res.leaks) {
-        ret = 3;
-    } else {
-        ret = 0;
-    }
-    check_run_free(run);
-    return ret;
 }

@@ -3,7 +3,6 @@
  * status words and the progress values are the same. Ranges the metadata settles (both zero,
  * both unallocated) are never read; the rest is compared with one memcmp per step and only
  * on a difference narrowed to qemu's 512-byte piece. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +13,12 @@
 #include "util/cache.h"
 #include "util/err.h"
 #include "util/hugebuf.h"
+#include "util/opts.h"
 #include "util/progress.h"
 #include "util/xalloc.h"
 
 #define IO_BUF_SIZE (2u << 20) /* qemu-img's IO_BUF_SIZE: the step size qemu reads in */
 #define SECTOR 512
-
-enum { OPT_OBJECT = 256, OPT_IMAGE_OPTS };
 
 struct cmp {
     bool quiet;
@@ -210,42 +208,16 @@ static void help(void)
            " [-p] [-q] [-s] [-U] FILENAME1 FILENAME2\n", qimg_progname);
 }
 
-static image_t *open_one(const char *fn, const char *fmt, bool share)
-{
-    image_t *img;
-    char *msg = NULL;
-    if (image_open(fn, fmt, share ? IMG_OPEN_SHARE : 0, &img, &msg) < 0) {
-        err_report("%s", msg);
-        free(msg);
-        return NULL;
-    }
-    return img;
-}
-
 int cmd_compare(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "help", no_argument, 0, 'h' },
-        { "object", required_argument, 0, OPT_OBJECT },
-        { "image-opts", no_argument, 0, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, 0, 'U' },
-        { 0, 0, 0, 0 },
-    };
+    static const struct option longopts[] = { OPTS_LONG_COMMON, { 0, 0, 0, 0 } };
     const char *fmt1 = NULL, *fmt2 = NULL, *cache = "writeback";
     bool progress = false, strict = false, share = false;
     struct cmp c = { 0 };
     int opt;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":hf:F:T:pqsU", longopts, NULL)) != -1) {
+    opts_start();
+    while ((opt = opts_next(argc, argv, ":hf:F:T:pqsU", longopts, help)) != -1) {
         switch (opt) {
-        case ':':
-            err_usage("missing argument for option '%s'", argv[optind - 1]);
-        case '?':
-            err_usage("unrecognized option '%s'", argv[optind - 1]);
-        case 'h':
-            help();
-            return 0;
         case 'f': fmt1 = optarg; break;
         case 'F': fmt2 = optarg; break;
         case 'T': cache = optarg; break;
@@ -270,7 +242,9 @@ int cmd_compare(int argc, char **argv)
         err_report("Invalid source cache option: %s", cache);
         goto out;
     }
-    if (!(img1 = open_one(fn1, fmt1, share)) || !(img2 = open_one(fn2, fmt2, share)))
+    int flags = share ? IMG_OPEN_SHARE : 0;
+    if (!(img1 = image_open_or_report(fn1, fmt1, flags)) ||
+        !(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
     c.buf1 = hugebuf_alloc(IO_BUF_SIZE);
     c.buf2 = hugebuf_alloc(IO_BUF_SIZE);

@@ -1,7 +1,6 @@
 /* qimg info: qemu-img 7.2's img_info. Each layer is opened on its own (no backing, no I/O),
  * its ImageInfo is built as a JSON object in qemu's field set, and printed either with the
  * JSON writer or in qemu's human layout (bdrv_image_info_dump). */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +12,11 @@
 #include "cmd/commands.h"
 #include "util/err.h"
 #include "util/json.h"
+#include "util/opts.h"
 #include "util/size.h"
 #include "util/xalloc.h"
 
-enum { OPT_OUTPUT = 256, OPT_BACKING_CHAIN, OPT_OBJECT, OPT_IMAGE_OPTS };
+enum { OPT_BACKING_CHAIN = OPT_CMD };
 
 /* Everything info prints about one layer. */
 struct layer_info {
@@ -187,13 +187,9 @@ static long collect(const char *filename, const char *fmt, bool chain, int flags
             err_report("Backing chain too deep (more than %d images)", IMG_MAX_CHAIN);
             goto fail;
         }
-        image_t *img;
-        char *msg = NULL;
-        if (image_open(next, next_fmt, flags, &img, &msg) < 0) {
-            err_report("%s", msg);
-            free(msg);
+        image_t *img = image_open_or_report(next, next_fmt, flags);
+        if (!img)
             goto fail;
-        }
         l = xreallocarray(l, n + 1, sizeof(*l));
         names = xreallocarray(names, n + 1, sizeof(*names));
         ids = xreallocarray(ids, n + 1, sizeof(*ids));
@@ -222,34 +218,26 @@ fail:
     return -1;
 }
 
-static void usage(void)
+static void help(void)
 {
     printf("usage: %s info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] "
            "[--backing-chain] [-U] filename\n", qimg_progname);
-    exit(0);
 }
 
 int cmd_info(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, 0, 'h' },
-        { "format", required_argument, 0, 'f' },
-        { "output", required_argument, 0, OPT_OUTPUT },
+        OPTS_LONG_COMMON,
+        OPTS_LONG_FORMAT_OUTPUT,
         { "backing-chain", no_argument, 0, OPT_BACKING_CHAIN },
-        { "object", required_argument, 0, OPT_OBJECT },
-        { "image-opts", no_argument, 0, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, 0, 'U' },
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *output = NULL;
     bool chain = false, share = false;
     int c;
-    optind = 0;
-    while ((c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1) {
+    opts_start();
+    while ((c = opts_next(argc, argv, ":f:hU", longopts, help)) != -1) {
         switch (c) {
-        case ':': err_usage("missing argument for option '%s'", argv[optind - 1]);
-        case '?': err_usage("unrecognized option '%s'", argv[optind - 1]);
-        case 'h': usage(); break;
         case 'f': fmt = optarg; break;
         case 'U': share = true; break;
         case OPT_OUTPUT: output = optarg; break;
@@ -260,16 +248,10 @@ int cmd_info(int argc, char **argv)
             return 1;
         }
     }
-    if (optind != argc - 1)
-        err_usage("Expecting one image file name");
-    const char *filename = argv[optind];
-    bool json = false;
-    if (output && !strcmp(output, "json")) {
-        json = true;
-    } else if (output && strcmp(output, "human")) {
-        err_report("--output must be used with human or json as argument.");
+    const char *filename = opts_one_file(argc, argv);
+    bool json;
+    if (opts_output_json(output, &json) < 0)
         return 1;
-    }
     int flags = IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | (share ? IMG_OPEN_SHARE : 0);
     struct layer_info *l;
     long n = collect(filename, fmt, chain, flags, &l);

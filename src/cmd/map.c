@@ -2,17 +2,14 @@
  * backing chain one layer at a time; adjacent equal entries merge; human output prints only
  * data ranges. Output is streamed, so an error leaves what was already printed, as qemu's. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
+#include "util/opts.h"
 #include "util/size.h"
-
-enum { OPT_OUTPUT = 256, OPT_OBJECT, OPT_IMAGE_OPTS };
 
 struct map_entry {
     int64_t start, length, offset;
@@ -115,12 +112,8 @@ static void help(void)
 int cmd_map(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "help", no_argument, 0, 'h' },
-        { "format", required_argument, 0, 'f' },
-        { "output", required_argument, 0, OPT_OUTPUT },
-        { "object", required_argument, 0, OPT_OBJECT },
-        { "image-opts", no_argument, 0, OPT_IMAGE_OPTS },
-        { "force-share", no_argument, 0, 'U' },
+        OPTS_LONG_COMMON,
+        OPTS_LONG_FORMAT_OUTPUT,
         { "start-offset", required_argument, 0, 's' },
         { "max-length", required_argument, 0, 'l' },
         { 0, 0, 0, 0 },
@@ -129,17 +122,9 @@ int cmd_map(int argc, char **argv)
     bool share = false;
     int64_t start = 0, max_len = -1;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:s:l:hU", longopts, NULL)) != -1) {
+    opts_start();
+    while ((c = opts_next(argc, argv, ":f:s:l:hU", longopts, help)) != -1) {
         switch (c) {
-        case ':':
-            err_usage("missing argument for option '%s'", argv[optind - 1]);
-        case '?':
-            err_usage("unrecognized option '%s'", argv[optind - 1]);
-        case 'h':
-            help();
-            return 0;
         case 'f': fmt = optarg; break;
         case 'U': share = true; break;
         case OPT_OUTPUT: output = optarg; break;
@@ -155,24 +140,14 @@ int cmd_map(int argc, char **argv)
         case OPT_IMAGE_OPTS: break;
         }
     }
-    if (optind != argc - 1)
-        err_usage("Expecting one image file name");
-    const char *filename = argv[optind];
-    bool json = false;
-    if (output && !strcmp(output, "json")) {
-        json = true;
-    } else if (output && strcmp(output, "human")) {
-        err_report("--output must be used with human or json as argument.");
+    const char *filename = opts_one_file(argc, argv);
+    bool json;
+    if (opts_output_json(output, &json) < 0)
         return 1;
-    }
 
-    image_t *img;
-    char *msg = NULL;
-    if (image_open(filename, fmt, share ? IMG_OPEN_SHARE : 0, &img, &msg) < 0) {
-        err_report("%s", msg);
-        free(msg);
+    image_t *img = image_open_or_report(filename, fmt, share ? IMG_OPEN_SHARE : 0);
+    if (!img)
         return 1;
-    }
     if (json)
         putchar('[');
     else

@@ -1,0 +1,25 @@
+/* A check run as `qimg check` drives it, with or without -r: started with qemu-img's
+ * stderr lines, ended with qemu-img's report and exit code. One copy, so a plain check and
+ * a repair cannot disagree on either. */
+#ifndef QIMG_REPAIR_CHECK_CLI_H
+#define QIMG_REPAIR_CHECK_CLI_H
+
+#include <stdbool.h>
+
+#include "checker/check.h"
+#include "util/json.h"
+
+/* Clears run and sets up its findings (cap from o, 0 = 100000); with print, each finding
+ * is also written to stderr as qemu-img prints it, as soon as it is found. */
+void check_run_start(struct check_run *run, const struct check_opts *o, bool print);
+
+/* Adds to the JSON report before it is printed (the dry run adds its plan). */
+typedef void (*check_json_amend_fn)(json_t *report, const void *ctx);
+
+/* qemu-img's report of a finished run (rc from the check, < 0: it did not complete):
+ * human or JSON on stdout unless quiet, "Check failed" on stderr, and the exit code
+ * (1 failed, 2 corruptions, 3 leaks, 0 clean). amend may be NULL. Does not free run. */
+int check_run_report(const struct check_run *run, int rc, const char *filename, bool json,
+                     bool quiet, check_json_amend_fn amend, const void *ctx);
+
+#endif
