@@ -96,20 +96,20 @@ def img_prealloc_1t():
     return p
 
 
-def img_fragmented_snapshots():
-    """A heavily fragmented 8 GiB image of 4 KiB clusters: four rounds of 25,000 scattered
-    4 KiB writes (guest order unrelated to host order), a snapshot after each of the first
-    three, so most L2 tables exist four times (copied on write) and data clusters are shared
-    at refcounts 1 to 4. About 400 MiB of data, 2.1M host clusters."""
-    p = os.path.join(BENCH_DIR, "frag-snap-4k.qcow2")
+def fragmented_image(name, size, cluster_size):
+    """Four rounds of 25,000 scattered 4 KiB writes (guest order unrelated to host order),
+    a snapshot after each of the first three: most L2 tables exist four times (copied on
+    write) and data clusters are shared at refcounts 1 to 4."""
+    p = os.path.join(BENCH_DIR, name)
     if not os.path.exists(p):
         tmp = p + ".tmp"
-        sh(QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", tmp, "8G")
-        clusters = (8 << 30) // 4096
+        sh(QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", f"cluster_size={cluster_size}",
+           tmp, str(size))
+        blocks = size // 4096
         for snap in range(4):
             lines = []
             for i in range(25000):
-                c = (i * 2654435761 + snap * 40503 + 12345) % clusters
+                c = (i * 2654435761 + snap * 40503 + 12345) % blocks
                 lines.append(f"write -P {(i + snap) % 250 + 1} {c * 4096} 4k")
             lines.append("quit")
             subprocess.run([QEMU_IO, "-f", "qcow2", tmp], input="\n".join(lines).encode(),
@@ -120,12 +120,26 @@ def img_fragmented_snapshots():
     return p
 
 
+def img_fragmented_snapshots():
+    """8 GiB of 4 KiB clusters: about 400 MiB of data, 2.1M host clusters."""
+    return fragmented_image("frag-snap-4k.qcow2", 8 << 30, 4096)
+
+
+def img_fragmented_snapshots_64k():
+    """qemu's default 64 KiB clusters over a 1 TiB disk: nearly every write allocates its
+    own cluster, and the 2,048 L2 tables are copied on write in each round (about 8,000
+    L2 tables, 512 MiB of metadata, 6.5 GB of file)."""
+    return fragmented_image("frag-snap-64k.qcow2", 1 << 40, 65536)
+
+
 CASES = [
     ("compare 4 GiB mixed", "compare", lambda: ["compare", *img_compare_pair()]),
     ("map --output=json 1 TiB prealloc=metadata", "map",
      lambda: ["map", "--output=json", img_prealloc_1t()]),
     ("check 1 TiB prealloc=metadata", "check", lambda: ["check", img_prealloc_1t()]),
     ("check fragmented 4 KiB clusters + 3 snapshots", "check-frag", lambda: ["check", img_fragmented_snapshots()]),
+    ("check fragmented 64 KiB clusters, 1 TiB + 3 snapshots", "check-frag64",
+     lambda: ["check", img_fragmented_snapshots_64k()]),
 ]
 
 

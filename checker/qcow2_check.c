@@ -79,21 +79,30 @@ static int refcount_pass(struct qc2 *s)
     return 0;
 }
 
+int qc2_run_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o,
+                 struct check_run *run)
+{
+    memset(s, 0, sizeof(*s));
+    run->format = "qcow2";
+    int rc = qc2_open(s, q, filename, o);
+    if (rc < 0) {
+        run->ret = rc;
+        run->opened = false;
+        qc2_close(s);
+        return rc;
+    }
+    run->opened = true;
+    s->fl = &run->findings;
+    return 0;
+}
+
 int qcow2_check_run(qio_t *q, const char *filename, const struct check_opts *o,
                     struct check_run *run)
 {
     struct qc2 s;
-    memset(&s, 0, sizeof(s));
-    run->format = "qcow2";
-    int rc = qc2_open(&s, q, filename, o);
-    if (rc < 0) {
-        run->ret = rc;
-        run->opened = false;
-        qc2_close(&s);
+    int rc = qc2_run_open(&s, q, filename, o, run);
+    if (rc < 0)
         return rc;
-    }
-    run->opened = true;
-    s.fl = &run->findings;
     s.res = &run->res;
     s.fix = o->fix;
     s.copied_prescreen = o->fix == 0;

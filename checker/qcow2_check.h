@@ -106,6 +106,11 @@ struct qc2 {
     int64_t highest_cluster;
 };
 
+/* A run's start: s opened on q (run->opened says whether it was), findings into run.
+ * 0, or the open's -errno (s is then closed). */
+int qc2_run_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o,
+                 struct check_run *run);
+
 /* qcow2_open.c: 0, or prints "Could not open 'F': msg" and returns -errno. */
 int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o);
 void qc2_close(struct qc2 *s);

@@ -91,17 +91,9 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
                       unsigned fix, struct repair_ctx *ctx, struct check_run *run)
 {
     struct qc2 s;
-    memset(&s, 0, sizeof(s));
-    run->format = "qcow2";
-    int rc = qc2_open(&s, overlay, filename, o);
-    if (rc < 0) {
-        run->ret = rc;
-        run->opened = false;
-        qc2_close(&s);
+    int rc = qc2_run_open(&s, overlay, filename, o, run);
+    if (rc < 0)
         return rc;
-    }
-    run->opened = true;
-    s.fl = &run->findings;
     s.fixer = &repair_fixer;
     s.fixer_ctx = ctx;
     s.fix = fix;
