@@ -7,18 +7,25 @@
 #include "util/hugebuf.h"
 #include "util/xalloc.h"
 
-/* Big tables on huge pages: first-touch faults of 4 KiB pages are costly in a VM (a 1 TiB
- * image's IMRT is 4096 of them, against 8 of 2 MiB). Small ones from the heap. Zeroed. */
-static uint8_t *alloc_entries(uint64_t entries)
+static uint64_t bytes_for(const struct imrt *t, uint64_t entries)
 {
-    return entries >= HUGEBUF_MIN ? hugebuf_try_alloc((size_t)entries)
-                                  : calloc((size_t)entries, 1);
+    unsigned per = 8 / t->bits;
+    return entries / per + (entries % per != 0);
 }
 
-static void free_entries(uint8_t *v, uint64_t entries)
+/* Big tables on huge pages: first-touch faults of 4 KiB pages are costly in a VM (a 1 TiB
+ * image's IMRT is 4096 of them, against 8 of 2 MiB). Small ones from the heap. Zeroed. */
+static uint8_t *alloc_entries(const struct imrt *t, uint64_t entries)
 {
-    if (entries >= HUGEBUF_MIN)
-        hugebuf_free(v, (size_t)entries);
+    uint64_t bytes = bytes_for(t, entries);
+    return bytes >= HUGEBUF_MIN ? hugebuf_try_alloc((size_t)bytes) : calloc((size_t)bytes, 1);
+}
+
+static void free_entries(const struct imrt *t, uint8_t *v, uint64_t entries)
+{
+    uint64_t bytes = bytes_for(t, entries);
+    if (bytes >= HUGEBUF_MIN)
+        hugebuf_free(v, (size_t)bytes);
     else
         free(v);
 }
@@ -28,11 +35,12 @@ int imrt_init(struct imrt *t, uint64_t nb_clusters, unsigned refcount_order)
     memset(t, 0, sizeof(*t));
     unsigned bits = 1u << refcount_order;
     t->max = bits >= 64 ? UINT64_MAX : (1ull << bits) - 1;
+    t->bits = bits < 8 ? bits : 8;
     /* one spare entry: a reference may end less than a cluster past EOF */
     uint64_t alloc = nb_clusters + 1;
     if (alloc > SIZE_MAX / 2)
         return -ENOMEM;
-    t->v = alloc_entries(alloc);
+    t->v = alloc_entries(t, alloc);
     if (!t->v)
         return -ENOMEM;
     t->alloc = alloc;
@@ -50,7 +58,7 @@ static void spill_free(struct imrt_spill *sp)
 void imrt_free(struct imrt *t)
 {
     if (t->v)
-        free_entries(t->v, t->alloc);
+        free_entries(t, t->v, t->alloc);
     spill_free(&t->spill);
     t->v = NULL;
     t->n = t->alloc = 0;
@@ -64,11 +72,11 @@ int imrt_grow(struct imrt *t, uint64_t k)
         uint64_t na = k + 1 + (k >> 3);
         if (na < k || na > SIZE_MAX / 2)
             return -ENOMEM;
-        uint8_t *nv = alloc_entries(na);
+        uint8_t *nv = alloc_entries(t, na);
         if (!nv)
             return -ENOMEM;
-        memcpy(nv, t->v, (size_t)t->alloc);
-        free_entries(t->v, t->alloc);
+        memcpy(nv, t->v, (size_t)bytes_for(t, t->alloc));
+        free_entries(t, t->v, t->alloc);
         t->v = nv;
         t->alloc = na;
     }
@@ -79,7 +87,7 @@ int imrt_grow(struct imrt *t, uint64_t k)
 void imrt_zero(struct imrt *t)
 {
     if (t->v)
-        memset(t->v, 0, (size_t)t->alloc);
+        memset(t->v, 0, (size_t)bytes_for(t, t->alloc));
     spill_free(&t->spill);
 }
 

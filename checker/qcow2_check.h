@@ -18,6 +18,7 @@
 
 #include "checker/check.h"
 #include "checker/findings.h"
+#include "format/be.h"
 #include "checker/imrt.h"
 #include "format/qcow2_bitmap.h"
 #include "format/qcow2_ext.h"
@@ -138,14 +139,16 @@ int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
 /* Entry idx of a refblock; the common widths inline, the rest via the decoder. */
 static inline uint64_t qc2_rb_entry(const struct qc2 *s, const uint8_t *blk, uint64_t idx)
 {
+    /* idx < refcount_block_entries, so every access stays inside the cluster; sub-byte
+     * widths are packed lowest bits first (qemu's get_refcount_ro0..2) */
     switch (s->h.refcount_order) {
-    case 4: return (uint64_t)blk[idx * 2] << 8 | blk[idx * 2 + 1];
+    case 0: return (blk[idx / 8] >> (idx % 8)) & 1;
+    case 1: return (blk[idx / 4] >> (2 * (idx % 4))) & 3;
+    case 2: return (blk[idx / 2] >> (4 * (idx % 2))) & 15;
     case 3: return blk[idx];
-    default: {
-        uint64_t v = 0;
-        qcow2_refblock_get(blk, (size_t)s->cs, s->h.refcount_order, idx, &v);
-        return v;
-    }
+    case 4: return be16_get(blk + idx * 2);
+    case 5: return be32_get(blk + idx * 4);
+    default: return be64_get(blk + idx * 8);
     }
 }
 

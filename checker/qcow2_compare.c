@@ -1,5 +1,6 @@
 /* §3.6: computed (IMRT) vs stored refcounts, one refblock read per block. */
 #include <errno.h>
+#include <string.h>
 
 #include "checker/qcow2_check.h"
 #include "format/qcow2_refcount.h"
@@ -37,8 +38,25 @@ static void mismatch(struct qc2 *s, uint64_t i, uint64_t disk, uint64_t ref)
 static bool block_matches(const struct qc2 *s, const uint8_t *blk, uint64_t base, uint64_t cnt,
                           int64_t *hi)
 {
-    const uint8_t *ref = s->imrt.v + base;
+    const uint8_t *ref;
     unsigned bad = 0;
+    if (s->imrt.bits < 8) {
+        /* packed alike on disk and in the IMRT (base is a whole number of bytes in) */
+        unsigned per = 8 / s->imrt.bits;
+        uint64_t whole = cnt / per, rest = cnt % per;
+        ref = s->imrt.v + base / per;
+        if (memcmp(blk, ref, (size_t)whole))
+            return false;
+        if (rest && ((blk[whole] ^ ref[whole]) & ((1u << (rest * s->imrt.bits)) - 1)))
+            return false;
+        for (uint64_t i = cnt; i-- > 0;)
+            if ((ref[i / per] >> ((i % per) * s->imrt.bits)) & ((1u << s->imrt.bits) - 1)) {
+                *hi = (int64_t)(base + i);
+                break;
+            }
+        return true;
+    }
+    ref = s->imrt.v + base;
     if (s->h.refcount_order == 4) {
         for (uint64_t i = 0; i < cnt; i++)
             bad |= (((unsigned)blk[2 * i] << 8 | blk[2 * i + 1]) ^ ref[i]) |
@@ -46,8 +64,12 @@ static bool block_matches(const struct qc2 *s, const uint8_t *blk, uint64_t base
     } else if (s->h.refcount_order == 3) {
         for (uint64_t i = 0; i < cnt; i++)
             bad |= (unsigned)(blk[i] ^ ref[i]) | (ref[i] == IMRT_SPILL);
+    } else if (s->h.refcount_order == 5) {
+        for (uint64_t i = 0; i < cnt; i++)
+            bad |= (be32_get(blk + 4 * i) != ref[i]) | (ref[i] == IMRT_SPILL);
     } else {
-        return false;
+        for (uint64_t i = 0; i < cnt; i++)
+            bad |= (be64_get(blk + 8 * i) != ref[i]) | (ref[i] == IMRT_SPILL);
     }
     if (bad)
         return false;

@@ -65,16 +65,36 @@ static void test_many_spilled_rehash_grow_zero(void **state)
     imrt_free(&t);
 }
 
+/* refcount_bits 1, 2, 4 are packed: every entry keeps its own value, neighbours in the
+ * same byte included, through grow and zero; 8 bits uses the byte table. */
 static void test_narrow_widths(void **state)
 {
     (void)state;
     static const uint64_t max[] = { 1, 3, 15, 255 };
+    static const unsigned bits[] = { 1, 2, 4, 8 };
     for (unsigned order = 0; order < 4; order++) {
         struct imrt t;
-        assert_int_equal(imrt_init(&t, 16, order), 0);
+        assert_int_equal(imrt_init(&t, 37, order), 0);   /* not a whole number of bytes */
         assert_int_equal(t.max, max[order]);
-        imrt_set(&t, 15, t.max);
-        assert_int_equal(imrt_get(&t, 15), t.max);
+        assert_int_equal(t.bits, bits[order]);
+        for (uint64_t k = 0; k < 37; k++)
+            imrt_set(&t, k, (k * 7 + 3) % (t.max + 1));
+        for (uint64_t k = 0; k < 37; k++)
+            assert_int_equal(imrt_get(&t, k), (k * 7 + 3) % (t.max + 1));
+        imrt_set(&t, 36, t.max);
+        imrt_set(&t, 35, 0);
+        assert_int_equal(imrt_get(&t, 36), t.max);
+        assert_int_equal(imrt_get(&t, 35), 0);
+        assert_int_equal(imrt_get(&t, 34), (34 * 7 + 3) % (t.max + 1));
+        assert_int_equal(imrt_grow(&t, 20000000), 0);   /* packed, on huge pages */
+        assert_int_equal(imrt_get(&t, 36), t.max);
+        assert_int_equal(imrt_get(&t, 19999999), 0);
+        imrt_set(&t, 20000000, 1);
+        assert_int_equal(imrt_get(&t, 20000000), 1);
+        assert_int_equal(imrt_get(&t, 19999999), 0);
+        imrt_zero(&t);
+        assert_int_equal(imrt_get(&t, 36), 0);
+        assert_int_equal(imrt_get(&t, 20000000), 0);
         imrt_free(&t);
     }
 }
