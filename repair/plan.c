@@ -107,10 +107,16 @@ int plan_write(struct plan *p, enum plan_class cls, uint64_t off, const void *bu
     if (last && !p->no_merge && last->op == PLAN_WRITE && last->cls == cls &&
         last->offset + last->len == off && last->len + len <= MERGE_MAX &&
         off + len <= p->size) {
-        last->new_bytes = realloc(last->new_bytes, (size_t)(last->len + len));
-        last->old_bytes = realloc(last->old_bytes, (size_t)(last->len + len));
-        if (!last->new_bytes || !last->old_bytes)
-            abort();
+        if (last->len + len > last->cap) {
+            /* geometric growth: thousands of 2-byte refcount writes merge into one entry
+             * in linear time, not by copying the growing buffer each time */
+            uint64_t cap = last->cap * 2 > last->len + len ? last->cap * 2 : last->len + len;
+            if (cap > MERGE_MAX)
+                cap = MERGE_MAX;
+            last->new_bytes = xreallocarray(last->new_bytes, (size_t)cap, 1);
+            last->old_bytes = xreallocarray(last->old_bytes, (size_t)cap, 1);
+            last->cap = cap;
+        }
         memcpy(last->new_bytes + last->len, buf, len);
         memcpy(last->old_bytes + last->len, old, len);
         last->len += len;
@@ -138,7 +144,7 @@ int plan_write(struct plan *p, enum plan_class cls, uint64_t off, const void *bu
     e->op = PLAN_WRITE;
     e->cls = cls;
     e->offset = off;
-    e->len = len;
+    e->len = e->cap = len;
     e->new_bytes = xmalloc(len);
     memcpy(e->new_bytes, buf, len);
     e->old_bytes = old;
@@ -176,7 +182,7 @@ int plan_prepend_write(struct plan *p, enum plan_class cls, uint64_t off, const 
     e->op = PLAN_WRITE;
     e->cls = cls;
     e->offset = off;
-    e->len = len;
+    e->len = e->cap = len;
     e->old_size = p->base_size;
     e->new_bytes = xmalloc(len);
     memcpy(e->new_bytes, buf, len);

@@ -39,6 +39,7 @@ struct plan_entry {
     uint64_t len;          /* write length */
     uint8_t *new_bytes;    /* write: the bytes written */
     uint8_t *old_bytes;    /* write: the bytes there just before this write */
+    uint64_t cap;          /* write: bytes allocated for new_bytes and old_bytes each */
     uint64_t old_size;     /* file size before this entry */
     char *reason;
 };
