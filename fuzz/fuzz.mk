@@ -1,7 +1,8 @@
 # Fuzzing, golden suite, regression replay and valgrind targets (included by the Makefile).
 #
-#   make fuzz-smoke   every libFuzzer target and both AFL++ targets for FUZZ_SMOKE_SECS
-#                     each, two at a time (CI; well under 10 minutes on 2 cores)
+#   make fuzz-smoke   every libFuzzer target for a fixed number of inputs (FUZZ_SMOKE_RUNS,
+#                     seed FUZZ_SMOKE_SEED, at most FUZZ_SMOKE_SECS each) and both AFL++
+#                     targets for FUZZ_SMOKE_AFL_SECS, two at a time (CI; under 10 min)
 #   make fuzz         long runs: FUZZ_SECS per target (default 1800), two at a time
 #   make fuzz-cov     coverage build (llvm-cov) replayed over seeds + saved corpora
 #   make golden       the golden regression suite (part of `make test`)
@@ -12,8 +13,12 @@
 FUZZ_BUILD      ?= build-fuzz
 FUZZ_CC         ?= clang
 FUZZ_TARGETS    := header l2 refcount snapshot bitmap check read repair
-FUZZ_SMOKE_SECS ?= 35
+FUZZ_SMOKE_SECS ?= 60
 FUZZ_SMOKE_SEED ?= 1
+# inputs per target for fuzz-smoke: about 30 s each on this project's 2-core machine
+FUZZ_SMOKE_RUNS ?= header=3000000 l2=60000 refcount=100000 snapshot=700000 bitmap=1400000 \
+                   check=8000 read=30000 repair=1500
+FUZZ_SMOKE_AFL_SECS ?= 35
 FUZZ_SECS       ?= 1800
 FUZZ_JOBS       ?= 2
 FUZZ_SAN        := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -52,8 +57,12 @@ fuzz-build: fuzz-deps
 
 # fixed seed, empty corpus: the same run here and in CI (random exploration is `make fuzz`)
 fuzz-smoke: fuzz-build
-	@rm -rf $(FUZZ_BUILD)/smoke-corpus
-	@FUZZ_SEED=$(FUZZ_SMOKE_SEED) FUZZ_CORPUS=$(FUZZ_BUILD)/smoke-corpus FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SMOKE_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map
+	@rm -rf $(FUZZ_BUILD)/smoke-corpus $(FUZZ_BUILD)/artifacts
+	@FUZZ_SEED=$(FUZZ_SMOKE_SEED) FUZZ_RUNS="$(FUZZ_SMOKE_RUNS)" \
+	  FUZZ_CORPUS=$(FUZZ_BUILD)/smoke-corpus FUZZ_BUILD=$(FUZZ_BUILD) \
+	  fuzz/run.sh $(FUZZ_SMOKE_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+	@FUZZ_SEED=$(FUZZ_SMOKE_SEED) FUZZ_BUILD=$(FUZZ_BUILD) \
+	  fuzz/run.sh $(FUZZ_SMOKE_AFL_SECS) $(FUZZ_JOBS) afl-check afl-map
 
 fuzz: fuzz-build
 	@FUZZ_BUILD=$(FUZZ_BUILD) fuzz/run.sh $(FUZZ_SECS) $(FUZZ_JOBS) $(FUZZ_TARGETS) afl-check afl-map

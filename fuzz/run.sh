@@ -6,6 +6,9 @@
 #   usage: fuzz/run.sh SECONDS JOBS TARGET...     (TARGET: header ... read, afl-check, afl-map)
 # FUZZ_SEED=N: fixed RNG seed for every fuzzer (make fuzz-smoke: a gate must be reproducible;
 #   a slower machine runs a prefix of the same mutation sequence). Unset: random (make fuzz).
+# FUZZ_RUNS="target=N ...": stop a libFuzzer target after N inputs (SECONDS stays a cap):
+#   with FUZZ_SEED the same inputs on every machine, so a run verified here is the run CI
+#   does (or a prefix of it, if CI's machine is slower than the cap allows).
 # FUZZ_CORPUS=DIR: where libFuzzer keeps new units (default $FUZZ_BUILD/corpus); fuzz-smoke
 #   starts from an empty one so a local run is the run CI does on a clean clone.
 set -u
@@ -14,6 +17,7 @@ B=${FUZZ_BUILD:-build-fuzz}
 case "$B" in /*) ;; *) B="$PWD/$B" ;; esac   # the check/read targets chdir to a scratch dir
 R="$PWD"
 C=${FUZZ_CORPUS:-$B/corpus}
+case "$C" in /*) ;; *) C="$PWD/$C" ;; esac
 seed=${FUZZ_SEED:-}
 mkdir -p "$B/logs"
 
@@ -49,7 +53,8 @@ run_one() {
         return 0 ;;
     esac
     mkdir -p "$C/$t" "$B/artifacts/$t"
-    timeout -k 10 $((secs + 120)) "$B/fuzz_$t" -max_total_time="$secs" -timeout=10 ${seed:+-seed="$seed"} \
+    runs=$(echo " ${FUZZ_RUNS:-} " | sed -n "s/.* $t=\([0-9]*\) .*/\1/p")
+    timeout -k 10 $((secs + 120)) "$B/fuzz_$t" -max_total_time="$secs" -timeout=10 ${seed:+-seed="$seed"} ${runs:+-runs="$runs"} \
         -rss_limit_mb=2048 -max_len=65536 -close_fd_mask=3 -print_final_stats=1 \
         -dict="$R/fuzz/qcow2.dict" -artifact_prefix="$B/artifacts/$t/" \
         "$C/$t" "$R/corpus/seeds" "$R/corpus/regressions" >"$log" 2>&1
