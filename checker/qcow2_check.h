@@ -102,6 +102,11 @@ struct qc2 {
     bool copied_prescreen;
     uint8_t *copied_suspect;
 
+    /* repair runs (fixer set): every reference found past EOF, however many findings the
+     * list keeps (its cap must not hide one from the rebuild's allocator, repair/metamap) */
+    struct qc2_ref { uint64_t offset, size; } *past_eof;
+    size_t past_eof_n, past_eof_alloc;
+
     /* compare result needed by the driver */
     bool rebuild;
     int64_t highest_cluster;

@@ -240,6 +240,9 @@ void qc2_close(struct qc2 *s)
     imrt_free(&s->imrt);
     free(s->copied_suspect);
     s->copied_suspect = NULL;
+    free(s->past_eof);
+    s->past_eof = NULL;
+    s->past_eof_n = s->past_eof_alloc = 0;
     if (s->data)
         qio_close(s->data);
 }

@@ -33,6 +33,14 @@ int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot)
         f.size = size;
         f.snapshot = snapshot;
         qc2_report(s, &f);
+        if (s->fixer) {
+            if (s->past_eof_n == s->past_eof_alloc) {
+                s->past_eof_alloc = s->past_eof_alloc ? s->past_eof_alloc * 2 : 64;
+                s->past_eof = xreallocarray(s->past_eof, s->past_eof_alloc,
+                                            sizeof(*s->past_eof));
+            }
+            s->past_eof[s->past_eof_n++] = (struct qc2_ref){ offset, size };
+        }
         return 0;
     }
     uint64_t first = offset >> s->h.cluster_bits;

@@ -130,10 +130,9 @@ int metamap_build(struct metamap *m, struct qc2 *s)
 
     /* every reference the check did not count because it lies past EOF (metadata or
      * data): kept free, and counted again if the rebuild brings it inside the file */
-    for (size_t i = 0; s->fl && i < s->fl->n; i++) {
-        const struct finding *f = &s->fl->v[i];
-        if (f->kind != FK_REF_PAST_EOF || !f->size || f->offset >= META_OFFSET_LIMIT ||
-            f->size > META_OFFSET_LIMIT - f->offset)
+    for (size_t i = 0; i < s->past_eof_n; i++) {
+        const struct qc2_ref *f = &s->past_eof[i];
+        if (!f->size || f->offset >= META_OFFSET_LIMIT || f->size > META_OFFSET_LIMIT - f->offset)
             continue;
         unsigned cb = s->h.cluster_bits;
         struct meta_range *r = add(m, f->offset >> cb, ((f->offset + f->size - 1) >> cb) + 1,
@@ -191,5 +190,18 @@ const char *metamap_overlap(const struct metamap *m, uint64_t first, uint64_t en
     while (i--)
         if (m->v[i].end > first)
             return m->v[i].what;
+    return NULL;
+}
+
+const char *metamap_shares_header(const struct metamap *m)
+{
+    /* the refcount structures are replaced by the rebuild itself; anything else in
+     * cluster 0 shares bytes with the header fields the rebuild rewrites */
+    for (size_t i = 0; i < m->n && m->v[i].first == 0; i++) {
+        const char *w = m->v[i].what;
+        if (strcmp(w, "qcow2_header") && strcmp(w, "refcount table") &&
+            strcmp(w, "refcount block") && m->v[i].end > 0)
+            return w;
+    }
     return NULL;
 }

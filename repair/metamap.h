@@ -31,7 +31,7 @@ struct metamap {
 /* Collect every live metadata range of s as it is now (header, active L1 and L2 tables,
  * reftable and refblocks, snapshot table, snapshot L1 and L2 tables, bitmap directory
  * and tables, crypto header), and every reference the check found past EOF (its
- * FK_REF_PAST_EOF findings). Ranges are clamped to qemu's size limits. 0 or -errno. */
+ * s->past_eof, not the capped findings list). Ranges are clamped to qemu's size limits. 0 or -errno. */
 int metamap_build(struct metamap *m, struct qc2 *s);
 void metamap_free(struct metamap *m);
 
@@ -41,5 +41,9 @@ uint64_t metamap_skip(const struct metamap *m, uint64_t k);
 
 /* The class name of a range that [first, end) overlaps, or NULL. */
 const char *metamap_overlap(const struct metamap *m, uint64_t first, uint64_t end);
+
+/* The class of live metadata other than the header and the refcount structures that lies
+ * in cluster 0 (the header's cluster), or NULL. m must be built (sorted). */
+const char *metamap_shares_header(const struct metamap *m);
 
 #endif

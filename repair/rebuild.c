@@ -198,23 +198,11 @@ static int count_now_inside(struct rb *b, uint64_t rt_end)
 
 /* The header fields a rebuild rewrites (refcount_table_offset, _clusters). */
 #define HDR_REFTABLE_FIELDS_OFF 48
-#define HDR_REFTABLE_FIELDS_LEN 12
 
 int repair_rebuild(struct qc2 *s)
 {
     struct rb b = { s, { 0 }, NULL, 0, NULL };
     int rc;
-    /* A snapshot table over the header shares those bytes with a snapshot entry (its L1
-     * pointer, say): switching the reftable would rewrite that snapshot too, into one that
-     * points at the new refcount structures. qemu's rebuild fails here as well (its new
-     * refblocks land in the table); refuse before planning anything. */
-    if (s->sn_size && s->sn_offset < HDR_REFTABLE_FIELDS_OFF + HDR_REFTABLE_FIELDS_LEN &&
-        s->sn_offset + s->sn_size > HDR_REFTABLE_FIELDS_OFF) {
-        err_report("ERROR cannot rebuild the refcount structure: the snapshot table at 0x%"
-                   PRIx64 " overlaps the image header", s->sn_offset);
-        s->res->check_errors++;
-        return -EINVAL;
-    }
     reserve_old_refblocks(s);
     /* built from the old in-memory metadata, before anything is allocated */
     rc = metamap_build(&b.mm, s);
@@ -222,6 +210,19 @@ int repair_rebuild(struct qc2 *s)
         err_report("ERROR reading metadata for the rebuild: %s", strerror(-rc));
         s->res->check_errors++;
         return rc;
+    }
+    /* Other metadata in the header's cluster (an L1 or snapshot table at offset 0, an L2
+     * table named as cluster 0) shares bytes with the header: switching the reftable
+     * would rewrite one of its entries too, into a pointer at the new refcount
+     * structures. qemu's rebuild fails on such images as well (its overlap check, or its
+     * refblocks landing in that table); refuse before planning anything. */
+    const char *shared = metamap_shares_header(&b.mm);
+    if (shared) {
+        err_report("ERROR cannot rebuild the refcount structure: the %s overlaps the image "
+                   "header", shared);
+        s->res->check_errors++;
+        metamap_free(&b.mm);
+        return -EINVAL;
     }
     b.blk = xmalloc((size_t)s->cs);
     repair_drop_rb_cache(s);
