@@ -85,11 +85,21 @@ static int open_data_file(struct qc2 *s)
     }
     if (!s->ext.has_data_file)
         return open_fail(s->filename, -EINVAL, "'data-file' is required for this image");
-    char *path = relative_to_image(s->filename, s->ext.data_file);
+    /* qemu 7.2 opens the stored name as given (relative to the working directory, unlike
+     * a backing file name); src/block/qcow2.c does the same */
+    char *path = xstrdup(s->ext.data_file);
     int rc = qio_open_file(path, QIO_RDONLY | (s->opts->share ? QIO_SHARE : 0), &s->data);
     if (rc < 0) {
         err_report("Could not open '%s': Could not open '%s': %s", s->filename, path,
                    strerror(-rc));
+        free(path);
+        return rc;
+    }
+    char *lockmsg = NULL;
+    rc = qio_lock_data_file(s->data, false, s->opts->share, path, &lockmsg);
+    if (rc < 0) {
+        err_report("Could not open '%s': %s", s->filename, lockmsg);
+        free(lockmsg);
         free(path);
         return rc;
     }

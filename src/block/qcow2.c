@@ -6,6 +6,7 @@
 
 #include "block/qcow2_int.h"
 #include "format/be.h"
+#include "io/lock.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -98,6 +99,14 @@ static int open_data_file(image_t *img, char **errmsg)
                                 img->data_file_name);
         else
             *errmsg = xasprintf("Could not open '%s': %s", img->data_file_name, strerror(-r));
+        return r;
+    }
+    /* info (no I/O) works while another process holds the data file, as in qemu */
+    r = no_io ? 0 : qio_lock_data_file(q, img->flags & IMG_OPEN_RDWR,
+                                       img->flags & IMG_OPEN_SHARE, img->data_file_name,
+                                       errmsg);
+    if (r < 0) {
+        qio_close(q);
         return r;
     }
     img->data_file = q;

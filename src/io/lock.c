@@ -139,3 +139,20 @@ int qio_lock_image(qio_t *q, bool rdwr, bool metadata, bool force_share, const c
         *errmsg = xasprintf("Failed to lock byte: %s", strerror(-rc));
     return rc;
 }
+
+int qio_lock_data_file(qio_t *q, bool rdwr, bool force_share, const char *filename,
+                       char **errmsg)
+{
+    /* qemu's data child: the parent's permissions (writers may also grow it), and only
+     * resizing unshared: the format's metadata assumes the size; others may write */
+    unsigned perm = QIO_PERM_READ | (rdwr ? QIO_PERM_WRITE | QIO_PERM_RESIZE : 0);
+    unsigned unshared = force_share ? 0 : QIO_PERM_RESIZE;
+    const char *name;
+    bool shared;
+    int rc = qio_lock_perms(q, perm, unshared, &name, &shared);
+    if (rc == -EBUSY)
+        *errmsg = qio_lock_msg(name, shared, filename);
+    else if (rc < 0)
+        *errmsg = xasprintf("Failed to lock byte: %s", strerror(-rc));
+    return rc;
+}

@@ -36,6 +36,10 @@ char *qio_lock_msg(const char *perm_name, bool shared, const char *filename);
  * format metadata (qcow2, qed, vdi: others' write/resize not shared) or raw (all shared),
  * or force_share (-U, read-only: everything shared). Locks q; -EBUSY sets *errmsg to
  * qemu's message naming filename. 0 or -errno. */
+/* The locks qemu takes on an external data file (a qcow2 data_file): as qio_lock_image, but
+ * only resizing is kept from others. 0, or -EBUSY / -errno with *errmsg set. */
+int qio_lock_data_file(qio_t *q, bool rdwr, bool force_share, const char *filename,
+                       char **errmsg);
 int qio_lock_image(qio_t *q, bool rdwr, bool metadata, bool force_share, const char *filename,
                    char **errmsg);
 

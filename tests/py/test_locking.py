@@ -131,3 +131,49 @@ def test_raw_writer_does_not_block(chain, cmd):
 def test_repair_vs_backing_writer(chain):
     with qemu.held_open('base.qcow2', cwd=chain):
         assert_same(chain, 'check', '-r', 'leaks', 'top.qcow2')
+
+
+@pytest.fixture
+def data_file_pair(tmp_path, qimg_binary):
+    """img.qcow2 and other.qcow2 sharing the external data file d.raw."""
+    d = str(tmp_path)
+    qemu.qemu_img('create', '-f', 'qcow2', '-o', 'data_file=d.raw', 'img.qcow2', '1M', cwd=d,
+                  check=True)
+    qemu.qemu_io('-f', 'qcow2', '-c', 'write -P 0x33 0 64k', 'img.qcow2', cwd=d, check=True)
+    qemu.qemu_img('create', '-f', 'qcow2', '-o', 'data_file=d.raw', 'other.qcow2', '1M',
+                  cwd=d, check=True)
+    return d
+
+
+DATA_FILE_COMMANDS = [
+    ('check', 'img.qcow2'),
+    ('check', '-U', 'img.qcow2'),
+    ('check', '-r', 'leaks', 'img.qcow2'),
+    ('map', '--output=json', 'img.qcow2'),
+    ('compare', 'img.qcow2', 'img.qcow2'),
+    ('info', 'img.qcow2'),
+]
+
+
+@pytest.mark.parametrize('cmd', DATA_FILE_COMMANDS, ids=' '.join)
+def test_data_file_resize_holder(data_file_pair, cmd):
+    """A read-write qemu on another image over the same data file holds its "resize"
+    permission there; qemu keeps resizing of a data file unshared, so every command with
+    I/O fails with 'Failed to get shared "resize" lock ... [d.raw]', -U and info do not."""
+    d = data_file_pair
+    with qemu.held_open('other.qcow2', cwd=d):
+        q = assert_same(d, *cmd)
+    if cmd[1] != '-U' and cmd[0] != 'info':
+        assert q[0] != 0 and 'Failed to get shared "resize" lock' in q[2], q
+
+
+def test_data_file_name_is_relative_to_cwd(tmp_path, qimg_binary):
+    """qemu opens a data file name as given (relative to the working directory, not to
+    the image like a backing file name); check, map and info agree from another directory."""
+    d = str(tmp_path)
+    os.mkdir(os.path.join(d, 'sub'))
+    qemu.qemu_img('create', '-f', 'qcow2', '-o', 'data_file=d.raw', 'img.qcow2', '1M',
+                  cwd=os.path.join(d, 'sub'), check=True)
+    for cmd in (('check', 'sub/img.qcow2'), ('map', '--output=json', 'sub/img.qcow2'),
+                ('info', 'sub/img.qcow2')):
+        assert_same(d, *cmd)
