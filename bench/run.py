@@ -55,15 +55,20 @@ def timed(cmd):
     return wall, rss, os.waitstatus_to_exitcode(status)
 
 
-def measure(cmd):
-    timed(cmd)  # warm the page cache, so both tools read from memory
-    walls, rss, rcs = [], [], set()
+def measure_pair(cmd_a, cmd_b):
+    """Both commands, alternating run by run (after one warm-up each, so both read from the
+    page cache): whatever else loads the machine loads both alike. Per command: median
+    wall seconds, peak RSS KiB, sorted exit codes."""
+    timed(cmd_a)
+    timed(cmd_b)
+    res = [([], [], set()), ([], [], set())]
     for _ in range(RUNS):
-        w, r, rc = timed(cmd)
-        walls.append(w)
-        rss.append(r)
-        rcs.add(rc)
-    return statistics.median(walls), max(rss), sorted(rcs)
+        for cmd, (walls, rss, rcs) in zip((cmd_a, cmd_b), res):
+            w, r, rc = timed(cmd)
+            walls.append(w)
+            rss.append(r)
+            rcs.add(rc)
+    return [(statistics.median(w), max(r), sorted(c)) for w, r, c in res]
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -132,6 +137,18 @@ def img_fragmented_snapshots_64k():
     return fragmented_image("frag-snap-64k.qcow2", 1 << 40, 65536)
 
 
+IMAGE_DOCS = {
+    "compare": "two 4 GiB qcow2 images with equal content, 64 regions of 64 MiB: every 4th "
+               "holds 8 MiB of data, every 4th after it a 16 MiB zero write, the rest "
+               "unallocated; the second made by convert with 64 KiB clusters.",
+    "map": "1 TiB, preallocation=metadata (16.7M clusters of 64 KiB, all mapped).",
+    "check": "the same 1 TiB preallocation=metadata image.",
+    "check-frag": "8 GiB, 4 KiB clusters, four rounds of 25,000 scattered 4 KiB writes with "
+                  "a snapshot after each of the first three (2.1M host clusters).",
+    "check-frag64": "1 TiB, 64 KiB clusters, the same writes and snapshots: about 8,000 L2 "
+                    "tables (512 MiB of metadata), 100,000 data clusters, 6.6 GB file.",
+}
+
 CASES = [
     ("compare 4 GiB mixed", "compare", lambda: ["compare", *img_compare_pair()]),
     ("map --output=json 1 TiB prealloc=metadata", "map",
@@ -150,8 +167,7 @@ def main():
         if ONLY and key not in ONLY:
             continue
         a = args()
-        q = measure([QEMU_IMG, *a])
-        m = measure([QIMG, *a])
+        q, m = measure_pair([QEMU_IMG, *a], [QIMG, *a])
         speed = q[0] / m[0] if m[0] > 0 else float("inf")
         rows.append((title, q, m, speed))
         print(f"{title}: qemu-img {q[0]:.3f}s {q[1]} KiB rc{q[2]} | qimg {m[0]:.3f}s {m[1]} KiB "
@@ -171,7 +187,8 @@ def main():
         f.write("# Benchmarks: qimg vs qemu-img, same images, one run\n\n")
         f.write(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}. "
                 f"qemu-img: {subprocess.run([QEMU_IMG, '--version'], capture_output=True, text=True).stdout.splitlines()[0]}. "
-                f"Median of {RUNS} runs after one warm-up run (page cache warm). "
+                f"Median of {RUNS} runs after one warm-up run (page cache warm), the two "
+                "tools alternating run by run. "
                 "Peak RSS is the maximum over the runs. Produced by `make bench`. "
                 f"Load average at the end of the run: {os.getloadavg()[0]:.1f} "
                 "(other work on the machine slows both tools alike).\n\n")
@@ -180,6 +197,11 @@ def main():
         for title, q, m, speed in rows:
             f.write(f"| {title} | {q[0]:.3f} s | {m[0]:.3f} s | {speed:.2f}x | {q[1]} KiB | {m[1]} KiB | {q[2]} / {m[2]} |\n")
         f.writelines(kept)
+        f.write("\nImages (built once by the real qemu-img/qemu-io in build/bench):\n\n")
+        for title, key, _ in CASES:
+            doc = IMAGE_DOCS.get(key)
+            if doc:
+                f.write(f"- {title}: {doc}\n")
     print("wrote", out)
 
 
