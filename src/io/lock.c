@@ -123,13 +123,10 @@ char *qio_lock_msg(const char *name, bool shared, const char *filename)
                      shared ? "shared " : "", name, filename);
 }
 
-int qio_lock_image(qio_t *q, bool rdwr, bool metadata, bool force_share, const char *filename,
-                   char **errmsg)
+/* qio_lock_perms, with qemu's message on a conflict (or a failed lock) in *errmsg. */
+static int lock_or_explain(qio_t *q, unsigned perm, unsigned unshared, const char *filename,
+                           char **errmsg)
 {
-    /* qemu-io -f raw (read-write) holds read+write only; qcow2 also resize */
-    unsigned perm = QIO_PERM_READ | (rdwr ? QIO_PERM_WRITE : 0) |
-                    (rdwr && metadata ? QIO_PERM_RESIZE : 0);
-    unsigned unshared = metadata && !force_share ? QIO_PERM_WRITE | QIO_PERM_RESIZE : 0;
     const char *name;
     bool shared;
     int rc = qio_lock_perms(q, perm, unshared, &name, &shared);
@@ -140,6 +137,16 @@ int qio_lock_image(qio_t *q, bool rdwr, bool metadata, bool force_share, const c
     return rc;
 }
 
+int qio_lock_image(qio_t *q, bool rdwr, bool metadata, bool force_share, const char *filename,
+                   char **errmsg)
+{
+    /* qemu-io -f raw (read-write) holds read+write only; qcow2 also resize */
+    unsigned perm = QIO_PERM_READ | (rdwr ? QIO_PERM_WRITE : 0) |
+                    (rdwr && metadata ? QIO_PERM_RESIZE : 0);
+    unsigned unshared = metadata && !force_share ? QIO_PERM_WRITE | QIO_PERM_RESIZE : 0;
+    return lock_or_explain(q, perm, unshared, filename, errmsg);
+}
+
 int qio_lock_data_file(qio_t *q, bool rdwr, bool force_share, const char *filename,
                        char **errmsg)
 {
@@ -147,12 +154,5 @@ int qio_lock_data_file(qio_t *q, bool rdwr, bool force_share, const char *filena
      * resizing unshared: the format's metadata assumes the size; others may write */
     unsigned perm = QIO_PERM_READ | (rdwr ? QIO_PERM_WRITE | QIO_PERM_RESIZE : 0);
     unsigned unshared = force_share ? 0 : QIO_PERM_RESIZE;
-    const char *name;
-    bool shared;
-    int rc = qio_lock_perms(q, perm, unshared, &name, &shared);
-    if (rc == -EBUSY)
-        *errmsg = qio_lock_msg(name, shared, filename);
-    else if (rc < 0)
-        *errmsg = xasprintf("Failed to lock byte: %s", strerror(-rc));
-    return rc;
+    return lock_or_explain(q, perm, unshared, filename, errmsg);
 }
