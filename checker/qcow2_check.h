@@ -18,8 +18,8 @@
 
 #include "checker/check.h"
 #include "checker/findings.h"
-#include "format/be.h"
 #include "checker/imrt.h"
+#include "format/be.h"
 #include "format/qcow2_bitmap.h"
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
@@ -141,7 +141,8 @@ int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
 /* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. */
 int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
 
-/* Entry idx of a refblock; the common widths inline, the rest via the decoder. */
+/* Entry idx of a refblock, every width inline (the walk and the compare pass call it per
+ * cluster; format/qcow2_refcount.c is the validating decoder of the same layout). */
 static inline uint64_t qc2_rb_entry(const struct qc2 *s, const uint8_t *blk, uint64_t idx)
 {
     /* idx < refcount_block_entries, so every access stays inside the cluster; sub-byte

@@ -35,7 +35,7 @@ static inline bool all_zero(const uint8_t *p, uint64_t n)
 
 /* true if pass_copied must look at this entry again: a COPIED problem, or an unreadable
  * refcount (pass_copied skips those; re-reading is the simple, exact way to agree) */
-static bool copied_check(struct qc2 *s, struct rc_lookup *lk, uint64_t e)
+static inline bool copied_check(struct qc2 *s, struct rc_lookup *lk, uint64_t e)
 {
     uint64_t refcount;
     bool unreadable;
@@ -67,7 +67,6 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
     uint8_t *suspect = w->active && s->copied_suspect ? &s->copied_suspect[l1_index] : NULL;
     bool copied_bad = false;
     struct rc_lookup lk = { 0, NULL, 0, false };
-    const uint64_t rb_mask = s->h.refcount_block_entries - 1;
     for (uint64_t i = 0; i < n; i++) {
         if (!(i & 7) && i + 8 <= n && all_zero(t + i * esz, 8) &&
             all_zero(t + i * esz, 8 * esz)) {
@@ -91,14 +90,8 @@ static int check_l2(struct walk *w, uint64_t l1_index, uint64_t l2_off)
             rc = qc2_inc_cluster(s, off >> cb, w->snapshot);
             if (rc < 0)
                 return rc;
-            if (suspect && !copied_bad) {
-                uint64_t k = off >> cb;
-                if (lk.valid && lk.blk && lk.ti == k >> s->h.refcount_block_bits)
-                    copied_bad = (qc2_rb_entry(s, lk.blk, k & rb_mask) == 1) !=
-                                 !!(e & QCOW2_OFLAG_COPIED);   /* inline: same block */
-                else
-                    copied_bad = copied_check(s, &lk, e);
-            }
+            if (suspect && !copied_bad)
+                copied_bad = copied_check(s, &lk, e);
             continue;
         }
         enum qcow2_cluster_type type = qcow2_l2e_type(&s->geom, e);
