@@ -342,6 +342,12 @@ int qc2_pass_l1l2(struct qc2 *s)
         uint64_t *l1 = NULL, n = 0;
         rc = qc2_load_table(s, sn->l1_table_offset, sn->l1_size, &l1, &n);   /* clamped as the active one */
         if (rc < 0) {
+            /* qemu counts the table's clusters before it fails to read them */
+            int rc2 = qc2_inc_refs(s, sn->l1_table_offset, (uint64_t)sn->l1_size * 8, (int)i);
+            if (rc2 < 0) {
+                rc = rc2;
+                goto out;
+            }
             struct finding f = finding_make(FK_L1_IO_ERROR);
             f.err = rc;
             f.snapshot = (int)i;

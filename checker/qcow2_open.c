@@ -44,8 +44,14 @@ static uint64_t entries_in_file(uint64_t off, uint64_t entries, uint64_t file_si
 int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
                    uint64_t *loaded)
 {
-    uint64_t n = entries_in_file(off, entries, s->file_size);
     *out = NULL;
+    *loaded = 0;
+    /* qemu's request check (bdrv_check_request): a read that ends past INT64_MAX is an
+     * I/O error, while one merely past EOF reads zeros (a raw snapshot L1 offset can be
+     * 0x8000000000090000) */
+    if (entries && (off > INT64_MAX || entries > (INT64_MAX - off) / 8))
+        return -EIO;
+    uint64_t n = entries_in_file(off, entries, s->file_size);
     *loaded = n;
     if (!n)
         return 0;

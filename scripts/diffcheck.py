@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""Differential fuzzing against the real qemu-img: damage the metadata of images made by
+qemu-img at random (1-3 mutations: a bit, a byte or a whole 8-byte word set to a value
+that matters: 0, an aligned offset inside or past the file, an unaligned one, a flag), then
+run the read-only commands with both tools and compare everything a script would see:
+exit code, stdout and stderr (qimg runs as `qemu-img` through a symlink, so its message
+prefix is the same), for `check`, `check --output=json` (qemu's fields; qimg's extra
+`findings` dropped), `info --output=json` and `map --output=json`.
+
+    scripts/diffcheck.py [--seconds N] [--seed S] [--out DIR]
+
+Each mismatch is kept in DIR (default build/diffcheck) as the damaged image plus a .txt
+with both outputs; the exit status is 1 if there was any. Cases where qemu-img itself
+times out or crashes are skipped (counted). Not a test: run it by hand, turn what it finds
+into tests/py regressions.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'py'))
+import qcow2poke  # noqa: E402
+
+QEMU_IMG = shutil.which('qemu-img') or '/usr/bin/qemu-img'
+QEMU_IO = shutil.which('qemu-io') or '/usr/bin/qemu-io'
+QIMG = os.path.abspath(os.environ.get('QIMG', os.path.join(ROOT, 'build', 'qimg')))
+TIMEOUT = 20
+
+
+def sh(*cmd, cwd=None):
+    subprocess.run([str(c) for c in cmd], check=True, cwd=cwd, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def base_images(d):
+    """Small images covering the layouts check walks (name -> path)."""
+    def create(name, size, opts, writes=(), snaps=(), post=None):
+        p = os.path.join(d, name)
+        sh(QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-o', opts, p, size)
+        for i, group in enumerate([writes] + [s for s in snaps]):
+            if i:
+                sh(QEMU_IMG, 'snapshot', '-c', 'snap%d' % i, p)
+            if group:
+                args = []
+                for w in group:
+                    args += ['-c', w]
+                sh(QEMU_IO, '-f', 'qcow2', *args, p)
+        if post:
+            post(p)
+        return p
+
+    w = ['write -P 1 0 64k', 'write -P 2 1M 128k', 'write -z 3M 64k', 'write -P 3 5M 4k']
+    imgs = {
+        'plain64k': create('plain64k.qcow2', '8M', 'cluster_size=65536', w),
+        'c512': create('c512.qcow2', '2M', 'cluster_size=512', ['write -P 1 0 8k',
+                       'write -P 2 300k 3k', 'write -z 1M 4k']),
+        'c4k_snap': create('c4k_snap.qcow2', '16M', 'cluster_size=4096',
+                           ['write -P 1 0 64k', 'write -P 2 8M 16k'],
+                           snaps=[['write -P 5 4k 8k'], ['write -P 6 8M 4k']]),
+        'v2': create('v2.qcow2', '8M', 'compat=0.10', w[:2] + ['write -P 3 5M 4k'],
+                     snaps=[['write -P 4 0 4k']]),
+        'rc1': create('rc1.qcow2', '8M', 'refcount_bits=1', w),
+        'rc64': create('rc64.qcow2', '8M', 'refcount_bits=64', w, snaps=[['write -P 9 0 4k']]),
+        'extl2': create('extl2.qcow2', '8M', 'extended_l2=on,cluster_size=65536',
+                        ['write -P 1 0 4k', 'write -P 2 70k 8k', 'write -z 1M 4k',
+                         'write -P 3 2M 64k']),
+        'lazy': create('lazy.qcow2', '8M', 'lazy_refcounts=on', w),
+    }
+    src = imgs['plain64k']
+    for name, ctype in (('zlib', 'zlib'), ('zstd', 'zstd')):
+        p = os.path.join(d, name + '.qcow2')
+        sh(QEMU_IMG, 'convert', '-c', '-O', 'qcow2', '-o', 'compression_type=' + ctype,
+           src, p)
+        imgs[name] = p
+    bm = create('bitmap.qcow2', '8M', 'cluster_size=65536', w)
+    sh(QEMU_IMG, 'bitmap', '--add', bm, 'b0')
+    sh(QEMU_IMG, 'bitmap', '--add', '-g', '128k', bm, 'b1')
+    imgs['bitmap'] = bm
+    return imgs
+
+
+def regions(path):
+    """(name, offset, length) of every metadata structure of a pristine image."""
+    out = []
+    with qcow2poke.Qcow2(path, writable=False) as q:
+        cs = q.cs
+        hl = q.h['header_length'] if q.h['version'] >= 3 else 72
+        out.append(('header', 0, hl))
+        ext_end = max([o + l for _, o, l in q.extensions] + [hl])
+        out.append(('extensions', hl, ext_end - hl + 8))
+        out.append(('l1', q.l1_table_offset, 8 * q.l1_size))
+        for i, e in enumerate(q.l1_table()):
+            off = e & qcow2poke.L1E_OFFSET_MASK
+            if off:
+                out.append(('l2[%d]' % i, off, cs))
+        out.append(('reftable', q.refcount_table_offset, q.refcount_table_clusters * cs))
+        for i in range(q.reftable_size()):
+            off = q.rt_entry(i) & qcow2poke.REFT_OFFSET_MASK
+            if off:
+                out.append(('refblock[%d]' % i, off, cs))
+        if q.nb_snapshots:
+            out.append(('snaptable', q.snapshots_offset, q.snapshot_table_size()))
+            for s in q.snapshots():
+                out.append(('snap-l1[%s]' % s.id_str, s.l1_table_offset,
+                            8 * s.l1_size))
+        bm = q.find_extension(0x23852875)
+        if bm:
+            raw = q.pread(bm[0], 24)
+            dir_size = int.from_bytes(raw[8:16], 'big')
+            dir_off = int.from_bytes(raw[16:24], 'big')
+            out.append(('bitmap-dir', dir_off, dir_size))
+    return [r for r in out if r[2] > 0]
+
+
+def mutate(path, regs, rnd):
+    """1-3 random mutations inside the regions; returns their description."""
+    done = []
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        for _ in range(rnd.choice((1, 1, 2, 3))):
+            name, off, length = rnd.choice(regs)
+            kind = rnd.choice(('bit', 'byte', 'word', 'word', 'word'))
+            if kind == 'word' and length >= 8:
+                at = off + rnd.randrange(length // 8) * 8
+                f.seek(at)
+                old = int.from_bytes(f.read(8), 'big')
+                cs = 1 << 16
+                v = rnd.choice((
+                    0, 1, old ^ (1 << 63), old ^ (1 << 62), old ^ 1,
+                    old + 512, old - 512 if old >= 512 else old + 4096,
+                    (old & ~0xffff) + rnd.randrange(0, size, 512),
+                    rnd.randrange(0, size, 512), size + rnd.randrange(0, 1 << 20, 512),
+                    (1 << 63) | rnd.randrange(0, size, cs), old ^ rnd.getrandbits(64),
+                    0xffffffffffffffff, old * 2))
+                v &= 0xffffffffffffffff
+                f.seek(at)
+                f.write(v.to_bytes(8, 'big'))
+                done.append('%s word @0x%x: 0x%x -> 0x%x' % (name, at, old, v))
+            else:
+                at = off + rnd.randrange(length)
+                f.seek(at)
+                old = f.read(1)[0]
+                v = old ^ (1 << rnd.randrange(8)) if kind == 'bit' else rnd.randrange(256)
+                f.seek(at)
+                f.write(bytes([v]))
+                done.append('%s byte @0x%x: 0x%02x -> 0x%02x' % (name, at, old, v))
+    return done
+
+
+def run(tool, args, cwd):
+    try:
+        p = subprocess.run([tool] + args, cwd=cwd, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=TIMEOUT,
+                           env=dict(os.environ, LC_ALL='C'))
+    except subprocess.TimeoutExpired:
+        return ('timeout', '', '')
+    return (p.returncode, p.stdout.decode('utf-8', 'replace'),
+            p.stderr.decode('utf-8', 'replace'))
+
+
+def normalize_json(cmd, r):
+    if 'json' not in ' '.join(cmd) or r[0] == 'timeout':
+        return r
+    try:
+        d = json.loads(r[1])
+    except ValueError:
+        return r
+    if isinstance(d, dict):
+        d.pop('findings', None)
+        d.pop('findings-omitted', None)
+    return (r[0], json.dumps(d, sort_keys=True), r[2])
+
+
+COMMANDS = (['check'], ['check', '--output=json'], ['info', '--output=json'],
+            ['map', '--output=json'])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--seconds', type=float, default=300)
+    ap.add_argument('--seed', type=int, default=int(time.time()))
+    ap.add_argument('--out', default=os.path.join(ROOT, 'build', 'diffcheck'))
+    a = ap.parse_args()
+    rnd = random.Random(a.seed)
+    work = tempfile.mkdtemp(prefix='diffcheck-')
+    alias = os.path.join(work, 'qemu-img')
+    os.symlink(QIMG, alias)
+    os.makedirs(a.out, exist_ok=True)
+    bases = base_images(work)
+    regs = {k: regions(p) for k, p in bases.items()}
+    cases = mismatches = skipped = 0
+    end = time.time() + a.seconds
+    case_dir = os.path.join(work, 'case')
+    os.makedirs(case_dir)
+    while time.time() < end:
+        name = rnd.choice(sorted(bases))
+        img = os.path.join(case_dir, 'img.qcow2')
+        shutil.copyfile(bases[name], img)
+        what = mutate(img, regs[name], rnd)
+        cases += 1
+        for cmd in COMMANDS:
+            args = cmd + ['img.qcow2']
+            rq = run(QEMU_IMG, args, case_dir)
+            if rq[0] == 'timeout' or (isinstance(rq[0], int) and rq[0] < 0):
+                skipped += 1
+                break
+            ri = run(alias, args, case_dir)
+            if normalize_json(cmd, rq) != normalize_json(cmd, ri):
+                mismatches += 1
+                tag = '%s-%d-%d' % (name, a.seed, cases)
+                shutil.copyfile(img, os.path.join(a.out, tag + '.qcow2'))
+                with open(os.path.join(a.out, tag + '.txt'), 'w') as f:
+                    f.write('base %s\n%s\ncommand: %s\n\n' % (name, '\n'.join(what),
+                                                              ' '.join(args)))
+                    for who, r in (('qemu-img', rq), ('qimg', ri)):
+                        f.write('== %s rc=%s\n-- stdout\n%s\n-- stderr\n%s\n'
+                                % (who, r[0], r[1], r[2]))
+                print('MISMATCH %s: %s (%s)' % (tag, ' '.join(cmd), '; '.join(what)),
+                      flush=True)
+                break
+    shutil.rmtree(work, True)
+    print('diffcheck seed %d: %d cases, %d mismatches, %d skipped (qemu-img timeout/crash)'
+          % (a.seed, cases, mismatches, skipped))
+    return 1 if mismatches else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
