@@ -25,9 +25,9 @@ int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot)
 {
     if (size == 0 || (int64_t)size < 0)
         return 0;
-    /* qemu: offset + size - file_len >= cluster_size, in int64 arithmetic */
-    int64_t past = (int64_t)(offset + size) - (int64_t)s->file_size;
-    if ((int64_t)offset < 0 || offset + size < offset || past >= (int64_t)s->cs) {
+    /* qemu: offset + size - file_len >= cluster_size, in (wrapping) int64 arithmetic */
+    int64_t past = (int64_t)(offset + size - s->file_size);
+    if (past >= (int64_t)s->cs) {
         struct finding f = finding_make(FK_REF_PAST_EOF);
         f.offset = offset;
         f.size = size;
@@ -45,6 +45,18 @@ int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot)
     }
     uint64_t first = offset >> s->h.cluster_bits;
     uint64_t last = (offset + size - 1) >> s->h.cluster_bits;
+    /* Offsets of 2^63 and more are negative to qemu and can pass the test above. A range
+     * that wraps past 2^64 then counts nothing (qemu's loop runs from a high cluster to
+     * a low one); any other needs a refcount array of 2^42 entries or more, whose
+     * allocation fails: the check stops with "Cannot allocate memory". */
+    if (first > last)
+        return 0;
+    if ((int64_t)offset < 0) {
+        struct finding f = finding_make(FK_IMRT_NOMEM);
+        f.err = -ENOMEM;
+        qc2_report(s, &f);
+        return -ENOMEM;
+    }
     for (uint64_t k = first; k <= last; k++) {
         if (k >= s->imrt.n && imrt_grow(&s->imrt, k) < 0) {
             struct finding f = finding_make(FK_IMRT_NOMEM);

@@ -23,20 +23,6 @@ static int fail(char **errmsg, const struct fmt_error *e, int r)
     return r;
 }
 
-/* qemu computes size_to_l1() in 64 bits and it wraps for sizes near 2^64; such headers
- * pass its L1 checks and fail later on the size ("Could not refresh total sector count").
- * True when the decoder's "Image is too big" is only our non-wrapping arithmetic. */
-static bool wrapped_l1_ok(const struct qcow2_header *h)
-{
-    if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
-        return false;
-    unsigned ext = (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 4 : 3;
-    unsigned shift = 2 * h->cluster_bits - ext;
-    uint64_t wrapped = (h->size + (1ull << shift) - 1) >> shift;
-    return h->size + (1ull << shift) - 1 < h->size && wrapped <= INT32_MAX &&
-           h->l1_size >= wrapped && (uint64_t)h->l1_size * 8 <= QCOW2_MAX_L1_SIZE;
-}
-
 static int read_l1(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
@@ -159,7 +145,7 @@ static int qcow2_open(image_t *img, char **errmsg)
         r = qcow2_backing_name(&s->h, buf, blen, name, &name_len, &has_backing, &e);
     free(buf);
     /* only the size rule may be waived: a too-large L1 table is also -EFBIG */
-    if (r == -EFBIG && e.field && strcmp(e.field, "size") == 0 && wrapped_l1_ok(&s->h))
+    if (r == -EFBIG && e.field && strcmp(e.field, "size") == 0 && qcow2_size_wrap_waived(&s->h))
         r = 0, img->size = s->h.size & ~(uint64_t)511; /* open.c refuses the size itself */
     if (r < 0)
         return fail(errmsg, &e, r);

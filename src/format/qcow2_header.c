@@ -43,6 +43,17 @@ uint64_t qcow2_size_to_l1(const struct qcow2_header *h, uint64_t size)
     return (size >> shift) + ((size & ((1ull << shift) - 1)) != 0);
 }
 
+bool qcow2_size_wrap_waived(const struct qcow2_header *h)
+{
+    if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
+        return false;
+    unsigned ext = (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 4 : 3;
+    unsigned shift = 2 * h->cluster_bits - ext;
+    uint64_t wrapped = (h->size + (1ull << shift) - 1) >> shift;
+    return h->size + (1ull << shift) - 1 < h->size && wrapped <= INT32_MAX &&
+           h->l1_size >= wrapped && (uint64_t)h->l1_size * 8 <= QCOW2_MAX_L1_SIZE;
+}
+
 static const struct { unsigned type, bit; const char *name; } feature_names[] = {
     {0, 0, "dirty bit"}, {0, 1, "corrupt bit"}, {0, 2, "external data file"},
     {0, 3, "compression type"}, {0, 4, "extended L2 entries"},

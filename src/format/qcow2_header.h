@@ -146,5 +146,11 @@ const char *qcow2_feature_name(unsigned type, unsigned bit);
 
 /* ceil(size / (cluster_size * l2_entries)) without overflow; h must be decoded. */
 uint64_t qcow2_size_to_l1(const struct qcow2_header *h, uint64_t size);
+/* qemu computes size_to_l1() in 64 bits and it wraps for sizes near 2^64; such headers
+ * pass its L1 checks and its open fails only later, on the size ("Could not refresh total
+ * sector count: File too large"). True when the decoder's "Image is too big" for h (the
+ * decoder's arithmetic does not wrap) is only that: the caller goes on opening and then
+ * refuses the size as qemu does. */
+bool qcow2_size_wrap_waived(const struct qcow2_header *h);
 
 #endif

@@ -28,7 +28,45 @@ def snap_l1_offset_past_int64(d):
         q.set_snapshot_field(0, 'l1_table_offset', sn.l1_table_offset | (1 << 63))
 
 
-CASES = [snap_l1_offset_past_int64]
+def size_wraps_l1_count(d):
+    """Virtual size 2^64-1: qemu's size_to_l1 wraps to 0, so the L1 checks pass and the
+    open fails only on the size ("Could not refresh total sector count"); check used to
+    stop at the decoder's "Image is too big" (info and map already agreed)."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '8M', refcount_bits=64)
+    qemu.io(p, 'write -P 1 0 64k')
+    with qcow2poke.open_image(p) as q:
+        q.set_header('size', (1 << 64) - 1)
+
+
+def snap_l1_offset_negative_no_eof_error(d):
+    """Snapshot L1 offset 0xc2000000_0001f000: negative in qemu's int64 arithmetic, so its
+    "exceeding the end of the file" test passes silently, and counting the table's cluster
+    needs a refcount array of 2^42+ entries: "Check failed: Cannot allocate memory". qimg
+    used to call it a reference past EOF and then fail the read (I/O error)."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '16M', cluster_size=4096)
+    qemu.io(p, 'write -P 1 0 64k')
+    qemu.snapshot_create(p, 'snap1')
+    with qcow2poke.open_image(p) as q:
+        sn = q.snapshots()[0]
+        q.set_snapshot_field(0, 'l1_table_offset', sn.l1_table_offset | (0xc2 << 56))
+
+
+def snap_l1_range_wraps(d):
+    """A snapshot L1 range that wraps past 2^64 counts nothing in qemu (its loop runs from
+    a high cluster to a low one); its read then fails the request check."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '16M', cluster_size=4096)
+    qemu.io(p, 'write -P 1 0 64k')
+    qemu.snapshot_create(p, 'snap1')
+    with qcow2poke.open_image(p) as q:
+        q.set_snapshot_field(0, 'l1_table_offset', (1 << 64) - 4096)
+        q.set_snapshot_field(0, 'l1_size', 1024)
+
+
+CASES = [snap_l1_offset_past_int64, size_wraps_l1_count, snap_l1_offset_negative_no_eof_error,
+         snap_l1_range_wraps]
 
 
 def _same(d, *args):
