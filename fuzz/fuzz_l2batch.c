@@ -2,6 +2,7 @@
  * 16 KiB (at least one cluster, as the reader requires) instead of one sized by the file
  * reads the same bytes in more preads and exercises the batch-boundary logic more often. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "checker/qcow2_l2read.h"
 #include "util/xalloc.h"
@@ -11,8 +12,7 @@ void __wrap_l2_reader_init(struct l2_reader *r, uint64_t cs, uint64_t file_size)
 void __wrap_l2_reader_init(struct l2_reader *r, uint64_t cs, uint64_t file_size)
 {
     (void)file_size;
+    memset(r, 0, sizeof(*r));
     r->cap = cs > 16384 ? cs : 16384;
     r->buf = xmalloc((size_t)r->cap);
-    r->huge = false;
-    r->off = r->len = 0;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/qcow2_bitmap_load.h"
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_bitmap.h"
@@ -91,21 +92,11 @@ int qcow2_load_snapshots(image_t *img, char **errmsg)
     return r;
 }
 
-static int bitmap_tables_ok(image_t *img, const struct qcow2_bitmap_dirent *d, char **errmsg)
+static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
 {
-    struct qcow2_state *s = img->priv;
-    /* table_size * cs <= 512 MiB was validated: at most 1 Mi entries (8 MiB) */
-    uint64_t n = d->bitmap_table_size;
-    uint8_t *t = xmalloc(n * 8);
-    int r = qio_pread(img->file, t, n * 8, d->bitmap_table_offset);
-    for (uint64_t i = 0; r == 0 && i < n; i++)
-        r = qcow2_bitmap_tentry_validate(be64_get(t + i * 8), s->h.cluster_bits,
-                                         d->bitmap_table_offset + i * 8, NULL);
-    free(t);
-    if (r < 0)
-        *errmsg = xasprintf("Could not read bitmap_table table from image for bitmap '%s': %s",
-                            d->name, strerror(-r));
-    return r;
+    if (len > SIZE_MAX)
+        return -EINVAL;
+    return qio_pread(ctx, buf, (size_t)len, off);
 }
 
 int qcow2_load_bitmaps(image_t *img, char **errmsg)
@@ -113,66 +104,22 @@ int qcow2_load_bitmaps(image_t *img, char **errmsg)
     struct qcow2_state *s = img->priv;
     if (!s->x.has_bitmaps || s->x.nb_bitmaps == 0)
         return 0;
-    uint64_t size = s->x.bitmap_directory_size; /* <= 64 MiB, validated by the ext parser */
-    if (size == 0) {
-        *errmsg = xstrdup("Requested bitmap directory size is zero");
-        return -EINVAL;
-    }
-    uint8_t *dir = xmalloc(size);
-    int r = qio_pread(img->file, dir, size, s->x.bitmap_directory_offset);
-    if (r < 0) {
-        free(dir);
-        *errmsg = xasprintf("Failed to read bitmap directory: %s", strerror(-r));
+    struct qcow2_bitmap_dirent *d;
+    uint32_t n;
+    int r = qcow2_bitmaps_open(file_read, img->file, s->h.cluster_bits, img->size,
+                               s->x.bitmap_directory_offset, s->x.bitmap_directory_size,
+                               s->x.nb_bitmaps, &d, &n, errmsg);
+    if (r < 0)
         return r;
-    }
-    s->bitmaps = xcalloc(s->x.nb_bitmaps, sizeof(*s->bitmaps));
-    uint64_t pos = 0;
-    r = -EINVAL;
-    while (pos < size) {
-        struct qcow2_bitmap_dirent d;
-        struct fmt_error e;
-        uint64_t len;
-        fmt_error_clear(&e);
-        if (size - pos < QCOW2_BME_HDR_SIZE)
-            goto broken;
-        if (s->n_bitmaps >= s->x.nb_bitmaps) {
-            *errmsg = xstrdup("More bitmaps found than specified in header extension");
-            goto out;
-        }
-        if (qcow2_bitmap_dirent_decode(dir + pos, size - pos, s->x.bitmap_directory_offset + pos,
-                                       &d, &len, &e) < 0 || len > size - pos)
-            goto broken;
-        if (qcow2_bitmap_dirent_validate(&d, s->h.cluster_bits, img->size,
-                                         s->x.bitmap_directory_offset + pos, &e) < 0) {
-            char tmp[FMT_ERROR_MSG_MAX];
-            *errmsg = xstrdup(fmt_error_user_msg(&e, tmp, sizeof(tmp)));
-            goto out;
-        }
-        for (size_t i = 0; i < s->n_bitmaps; i++) {
-            if (!strcmp(s->bitmaps[i].name, d.name)) {
-                *errmsg = xasprintf("Bitmap already exists: %s", d.name);
-                goto out;
-            }
-        }
-        if (bitmap_tables_ok(img, &d, errmsg) < 0)
-            goto out;
+    s->bitmaps = xcalloc(n, sizeof(*s->bitmaps));
+    for (uint32_t i = 0; i < n; i++) {
         struct qcow2_bitmap_info *b = &s->bitmaps[s->n_bitmaps++];
-        b->name = xstrdup(d.name);
-        b->flags = d.flags;
-        b->granularity = 1ull << d.granularity_bits;
-        pos += len;
+        b->name = xstrdup(d[i].name);
+        b->flags = d[i].flags;
+        b->granularity = 1ull << d[i].granularity_bits;
     }
-    if (s->n_bitmaps != s->x.nb_bitmaps) {
-        *errmsg = xstrdup("Less bitmaps found than specified in header extension");
-        goto out;
-    }
-    r = 0;
-    goto out;
-broken:
-    *errmsg = xstrdup("Broken bitmap directory");
-out:
-    free(dir);
-    return r;
+    free(d);
+    return 0;
 }
 
 int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)

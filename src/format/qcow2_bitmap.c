@@ -14,6 +14,16 @@ uint64_t qcow2_bitmap_dirent_size(uint32_t name_size, uint32_t extra_data_size)
     return (n + 7) & ~(uint64_t)7;   /* < 2^34, no overflow */
 }
 
+uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint32_t granularity_bits,
+                                     uint32_t cluster_bits)
+{
+    if (!virtual_size || granularity_bits > 63 || cluster_bits > 63)
+        return 0;
+    uint64_t bits = ((virtual_size - 1) >> granularity_bits) + 1;
+    uint64_t bytes = (((bits - 1) >> 6) + 1) * 8;    /* < 2^61: no overflow */
+    return ((bytes - 1) >> cluster_bits) + 1;
+}
+
 int qcow2_bitmap_dirent_decode(const uint8_t *buf, size_t buf_len, uint64_t entry_file_offset,
                                struct qcow2_bitmap_dirent *e, uint64_t *entry_len,
                                struct fmt_error *err)

@@ -66,6 +66,13 @@ void qcow2_bitmap_tentry_decode(uint64_t entry, struct qcow2_bitmap_tentry *out)
 int qcow2_bitmap_tentry_validate(uint64_t entry, uint32_t cluster_bits,
                                  uint64_t entry_file_offset, struct fmt_error *err);
 
+/* Bitmap table entries qemu's load_bitmap_data requires for a bitmap of a disk of
+ * virtual_size bytes (qemu's bdrv_getlength: size rounded down to 512): one bit per
+ * granule, serialized in whole 64-bit words, in clusters. 0 for an empty disk (qemu then
+ * refuses every table, whose size is at least 1). */
+uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint32_t granularity_bits,
+                                     uint32_t cluster_bits);
+
 /* Size of an encoded entry (8-aligned) for a name and extra data size. */
 uint64_t qcow2_bitmap_dirent_size(uint32_t name_size, uint32_t extra_data_size);
 

@@ -3,6 +3,7 @@ tools run on the same image), rebuilt here from images made by qemu-img so each 
 fixed: check (human and JSON), info and map must give qemu-img's exit code and lines."""
 
 import os
+import struct
 
 import pytest
 
@@ -65,8 +66,52 @@ def snap_l1_range_wraps(d):
         q.set_snapshot_field(0, 'l1_size', 1024)
 
 
+def _bitmap_image(d):
+    """Two bitmaps, b0 (64 KiB granularity) and b1 (128 KiB); returns the file offsets of
+    their directory entries."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '8M')
+    qemu.io(p, 'write -P 1 0 64k')
+    qemu.qemu_img('bitmap', '--add', p, 'b0', check=True)
+    qemu.qemu_img('bitmap', '--add', '-g', '128k', p, 'b1', check=True)
+    with qcow2poke.open_image(p) as q:
+        ext, _ = q.find_extension(0x23852875)
+        dir_size, dir_off = struct.unpack('>QQ', q.pread(ext + 8, 16))
+        entries, pos = [], dir_off
+        while pos < dir_off + dir_size:
+            entries.append(pos)
+            name_size, = struct.unpack('>H', q.pread(pos + 18, 2))
+            pos += (24 + name_size + 7) & ~7
+    return p, entries
+
+
+def bitmap_table_larger_than_disk_needs(d):
+    """b1's table says 248 entries where the disk needs 1: the directory passes qemu's
+    constraints (the table covers the disk), the table entries read past it are zeros, and
+    load_bitmap_data refuses the size: "Could not read bitmap 'b1' from image"."""
+    p, entries = _bitmap_image(d)
+    with qcow2poke.open_image(p) as q:
+        q.set_u32(entries[1] + 8, 248)
+
+
+def bitmap_duplicate_name(d):
+    """b1 renamed b0: the second b0 fails "Bitmap already exists: b0" at open."""
+    p, entries = _bitmap_image(d)
+    with qcow2poke.open_image(p) as q:
+        q.pwrite(entries[1] + 24, b'b0')
+
+
+def bitmap_duplicate_name_in_use(d):
+    """The same, with the second b0 marked in use: qemu skips it and opens the image."""
+    p, entries = _bitmap_image(d)
+    with qcow2poke.open_image(p) as q:
+        q.pwrite(entries[1] + 24, b'b0')
+        q.set_u32(entries[1] + 12, q.u32(entries[1] + 12) | 1)
+
+
 CASES = [snap_l1_offset_past_int64, size_wraps_l1_count, snap_l1_offset_negative_no_eof_error,
-         snap_l1_range_wraps]
+         snap_l1_range_wraps, bitmap_table_larger_than_disk_needs, bitmap_duplicate_name,
+         bitmap_duplicate_name_in_use]
 
 
 def _same(d, *args):

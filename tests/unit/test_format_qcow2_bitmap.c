@@ -121,6 +121,20 @@ static void test_table_entries(void **state)
     assert_int_equal(qcow2_bitmap_tentry_validate(1ull << 56, 16, 0, &err), -EINVAL);
 }
 
+/* qemu's load_bitmap_data size: ceil(ceil(ceil(size / granularity) / 64) * 8 / cs) */
+static void test_table_clusters(void **state)
+{
+    (void)state;
+    assert_int_equal(qcow2_bitmap_table_clusters(8 << 20, 16, 16), 1);     /* 128 bits */
+    assert_int_equal(qcow2_bitmap_table_clusters(1ull << 40, 16, 16), 32); /* 2 MiB */
+    assert_int_equal(qcow2_bitmap_table_clusters(1ull << 40, 16, 9), 4096);
+    /* one bit more needs a whole 64-bit word, and one byte past a cluster another one */
+    assert_int_equal(qcow2_bitmap_table_clusters((512ull * 8 * 64) << 9, 9, 9), 64);
+    assert_int_equal(qcow2_bitmap_table_clusters(((512ull * 8 * 64) << 9) + 512, 9, 9), 65);
+    assert_int_equal(qcow2_bitmap_table_clusters(512, 31, 21), 1);
+    assert_int_equal(qcow2_bitmap_table_clusters(0, 16, 16), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_constraints),
         cmocka_unit_test(test_coverage_and_structure),
         cmocka_unit_test(test_table_entries),
+        cmocka_unit_test(test_table_clusters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

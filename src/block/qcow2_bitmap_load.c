@@ -1,0 +1,148 @@
+#include "block/qcow2_bitmap_load.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format/be.h"
+#include "format/qcow2_ext.h"
+#include "util/xalloc.h"
+
+int qcow2_bitmap_table_load(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
+                            const struct qcow2_bitmap_dirent *e, uint64_t **out,
+                            uint64_t *bad_index)
+{
+    /* table_size * cs <= 512 MiB was validated: at most 1 Mi entries (8 MiB) */
+    uint64_t n = e->bitmap_table_size;
+    *out = NULL;
+    *bad_index = 0;
+    uint64_t *t = xmalloc((size_t)(n ? n * 8 : 8));
+    int rc = rd(ctx, t, n * 8, e->bitmap_table_offset);
+    for (uint64_t i = 0; rc == 0 && i < n; i++) {
+        t[i] = be64_get((const uint8_t *)&t[i]);
+        if (qcow2_bitmap_tentry_validate(t[i], cluster_bits, e->bitmap_table_offset + i * 8,
+                                         NULL) < 0) {
+            *bad_index = i;
+            rc = -EINVAL;
+        }
+    }
+    if (rc < 0) {
+        free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+/* bitmap_list_load: the directory, whole. */
+static int list_load(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
+                     uint64_t virtual_size, uint64_t off, uint64_t size, uint32_t nb,
+                     struct qcow2_bitmap_dirent *bm, char **errmsg)
+{
+    if (size == 0) {
+        *errmsg = xstrdup("Requested bitmap directory size is zero");
+        return -EINVAL;
+    }
+    if (size > QCOW2_MAX_BITMAP_DIR_SIZE) {
+        *errmsg = xstrdup("Requested bitmap directory size is too big");
+        return -EINVAL;
+    }
+    uint8_t *dir = xmalloc((size_t)size);
+    int rc = rd(ctx, dir, size, off);
+    if (rc < 0) {
+        *errmsg = xasprintf("Failed to read bitmap directory: %s", strerror(-rc));
+        free(dir);
+        return rc;
+    }
+    uint64_t pos = 0;
+    uint32_t n = 0;
+    rc = -EINVAL;
+    while (pos < size) {
+        struct qcow2_bitmap_dirent e;
+        uint64_t elen;
+        if (size - pos < QCOW2_BME_HDR_SIZE)
+            goto broken;
+        if (++n > nb) {
+            *errmsg = xstrdup("More bitmaps found than specified in header extension");
+            goto out;
+        }
+        if (qcow2_bitmap_dirent_decode(dir + pos, (size_t)(size - pos), off + pos, &e, &elen,
+                                       NULL) < 0 || elen > size - pos)
+            goto broken;
+        if (e.extra_data_size != 0) {
+            *errmsg = xstrdup("Bitmap extra data is not supported");
+            goto out;
+        }
+        if (qcow2_bitmap_dirent_validate(&e, cluster_bits, virtual_size, off + pos, NULL) < 0) {
+            *errmsg = xasprintf("Bitmap '%.*s' doesn't satisfy the constraints",
+                                (int)e.name_size, e.name);
+            goto out;
+        }
+        bm[n - 1] = e;
+        pos += elen;
+    }
+    if (n != nb) {
+        *errmsg = xstrdup("Less bitmaps found than specified in header extension");
+        goto out;
+    }
+    if (pos != size)
+        goto broken;
+    rc = 0;
+    goto out;
+broken:
+    *errmsg = xstrdup("Broken bitmap directory");
+out:
+    free(dir);
+    return rc;
+}
+
+int qcow2_bitmaps_open(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
+                       uint64_t virtual_size, uint64_t dir_offset, uint64_t dir_size,
+                       uint32_t nb_bitmaps, struct qcow2_bitmap_dirent **out,
+                       uint32_t *n_out, char **errmsg)
+{
+    *out = NULL;
+    *n_out = 0;
+    *errmsg = NULL;
+    if (!nb_bitmaps)
+        return 0;
+    struct qcow2_bitmap_dirent *bm = xcalloc(nb_bitmaps, sizeof(*bm));
+    int rc = list_load(rd, ctx, cluster_bits, virtual_size, dir_offset, dir_size, nb_bitmaps,
+                       bm, errmsg);
+    for (uint32_t i = 0; rc == 0 && i < nb_bitmaps; i++) {
+        const struct qcow2_bitmap_dirent *e = &bm[i];
+        bool exists = false;
+        for (uint32_t j = 0; j < i && !exists; j++)
+            exists = !strcmp(bm[j].name, e->name);
+        if (exists && (e->flags & QCOW2_BME_FLAG_IN_USE))
+            continue;   /* qemu: an in-use bitmap of a name already loaded is skipped */
+        if (exists) {
+            *errmsg = xasprintf("Bitmap already exists: %s", e->name);
+            rc = -EINVAL;
+            break;
+        }
+        if (e->flags & QCOW2_BME_FLAG_IN_USE)
+            continue;   /* its data is unusable: not read */
+        uint64_t *t, bad;
+        rc = qcow2_bitmap_table_load(rd, ctx, cluster_bits, e, &t, &bad);
+        if (rc < 0) {
+            *errmsg = xasprintf("Could not read bitmap_table table from image for bitmap "
+                                "'%s': %s", e->name, strerror(-rc));
+            break;
+        }
+        free(t);
+        if (qcow2_bitmap_table_clusters(virtual_size, e->granularity_bits, cluster_bits) !=
+            e->bitmap_table_size) {
+            *errmsg = xasprintf("Could not read bitmap '%s' from image: %s", e->name,
+                                strerror(EINVAL));
+            rc = -EINVAL;
+        }
+    }
+    if (rc < 0) {
+        free(bm);
+        return rc;
+    }
+    *out = bm;
+    *n_out = nb_bitmaps;
+    return 0;
+}
