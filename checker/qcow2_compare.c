@@ -102,7 +102,9 @@ void qc2_pass_compare(struct qc2 *s)
                 f.cluster = i;
                 f.rt_index = ti;
                 f.offset = s->rt[ti] & QCOW2_REFT_OFFSET_MASK;
-                if (!was_signaled && rc == -EIO) {
+                /* qemu signals corruption for an unaligned refblock offset only (a
+                 * failing read is -EIO too: an offset past 2^63 fails qemu's request check) */
+                if (!was_signaled && rc == -EIO && (f.offset & (s->cs - 1))) {
                     s->signaled_corruption = true;
                     was_signaled = true;
                     f.flags |= FF_SIGNAL;

@@ -47,10 +47,9 @@ int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out
 {
     *out = NULL;
     *loaded = 0;
-    /* qemu's request check (bdrv_check_request): a read that ends past INT64_MAX is an
-     * I/O error, while one merely past EOF reads zeros (a raw snapshot L1 offset can be
-     * 0x8000000000090000) */
-    if (entries && (off > INT64_MAX || entries > (INT64_MAX - off) / 8))
+    /* qemu's request check: a read that ends past BDRV_MAX_LENGTH is an I/O error, while
+     * one merely past EOF reads zeros (a raw snapshot L1 offset can be 0x8000000000090000) */
+    if (entries && (off > QIO_MAX_LENGTH || entries > (QIO_MAX_LENGTH - off) / 8))
         return -EIO;
     uint64_t n = entries_in_file(off, entries, s->file_size);
     *loaded = n;

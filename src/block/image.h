@@ -36,7 +36,7 @@ enum {
 #define IMG_MAX_CHAIN 64
 
 /* qemu's BDRV_MAX_LENGTH: larger virtual sizes fail to open. */
-#define IMG_MAX_LENGTH (((uint64_t)INT64_MAX) & ~((uint64_t)(1u << 30) - 1))
+#define IMG_MAX_LENGTH QIO_MAX_LENGTH
 
 typedef struct image image_t;
 

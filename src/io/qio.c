@@ -8,8 +8,8 @@ int qio_pread(qio_t *q, void *buf, size_t n, uint64_t off)
 {
     if (n == 0)
         return 0;
-    if (off > INT64_MAX || n > INT64_MAX - off)
-        return -EINVAL;
+    if (off > QIO_MAX_LENGTH || n > QIO_MAX_LENGTH - off)
+        return -EIO;
     return q->ops->pread(q, buf, n, off);
 }
 
@@ -17,8 +17,8 @@ int qio_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
 {
     if (!q->writable)
         return -EBADF;
-    if (off > INT64_MAX || n > INT64_MAX - off)
-        return -EINVAL;
+    if (off > QIO_MAX_LENGTH || n > QIO_MAX_LENGTH - off)
+        return -EIO;
     return q->ops->pwrite(q, buf, n, off);
 }
 

@@ -8,6 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* qemu's BDRV_MAX_LENGTH (INT64_MAX rounded down to 1 GiB): a request that ends past it
+ * fails with -EIO before any I/O, as qemu's request check does; images whose virtual size
+ * exceeds it do not open. */
+#define QIO_MAX_LENGTH (((uint64_t)INT64_MAX) & ~((uint64_t)(1u << 30) - 1))
+
 enum {
     QIO_RDONLY = 0,
     QIO_RDWR = 1 << 0,

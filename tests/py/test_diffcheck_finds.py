@@ -109,7 +109,27 @@ def bitmap_duplicate_name_in_use(d):
         q.set_u32(entries[1] + 12, q.u32(entries[1] + 12) | 1)
 
 
-CASES = [snap_l1_offset_past_int64, size_wraps_l1_count, snap_l1_offset_negative_no_eof_error,
+def refblock_offset_past_int64(d):
+    """Reftable entry 0 with bit 63 set: cluster-aligned, so qemu signals no corruption; its
+    read fails the request check, so every refcount lookup prints "Input/output error"
+    (qimg said "Invalid argument" and signalled an unaligned refblock)."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '8M', refcount_bits=64)
+    qemu.io(p, 'write -P 1 0 64k')
+    with qcow2poke.open_image(p) as q:
+        q.set_rt(0, q.rt_entry(0) | (1 << 63))
+
+
+def bitmap_table_offset_past_int64(d):
+    """A bitmap table offset with bit 63 set passes qemu's directory constraints (aligned,
+    non-zero); reading the table fails with "Input/output error" at open."""
+    p, entries = _bitmap_image(d)
+    with qcow2poke.open_image(p) as q:
+        q.set_u64(entries[0], q.u64(entries[0]) | (1 << 63))
+
+
+CASES = [refblock_offset_past_int64, bitmap_table_offset_past_int64,
+         snap_l1_offset_past_int64, size_wraps_l1_count, snap_l1_offset_negative_no_eof_error,
          snap_l1_range_wraps, bitmap_table_larger_than_disk_needs, bitmap_duplicate_name,
          bitmap_duplicate_name_in_use]
 
