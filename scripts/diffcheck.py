@@ -49,7 +49,7 @@ def base_images(d):
     """Small images covering the layouts check walks (name -> path)."""
     def create(name, size, opts, writes=(), snaps=(), post=None):
         p = os.path.join(d, name)
-        sh(QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-o', opts, p, size)
+        sh(QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-o', opts, p, size, cwd=d)
         for i, group in enumerate([writes] + [s for s in snaps]):
             if i:
                 sh(QEMU_IMG, 'snapshot', '-c', 'snap%d' % i, p)
@@ -57,7 +57,7 @@ def base_images(d):
                 args = []
                 for w in group:
                     args += ['-c', w]
-                sh(QEMU_IO, '-f', 'qcow2', *args, p)
+                sh(QEMU_IO, '-f', 'qcow2', *args, p, cwd=d)
         if post:
             post(p)
         return p
@@ -85,6 +85,23 @@ def base_images(d):
         sh(QEMU_IMG, 'convert', '-c', '-O', 'qcow2', '-o', 'compression_type=' + ctype,
            src, p)
         imgs[name] = p
+    imgs['c2m_snap'] = create('c2m_snap.qcow2', '64M', 'cluster_size=2097152',
+                              ['write -P 1 0 64k', 'write -P 2 10M 2M'],
+                              snaps=[['write -P 3 0 4k']])
+    imgs['extl2_snap'] = create('extl2_snap.qcow2', '8M', 'extended_l2=on,cluster_size=32768',
+                                ['write -P 1 0 4k', 'write -z 64k 2k', 'write -P 2 1M 40k'],
+                                snaps=[['write -P 3 2k 1k']])
+    base = create('chain_base.qcow2', '8M', 'cluster_size=65536', ['write -P 7 0 1M'])
+    imgs['chain_top'] = create('chain_top.qcow2', '8M',
+                               'cluster_size=65536,backing_file=%s,backing_fmt=qcow2'
+                               % os.path.basename(base), ['write -P 8 64k 64k'])
+    imgs['datafile'] = create('datafile.qcow2', '8M', 'data_file=datafile.data',
+                              ['write -P 1 0 64k', 'write -P 2 1M 128k'])
+    imgs['v2_compressed_snap'] = os.path.join(d, 'v2c.qcow2')
+    sh(QEMU_IMG, 'convert', '-c', '-O', 'qcow2', '-o', 'compat=0.10,cluster_size=4096',
+       imgs['plain64k'], imgs['v2_compressed_snap'])
+    sh(QEMU_IMG, 'snapshot', '-c', 's1', imgs['v2_compressed_snap'])
+    sh(QEMU_IO, '-f', 'qcow2', '-c', 'write -P 5 0 8k', imgs['v2_compressed_snap'])
     bm = create('bitmap.qcow2', '8M', 'cluster_size=65536', w)
     sh(QEMU_IMG, 'bitmap', '--add', bm, 'b0')
     sh(QEMU_IMG, 'bitmap', '--add', '-g', '128k', bm, 'b1')
@@ -237,6 +254,8 @@ def main():
     end = time.time() + a.seconds
     case_dir = os.path.join(work, 'case')
     os.makedirs(case_dir)
+    for aux in ('chain_base.qcow2', 'datafile.data'):   # backing file, external data file
+        shutil.copyfile(os.path.join(work, aux), os.path.join(case_dir, aux))
     while time.time() < end:
         name = rnd.choice(sorted(bases))
         img = os.path.join(case_dir, 'img.qcow2')
