@@ -7,7 +7,7 @@ exit code, stdout and stderr (qimg runs as `qemu-img` through a symlink, so its 
 prefix is the same), for `check`, `check --output=json` (qemu's fields; qimg's extra
 `findings` dropped), `info --output=json` and `map --output=json`.
 
-    scripts/diffcheck.py [--seconds N] [--seed S] [--out DIR] [--repair]
+    scripts/diffcheck.py [--seconds N] [--seed S] [--out DIR] [--only A,B] [--repair]
 
 With --repair, images with persistent bitmaps can differ by design: qemu-img rewrites the
 header and stores the bitmaps again when it opens and closes an image read-write, which
@@ -102,6 +102,11 @@ def base_images(d):
        imgs['plain64k'], imgs['v2_compressed_snap'])
     sh(QEMU_IMG, 'snapshot', '-c', 's1', imgs['v2_compressed_snap'])
     sh(QEMU_IO, '-f', 'qcow2', '-c', 'write -P 5 0 8k', imgs['v2_compressed_snap'])
+    for fmt, opts in (('qed', 'cluster_size=65536'), ('vdi', 'static=off')):
+        p = os.path.join(d, 'base.' + fmt)
+        sh(QEMU_IMG, 'create', '-q', '-f', fmt, '-o', opts, p, '8M', cwd=d)
+        sh(QEMU_IO, '-f', fmt, '-c', 'write -P 1 0 64k', '-c', 'write -P 2 3M 1M', p, cwd=d)
+        imgs[fmt] = p
     bm = create('bitmap.qcow2', '8M', 'cluster_size=65536', w)
     sh(QEMU_IMG, 'bitmap', '--add', bm, 'b0')
     sh(QEMU_IMG, 'bitmap', '--add', '-g', '128k', bm, 'b1')
@@ -112,6 +117,9 @@ def base_images(d):
 def regions(path):
     """(name, offset, length) of every metadata structure of a pristine image."""
     out = []
+    if not path.endswith('.qcow2'):
+        # qed / vdi: the header and the tables behind it (the first 1 MiB of the file)
+        return [('head', 0, min(os.path.getsize(path), 1 << 20))]
     with qcow2poke.Qcow2(path, writable=False) as q:
         cs = q.cs
         hl = q.h['header_length'] if q.h['version'] >= 3 else 72
@@ -240,6 +248,7 @@ def main():
     ap.add_argument('--seconds', type=float, default=300)
     ap.add_argument('--seed', type=int, default=int(time.time()))
     ap.add_argument('--out', default=os.path.join(ROOT, 'build', 'diffcheck'))
+    ap.add_argument('--only', help='comma-separated base image names (default: all)')
     ap.add_argument('--repair', action='store_true',
                     help='compare check -r all results instead of the read-only commands')
     a = ap.parse_args()
@@ -251,14 +260,16 @@ def main():
     bases = base_images(work)
     regs = {k: regions(p) for k, p in bases.items()}
     cases = mismatches = skipped = 0
+    names = sorted(k for k in bases if (not a.repair or bases[k].endswith('.qcow2')) and
+                   (not a.only or k in a.only.split(',')))
     end = time.time() + a.seconds
     case_dir = os.path.join(work, 'case')
     os.makedirs(case_dir)
     for aux in ('chain_base.qcow2', 'datafile.data'):   # backing file, external data file
         shutil.copyfile(os.path.join(work, aux), os.path.join(case_dir, aux))
     while time.time() < end:
-        name = rnd.choice(sorted(bases))
-        img = os.path.join(case_dir, 'img.qcow2')
+        name = rnd.choice(names)
+        img = os.path.join(case_dir, 'img' + os.path.splitext(bases[name])[1])
         shutil.copyfile(bases[name], img)
         what = mutate(img, regs[name], rnd)
         cases += 1
@@ -278,7 +289,7 @@ def main():
                 print('MISMATCH %s: %s (%s)' % (tag, r[0], '; '.join(what)), flush=True)
             continue
         for cmd in COMMANDS:
-            args = cmd + ['img.qcow2']
+            args = cmd + [os.path.basename(img)]
             rq = run(QEMU_IMG, args, case_dir)
             if rq[0] == 'timeout' or (isinstance(rq[0], int) and rq[0] < 0):
                 skipped += 1
@@ -287,7 +298,7 @@ def main():
             if normalize_json(cmd, rq) != normalize_json(cmd, ri):
                 mismatches += 1
                 tag = '%s-%d-%d' % (name, a.seed, cases)
-                shutil.copyfile(img, os.path.join(a.out, tag + '.qcow2'))
+                shutil.copyfile(img, os.path.join(a.out, tag + os.path.splitext(img)[1]))
                 with open(os.path.join(a.out, tag + '.txt'), 'w') as f:
                     f.write('base %s\n%s\ncommand: %s\n\n' % (name, '\n'.join(what),
                                                               ' '.join(args)))
