@@ -5,7 +5,8 @@ that matters: 0, an aligned offset inside or past the file, an unaligned one, a 
 run the read-only commands with both tools and compare everything a script would see:
 exit code, stdout and stderr (qimg runs as `qemu-img` through a symlink, so its message
 prefix is the same), for `check`, `check --output=json` (qemu's fields; qimg's extra
-`findings` dropped), `info --output=json` and `map --output=json`.
+`findings` dropped), `info --output=json`, `map --output=json` and `compare` with the
+undamaged image.
 
     scripts/diffcheck.py [--seconds N] [--seed S] [--out DIR] [--only A,B] [--repair]
 
@@ -210,7 +211,7 @@ def normalize_json(cmd, r):
 
 
 COMMANDS = (['check'], ['check', '--output=json'], ['info', '--output=json'],
-            ['map', '--output=json'])
+            ['map', '--output=json'], ['compare', 'orig{ext}'])
 
 
 def repair_case(img, case_dir, alias):
@@ -271,6 +272,8 @@ def main():
         name = rnd.choice(names)
         img = os.path.join(case_dir, 'img' + os.path.splitext(bases[name])[1])
         shutil.copyfile(bases[name], img)
+        if not a.repair:   # the undamaged image, for compare
+            shutil.copyfile(bases[name], os.path.join(case_dir, 'orig' + os.path.splitext(img)[1]))
         what = mutate(img, regs[name], rnd)
         cases += 1
         if a.repair:
@@ -289,7 +292,8 @@ def main():
                 print('MISMATCH %s: %s (%s)' % (tag, r[0], '; '.join(what)), flush=True)
             continue
         for cmd in COMMANDS:
-            args = cmd + [os.path.basename(img)]
+            ext = os.path.splitext(img)[1]
+            args = [c.format(ext=ext) for c in cmd] + [os.path.basename(img)]
             rq = run(QEMU_IMG, args, case_dir)
             if rq[0] == 'timeout' or (isinstance(rq[0], int) and rq[0] < 0):
                 skipped += 1
