@@ -19,7 +19,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden
+.PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden diffcheck
 
 all: $(BUILD)/qimg
 
@@ -64,6 +64,12 @@ asan: deps
 
 bench: $(BUILD)/qimg
 	QIMG=$(CURDIR)/$(BUILD)/qimg python3 bench/run.py
+
+# Differential fuzzing against the real qemu-img (random metadata damage; not part of
+# `make test`): DIFFCHECK_SECS per run, DIFFCHECK_ARGS e.g. --repair, --seed N, --only A,B.
+DIFFCHECK_SECS ?= 300
+diffcheck: $(BUILD)/qimg
+	QIMG=$(CURDIR)/$(BUILD)/qimg $(PYTHON) scripts/diffcheck.py --seconds $(DIFFCHECK_SECS) $(DIFFCHECK_ARGS)
 
 demo: $(BUILD)/qimg
 	@echo '$$ qimg info golden/demo/sample.qcow2'

@@ -228,6 +228,12 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
                   qimg_progname);
     }
+    /* encrypted images need a key secret for I/O, which qimg does not take (qemu opens
+     * the LUKS header while it reads the extensions, before the data file) */
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && s->ext.has_crypto) {
+        free(buf);
+        return open_fail(filename, -EINVAL, QCOW2_NO_KEY_MSG);
+    }
     rc = open_data_file(s);
     if (rc < 0) {
         free(buf);
@@ -236,6 +242,10 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
     if (s->h.crypt_method == QCOW2_CRYPT_LUKS && !s->ext.has_crypto) {
         free(buf);
         return open_fail(filename, -EINVAL, "Missing CRYPTO header for crypt method 2");
+    }
+    if (s->h.crypt_method == QCOW2_CRYPT_AES) {
+        free(buf);
+        return open_fail(filename, -EINVAL, QCOW2_NO_KEY_MSG);
     }
     rc = open_backing(s, buf, c0);
     free(buf);

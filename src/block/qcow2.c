@@ -129,6 +129,11 @@ static int qcow2_open(image_t *img, char **errmsg)
     }
     unsigned hflags = (img->flags & IMG_OPEN_RDWR) ? QCOW2_HDR_RDWR : 0;
     r = qcow2_header_decode(buf, blen, hflags, &s->h, &e);
+    /* only the size rule may be waived: a too-large L1 table is also -EFBIG */
+    if (r == -EFBIG && e.field && strcmp(e.field, "size") == 0 && qcow2_size_wrap_waived(&s->h)) {
+        r = 0;   /* open.c refuses the size itself, after the rest of the open */
+        fmt_error_clear(&e);
+    }
     if (r == 0)
         r = qcow2_ext_parse(&s->h, buf, blen, &s->x, &e);
     if (r == 0 && s->x.bitmaps_ignored) {
@@ -144,9 +149,6 @@ static int qcow2_open(image_t *img, char **errmsg)
     if (r == 0)
         r = qcow2_backing_name(&s->h, buf, blen, name, &name_len, &has_backing, &e);
     free(buf);
-    /* only the size rule may be waived: a too-large L1 table is also -EFBIG */
-    if (r == -EFBIG && e.field && strcmp(e.field, "size") == 0 && qcow2_size_wrap_waived(&s->h))
-        r = 0, img->size = s->h.size & ~(uint64_t)511; /* open.c refuses the size itself */
     if (r < 0)
         return fail(errmsg, &e, r);
 
@@ -159,15 +161,21 @@ static int qcow2_open(image_t *img, char **errmsg)
 
     if ((r = read_l1(img, errmsg)) < 0)
         return r;
+    bool no_io = (img->flags & IMG_OPEN_NO_IO) != 0;
+    /* qemu opens the LUKS header while it reads the extensions, before the data file */
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && s->x.has_crypto && !no_io) {
+        *errmsg = xstrdup(QCOW2_NO_KEY_MSG);
+        return -EINVAL;
+    }
     if ((r = open_data_file(img, errmsg)) < 0)
         return r;
-    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && !s->x.has_crypto) {
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && !s->x.has_crypto && !no_io) {
         *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
         return -EINVAL;
     }
-    if (s->h.crypt_method != 0 && !(img->flags & IMG_OPEN_NO_IO)) {
-        *errmsg = xstrdup("qimg cannot read encrypted images");
-        return -ENOTSUP;
+    if (s->h.crypt_method == QCOW2_CRYPT_AES && !no_io) {
+        *errmsg = xstrdup(QCOW2_NO_KEY_MSG);
+        return -EINVAL;
     }
     if (has_backing && name[0]) {
         /* C-string semantics, as qemu's bs->backing_file */

@@ -34,6 +34,15 @@ int qcow2_bitmap_table_load(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluste
     return 0;
 }
 
+/* qemu's dir_entry_size(): 24 + name_size + extra_data_size kept in an int and rounded up
+ * to 8. A huge extra_data_size wraps it negative (or small), so such an entry still "fits"
+ * in the directory and qemu goes on to refuse its extra data. */
+static int32_t qemu_entry_size(const uint8_t *hdr)
+{
+    uint32_t raw = QCOW2_BME_HDR_SIZE + (uint32_t)be16_get(hdr + 18) + be32_get(hdr + 20);
+    return (int32_t)((raw + 7u) & ~7u);
+}
+
 /* bitmap_list_load: the directory, whole. */
 static int list_load(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
                      uint64_t virtual_size, uint64_t off, uint64_t size, uint32_t nb,
@@ -66,13 +75,16 @@ static int list_load(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
             *errmsg = xstrdup("More bitmaps found than specified in header extension");
             goto out;
         }
-        if (qcow2_bitmap_dirent_decode(dir + pos, (size_t)(size - pos), off + pos, &e, &elen,
-                                       NULL) < 0 || elen > size - pos)
+        int32_t qsz = qemu_entry_size(dir + pos);
+        if (qsz > 0 && (uint64_t)qsz > size - pos)
             goto broken;
-        if (e.extra_data_size != 0) {
+        if (be32_get(dir + pos + 20) != 0) {
             *errmsg = xstrdup("Bitmap extra data is not supported");
             goto out;
         }
+        if (qcow2_bitmap_dirent_decode(dir + pos, (size_t)(size - pos), off + pos, &e, &elen,
+                                       NULL) < 0 || elen > size - pos)
+            goto broken;
         if (qcow2_bitmap_dirent_validate(&e, cluster_bits, virtual_size, off + pos, NULL) < 0) {
             *errmsg = xasprintf("Bitmap '%.*s' doesn't satisfy the constraints",
                                 (int)e.name_size, e.name);

@@ -153,4 +153,9 @@ uint64_t qcow2_size_to_l1(const struct qcow2_header *h, uint64_t size);
  * refuses the size as qemu does. */
 bool qcow2_size_wrap_waived(const struct qcow2_header *h);
 
+/* qemu's open of an encrypted image (AES, or LUKS with its header extension) for I/O
+ * without a key secret; qimg takes no --object secret, so every such open fails so
+ * (info, which opens without I/O, works). */
+#define QCOW2_NO_KEY_MSG "Parameter 'encrypt.key-secret' is required for cipher"
+
 #endif
