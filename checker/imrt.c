@@ -18,16 +18,12 @@ static uint64_t bytes_for(const struct imrt *t, uint64_t entries)
 static uint8_t *alloc_entries(const struct imrt *t, uint64_t entries)
 {
     uint64_t bytes = bytes_for(t, entries);
-    return bytes >= HUGEBUF_MIN ? hugebuf_try_alloc((size_t)bytes) : calloc((size_t)bytes, 1);
+    return bigbuf_try_alloc((size_t)bytes);
 }
 
 static void free_entries(const struct imrt *t, uint8_t *v, uint64_t entries)
 {
-    uint64_t bytes = bytes_for(t, entries);
-    if (bytes >= HUGEBUF_MIN)
-        hugebuf_free(v, (size_t)bytes);
-    else
-        free(v);
+    bigbuf_free(v, (size_t)bytes_for(t, entries));
 }
 
 int imrt_init(struct imrt *t, uint64_t nb_clusters, unsigned refcount_order)

@@ -13,33 +13,16 @@ void l2_reader_init(struct l2_reader *r, uint64_t cs, uint64_t file_size)
     uint64_t cap = file_size < L2_BATCH_BYTES ? file_size : L2_BATCH_BYTES;
     cap = cap < cs ? cs : (cap + cs - 1) / cs * cs;
     r->cap = cap;
-    r->huge = cap >= HUGEBUF_MIN;   /* 4 MiB: 2 huge-page faults instead of 1024 */
-    r->buf = r->huge ? hugebuf_alloc((size_t)cap) : xmalloc((size_t)cap);
-}
-
-static void *big_alloc(uint64_t n)
-{
-    return n >= HUGEBUF_MIN ? hugebuf_alloc((size_t)n) : xmalloc((size_t)n);
-}
-
-static void big_free(void *p, uint64_t n)
-{
-    if (n >= HUGEBUF_MIN)
-        hugebuf_free(p, (size_t)n);
-    else
-        free(p);
+    r->buf = bigbuf_alloc((size_t)cap);   /* 2 MiB: 1 huge-page fault instead of 512 */
 }
 
 void l2_reader_free(struct l2_reader *r)
 {
     l2_reader_end_walk(r);
-    if (r->huge)
-        hugebuf_free(r->buf, (size_t)r->cap);
-    else
-        free(r->buf);
+    bigbuf_free(r->buf, (size_t)r->cap);
     r->buf = NULL;
     if (r->ring)
-        big_free(r->ring, r->ring_bytes);
+        bigbuf_free(r->ring, (size_t)r->ring_bytes);
     r->ring = NULL;
     free(r->slots);
     r->slots = NULL;
@@ -165,7 +148,7 @@ void l2_reader_begin_walk(struct qc2 *s, struct l2_reader *r, const uint64_t *l1
         if (r->nslots < 4)
             r->nslots = 4;    /* one being checked, one read by each thread, one spare */
         r->ring_bytes = r->slot_bytes * r->nslots;
-        r->ring = big_alloc(r->ring_bytes);
+        r->ring = bigbuf_alloc((size_t)r->ring_bytes);
         r->slots = xcalloc(r->nslots, sizeof(*r->slots));
     }
     r->s = s;

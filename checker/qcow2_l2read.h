@@ -35,8 +35,7 @@ struct l2_slot {
 struct l2_reader {
     uint8_t *buf;
     uint64_t off, len;        /* bytes of the file held in buf */
-    uint64_t cap;
-    bool huge;                /* buf from hugebuf_alloc (else the heap) */
+    uint64_t cap;             /* buf: bigbuf_alloc(cap) */
 
     /* two-reader mode (par): ring of nslots slots of slot_bytes each in ring */
     bool par;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "checker/qcow2_l2read.h"
-#include "util/xalloc.h"
+#include "util/hugebuf.h"
 
 void __wrap_l2_reader_init(struct l2_reader *r, uint64_t cs, uint64_t file_size);
 
@@ -14,5 +14,5 @@ void __wrap_l2_reader_init(struct l2_reader *r, uint64_t cs, uint64_t file_size)
     (void)file_size;
     memset(r, 0, sizeof(*r));
     r->cap = cs > 16384 ? cs : 16384;
-    r->buf = xmalloc((size_t)r->cap);
+    r->buf = bigbuf_alloc((size_t)r->cap);   /* l2_reader_free frees it so */
 }

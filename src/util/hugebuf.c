@@ -49,3 +49,28 @@ void hugebuf_free(void *p, size_t n)
     if (p)
         munmap(p, round_up(n));
 }
+
+void *bigbuf_try_alloc(size_t n)
+{
+    return n >= HUGEBUF_MIN ? hugebuf_try_alloc(n) : calloc(n ? n : 1, 1);
+}
+
+void *bigbuf_alloc(size_t n)
+{
+    if (n >= HUGEBUF_MIN)
+        return hugebuf_alloc(n);
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) {
+        err_report("out of memory (allocating %zu bytes)", n);
+        exit(1);
+    }
+    return p;
+}
+
+void bigbuf_free(void *p, size_t n)
+{
+    if (n >= HUGEBUF_MIN)
+        hugebuf_free(p, n);
+    else
+        free(p);
+}

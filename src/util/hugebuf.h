@@ -20,4 +20,12 @@ void *hugebuf_try_alloc(size_t n);
 /* Frees a hugebuf_alloc(n) buffer (same n). NULL is fine. */
 void hugebuf_free(void *p, size_t n);
 
+/* n zeroed bytes on huge pages from HUGEBUF_MIN up, from the heap below (where rounding
+ * to 2 MiB would cost more than the faults it saves); NULL on failure. Free with
+ * bigbuf_free(p, n), same n. */
+void *bigbuf_try_alloc(size_t n);
+/* The same; exits like xmalloc on failure. */
+void *bigbuf_alloc(size_t n);
+void bigbuf_free(void *p, size_t n);
+
 #endif
