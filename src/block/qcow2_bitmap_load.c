@@ -1,6 +1,7 @@
 #include "block/qcow2_bitmap_load.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,6 +109,29 @@ out:
     return rc;
 }
 
+/* by name, then by directory position */
+static int by_name(const void *a, const void *b, void *arg)
+{
+    const struct qcow2_bitmap_dirent *bm = arg;
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    int c = strcmp(bm[i].name, bm[j].name);
+    return c ? c : (i > j) - (i < j);
+}
+
+/* seen[i]: an earlier entry has bm[i]'s name (up to 65535 entries: sorted, not n^2) */
+static bool *names_seen(const struct qcow2_bitmap_dirent *bm, uint32_t n)
+{
+    uint32_t *idx = xcalloc(n, sizeof(*idx));
+    bool *seen = xcalloc(n, sizeof(*seen));
+    for (uint32_t i = 0; i < n; i++)
+        idx[i] = i;
+    qsort_r(idx, n, sizeof(*idx), by_name, (void *)bm);
+    for (uint32_t k = 1; k < n; k++)
+        seen[idx[k]] = !strcmp(bm[idx[k - 1]].name, bm[idx[k]].name);
+    free(idx);
+    return seen;
+}
+
 int qcow2_bitmaps_open(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
                        uint64_t virtual_size, uint64_t dir_offset, uint64_t dir_size,
                        uint32_t nb_bitmaps, struct qcow2_bitmap_dirent **out,
@@ -121,11 +145,10 @@ int qcow2_bitmaps_open(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bit
     struct qcow2_bitmap_dirent *bm = xcalloc(nb_bitmaps, sizeof(*bm));
     int rc = list_load(rd, ctx, cluster_bits, virtual_size, dir_offset, dir_size, nb_bitmaps,
                        bm, errmsg);
+    bool *seen = rc == 0 ? names_seen(bm, nb_bitmaps) : NULL;
     for (uint32_t i = 0; rc == 0 && i < nb_bitmaps; i++) {
         const struct qcow2_bitmap_dirent *e = &bm[i];
-        bool exists = false;
-        for (uint32_t j = 0; j < i && !exists; j++)
-            exists = !strcmp(bm[j].name, e->name);
+        bool exists = seen[i];
         if (exists && (e->flags & QCOW2_BME_FLAG_IN_USE))
             continue;   /* qemu: an in-use bitmap of a name already loaded is skipped */
         if (exists) {
@@ -150,6 +173,7 @@ int qcow2_bitmaps_open(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bit
             rc = -EINVAL;
         }
     }
+    free(seen);
     if (rc < 0) {
         free(bm);
         return rc;
