@@ -136,6 +136,12 @@ int cmd_check(int argc, char **argv)
         err_report("--dry-run and --journal only make sense with -r leaks|all");
         return 1;
     }
+    if (dry_run && journal) {
+        /* a dry run writes nothing, so there is nothing to journal or undo */
+        err_report("--journal cannot be used with --dry-run: a dry run writes nothing to "
+                   "journal");
+        return 1;
+    }
     if (fix && o.share && !dry_run) {
         /* qemu would take no lock and repair an image another process may be writing */
         err_report("-U (force-share) cannot be used with -r: a repair must not run while "
