@@ -437,6 +437,27 @@ static int io_error(const struct undo *u, const char *what, int rc)
     return UNDO_IMAGE;
 }
 
+/* Write back the part of r's range that does not hold its old bytes already (a write
+ * that failed part-way, or was undone before an interruption, needs less or nothing: on
+ * a full disk, rewriting bytes into a hole could fail again). 1 written, 0 nothing. */
+static int put_back(struct undo *u, const struct undo_row *r)
+{
+    uint8_t *cur = xmalloc((size_t)r->len);
+    int rc = qio_pread(u->q, cur, (size_t)r->len, r->off);
+    if (rc == 0) {
+        uint64_t a = 0, b = r->len;
+        while (a < b && cur[a] == r->old[a])
+            a++;
+        while (b > a && cur[b - 1] == r->old[b - 1])
+            b--;
+        if (a < b)
+            rc = qio_pwrite(u->q, r->old + a, (size_t)(b - a), r->off + a);
+        rc = rc < 0 ? rc : a < b;
+    }
+    free(cur);
+    return rc;
+}
+
 /* Step 3: the restore. */
 static int restore(struct undo *u)
 {
@@ -455,9 +476,9 @@ static int restore(struct undo *u)
                        sqlite3_errmsg(u->db), dirty ? "" : "; nothing was written");
             return dirty ? UNDO_IMAGE : UNDO_JOURNAL;
         }
-        if ((rc = qio_pwrite(u->q, r->old, (size_t)r->len, r->off)) < 0)
+        if ((rc = put_back(u, r)) < 0)
             return io_error(u, "write", rc);
-        dirty = true;
+        dirty |= rc > 0;
     }
     if ((rc = qio_flush(u->q)) < 0)
         return io_error(u, "flush", rc);
