@@ -177,6 +177,11 @@ int cmd_check(int argc, char **argv)
             err_report("Could not open '%s': Unknown driver '%s'", filename, fmt);
             return 1;
         }
+        if ((!strcmp(fmt, "qed") || !strcmp(fmt, "vdi")) && (dry_run || journal)) {
+            /* their repair writes in place: a dry run or a journal would be ignored */
+            err_report("--dry-run and --journal are only supported for qcow2 images");
+            return 1;
+        }
         if (!strcmp(fmt, "qed") || !strcmp(fmt, "vdi"))
             return check_blk(filename, fmt, fix, json, quiet, &o);
         if (!strcmp(fmt, "vmdk") ||
