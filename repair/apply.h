@@ -5,8 +5,11 @@
 #include "repair/journal.h"
 #include "repair/plan.h"
 
-/* Write every plan entry to q in order (journaled first when j is set, rows numbered
- * from first_seq), flushing between classes and at the end. 0 or -errno. */
-int repair_apply(qio_t *q, const struct plan *p, journal_t *j, uint64_t first_seq);
+/* Write every plan entry to q in order (journaled first when j is set), flushing between
+ * classes and at the end. 0 or -errno; when the image write of an entry fails, *failed
+ * is that entry (else NULL: the journal, which printed its message, or a flush failed).
+ * Prints nothing itself. */
+int repair_apply(qio_t *q, const struct plan *p, journal_t *j,
+                 const struct plan_entry **failed);
 
 #endif

@@ -1,12 +1,16 @@
 #include "repair/journal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <stdbool.h>
 
 #include "cmd/commands.h"
 #include "util/err.h"
@@ -17,6 +21,9 @@ struct journal {
     sqlite3 *db;
     sqlite3_stmt *ins;
     char *path;
+    dev_t dev;      /* the file journal_create made, so only that one is ever unlinked */
+    ino_t ino;
+    uint64_t next_seq;
 };
 
 int journal_header_hash(qio_t *q, char out[65])
@@ -77,20 +84,64 @@ static int set_meta_u(journal_t *j, const char *k, uint64_t v)
     return set_meta(j, k, b);
 }
 
-int journal_create(const char *path, const char *image, qio_t *q, journal_t **out)
+/* Is path (not followed) still the file we created? */
+static bool still_ours(const journal_t *j)
 {
     struct stat st;
+    return lstat(j->path, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == j->dev &&
+           st.st_ino == j->ino;
+}
+
+void journal_discard(journal_t *j)
+{
+    if (!j)
+        return;
+    bool ours = still_ours(j);
+    char *path = xstrdup(j->path);
+    journal_close(j);
+    if (ours)
+        unlink(path);
+    free(path);
+}
+
+/* The file is made here with O_CREAT|O_EXCL|O_NOFOLLOW (never an existing file, never
+ * through a symlink), then opened by name with SQLITE_OPEN_NOFOLLOW (sqlite opens its own
+ * side files with O_NOFOLLOW too) and checked to be the same inode once the schema is on
+ * disk. Any failure removes the file again, so a failed creation leaves nothing behind. */
+int journal_create(const char *path, const char *image, qio_t *q, journal_t **out)
+{
     *out = NULL;
-    if (stat(path, &st) == 0) {
-        err_report("journal '%s' already exists; refusing to overwrite it", path);
-        return -EEXIST;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        struct stat st;
+        if (e == EEXIST && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+            err_report("journal '%s' is a symbolic link; refusing to follow it", path);
+        else if (e == EEXIST)
+            err_report("journal '%s' already exists; refusing to overwrite it", path);
+        else
+            err_report("journal '%s': cannot create: %s", path, strerror(e));
+        return -e;
     }
+    struct stat st;
+    int frc = fstat(fd, &st);
+    close(fd);
     journal_t *j = xcalloc(1, sizeof(*j));
     j->path = xstrdup(path);
-    if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+    j->next_seq = 1;
+    if (frc < 0) {
+        int e = errno;
+        err_report("journal '%s': %s", path, strerror(e));
+        unlink(path);
+        journal_close(j);
+        return -e;
+    }
+    j->dev = st.st_dev;
+    j->ino = st.st_ino;
+    if (sqlite3_open_v2(path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL) !=
         SQLITE_OK) {
         int rc = fail(j, "cannot create");
-        journal_close(j);
+        journal_discard(j);
         return rc;
     }
     char hash[65], buf[64];
@@ -126,21 +177,30 @@ int journal_create(const char *path, const char *image, qio_t *q, journal_t **ou
         rc = set_meta(j, "status", "applying");
     if (rc == 0)
         rc = exec(j, "COMMIT");
+    if (rc == 0 && !still_ours(j)) {
+        err_report("journal '%s' was replaced while it was being created", path);
+        rc = -EEXIST;
+    }
     if (rc == 0 && sqlite3_prepare_v2(j->db, "INSERT INTO writes(seq, op, class, offset, length,"
                                       " old_size, new_size, old, new, reason) VALUES(?,?,?,?,?,?,"
                                       "?,?,?,?)", -1, &j->ins, NULL) != SQLITE_OK)
         rc = fail(j, "prepare");
     if (rc < 0) {
-        journal_close(j);
+        if (!still_ours(j)) {   /* not ours to remove */
+            journal_close(j);
+            return rc;
+        }
+        journal_discard(j);
         return rc;
     }
     *out = j;
     return 0;
 }
 
-int journal_record(journal_t *j, uint64_t seq, const struct plan_entry *e, uint64_t new_size)
+int journal_record(journal_t *j, const struct plan_entry *e, uint64_t new_size, uint64_t *seq_out)
 {
     sqlite3_stmt *st = j->ins;
+    uint64_t seq = j->next_seq;
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
     sqlite3_bind_text(st, 2, e->op == PLAN_WRITE ? "write" : "truncate", -1, SQLITE_STATIC);
@@ -159,6 +219,11 @@ int journal_record(journal_t *j, uint64_t seq, const struct plan_entry *e, uint6
     sqlite3_bind_text(st, 10, e->reason, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(j, "write entry");
     sqlite3_clear_bindings(st);
+    if (rc == 0) {
+        j->next_seq++;
+        if (seq_out)
+            *seq_out = seq;
+    }
     return rc;
 }
 
@@ -171,7 +236,12 @@ int journal_mtime(qio_t *q, char out[48])
     return 0;
 }
 
-int journal_finish(journal_t *j, qio_t *q)
+int journal_mark_failed(journal_t *j, uint64_t seq)
+{
+    return set_meta_u(j, "failed_seq", seq);
+}
+
+int journal_finish(journal_t *j, qio_t *q, bool complete)
 {
     char mt[48];
     char hash[65];
@@ -188,9 +258,11 @@ int journal_finish(journal_t *j, qio_t *q)
     if (rc == 0 && journal_mtime(q, mt) == 0)
         rc = set_meta(j, "post_mtime", mt);
     if (rc == 0)
-        rc = set_meta(j, "status", "complete");
+        rc = set_meta(j, "status", complete ? "complete" : "failed");
     if (rc == 0)
         rc = exec(j, "COMMIT");
+    else
+        sqlite3_exec(j->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 

@@ -106,6 +106,62 @@ static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *
     return ret;
 }
 
+/* qemu-img's message for a repair write that failed, by what the write was (qemu's
+ * rebuild_refcount_structure, check_refblocks, fix_l2_entry_by_zero, check_oflag_copied);
+ * qemu's check then fails: "Check failed: <error>", exit 1, no report. */
+static void report_write_error(const struct plan_entry *e, int rc)
+{
+    const char *err = strerror(-rc);
+    switch (e ? (int)e->cls : -1) {
+    case -1:
+        break;   /* journal (message printed) or flush */
+    case PC_REBUILD:
+        err_report("ERROR writing %s: %s",
+                   strncmp(e->reason, "new refcount table", 18) ? "refblock" : "reftable", err);
+        break;
+    case PC_REBUILD_HDR:
+        err_report("ERROR setting reftable: %s", err);
+        break;
+    case PC_GROW:
+        err_plain("ERROR could not resize image: %s\n", err);
+        break;
+    case PC_L2_ZERO:
+        err_plain("ERROR: Failed to overwrite L2 table entry: %s\n", err);
+        break;
+    default:
+        if (e->cls == PC_COPIED && !strncmp(e->reason, "OFLAG_COPIED of L2", 18))
+            err_plain("ERROR: Could not write L2 table: %s\n", err);
+        else   /* qimg's own writes, and those qemu fails without a message of its own */
+            err_report("ERROR writing the repair to the image: %s", err);
+        break;
+    }
+    err_report("Check failed: %s", err);
+}
+
+/* After a failed write: put the incompatible features (the corrupt bit the guard set)
+ * back as they were before the repair, journaled like every write. The writes made so
+ * far are ordered so that the image is no worse than before (README, crash safety), so
+ * the guard need not stay; qemu, which has no guard, leaves the bit as it was too. */
+static void restore_incompat(qio_t *q, journal_t *j, uint32_t version, uint64_t orig,
+                             const char *filename)
+{
+    uint64_t now;
+    if (version < 3 || (read_incompat(q, version, &now) == 0 && now == orig))
+        return;
+    struct plan hp;
+    const struct plan_entry *failed;
+    plan_init(&hp, q);
+    uint8_t b[8];
+    be64_put(b, orig);
+    plan_write(&hp, PC_HEADER, 72, b, 8, "header: incompatible features put back to 0x%"
+               PRIx64 " after a failed write", orig);
+    int rc = repair_apply(q, &hp, j, &failed);
+    plan_free(&hp);
+    if (rc < 0)
+        err_report("Could not restore the header of '%s' (the corrupt bit stays set): %s",
+                   filename, strerror(-rc));
+}
+
 int repair_qcow2(const char *filename, const struct repair_opts *o)
 {
     qio_t *q;
@@ -125,6 +181,12 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         qio_close(q);
         return 1;
     }
+    /* the journal first: a refused journal stops the repair before any line is printed */
+    journal_t *j = NULL;
+    if (o->journal && !o->dry_run && journal_create(o->journal, filename, q, &j) < 0) {
+        qio_close(q);
+        return 1;
+    }
     struct plan plan;
     plan_init(&plan, q);
     struct repair_ctx ctx = { &plan };
@@ -134,13 +196,12 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
     rc = repair_first_pass(ov, filename, &o->check, o->fix, &ctx, &run);
     qio_close(ov);
     int ret;
-    if (!run.opened) {
-        ret = 1;
-        goto out;
-    }
-    if (rc < 0) {
-        /* nothing is applied when the fixing pass itself fails (README) */
-        ret = check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL);
+    if (!run.opened || rc < 0) {
+        /* nothing is applied when the fixing pass itself fails (README): no journal */
+        journal_discard(j);
+        j = NULL;
+        ret = run.opened ? check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL)
+                         : 1;
         goto out;
     }
     struct qcow2_header h;
@@ -158,20 +219,19 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         goto out;
     }
 
-    journal_t *j = NULL;
-    if (o->journal && journal_create(o->journal, filename, q, &j) < 0) {
-        ret = 1;
-        goto out;
-    }
     if (h.version >= 3 && plan.n && !(orig & QCOW2_INCOMPAT_CORRUPT)) {
         uint8_t b[8];
         be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
         plan_prepend_write(&plan, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
                            "repair is in progress");
     }
-    rc = repair_apply(q, &plan, j, 1);
+    const struct plan_entry *failed;
+    rc = repair_apply(q, &plan, j, &failed);
     if (rc < 0) {
-        journal_close(j);
+        report_write_error(failed, rc);
+        restore_incompat(q, j, h.version, orig, filename);
+        if (j)
+            journal_finish(j, q, false);
         ret = 1;
         goto out;
     }
@@ -201,18 +261,18 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         be64_put(b, want);
         plan_write(&hp, PC_HEADER, 72, b, 8, "header: incompatible features 0x%" PRIx64
                    " -> 0x%" PRIx64, now, want);
-        rc = repair_apply(q, &hp, j, plan.n + 1);
+        rc = repair_apply(q, &hp, j, &failed);
         plan_free(&hp);
+        if (rc < 0)
+            err_report("Could not update the header of '%s': %s", filename, strerror(-rc));
     }
-    if (j) {
-        if (rc == 0)
-            journal_finish(j, q);
-        journal_close(j);
-    }
+    if (j && rc == 0)
+        journal_finish(j, q, true);
     ret = check_run_report(fin, frc, filename, o->json, o->quiet, NULL, NULL);
     if (fin == &second)
         check_run_free(&second);
 out:
+    journal_close(j);
     check_run_free(&run);
     plan_free(&plan);
     qio_close(q);

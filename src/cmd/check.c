@@ -136,6 +136,12 @@ int cmd_check(int argc, char **argv)
         err_report("--dry-run and --journal only make sense with -r leaks|all");
         return 1;
     }
+    if (dry_run && journal) {
+        /* a dry run writes nothing, so there is nothing to journal or undo */
+        err_report("--journal cannot be used with --dry-run: a dry run writes nothing to "
+                   "journal");
+        return 1;
+    }
     if (fix && o.share && !dry_run) {
         /* qemu would take no lock and repair an image another process may be writing */
         err_report("-U (force-share) cannot be used with -r: a repair must not run while "
@@ -169,6 +175,11 @@ int cmd_check(int argc, char **argv)
         qio_close(q);
         if (!k) {
             err_report("Could not open '%s': Unknown driver '%s'", filename, fmt);
+            return 1;
+        }
+        if ((!strcmp(fmt, "qed") || !strcmp(fmt, "vdi")) && (dry_run || journal)) {
+            /* their repair writes in place: a dry run or a journal would be ignored */
+            err_report("--dry-run and --journal are only supported for qcow2 images");
             return 1;
         }
         if (!strcmp(fmt, "qed") || !strcmp(fmt, "vdi"))
