@@ -177,7 +177,7 @@ static int parse_header(struct luks_header *h, struct fmt_error *err)
     char *ivgen = strchr(mode, '-');
     if (!ivgen) {
         FAIL("cipher_mode", 0, LUKS_OFF_CIPHER_MODE, "must be <mode>-<ivgen>[:<hash>]");
-        fmt_error_qemu(err, "Unexpected cipher mode string format %s", h->cipher_mode);
+        fmt_error_qemu(err, "Unexpected cipher mode string format '%s'", h->cipher_mode);
         return -EINVAL;
     }
     *ivgen++ = 0;
@@ -187,14 +187,14 @@ static int parse_header(struct luks_header *h, struct fmt_error *err)
         *ivhash++ = 0;
         if ((ivhash_i = LOOKUP(hash_names, ivhash)) < 0) {
             FAIL("cipher_mode", 0, LUKS_OFF_CIPHER_MODE, "unknown IV hash");
-            fmt_error_qemu(err, "Hash algorithm %s not supported", ivhash);
+            fmt_error_qemu(err, "Hash algorithm '%s' not supported", ivhash);
             return -EINVAL;
         }
     }
     int mode_i = LOOKUP(mode_names, mode);
     if (mode_i < 0) {
         FAIL("cipher_mode", 0, LUKS_OFF_CIPHER_MODE, "unknown cipher mode");
-        fmt_error_qemu(err, "Cipher mode %s not supported", mode);
+        fmt_error_qemu(err, "Cipher mode '%s' not supported", mode);
         return -EINVAL;
     }
     h->cipher_mode_name = mode_names[mode_i];
@@ -205,7 +205,7 @@ static int parse_header(struct luks_header *h, struct fmt_error *err)
     if (!c) {
         FAIL("key_bytes", h->key_bytes, LUKS_OFF_KEY_BYTES, "no such %s key size",
              h->cipher_name);
-        fmt_error_qemu(err, "Algorithm %s with key size %d bytes not supported",
+        fmt_error_qemu(err, "Algorithm '%s' with key size %d bytes not supported",
                        h->cipher_name, (int)kb);
         return -EINVAL;
     }
@@ -213,14 +213,14 @@ static int parse_header(struct luks_header *h, struct fmt_error *err)
     int hash_i = LOOKUP(hash_names, h->hash_spec);
     if (hash_i < 0) {
         FAIL("hash_spec", 0, LUKS_OFF_HASH_SPEC, "unknown hash");
-        fmt_error_qemu(err, "Hash algorithm %s not supported", h->hash_spec);
+        fmt_error_qemu(err, "Hash algorithm '%s' not supported", h->hash_spec);
         return -EINVAL;
     }
     h->hash_alg = hash_names[hash_i];
     int ivgen_i = LOOKUP(ivgen_names, ivgen);
     if (ivgen_i < 0) {
         FAIL("cipher_mode", 0, LUKS_OFF_CIPHER_MODE, "unknown IV generator");
-        fmt_error_qemu(err, "IV generator %s not supported", ivgen);
+        fmt_error_qemu(err, "IV generator '%s' not supported", ivgen);
         return -EINVAL;
     }
     h->ivgen_alg = ivgen_names[ivgen_i];
