@@ -79,12 +79,9 @@ DIFFCHECK_SECS ?= 300
 diffcheck: $(BUILD)/qimg
 	QIMG=$(CURDIR)/$(BUILD)/qimg $(PYTHON) scripts/diffcheck.py --seconds $(DIFFCHECK_SECS) $(DIFFCHECK_ARGS)
 
+# check, dry run, repair with journal, undo and cmp on a copy of golden/demo/damaged.qcow2
 demo: $(BUILD)/qimg
-	@echo '$$ qimg info golden/demo/sample.qcow2'
-	@$(BUILD)/qimg info golden/demo/sample.qcow2
-	@echo
-	@echo '$$ qimg check golden/demo/sample.qcow2'
-	@$(BUILD)/qimg check golden/demo/sample.qcow2; echo "(exit code $$?)"
+	@QIMG=$(CURDIR)/$(BUILD)/qimg golden/demo/demo.sh
 
 install: $(BUILD)/qimg
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
