@@ -30,6 +30,8 @@ all: $(BUILD)/qimg
 $(BUILD)/.deps-%:
 	@scripts/ensure-deps.sh $*
 	@mkdir -p $(@D) && touch $@
+# kept: as a pattern-rule target make would otherwise delete it as intermediate
+.PRECIOUS: $(BUILD)/.deps-%
 
 $(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
