@@ -1,5 +1,7 @@
-# qimg build. `make` builds build/qimg; `make test` installs missing packages (as root),
-# builds and runs every test; `make asan` runs the whole suite on an ASan+UBSan build.
+# qimg build. `make` builds build/qimg and `make demo` shows it at work; both first make sure
+# the build packages are there (scripts/ensure-deps.sh build: installs them as root, else
+# prints the apt-get line and stops). `make test` does the same for the test packages, builds
+# and runs every test; `make asan` runs the whole suite on an ASan+UBSan build.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
@@ -23,7 +25,15 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/qimg
 
-$(BUILD)/obj/%.o: %.c
+# Package checks, once per build directory: the stamp is an order-only prerequisite, so a
+# later `make` (or a sub-make of asan, fuzz, golden with the same BUILD) does not ask again.
+$(BUILD)/.deps-%:
+	@scripts/ensure-deps.sh $*
+	@mkdir -p $(@D) && touch $@
+# kept: as a pattern-rule target make would otherwise delete it as intermediate
+.PRECIOUS: $(BUILD)/.deps-%
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -37,17 +47,17 @@ $(BUILD)/qimg: $(BUILD)/obj/src/main.o $(BUILD)/libqimg.a
 	$(CC) $(LDFLAGS) -o $@ $(BUILD)/obj/src/main.o -Wl,--whole-archive $(BUILD)/libqimg.a \
 	  -Wl,--no-whole-archive $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libqimg.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libqimg.a | $(BUILD)/.deps-test
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libqimg.a $(LDFLAGS) $(LIBS) -lcmocka
 
 deps:
-	@scripts/ensure-deps.sh
+	@scripts/ensure-deps.sh test
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-pytest: $(BUILD)/qimg
+pytest: $(BUILD)/qimg | $(BUILD)/.deps-test
 	QIMG=$(CURDIR)/$(BUILD)/qimg PYTHON=$(PYTHON) scripts/pytest-shards.sh tests/py
 
 test: deps
@@ -71,12 +81,9 @@ DIFFCHECK_SECS ?= 300
 diffcheck: $(BUILD)/qimg
 	QIMG=$(CURDIR)/$(BUILD)/qimg $(PYTHON) scripts/diffcheck.py --seconds $(DIFFCHECK_SECS) $(DIFFCHECK_ARGS)
 
+# check, dry run, repair with journal, undo and cmp on a copy of golden/demo/damaged.qcow2
 demo: $(BUILD)/qimg
-	@echo '$$ qimg info golden/demo/sample.qcow2'
-	@$(BUILD)/qimg info golden/demo/sample.qcow2
-	@echo
-	@echo '$$ qimg check golden/demo/sample.qcow2'
-	@$(BUILD)/qimg check golden/demo/sample.qcow2; echo "(exit code $$?)"
+	@QIMG=$(CURDIR)/$(BUILD)/qimg golden/demo/demo.sh
 
 install: $(BUILD)/qimg
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

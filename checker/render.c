@@ -267,9 +267,11 @@ static void set_u(json_t *o, const char *k, uint64_t v)
         json_set(o, k, json_uint(v));
 }
 
+/* qimg's own object: fixed key order (kind, severity, fixable-by, message, then where and
+ * what), not qemu's hash order, so findings read alike from one to the next. */
 json_t *finding_to_json(const struct finding *f, const struct finding_names *nm)
 {
-    json_t *o = json_object();
+    json_t *o = json_object_ordered();
     char msg[1024];
     json_set(o, "kind", json_string(finding_kind_name((enum finding_kind)f->kind)));
     json_set(o, "severity", json_string(finding_severity_name((enum finding_severity)f->severity)));

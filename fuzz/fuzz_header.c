@@ -1,6 +1,8 @@
-/* qcow2 header, header extensions, backing name, layout checks, probe; encode round trip. */
+/* qcow2 header, header extensions, backing name, layout checks, probe; encode round trip;
+ * the LUKS header decoder. */
 #include <string.h>
 
+#include "format/luks_header.h"
 #include "format/probe.h"
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
@@ -71,9 +73,26 @@ static void one(const uint8_t *data, size_t size, unsigned flags)
                 h2.compression_type == h.compression_type);
 }
 
+/* A LUKS header that decodes names only known algorithms and a payload past the header. */
+static void luks(const uint8_t *data, size_t size)
+{
+    struct luks_header h;
+    struct fmt_error e;
+    char msg[FMT_ERROR_MSG_MAX + 256];
+    if (luks_header_decode(data, size, &h, &e) < 0) {
+        fmt_error_user_msg(&e, msg, sizeof(msg));
+        return;
+    }
+    FUZZ_ASSERT(h.cipher_alg && h.cipher_mode_name && h.ivgen_alg && h.hash_alg);
+    FUZZ_ASSERT(h.payload_offset >= 4096 && strlen(h.uuid) <= 40);
+    for (int i = 0; i < LUKS_NUM_SLOTS; i++)
+        FUZZ_ASSERT(h.slots[i].stripes == LUKS_STRIPES);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     probe_format(data, size);
+    luks(data, size);
     one(data, size, 0);
     one(data, size, QCOW2_HDR_CHECK);
     one(data, size, QCOW2_HDR_RDWR | QCOW2_HDR_STRICT);

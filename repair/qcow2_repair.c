@@ -24,7 +24,7 @@ static void add_plan(json_t *j, const void *ctx)
     json_t *a = json_array();
     for (size_t i = 0; i < dry->n; i++) {
         const struct plan_entry *e = &dry->v[i];
-        json_t *w = json_object();
+        json_t *w = json_object_ordered(); /* qimg's own: op, offset, length, class, reason */
         json_set(w, "op", json_string(e->op == PLAN_WRITE ? "write" : "truncate"));
         json_set(w, "offset", json_uint(e->offset));
         json_set(w, "length", json_uint(e->op == PLAN_WRITE ? e->len : 0));

@@ -1,20 +1,35 @@
 #!/bin/sh
-# Installs (as root) or names (otherwise) the Debian packages qimg needs to build and test.
-# qemu-utils is the test oracle only; qimg never calls it at run time.
-#   scripts/ensure-deps.sh            build + test packages
-#   scripts/ensure-deps.sh GROUP...   also an optional group: fuzz (clang, libFuzzer and
-#                                     sanitizer runtimes, AFL++, llvm-cov), valgrind
+# Installs (as root) or names (otherwise) the Debian packages qimg needs.
+#   scripts/ensure-deps.sh GROUP...   build     compiler and libraries: enough for `make`, `make demo`
+#                                     test      build + cmocka, pytest and qemu-utils (`make test`)
+#                                     fuzz      test + clang, libFuzzer and sanitizer runtimes,
+#                                               AFL++, llvm-cov
+#                                     valgrind  test + valgrind
+#   scripts/ensure-deps.sh            same as `test`
+# qemu-utils is the test oracle only; qimg never calls it at run time, so `build` leaves it out.
+# The check is one dpkg-query per package; the Makefile keeps a stamp so that repeated builds
+# do not ask again. Without dpkg-query (not Debian) nothing can be checked: a note, exit 0.
 set -e
-PKGS="gcc make python3 zlib1g-dev libzstd-dev libsqlite3-dev libcmocka-dev python3-pytest qemu-utils"
+BUILD_PKGS="gcc make zlib1g-dev libzstd-dev libsqlite3-dev"
+TEST_PKGS="$BUILD_PKGS python3 libcmocka-dev python3-pytest qemu-utils"
+[ $# -gt 0 ] || set -- test
+PKGS=""
 for g in "$@"; do
     case "$g" in
-    fuzz) PKGS="$PKGS clang libclang-rt-14-dev afl++ llvm" ;;
-    valgrind) PKGS="$PKGS valgrind" ;;
-    *) echo "ensure-deps: unknown package group '$g' (known: fuzz valgrind)" >&2; exit 2 ;;
+    build) PKGS="$PKGS $BUILD_PKGS" ;;
+    test) PKGS="$PKGS $TEST_PKGS" ;;
+    fuzz) PKGS="$PKGS $TEST_PKGS clang libclang-rt-14-dev afl++ llvm" ;;
+    valgrind) PKGS="$PKGS $TEST_PKGS valgrind" ;;
+    *) echo "ensure-deps: unknown package group '$g' (known: build test fuzz valgrind)" >&2; exit 2 ;;
     esac
 done
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "ensure-deps: no dpkg-query (not Debian?); not checking for:$PKGS" >&2
+    exit 0
+fi
 missing=""
 for p in $PKGS; do
+    case " $missing " in *" $p "*) continue ;; esac
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0

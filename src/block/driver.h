@@ -62,6 +62,7 @@ extern const struct driver raw_driver;
 extern const struct driver qcow2_driver;
 extern const struct driver qed_driver;
 extern const struct driver vdi_driver;
+extern const struct driver luks_driver;
 
 /* All drivers, in probe order, NULL-terminated. */
 extern const struct driver *const drivers[];

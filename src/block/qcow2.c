@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/luks.h"
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "io/lock.h"
@@ -162,11 +163,23 @@ static int qcow2_open(image_t *img, char **errmsg)
     if ((r = read_l1(img, errmsg)) < 0)
         return r;
     bool no_io = (img->flags & IMG_OPEN_NO_IO) != 0;
-    /* qemu opens the LUKS header while it reads the extensions, before the data file */
+    /* qemu opens the LUKS header while it reads the extensions, before the data file: for
+     * I/O it wants the key first; info (NO_IO) validates the header and shows it */
     if (s->h.crypt_method == QCOW2_CRYPT_LUKS && s->x.has_crypto && !no_io) {
         *errmsg = xstrdup(QCOW2_NO_KEY_MSG);
         return -EINVAL;
     }
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS && s->x.has_crypto) {
+        /* qcow2_crypto_hdr_read_func: reads stay inside the extension's stated length */
+        if (s->x.crypto_length < LUKS_HEADER_LEN) {
+            *errmsg = xstrdup("Request for data outside of extension header");
+            return -EINVAL;
+        }
+        s->luks = xcalloc(1, sizeof(*s->luks));
+        if ((r = luks_read_header(img->file, s->x.crypto_offset, s->luks, errmsg)) < 0)
+            return -EINVAL;
+    }
+    img->encrypted = s->h.crypt_method != 0;
     if ((r = open_data_file(img, errmsg)) < 0)
         return r;
     if (s->h.crypt_method == QCOW2_CRYPT_LUKS && !s->x.has_crypto && !no_io) {
@@ -205,6 +218,7 @@ static void qcow2_close(image_t *img)
     free(s->bitmaps);
     free(s->cbuf);
     free(s->dbuf);
+    free(s->luks);
     free(s);
     img->priv = NULL;
 }

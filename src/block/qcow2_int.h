@@ -4,6 +4,7 @@
 #define QIMG_BLOCK_QCOW2_INT_H
 
 #include "block/driver.h"
+#include "format/luks_header.h"
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
 #include "format/qcow2_l2.h"
@@ -52,6 +53,8 @@ struct qcow2_state {
     size_t cbuf_len;
     uint8_t *dbuf;
     uint64_t dbuf_entry; /* L2 entry it came from; 0 = none */
+
+    struct luks_header *luks; /* LUKS encryption header, read by info's NO_IO open */
 };
 
 /* What one run of guest bytes maps to (qemu's qcow2_get_host_offset). */

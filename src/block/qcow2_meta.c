@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "block/qcow2_bitmap_load.h"
+#include "block/luks.h"
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_bitmap.h"
@@ -180,10 +181,14 @@ json_t *qcow2_format_specific(image_t *img)
         json_set(data, "compression-type",
                  json_string(s->h.compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib"));
     }
-    if (s->h.crypt_method != 0) {
+    /* qemu shows what its crypto layer opened: AES always, LUKS only with its header
+     * extension (without one, info has no encrypt block but still says encrypted) */
+    if (s->h.crypt_method == QCOW2_CRYPT_AES) {
         json_t *enc = json_object();
-        json_set(enc, "format", json_string(s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks"));
+        json_set(enc, "format", json_string("aes"));
         json_set(data, "encrypt", enc);
+    } else if (s->h.crypt_method == QCOW2_CRYPT_LUKS && s->luks) {
+        json_set(data, "encrypt", luks_info_json(s->luks, "luks"));
     }
     json_t *spec = json_object();
     json_set(spec, "type", json_string("qcow2"));

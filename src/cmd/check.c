@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "block/image.h"
+#include "block/luks.h"
 #include "checker/blk_check.h"
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
@@ -184,6 +185,11 @@ int cmd_check(int argc, char **argv)
         }
         if (!strcmp(fmt, "qed") || !strcmp(fmt, "vdi"))
             return check_blk(filename, fmt, fix, json, quiet, &o);
+        if (!strcmp(fmt, "luks")) {
+            /* qemu's open for I/O asks for the key before it reads the header */
+            err_report("Could not open '%s': %s", filename, LUKS_NO_KEY_MSG);
+            return 1;
+        }
         if (!strcmp(fmt, "vmdk") ||
             !strcmp(fmt, "vhdx") || !strcmp(fmt, "parallels")) {
             err_report("check of %s images is not implemented yet", fmt);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "format/be.h"
+#include "format/luks_header.h"
 
 const char *probe_format(const uint8_t *buf, size_t buf_len)
 {
@@ -17,7 +18,7 @@ const char *probe_format(const uint8_t *buf, size_t buf_len)
     /* VDI: little-endian signature 0xbeda107f after the 64-byte text, 512-byte header. */
     if (buf_len >= 512 && le32_get(buf + 0x40) == 0xbeda107fu)
         return "vdi";
-    if (buf_len >= 6 && memcmp(buf, "LUKS\xba\xbe", 6) == 0)
+    if (luks_probe(buf, buf_len))   /* magic and version 1 */
         return "luks";
     if (buf_len >= 8 && memcmp(buf, "vhdxfile", 8) == 0)
         return "vhdx";

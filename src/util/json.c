@@ -18,7 +18,7 @@ struct member {
 struct json {
     enum json_kind kind;
     union {
-        struct { struct member *m; size_t n, cap, seq; } obj;
+        struct { struct member *m; size_t n, cap, seq; bool ordered; } obj;
         struct { json_t **v; size_t n, cap; } arr;
         struct { char *s; size_t len; } str;
         int64_t i;
@@ -45,6 +45,13 @@ static json_t *node(enum json_kind k)
 }
 
 json_t *json_object(void) { return node(J_OBJ); }
+
+json_t *json_object_ordered(void)
+{
+    json_t *j = node(J_OBJ);
+    j->obj.ordered = true;
+    return j;
+}
 json_t *json_array(void) { return node(J_ARR); }
 
 json_t *json_string_len(const char *s, size_t len)
@@ -127,6 +134,16 @@ static int member_order(const void *a, const void *b)
     return x->seq > y->seq ? -1 : (x->seq < y->seq);
 }
 
+/* Members in print order: QEMU's QDict order, or insertion order for ordered objects. */
+static struct member *members_sorted(const json_t *v)
+{
+    struct member *sorted = xreallocarray(NULL, v->obj.n ? v->obj.n : 1, sizeof(*sorted));
+    memcpy(sorted, v->obj.m, v->obj.n * sizeof(*sorted));
+    if (!v->obj.ordered)
+        qsort(sorted, v->obj.n, sizeof(*sorted), member_order);
+    return sorted;
+}
+
 /* Decodes one UTF-8 sequence; returns its length, or 0 (and U+FFFD) when invalid. */
 static size_t utf8_next(const unsigned char *s, size_t left, uint32_t *cp)
 {
@@ -195,9 +212,7 @@ static void print_value(FILE *f, const json_t *v, int depth)
 {
     switch (v->kind) {
     case J_OBJ: {
-        struct member *sorted = xreallocarray(NULL, v->obj.n ? v->obj.n : 1, sizeof(*sorted));
-        memcpy(sorted, v->obj.m, v->obj.n * sizeof(*sorted));
-        qsort(sorted, v->obj.n, sizeof(*sorted), member_order);
+        struct member *sorted = members_sorted(v);
         fputc('{', f);
         for (size_t i = 0; i < v->obj.n; i++) {
             if (i)
@@ -257,9 +272,7 @@ static void dump_human(FILE *f, const json_t *v, int indent)
 {
     switch (v->kind) {
     case J_OBJ: {
-        struct member *sorted = xreallocarray(NULL, v->obj.n ? v->obj.n : 1, sizeof(*sorted));
-        memcpy(sorted, v->obj.m, v->obj.n * sizeof(*sorted));
-        qsort(sorted, v->obj.n, sizeof(*sorted), member_order);
+        struct member *sorted = members_sorted(v);
         for (size_t i = 0; i < v->obj.n; i++)
             dump_member(f, sorted[i].key, sorted[i].val, indent);
         free(sorted);

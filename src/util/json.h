@@ -11,6 +11,9 @@
 typedef struct json json_t;
 
 json_t *json_object(void);
+/* An object of qimg's own (a check finding, a repair-plan write): keys print in the order
+ * they were first set, not in QDict order, so every such object reads the same way. */
+json_t *json_object_ordered(void);
 json_t *json_array(void);
 json_t *json_string(const char *s);
 json_t *json_string_len(const char *s, size_t len);

@@ -210,8 +210,7 @@ def test_luks_without_crypto_header_info_works(tmp_path):
 
 def test_luks_without_key(tmp_path):
     """A LUKS-encrypted image made by qemu-img, no key secret: check, map and compare fail
-    as qemu-img's do. (info: qimg prints the image but not yet the LUKS header details
-    qemu-img adds under "encrypt"; README, known gaps.)"""
+    as qemu-img's do (info with its LUKS details: tests/py/test_luks_info.py)."""
     d = str(tmp_path)
     luks_without_key(d)
     for args in (['check'], ['check', '--output=json'], ['map', '--output=json'],

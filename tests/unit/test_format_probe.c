@@ -31,7 +31,11 @@ static void test_probe(void **state)
 
     memset(b, 0, sizeof(b));
     memcpy(b, "LUKS\xba\xbe", 6);
+    /* qemu's LUKS probe also wants version 1 (qcrypto_block_luks_has_format) */
+    assert_string_equal(probe_format(b, sizeof(b)), "raw");
+    b[7] = 1;
     assert_string_equal(probe_format(b, sizeof(b)), "luks");
+    assert_string_equal(probe_format(b, 7), "raw");
     memcpy(b, "vhdxfile", 8);
     assert_string_equal(probe_format(b, sizeof(b)), "vhdx");
     memcpy(b, "conectix", 8);

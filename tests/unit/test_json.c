@@ -67,6 +67,37 @@ static void test_pretty_form(void **state)
     json_free(o);
 }
 
+/* qimg's own objects keep their keys in the order first set; a replaced key keeps its place;
+ * a QDict-ordered object nested inside keeps qemu's order. */
+static void test_ordered_object(void **state)
+{
+    (void)state;
+    json_t *o = json_object_ordered();
+    json_set(o, "kind", json_string("k"));
+    json_set(o, "severity", json_string("leak"));
+    json_set(o, "fixable-by", json_string("leaks"));
+    json_set(o, "message", json_string("m"));
+    json_set(o, "kind", json_string("k2"));
+    json_t *q = json_object();
+    json_set(q, "format", json_string("qcow2"));
+    json_set(q, "flags", json_array());
+    json_set(o, "host-offset", q);
+    char *s = render(o);
+    assert_string_equal(s, "{\n"
+                           "    \"kind\": \"k2\",\n"
+                           "    \"severity\": \"leak\",\n"
+                           "    \"fixable-by\": \"leaks\",\n"
+                           "    \"message\": \"m\",\n"
+                           "    \"host-offset\": {\n"
+                           "        \"flags\": [\n"
+                           "        ],\n"
+                           "        \"format\": \"qcow2\"\n"
+                           "    }\n"
+                           "}");
+    free(s);
+    json_free(o);
+}
+
 static void test_size_to_str(void **state)
 {
     (void)state;
@@ -91,6 +122,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_key_order),
         cmocka_unit_test(test_pretty_form),
+        cmocka_unit_test(test_ordered_object),
         cmocka_unit_test(test_size_to_str),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,22 @@
+/* LUKS metadata shared by the luks driver and qcow2's LUKS encryption (info only). */
+#ifndef QIMG_BLOCK_LUKS_H
+#define QIMG_BLOCK_LUKS_H
+
+#include <stdint.h>
+
+#include "format/luks_header.h"
+#include "io/qio.h"
+#include "util/json.h"
+
+/* qemu's message when a LUKS volume is opened for I/O without a key-secret. */
+#define LUKS_NO_KEY_MSG "Parameter 'key-secret' is required for cipher"
+
+/* Reads the header at off (zeros past EOF) and validates it as qemu's NO_IO open does.
+ * On failure *errmsg (malloc'd) is qemu's message and -errno is returned. */
+int luks_read_header(qio_t *q, uint64_t off, struct luks_header *h, char **errmsg);
+
+/* qemu's QCryptoBlockInfoLUKS as info shows it (qcrypto_block_luks_get_info); format, if
+ * not NULL, is the discriminator of qcow2's encrypt union ("luks"). */
+json_t *luks_info_json(const struct luks_header *h, const char *format);
+
+#endif
