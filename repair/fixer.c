@@ -98,7 +98,8 @@ static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp
         if (f->guest_offset != FIND_NONE)
             err_report("dropped the unaligned data cluster mapping of guest offset 0x%" PRIx64
                        " (l2_entry=%" PRIx64 " at file offset 0x%" PRIx64 "); the guest now "
-                       "reads zeros there", f->guest_offset, f->entry, f->entry_offset);
+                       "reads zeros %s", f->guest_offset, f->entry, f->entry_offset,
+                       s->geom.extended_l2 ? "in the subclusters it had allocated" : "there");
         else
             err_report("dropped the unaligned data cluster mapping l2_entry=%" PRIx64
                        " at file offset 0x%" PRIx64 " (snapshot L2 table); the snapshot now "
