@@ -186,6 +186,19 @@ def test_060_unaligned_refblock_marking_corrupt(tmp_path):
     assert qemu.guest_sha256(os.path.join(dq, IMG))[0] == sha_guest
 
 
+def test_060_unaligned_refblock_leaks_mode(tmp_path):
+    # -r leaks opens read-write too: the fatal wording, then qemu's "need to rebuild"
+    p = _orig(tmp_path)
+    qemu.io(p, 'write 0 128k')
+    _poke(p, _peek64(p, 48), struct.pack('>Q', 0x2a00))
+    before = _sha(p)
+    dq, di, rq, ri = _repair_both(tmp_path, '-r', 'leaks')
+    _same_output(rq, ri)
+    assert rq[0] == 1 and 'qcow2: Marking image as corrupt: Refblock offset 0x2a00' in ri[2]
+    # the fixing pass failed: qimg applies nothing (README)
+    assert _sha(os.path.join(di, IMG)) == before
+
+
 def test_060_refblock_far_past_eof_and_unaligned(tmp_path):
     # 060 "Discarding a refblock covered by an unaligned refblock" (refcount_bits=1)
     p = _orig(tmp_path, refcount_bits=1)
