@@ -99,6 +99,8 @@ enum finding_fix {
 #define FF_REPAIRING 0x1u   /* found in a fixing run: qemu prints "Repairing" for it */
 #define FF_SIGNAL    0x2u   /* first corruption event: qemu also prints its
                                "qcow2: Image is corrupt: ..." line before this one */
+#define FF_FATAL     0x4u   /* with FF_SIGNAL: the image is open read-write (a repair), so
+                               qemu's event is fatal: "Marking image as corrupt: ..." */
 
 struct finding {
     uint16_t kind;           /* enum finding_kind */

@@ -107,7 +107,7 @@ void qc2_pass_compare(struct qc2 *s)
                 if (!was_signaled && rc == -EIO && (f.offset & (s->cs - 1))) {
                     s->signaled_corruption = true;
                     was_signaled = true;
-                    f.flags |= FF_SIGNAL;
+                    f.flags |= FF_SIGNAL | (s->fixer ? FF_FATAL : 0);
                 }
                 qc2_report(s, &f);
                 continue;

@@ -35,7 +35,9 @@ int qc2_pass_refblocks(struct qc2 *s)
             /* -r all: grow the file so the block exists (qemu truncates; §3.5) */
             f.flags |= FF_REPAIRING;
             qc2_report(s, &f);
-            if (s->fixer->grow_file(s, off + s->cs) < 0) {
+            /* an end past INT64_MAX is qemu's -EINVAL (qcow2's check_refblocks) */
+            uint64_t end = off > (uint64_t)INT64_MAX - s->cs ? UINT64_MAX : off + s->cs;
+            if (s->fixer->grow_file(s, end) < 0) {
                 s->rebuild = true;
                 continue;
             }

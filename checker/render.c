@@ -139,11 +139,14 @@ void finding_format(const struct finding *f, const struct finding_names *nm, cha
         break;
     case FK_REFCOUNT_READ_ERROR: {
         size_t n = 0;
+        /* qcow2_signal_corruption: fatal (and marking) only when the image is writable */
+        bool fatal = f->flags & FF_FATAL;
         if (f->flags & FF_SIGNAL)
-            n = (size_t)snprintf(buf, len, "qcow2: Image is corrupt: Refblock offset %#"
-                                 PRIx64 " unaligned (reftable index: %#" PRIx64 "); further "
-                                 "non-fatal corruption events will be suppressed\n",
-                                 f->offset, f->rt_index);
+            n = (size_t)snprintf(buf, len, "qcow2: %s: Refblock offset %#" PRIx64 " unaligned "
+                                 "(reftable index: %#" PRIx64 "); further %scorruption events "
+                                 "will be suppressed\n",
+                                 fatal ? "Marking image as corrupt" : "Image is corrupt",
+                                 f->offset, f->rt_index, fatal ? "" : "non-fatal ");
         if (n < len)
             snprintf(buf + n, len - n, "Can't get refcount for cluster %" PRId64 ": %s\n",
                      (int64_t)f->cluster, strerror(-f->err));

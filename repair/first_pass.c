@@ -2,9 +2,12 @@
  * (digest §3 top level) and qcow2_check_refcounts (§3.7) with a fix mode. The checker's
  * passes do the detecting and call repair_fixer for each fix. */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <string.h>
 
+#include "format/be.h"
+#include "format/qcow2_header.h"
 #include "repair/repair.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -78,6 +81,24 @@ static int refcount_pass(struct qc2 *s, unsigned fix)
     return 0;
 }
 
+/* qemu's qcow2_do_open clears autoclear bits it does not know whenever it opens an image
+ * read-write, as the spec asks of a writer that does not maintain those features' data. */
+static int clear_unknown_autoclear(struct qc2 *s)
+{
+    uint64_t a = s->h.autoclear_features;
+    if (s->h.version < 3 || !(a & ~QCOW2_AUTOCLEAR_MASK))
+        return 0;
+    uint8_t b[8];
+    be64_put(b, (uint64_t)(a & QCOW2_AUTOCLEAR_MASK));
+    int rc = plan_write(rp_plan(s), PC_HEADER, QCOW2_OFF_AUTOCLEAR, b, 8, "header: "
+                        "autoclear features 0x%" PRIx64 " -> 0x%" PRIx64 " (unknown bits "
+                        "cleared, as qemu does on a read-write open)", a,
+                        (uint64_t)(a & QCOW2_AUTOCLEAR_MASK));
+    if (rc == 0)
+        s->h.autoclear_features = a & QCOW2_AUTOCLEAR_MASK;
+    return rc;
+}
+
 static void add_result(struct check_result *to, const struct check_result *from)
 {
     to->corruptions += from->corruptions;
@@ -97,6 +118,9 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
     s.fixer = &repair_fixer;
     s.fixer_ctx = ctx;
     s.fix = fix;
+    rc = clear_unknown_autoclear(&s);
+    if (rc < 0)
+        goto out;
 
     struct check_result snap;
     memset(&snap, 0, sizeof(snap));

@@ -98,7 +98,8 @@ static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp
         if (f->guest_offset != FIND_NONE)
             err_report("dropped the unaligned data cluster mapping of guest offset 0x%" PRIx64
                        " (l2_entry=%" PRIx64 " at file offset 0x%" PRIx64 "); the guest now "
-                       "reads zeros there", f->guest_offset, f->entry, f->entry_offset);
+                       "reads zeros %s", f->guest_offset, f->entry, f->entry_offset,
+                       s->geom.extended_l2 ? "in the subclusters it had allocated" : "there");
         else
             err_report("dropped the unaligned data cluster mapping l2_entry=%" PRIx64
                        " at file offset 0x%" PRIx64 " (snapshot L2 table); the snapshot now "
@@ -108,14 +109,17 @@ static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp
 }
 
 /* A refblock past EOF: grow the file as qemu does, but not to a size only a hostile
- * reftable entry asks for (README, "Differences from qemu-img"). */
+ * reftable entry asks for (README, "Differences from qemu-img"). An end past INT64_MAX
+ * (UINT64_MAX from the caller when offset + cluster size overflows) is qemu's own
+ * refusal, -EINVAL. */
 static int fx_grow_file(struct qc2 *s, uint64_t new_size)
 {
     struct plan *p = rp_plan(s);
     uint64_t limit = p->size * 2 + (1ull << 30);
-    if (new_size > limit || new_size > INT64_MAX) {
-        err_plain("ERROR could not resize image: %s\n", strerror(EFBIG));
-        return -EFBIG;
+    int err = new_size > INT64_MAX ? EINVAL : new_size > limit ? EFBIG : 0;
+    if (err) {
+        err_plain("ERROR could not resize image: %s\n", strerror(err));
+        return -err;
     }
     int rc = plan_truncate(p, PC_GROW, new_size, "grow the file for a refcount block past its end");
     sync_size(s);

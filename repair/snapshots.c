@@ -7,6 +7,7 @@
  * the leading entries that are plausible snapshots and discards the rest, saying so. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,7 +49,9 @@ static int read_entry(struct qc2 *s, uint8_t *buf, uint64_t at, uint64_t i,
     return 0;
 }
 
-/* Could entry i at `at` be a snapshot qemu wrote? NULL if so, else why not. */
+/* Is entry i at `at` a snapshot qemu's check accepts as it stands? NULL if so, else why
+ * not. (An all-zero v2 entry is one: an empty snapshot, as QEMU's iotest 261 keeps 65536
+ * of them; v3 needs 16 bytes of extra data.) */
 static const char *implausible(struct qc2 *s, uint8_t *buf, uint64_t at)
 {
     if (at + QCOW2_SN_HDR_SIZE > s->file_size)
@@ -58,12 +61,12 @@ static const char *implausible(struct qc2 *s, uint8_t *buf, uint64_t at)
     uint64_t l1 = be64_get(buf);
     uint32_t l1n = be32_get(buf + 8), extra = be32_get(buf + 36);
     uint64_t end = at + QCOW2_SN_HDR_SIZE + (uint64_t)extra + be16_get(buf + 12) + be16_get(buf + 14);
-    if (!be16_get(buf + 12))
-        return "it has no id";
     if (extra > QCOW2_MAX_SNAPSHOT_EXTRA || end > s->file_size)
         return "its size runs past the end of the file";
-    if (!l1 || (l1 & (s->cs - 1)) || l1n > QCOW2_MAX_L1_SIZE / 8 ||
-        l1 + (uint64_t)l1n * 8 > s->file_size)
+    if (s->h.version >= 3 && extra < QCOW2_SN_EXTRA_V3_MIN)
+        return "it lacks the extra data a v3 snapshot has";
+    if ((l1 & (s->cs - 1)) || l1n > QCOW2_MAX_L1_SIZE / 8 ||
+        (l1n && (!l1 || l1 + (uint64_t)l1n * 8 > s->file_size)))
         return "its L1 table is not inside the file";
     return NULL;
 }
@@ -123,10 +126,11 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
     }
     s->sn = nb ? xcalloc((size_t)nb, sizeof(*s->sn)) : NULL;
     uint8_t *buf = xmalloc(SN_MAX);
-    uint64_t pos = off;
+    uint64_t pos = off, table_len = 0;
     int rc = 0;
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t at = (pos + 7) & ~7ull, len;
+        table_len = (table_len + 7) & ~7ull;
         rc = read_entry(s, buf, at, i, &s->sn[i], &len);
         if (rc < 0) {
             struct finding f = finding_make(FK_SNAP_TABLE_POINTER_READ);
@@ -140,7 +144,12 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
                       QCOW2_MAX_SNAPSHOT_EXTRA);
             dropped++;
         }
-        if (qcow2_snapshot_table_too_big(at + len - off)) {
+        /* qemu's qcow2_do_read_snapshots measures the table as it will be rewritten, with
+         * truncated extra data counted as 1024 bytes; the real extent must fit in an int */
+        uint64_t kept = s->sn[i].extra_truncated ? QCOW2_MAX_SNAPSHOT_EXTRA
+                                                 : s->sn[i].extra_data_size;
+        table_len += len - s->sn[i].extra_data_size + kept;
+        if (qcow2_snapshot_table_too_big(table_len) || at + len - off > INT_MAX) {
             err_plain("Discarding %" PRIu64 " overhanging snapshots (snapshot table is too "
                       "big)\n", nb - i);
             reduced += nb - i;
