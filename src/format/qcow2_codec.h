@@ -50,9 +50,10 @@ static inline bool qcow2_inflate_strict_ok(int r)
  * qemu pads it) the way qemu's qcow2_co_pwritev_compressed_task does: the output is limited
  * to cs - 1 bytes, so dst must hold cs - 1 bytes. Returns the compressed length
  * (1 .. cs - 1; zlib: .. cs - 2, since deflate says Z_OK, "more to come", when its stream
- * exactly fills the space, and qemu takes that as "does not fit"); -ENOSPC when it does not fit (the writer then writes the cluster plainly,
- * as qemu does); -EIO, -ENOMEM, -EINVAL (unknown type, cs < 2). Byte-identical to
- * qemu-img convert -c with the same zlib / libzstd. */
+ * exactly fills the space, and qemu takes that as "does not fit"); -ENOSPC when it does not
+ * fit (the writer then writes the cluster plainly, as qemu does); -EIO, -ENOMEM, -EINVAL
+ * (unknown type, cs < 2). Byte-identical to qemu-img convert -c with the same zlib and
+ * libzstd. */
 ssize_t qcow2_compress(unsigned type, uint8_t *dst, const uint8_t *src, size_t cs);
 
 #endif
