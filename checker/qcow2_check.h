@@ -207,6 +207,12 @@ int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out
 /* Read a whole range (zeros past EOF); 0 or -errno. */
 int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);
 
+/* qc2_read in the shape of the format/ readers' pread callbacks (ctx: the struct qc2). */
+static inline int qc2_pread_cb(void *ctx, void *buf, uint64_t len, uint64_t off)
+{
+    return qc2_read(ctx, buf, len, off);
+}
+
 /* The whole qcow2 check. */
 /* Copies the snapshot ids and names into run->names so the report can name snapshots after
  * the check state is gone (used by the check and by repair's fixing pass). */
