@@ -9,8 +9,8 @@
 #include "block/driver.h"
 #include "util/xalloc.h"
 
-const struct driver *const drivers[] = { &qcow2_driver, &qed_driver, &vdi_driver, &raw_driver,
-                                          NULL };
+const struct driver *const drivers[] = { &qcow2_driver, &qcow1_driver, &qed_driver, &vdi_driver,
+                                          &raw_driver, NULL };
 
 const struct driver *driver_find(const char *name)
 {

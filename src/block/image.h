@@ -49,6 +49,8 @@ struct image {
     uint64_t size;         /* virtual size in bytes (qemu: total_sectors * 512) */
     uint32_t cluster_size; /* 0 when the format has none (raw) */
     bool dirty;            /* dirty flag as info reports it */
+    bool encrypted;        /* info's "encrypted" for formats without format-specific data
+                              (qcow v1 with AES) */
 
     qio_t *file;           /* the image file itself */
     qio_t *data_file;      /* where guest data lives: == file, or the external data file;

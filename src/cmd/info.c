@@ -53,7 +53,7 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "actual-size", json_int(actual));
     json_t *spec = img->drv->format_specific ? img->drv->format_specific(img) : NULL;
     const json_t *data = spec ? json_get(spec, "data") : NULL;
-    if (data && json_get(data, "encrypt"))
+    if ((data && json_get(data, "encrypt")) || img->encrypted)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
