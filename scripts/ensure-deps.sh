@@ -1,11 +1,12 @@
 #!/bin/sh
 # Installs (as root) or names (otherwise) the Debian packages qimg needs to build and test.
-# qemu-utils is the test oracle only; qimg never calls it at run time.
+# qemu-utils is the test oracle only; qimg never calls it at run time. strace counts a
+# test's syscalls (tests/py/test_file_holes.py).
 #   scripts/ensure-deps.sh            build + test packages
 #   scripts/ensure-deps.sh GROUP...   also an optional group: fuzz (clang, libFuzzer and
 #                                     sanitizer runtimes, AFL++, llvm-cov), valgrind
 set -e
-PKGS="gcc make python3 zlib1g-dev libzstd-dev libsqlite3-dev libcmocka-dev python3-pytest qemu-utils"
+PKGS="gcc make python3 zlib1g-dev libzstd-dev libsqlite3-dev libcmocka-dev python3-pytest qemu-utils strace"
 for g in "$@"; do
     case "$g" in
     fuzz) PKGS="$PKGS clang libclang-rt-14-dev afl++ llvm" ;;
