@@ -37,8 +37,10 @@ static int raw_block_status(image_t *img, uint64_t off, uint64_t bytes, block_st
     int r = image_file_status(img->file, off, bytes, &f, &st->pnum);
     if (r < 0)
         return r;
-    if (st->pnum == 0) /* cannot happen: img->size is the file's rounded length */
-        return -EIO;
+    if (st->pnum == 0) { /* the file shrank since open: the rest reads as zeros */
+        st->pnum = bytes;
+        f = BS_ZERO | BS_OFFSET_VALID;
+    }
     st->flags = f & (BS_DATA | BS_ZERO | BS_OFFSET_VALID);
     st->map = off;
     st->file = img->file;
