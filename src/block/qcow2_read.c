@@ -11,8 +11,7 @@
 #include "format/qcow2_l2.h"
 #include "util/xalloc.h"
 
-/* qemu's qcow2_zlib_decompress: the output must be filled completely. */
-static int inflate_cluster(uint8_t *dst, size_t dlen, const uint8_t *src, size_t slen)
+int inflate_cluster(uint8_t *dst, size_t dlen, const uint8_t *src, size_t slen)
 {
     z_stream z;
     memset(&z, 0, sizeof(z));
