@@ -102,7 +102,13 @@ img zeros 16k -o cluster_size=512; io zeros "write -z 0 16k"; keep zeros
 "$QEMU_IMG" create -q -f qed -o cluster_size=4k qed.img 64k
 "$QEMU_IO" -f qed -c "write -P 0xaa 0 4k" qed.img >/dev/null
 "$QEMU_IMG" create -q -f vdi vdi.img 2M   # a written block would be 1 MiB
-cp qed.img vdi.img "$out/"
+# qcow version 1: plain with a backing file, compressed (qemu-img 7.2 writes both)
+"$QEMU_IMG" create -q -f qcow -b qed.img -F qed qcow1.img 64k
+"$QEMU_IO" -f qcow -c "write -P 0xcc 4k 4k" qcow1.img >/dev/null
+# (7.2 exits 1 without a message when the source has unallocated clusters; the image is
+# complete: compare finds it identical)
+"$QEMU_IMG" convert -c -O qcow src.raw qcow1-comp.img || true
+cp qed.img vdi.img qcow1.img qcow1-comp.img "$out/"
 printf 'hello raw image\n' > "$out/raw.img"
 ls "$out" | wc -l | sed 's/^/seeds: /'
 du -sh "$out" | sed 's/^/size: /'

@@ -4,6 +4,7 @@
 
 #include "format/luks_header.h"
 #include "format/probe.h"
+#include "format/qcow1_header.h"
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
 #include "fuzz/fuzz_common.h"
@@ -89,10 +90,33 @@ static void luks(const uint8_t *data, size_t size)
         FUZZ_ASSERT(h.slots[i].stripes == LUKS_STRIPES);
 }
 
+/* qcow v1: a decoded header has qemu's ranges and an L1 size within qemu's limit. */
+static void one_qcow1(const uint8_t *data, size_t size)
+{
+    struct qcow1_header h;
+    struct fmt_error e;
+    char msg[FMT_ERROR_MSG_MAX + 256];
+    int r = qcow1_header_decode(data, size, &h, &e);
+    if (r < 0) {
+        FUZZ_ASSERT(e.code == r);
+        fmt_error_user_msg(&e, msg, sizeof(msg));
+        return;
+    }
+    FUZZ_ASSERT(h.cluster_bits >= 9 && h.cluster_bits <= 16);
+    FUZZ_ASSERT(h.l2_bits >= 6 && h.l2_bits <= 13);
+    FUZZ_ASSERT(h.size >= 2 && h.l1_size >= 1 && h.l1_size <= 268435455u);
+    FUZZ_ASSERT(h.l1_size << (h.cluster_bits + h.l2_bits) >= h.size);
+    uint64_t entry = size >= 56 ? be64_get(data + 48) : 0;
+    struct qcow1_entry x = qcow1_entry(&h, entry);
+    if (x.kind == QCOW1_COMPRESSED)
+        FUZZ_ASSERT(x.csize < h.cluster_size && x.coffset <= h.cluster_offset_mask);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     probe_format(data, size);
     luks(data, size);
+    one_qcow1(data, size);
     one(data, size, 0);
     one(data, size, QCOW2_HDR_CHECK);
     one(data, size, QCOW2_HDR_RDWR | QCOW2_HDR_STRICT);

@@ -42,7 +42,10 @@ struct driver {
 
     /* Driver-level block status of [off, off+bytes) (bytes > 0, off+bytes <= size): fills
      * st->flags with DATA/ZERO/OFFSET_VALID/RECURSE/RAW only, st->pnum (0 < pnum <= bytes),
-     * st->map and st->file/filename when OFFSET_VALID. Generic rules are added by the caller. */
+     * st->map and st->file/filename when OFFSET_VALID. Generic rules are added by the caller.
+     * st->file stays NULL when map is what qemu reports but not where the guest bytes are
+     * read from (qcow v1 ORs the in-cluster offset into an unaligned cluster offset): no
+     * caller then reads the file at map directly. */
     int (*block_status)(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
 
     /* info: {"type": fmt, "data": {...}} for format-specific, or NULL when none. */
@@ -61,6 +64,7 @@ struct driver {
 extern const struct driver raw_driver;
 extern const struct driver qcow2_driver;
 extern const struct driver qed_driver;
+extern const struct driver qcow1_driver; /* "qcow", version 1 */
 extern const struct driver vdi_driver;
 extern const struct driver luks_driver;
 

@@ -9,7 +9,8 @@
 #include "block/driver.h"
 #include "util/xalloc.h"
 
-const struct driver *const drivers[] = { &qcow2_driver, &qed_driver, &vdi_driver, &luks_driver,
+const struct driver *const drivers[] = { &qcow2_driver, &qcow1_driver, &qed_driver, &vdi_driver,
+                                          &luks_driver,
                                           &raw_driver, NULL };
 
 const struct driver *driver_find(const char *name)
@@ -93,6 +94,38 @@ int image_read(image_t *img, uint64_t off, void *buf, size_t n)
     return read_in_steps(img, off, p, n, read_chunk);
 }
 
+int image_file_status(qio_t *file, uint64_t off, uint64_t bytes, unsigned *flags,
+                      uint64_t *pnum)
+{
+    uint64_t real, size;
+    int r = qio_size(file, &real);
+    if (r < 0)
+        return r;
+    /* qemu's lengths are in sectors: the last partial sector counts, past the real end */
+    size = real > UINT64_MAX - 511 ? real & ~(uint64_t)511 : (real + 511) & ~(uint64_t)511;
+    *pnum = 0;
+    if (off >= size) {
+        *flags = BS_EOF;
+        return 0;
+    }
+    if (bytes > size - off)
+        bytes = size - off;
+    bool is_data = false;
+    uint64_t len = 0;
+    r = qio_extent(file, off, &is_data, &len);
+    if (r < 0 || len == 0 || (!is_data && off + len >= real)) {
+        /* no information: data (file-posix's guess); a trailing hole (SEEK_DATA's ENXIO)
+         * reaches the rounded end */
+        is_data = r < 0; /* the other two cases are holes */
+        len = bytes;
+    }
+    *pnum = len < bytes ? len : bytes;
+    *flags = (is_data ? BS_DATA : BS_ZERO) | BS_OFFSET_VALID | BS_ALLOCATED;
+    if (off + *pnum == size)
+        *flags |= BS_EOF;
+    return 0;
+}
+
 int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)
 {
     memset(st, 0, sizeof(*st));
@@ -124,27 +157,19 @@ int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_
             f |= BS_ZERO;
         }
     }
-    /* RECURSE: ask the file whether the host range is a hole (metadata preallocation). */
+    /* RECURSE (metadata preallocation): ask the file whether the host range is a hole, and
+     * combine as qemu's bdrv_co_block_status() does. */
     if ((f & BS_RECURSE) && (f & BS_DATA) && !(f & BS_ZERO) && (f & BS_OFFSET_VALID) &&
         st->file) {
-        uint64_t fsize;
-        if (qio_size(st->file, &fsize) == 0) {
-            fsize = (fsize + 511) & ~(uint64_t)511; /* qemu's lengths are in sectors */
-            bool is_data;
-            uint64_t len;
-            if (st->map >= fsize) {
-                f |= BS_ZERO; /* past the file's end reads as zero */
-            } else if (qio_extent(st->file, st->map, &is_data, &len) == 0 && len > 0) {
-                uint64_t want = st->pnum < fsize - st->map ? st->pnum : fsize - st->map;
-                if (len > want)
-                    len = want;
-                if (!is_data && st->map + len == fsize) {
-                    f |= BS_ZERO; /* trailing hole: zero, run length kept */
-                } else {
-                    st->pnum = len;
-                    if (!is_data)
-                        f |= BS_ZERO;
-                }
+        unsigned ff;
+        uint64_t fpnum;
+        if (image_file_status(st->file, st->map, st->pnum, &ff, &fpnum) == 0) {
+            if ((ff & BS_EOF) && (fpnum == 0 || (ff & BS_ZERO))) {
+                /* past the file's end, or a hole up to it: zeros, the format's run kept */
+                f |= BS_ZERO;
+            } else {
+                st->pnum = fpnum;
+                f |= ff & BS_ZERO;
             }
         }
     }

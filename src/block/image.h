@@ -144,6 +144,14 @@ typedef struct block_status {
  * Returns 0 or -errno (-EIO after a corruption event). */
 int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
 
+/* qemu's bdrv_co_block_status() on a file (protocol) node, file-posix's SEEK_DATA/SEEK_HOLE
+ * answer: flags DATA or ZERO, with OFFSET_VALID|ALLOCATED, and EOF when the run reaches the
+ * file's length rounded up to 512 bytes (flags = EOF, pnum = 0 at or past it); bytes are
+ * clamped to that length. Between the real end and the rounded one is a hole. Granularity
+ * is the file system's (bytes; qemu's request alignment is 1 for buffered files). */
+int image_file_status(qio_t *file, uint64_t off, uint64_t bytes, unsigned *flags,
+                      uint64_t *pnum);
+
 /* qemu's bdrv_block_status_above(img, base, ...) with want_zero: walks from img down the
  * chain, stopping above base (NULL: walk to the bottom). The first layer whose answer has
  * ALLOCATED gives the result (EOF dropped, then re-added only if the run reaches the end of

@@ -32,16 +32,16 @@ static int raw_read(image_t *img, uint64_t off, void *buf, size_t n)
 
 static int raw_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)
 {
-    bool is_data = false;
-    uint64_t len = 0;
-    int r = qio_extent(img->file, off, &is_data, &len);
-    if (r < 0 || len == 0) {
-        /* past the real EOF (inside the last sector): a trailing hole */
-        is_data = r < 0; /* no information: pretend data, as file-posix does */
-        len = bytes;
+    /* qemu's raw format answers RAW and the generic layer asks the file */
+    unsigned f;
+    int r = image_file_status(img->file, off, bytes, &f, &st->pnum);
+    if (r < 0)
+        return r;
+    if (st->pnum == 0) { /* the file shrank since open: the rest reads as zeros */
+        st->pnum = bytes;
+        f = BS_ZERO | BS_OFFSET_VALID;
     }
-    st->pnum = len < bytes ? len : bytes;
-    st->flags = (is_data ? BS_DATA : BS_ZERO) | BS_OFFSET_VALID;
+    st->flags = f & (BS_DATA | BS_ZERO | BS_OFFSET_VALID);
     st->map = off;
     st->file = img->file;
     st->filename = img->filename;

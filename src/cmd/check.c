@@ -158,13 +158,14 @@ int cmd_check(int argc, char **argv)
     }
     bool fmt_given = fmt != NULL;
     if (!fmt) {
+        /* qemu probes a zero-padded 2048-byte read: a header cut short still has its
+         * magic (and then fails to open as that format) */
         uint8_t buf[PROBE_BUF_SIZE];
         uint64_t size = 0;
         qio_size(q, &size);
-        size_t n = size < sizeof(buf) ? (size_t)size : sizeof(buf);
-        if (qio_pread(q, buf, n, 0) < 0)
-            n = 0;
-        fmt = probe_format(buf, n);
+        if (size == 0 || qio_pread(q, buf, sizeof(buf), 0) < 0)
+            memset(buf, 0, sizeof(buf));
+        fmt = probe_format(buf, sizeof(buf));
     }
     if (strcmp(fmt, "qcow2") != 0) {
         static const char *const known[] = { "raw", "file", "qcow", "luks", "vpc", "dmg",
@@ -189,6 +190,14 @@ int cmd_check(int argc, char **argv)
             /* qemu's open for I/O asks for the key before it reads the header */
             err_report("Could not open '%s': %s", filename, LUKS_NO_KEY_MSG);
             return 1;
+        }
+        if (!strcmp(fmt, "qcow")) {
+            /* qemu opens the image (and its backing chain) before it finds no check; a
+             * failed open is exit 1. Opened read-only: nothing is written either way. */
+            image_t *img = image_open_or_report(filename, fmt, o.share ? IMG_OPEN_SHARE : 0);
+            if (!img)
+                return 1;
+            image_close(img);
         }
         if (!strcmp(fmt, "vmdk") ||
             !strcmp(fmt, "vhdx") || !strcmp(fmt, "parallels")) {

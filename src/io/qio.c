@@ -19,6 +19,7 @@ int qio_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
         return -EBADF;
     if (off > QIO_MAX_LENGTH || n > QIO_MAX_LENGTH - off)
         return -EIO;
+    q->bsc_hi = q->bsc_lo = 0;
     return q->ops->pwrite(q, buf, n, off);
 }
 
@@ -28,6 +29,7 @@ int qio_truncate(qio_t *q, uint64_t size)
 {
     if (!q->writable)
         return -EBADF;
+    q->bsc_hi = q->bsc_lo = 0;
     return q->ops->truncate(q, size);
 }
 
@@ -35,7 +37,17 @@ int qio_flush(qio_t *q) { return q->ops->flush(q); }
 
 int qio_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
 {
-    return q->ops->extent(q, off, is_data, len);
+    if (off >= q->bsc_lo && off < q->bsc_hi) {
+        *is_data = true;
+        *len = q->bsc_hi - off;
+        return 0;
+    }
+    int r = q->ops->extent(q, off, is_data, len);
+    if (r == 0 && *is_data && *len > 0) {
+        q->bsc_lo = off;
+        q->bsc_hi = off + *len;
+    }
+    return r;
 }
 
 int qio_allocated(qio_t *q, uint64_t *out) { return q->ops->allocated(q, out); }

@@ -27,7 +27,8 @@ struct qio_ops {
     int (*size)(qio_t *q, uint64_t *out);
     int (*truncate)(qio_t *q, uint64_t size);
     int (*flush)(qio_t *q);
-    /* Allocation of [off, end): *is_data and the length of the run starting at off. */
+    /* Allocation of [off, end): *is_data and the length of the run starting at off
+     * (0 when off is at or past the end). */
     int (*extent)(qio_t *q, uint64_t off, bool *is_data, uint64_t *len);
     /* Bytes of storage actually allocated (st_blocks * 512). */
     int (*allocated)(qio_t *q, uint64_t *out);
@@ -45,6 +46,10 @@ struct qio {
     /* crash injection (QIMG_FAULT_AFTER_WRITES, file backend: _exit after this many writes;
      * memory backend: fail them with EIO); 0 = off */
     long writes_left;
+    /* qemu's block-status cache (bdrv_bsc_*): the last data extent [bsc_lo, bsc_hi) found by
+     * qio_extent, so a file without holes costs one SEEK_DATA/SEEK_HOLE pair, not one per
+     * query; dropped by every write and truncate. Empty when bsc_hi <= bsc_lo. */
+    uint64_t bsc_lo, bsc_hi;
 };
 
 /* Opens path; on failure returns -errno. */
