@@ -141,23 +141,6 @@ int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
 /* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. */
 int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
 
-/* Entry idx of a refblock, every width inline (the walk and the compare pass call it per
- * cluster; format/qcow2_refcount.c is the validating decoder of the same layout). */
-static inline uint64_t qc2_rb_entry(const struct qc2 *s, const uint8_t *blk, uint64_t idx)
-{
-    /* idx < refcount_block_entries, so every access stays inside the cluster; sub-byte
-     * widths are packed lowest bits first (qemu's get_refcount_ro0..2) */
-    switch (s->h.refcount_order) {
-    case 0: return (blk[idx / 8] >> (idx % 8)) & 1;
-    case 1: return (blk[idx / 4] >> (2 * (idx % 4))) & 3;
-    case 2: return (blk[idx / 2] >> (4 * (idx % 2))) & 15;
-    case 3: return blk[idx];
-    case 4: return be16_get(blk + idx * 2);
-    case 5: return be32_get(blk + idx * 4);
-    default: return be64_get(blk + idx * 8);
-    }
-}
-
 /* On-disk refcount lookups in cluster order, with the last refblock remembered. Invalidate
  * (valid = false) after anything else may have used the refblock cache. */
 struct rc_lookup {
@@ -178,7 +161,8 @@ static inline int qc2_lookup_refcount(struct qc2 *s, struct rc_lookup *l, uint64
     }
     if (l->rc < 0)
         return l->rc;
-    *out = l->blk ? qc2_rb_entry(s, l->blk, k & (s->h.refcount_block_entries - 1)) : 0;
+    *out = l->blk ? qcow2_refblock_entry(l->blk, s->h.refcount_order,
+                                            k & (s->h.refcount_block_entries - 1)) : 0;
     return 0;
 }
 
@@ -222,6 +206,12 @@ int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out
 
 /* Read a whole range (zeros past EOF); 0 or -errno. */
 int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);
+
+/* qc2_read in the shape of the format/ readers' pread callbacks (ctx: the struct qc2). */
+static inline int qc2_pread_cb(void *ctx, void *buf, uint64_t len, uint64_t off)
+{
+    return qc2_read(ctx, buf, len, off);
+}
 
 /* The whole qcow2 check. */
 /* Copies the snapshot ids and names into run->names so the report can name snapshots after

@@ -57,19 +57,20 @@ static bool block_matches(const struct qc2 *s, const uint8_t *blk, uint64_t base
         return true;
     }
     ref = s->imrt.v + base;
+    /* one loop per width with a constant order: the entry read inlines to a plain load and
+     * the loops vectorize */
     if (s->h.refcount_order == 4) {
         for (uint64_t i = 0; i < cnt; i++)
-            bad |= (((unsigned)blk[2 * i] << 8 | blk[2 * i + 1]) ^ ref[i]) |
-                   (ref[i] == IMRT_SPILL);
+            bad |= ((unsigned)qcow2_refblock_entry(blk, 4, i) ^ ref[i]) | (ref[i] == IMRT_SPILL);
     } else if (s->h.refcount_order == 3) {
         for (uint64_t i = 0; i < cnt; i++)
-            bad |= (unsigned)(blk[i] ^ ref[i]) | (ref[i] == IMRT_SPILL);
+            bad |= ((unsigned)qcow2_refblock_entry(blk, 3, i) ^ ref[i]) | (ref[i] == IMRT_SPILL);
     } else if (s->h.refcount_order == 5) {
         for (uint64_t i = 0; i < cnt; i++)
-            bad |= (be32_get(blk + 4 * i) != ref[i]) | (ref[i] == IMRT_SPILL);
+            bad |= (qcow2_refblock_entry(blk, 5, i) != ref[i]) | (ref[i] == IMRT_SPILL);
     } else {
         for (uint64_t i = 0; i < cnt; i++)
-            bad |= (be64_get(blk + 8 * i) != ref[i]) | (ref[i] == IMRT_SPILL);
+            bad |= (qcow2_refblock_entry(blk, 6, i) != ref[i]) | (ref[i] == IMRT_SPILL);
     }
     if (bad)
         return false;
@@ -112,7 +113,8 @@ void qc2_pass_compare(struct qc2 *s)
                 qc2_report(s, &f);
                 continue;
             }
-            uint64_t disk = blk ? qc2_rb_entry(s, blk, i - base) : 0;
+            uint64_t disk = blk ? qcow2_refblock_entry(blk, s->h.refcount_order, i - base)
+                                : 0;
             uint64_t ref = imrt_get(&s->imrt, i);
             if (disk | ref)
                 s->highest_cluster = (int64_t)i;

@@ -2,66 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#include <zstd.h>
 
+#include "format/qcow2_codec.h"
 #include "util/xalloc.h"
-
-/* Inflate in (raw deflate, window 12, as qemu) into exactly cs bytes. 0 = good. */
-static int check_zlib(const uint8_t *in, size_t in_len, uint8_t *out, size_t cs)
-{
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    if (inflateInit2(&z, -12) != Z_OK)
-        return -1;
-    z.next_in = (Bytef *)in;
-    z.avail_in = (uInt)in_len;
-    z.next_out = out;
-    z.avail_out = (uInt)cs;
-    int rc = inflate(&z, Z_FINISH);
-    int bad = 1;
-    if ((rc == Z_STREAM_END || rc == Z_BUF_ERROR || rc == Z_OK) && z.avail_out == 0) {
-        bad = 0;
-        if (rc != Z_STREAM_END) {
-            /* output full: more decoded data would mean the cluster is too long */
-            uint8_t extra;
-            z.next_out = &extra;
-            z.avail_out = 1;
-            rc = inflate(&z, Z_FINISH);
-            if (z.avail_out == 0)
-                bad = 1;
-        }
-    }
-    inflateEnd(&z);
-    return bad ? -1 : 0;
-}
-
-static int check_zstd(const uint8_t *in, size_t in_len, uint8_t *out, size_t cs)
-{
-    ZSTD_DCtx *d = ZSTD_createDCtx();
-    if (!d)
-        return -1;
-    ZSTD_inBuffer ib = { in, in_len, 0 };
-    ZSTD_outBuffer ob = { out, cs, 0 };
-    int bad = 0;
-    while (ob.pos < ob.size) {
-        size_t r = ZSTD_decompressStream(d, &ob, &ib);
-        if (ZSTD_isError(r)) {
-            bad = 1;
-            break;
-        }
-        if (ib.pos == ib.size && ob.pos < ob.size) {
-            bad = 1;   /* input exhausted before one cluster came out */
-            break;
-        }
-        if (r == 0 && ib.pos == ib.size)
-            break;
-    }
-    if (ob.pos != cs)
-        bad = 1;
-    ZSTD_freeDCtx(d);
-    return bad ? -1 : 0;
-}
 
 void qc2_deep_compressed(struct qc2 *s, uint64_t entry, const struct qcow2_compressed *c,
                          const struct finding *where)
@@ -75,14 +18,13 @@ void qc2_deep_compressed(struct qc2 *s, uint64_t entry, const struct qcow2_compr
         in_len = (size_t)(s->file_size - c->host_offset);
     uint8_t *in = xmalloc(in_len ? in_len : 1);
     uint8_t *out = xmalloc((size_t)s->cs);
-    int rc = qc2_read(s, in, in_len, c->host_offset);
-    if (rc == 0)
-        rc = s->h.compression_type == QCOW2_COMPRESSION_ZSTD
-                 ? check_zstd(in, in_len, out, (size_t)s->cs)
-                 : check_zlib(in, in_len, out, (size_t)s->cs);
+    /* stricter than qemu: a stream that would inflate past the cluster is corrupt too */
+    bool good = qc2_read(s, in, in_len, c->host_offset) == 0 &&
+                qcow2_inflate_strict_ok(qcow2_decompress(s->h.compression_type, out,
+                                                         (size_t)s->cs, in, in_len));
     free(in);
     free(out);
-    if (rc == 0)
+    if (good)
         return;
 bad:;
     struct finding f = *where;

@@ -114,6 +114,7 @@ int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
     int rc = qc2_refblock(s, k >> s->h.refcount_block_bits, &blk);
     if (rc < 0 || !blk)
         return rc;
-    *out = qc2_rb_entry(s, blk, k & (s->h.refcount_block_entries - 1));
+    *out = qcow2_refblock_entry(blk, s->h.refcount_order,
+                                k & (s->h.refcount_block_entries - 1));
     return 0;
 }

@@ -1,5 +1,5 @@
 /* §3.1: the snapshot table pass (qcow2_check_read_snapshot_table), read-only part.
- * Entries are read one at a time (one pread each, bounded to 40 + 1024 + 2*65535 bytes),
+ * Entries are read one at a time (qcow2_snapshot_read: at most 40 + 1024 + 2*65535 bytes),
  * so memory follows the number of entries, not the header's table size. */
 #include <errno.h>
 #include <stdlib.h>
@@ -8,8 +8,6 @@
 #include "checker/qcow2_check.h"
 #include "format/be.h"
 #include "util/xalloc.h"
-
-#define SN_ENTRY_MAX (QCOW2_SN_HDR_SIZE + QCOW2_MAX_SNAPSHOT_EXTRA + 2u * 65535u)
 
 static void abort_finding(struct qc2 *s, enum finding_kind k, int err, int idx,
                           uint64_t overhang)
@@ -42,9 +40,9 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
     if (!nb)
         return 0;
     s->sn = xcalloc((size_t)nb, sizeof(*s->sn));
-    uint8_t *buf = xmalloc(SN_ENTRY_MAX);
+    struct qcow2_sn_source src = { qc2_pread_cb, s, s->h.version, s->h.size & ~(uint64_t)511,
+                                   0, 0 };
     uint64_t pos = off;   /* file offset of the running end of the table */
-    uint64_t vsize = s->h.size & ~(uint64_t)511;
     int rc = 0;
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t at;
@@ -53,30 +51,17 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
             abort_finding(s, FK_SNAP_TABLE_TOO_BIG, rc, (int)i, nb - i);
             goto out;
         }
-        rc = qc2_read(s, buf, QCOW2_SN_HDR_SIZE, at);
-        if (rc < 0)
-            goto read_fail;
-        uint32_t extra = be32_get(buf + 36);
-        uint64_t need = QCOW2_SN_HDR_SIZE + (uint64_t)be16_get(buf + 12) + be16_get(buf + 14);
-        if (extra <= QCOW2_MAX_SNAPSHOT_EXTRA)
-            need += extra;
-        rc = qc2_read(s, buf + QCOW2_SN_HDR_SIZE, need - QCOW2_SN_HDR_SIZE,
-                      at + QCOW2_SN_HDR_SIZE);
-        if (rc < 0)
-            goto read_fail;
         struct fmt_error e;
-        fmt_error_clear(&e);
-        uint64_t elen = 0;
-        rc = qcow2_snapshot_decode(buf, (size_t)need, at, (unsigned)i, s->h.version, vsize, 0,
-                                   &s->sn[i], &elen, &e);
-        if (rc == -EFBIG) {
+        struct qcow2_sn_extent x;
+        rc = qcow2_snapshot_read(&src, at, (unsigned)i, &s->sn[i], &x, &e);
+        if (rc == -EFBIG && !src.read_err) {
             abort_finding(s, FK_SNAP_EXTRA_TOO_LARGE, rc, (int)i, FIND_NONE);
             goto out;
         }
         if (rc < 0)
             goto read_fail;
         s->nb_sn = (uint32_t)(i + 1);
-        pos = at + elen;
+        pos = at + x.len;
         if (qcow2_snapshot_table_too_big(pos - off)) {
             rc = -EFBIG;
             abort_finding(s, FK_SNAP_TABLE_TOO_BIG, rc, (int)i, nb - i);
@@ -99,6 +84,5 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
 read_fail:
     abort_finding(s, FK_SNAP_TABLE_POINTER_READ, rc, -1, FIND_NONE);
 out:
-    free(buf);
     return rc;
 }

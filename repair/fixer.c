@@ -30,15 +30,14 @@ int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_cla
     if (!cblk)
         return -ENOSPC;   /* no refblock: only a rebuild can give this cluster a refcount */
     uint8_t *blk = (uint8_t *)cblk;   /* the cache mirrors the planned image: patch it */
-    uint64_t old = 0;
-    qcow2_refblock_get(blk, (size_t)s->cs, s->h.refcount_order, idx, &old);
+    uint64_t old = qcow2_refblock_entry(blk, s->h.refcount_order, idx), byte;
     rc = qcow2_refblock_set(blk, (size_t)s->cs, s->h.refcount_order, idx, value);
     if (rc < 0)
         return rc;
-    unsigned bits = 1u << s->h.refcount_order;
-    uint64_t byte = idx * bits / 8, nbytes = bits >= 8 ? bits / 8 : 1;
+    size_t nbytes;
+    qcow2_refblock_entry_bytes(s->h.refcount_order, idx, &byte, &nbytes);
     uint64_t off = (s->rt[ti] & QCOW2_REFT_OFFSET_MASK) + byte;
-    rc = plan_write(rp_plan(s), cls, off, blk + byte, (size_t)nbytes,
+    rc = plan_write(rp_plan(s), cls, off, blk + byte, nbytes,
                     "refcount of cluster %" PRIu64 ": %" PRIu64 " -> %" PRIu64 " (%s)", k, old,
                     value, why);
     sync_size(s);

@@ -16,39 +16,6 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
-#define SN_MAX (QCOW2_SN_HDR_SIZE + QCOW2_MAX_SNAPSHOT_EXTRA + 2u * 65535u)
-
-/* Read entry i at file offset at into buf (extra data beyond 1024 bytes skipped, as qemu
- * does in repair mode). *len: the entry's real length in the table. */
-static int read_entry(struct qc2 *s, uint8_t *buf, uint64_t at, uint64_t i,
-                      struct qcow2_snapshot *sn, uint64_t *len)
-{
-    int rc = qc2_read(s, buf, QCOW2_SN_HDR_SIZE, at);
-    if (rc < 0)
-        return rc;
-    uint32_t extra = be32_get(buf + 36);
-    uint32_t keep = extra > QCOW2_MAX_SNAPSHOT_EXTRA ? QCOW2_MAX_SNAPSHOT_EXTRA : extra;
-    uint64_t strs = (uint64_t)be16_get(buf + 12) + be16_get(buf + 14);
-    rc = qc2_read(s, buf + QCOW2_SN_HDR_SIZE, keep, at + QCOW2_SN_HDR_SIZE);
-    if (rc == 0)
-        rc = qc2_read(s, buf + QCOW2_SN_HDR_SIZE + keep, strs, at + QCOW2_SN_HDR_SIZE + extra);
-    if (rc < 0)
-        return rc;
-    be32_put(buf + 36, keep);
-    uint64_t elen;
-    struct fmt_error e;
-    fmt_error_clear(&e);
-    rc = qcow2_snapshot_decode(buf, QCOW2_SN_HDR_SIZE + keep + strs, at, (unsigned)i,
-                               s->h.version, s->h.size & ~(uint64_t)511, 0, sn, &elen, &e);
-    if (rc < 0)
-        return rc;
-    sn->extra_data_size = extra;
-    sn->extra_truncated = extra > QCOW2_MAX_SNAPSHOT_EXTRA;
-    sn->incomplete = s->h.version >= 3 && extra < QCOW2_SN_EXTRA_V3_MIN;
-    *len = QCOW2_SN_HDR_SIZE + (uint64_t)extra + strs;
-    return 0;
-}
-
 /* Is entry i at `at` a snapshot qemu's check accepts as it stands? NULL if so, else why
  * not. (An all-zero v2 entry is one: an empty snapshot, as QEMU's iotest 261 keeps 65536
  * of them; v3 needs 16 bytes of extra data.) */
@@ -59,11 +26,12 @@ static const char *implausible(struct qc2 *s, uint8_t *buf, uint64_t at)
     if (qc2_read(s, buf, QCOW2_SN_HDR_SIZE, at) < 0)
         return "it cannot be read";
     uint64_t l1 = be64_get(buf);
-    uint32_t l1n = be32_get(buf + 8), extra = be32_get(buf + 36);
-    uint64_t end = at + QCOW2_SN_HDR_SIZE + (uint64_t)extra + be16_get(buf + 12) + be16_get(buf + 14);
-    if (extra > QCOW2_MAX_SNAPSHOT_EXTRA || end > s->file_size)
+    uint32_t l1n = be32_get(buf + 8);
+    struct qcow2_sn_extent x;
+    qcow2_snapshot_extent(buf, &x);
+    if (x.extra > QCOW2_MAX_SNAPSHOT_EXTRA || at + x.len > s->file_size)
         return "its size runs past the end of the file";
-    if (s->h.version >= 3 && extra < QCOW2_SN_EXTRA_V3_MIN)
+    if (s->h.version >= 3 && x.extra < QCOW2_SN_EXTRA_V3_MIN)
         return "it lacks the extra data a v3 snapshot has";
     if ((l1 & (s->cs - 1)) || l1n > QCOW2_MAX_L1_SIZE / 8 ||
         (l1n && (!l1 || l1 + (uint64_t)l1n * 8 > s->file_size)))
@@ -83,8 +51,9 @@ static uint32_t plausible_prefix(struct qc2 *s, uint64_t nb, const char **why, u
             *at_out = at;
             break;
         }
-        pos = at + QCOW2_SN_HDR_SIZE + (uint64_t)be32_get(buf + 36) + be16_get(buf + 12) +
-              be16_get(buf + 14);
+        struct qcow2_sn_extent x;
+        qcow2_snapshot_extent(buf, &x);
+        pos = at + x.len;
     }
     free(buf);
     return i;
@@ -125,13 +94,16 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
         return -EINVAL;
     }
     s->sn = nb ? xcalloc((size_t)nb, sizeof(*s->sn)) : NULL;
-    uint8_t *buf = xmalloc(SN_MAX);
+    /* qemu's repair mode: extra data beyond 1024 bytes is skipped, not refused */
+    struct qcow2_sn_source src = { qc2_pread_cb, s, s->h.version, s->h.size & ~(uint64_t)511,
+                                   QCOW2_SN_TRUNCATE_EXTRA, 0 };
     uint64_t pos = off, table_len = 0;
     int rc = 0;
     for (uint64_t i = 0; i < nb; i++) {
-        uint64_t at = (pos + 7) & ~7ull, len;
+        uint64_t at = (pos + 7) & ~7ull;
+        struct qcow2_sn_extent x;
         table_len = (table_len + 7) & ~7ull;
-        rc = read_entry(s, buf, at, i, &s->sn[i], &len);
+        rc = qcow2_snapshot_read(&src, at, (unsigned)i, &s->sn[i], &x, NULL);
         if (rc < 0) {
             struct finding f = finding_make(FK_SNAP_TABLE_POINTER_READ);
             f.err = rc;
@@ -146,10 +118,8 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
         }
         /* qemu's qcow2_do_read_snapshots measures the table as it will be rewritten, with
          * truncated extra data counted as 1024 bytes; the real extent must fit in an int */
-        uint64_t kept = s->sn[i].extra_truncated ? QCOW2_MAX_SNAPSHOT_EXTRA
-                                                 : s->sn[i].extra_data_size;
-        table_len += len - s->sn[i].extra_data_size + kept;
-        if (qcow2_snapshot_table_too_big(table_len) || at + len - off > INT_MAX) {
+        table_len += x.kept_len;
+        if (qcow2_snapshot_table_too_big(table_len) || at + x.len - off > INT_MAX) {
             err_plain("Discarding %" PRIu64 " overhanging snapshots (snapshot table is too "
                       "big)\n", nb - i);
             reduced += nb - i;
@@ -158,7 +128,7 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
             break;
         }
         s->nb_sn = (uint32_t)(i + 1);
-        pos = at + len;
+        pos = at + x.len;
     }
     s->sn_size = pos - off;
     r->corruptions += (int64_t)(reduced + dropped);
@@ -185,7 +155,6 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
         }
     }
 out:
-    free(buf);
     return rc;
 }
 

@@ -83,10 +83,6 @@ typedef int64_t (*read_step_fn)(image_t *img, uint64_t off, uint8_t *p, size_t n
 /* Fills [off, off+n) with one step after another: the loop every read shares. */
 int read_in_steps(image_t *img, uint64_t off, void *buf, size_t n, read_step_fn step);
 
-/* qemu's qcow2_zlib_decompress and qcow's decompress_buffer (one rule): raw deflate,
- * window 2^12, must fill dst completely (Z_STREAM_END or Z_BUF_ERROR). 0 or -EIO. */
-int inflate_cluster(uint8_t *dst, size_t dlen, const uint8_t *src, size_t slen);
-
 /* Guest bytes this layer does not hold: the backing image's, zeros without one. */
 int read_from_backing(image_t *img, uint64_t off, void *buf, size_t n);
 

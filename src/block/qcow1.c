@@ -12,6 +12,7 @@
 #include "block/driver.h"
 #include "format/be.h"
 #include "format/qcow1_header.h"
+#include "format/qcow2_codec.h"
 #include "format/qcow2_header.h" /* QCOW2_NO_KEY_MSG: the same crypto layer message */
 #include "util/xalloc.h"
 
@@ -179,8 +180,11 @@ static int decompress(image_t *img, const struct qcow1_entry *e)
     if (s->cluster_valid && s->cluster_coffset == e->coffset)
         return 0;
     s->cluster_valid = false;
+    /* qemu's decompress_buffer has qcow2's zlib rule: the cluster filled, Z_STREAM_END or
+     * Z_BUF_ERROR */
     if (qio_pread(img->file, s->cdata, e->csize, e->coffset) < 0 ||
-        inflate_cluster(s->cluster, s->h.cluster_size, s->cdata, e->csize) < 0)
+        !qcow2_inflate_qemu_ok(qcow2_decompress(QCOW2_COMPRESSION_ZLIB, s->cluster,
+                                                s->h.cluster_size, s->cdata, e->csize)))
         return -EIO;
     s->cluster_coffset = e->coffset;
     s->cluster_valid = true;

@@ -29,6 +29,13 @@ static int snap_fail(char **errmsg, const struct fmt_error *e, int r, const char
     return r;
 }
 
+static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
+{
+    if (len > SIZE_MAX)
+        return -EINVAL;
+    return qio_pread(ctx, buf, (size_t)len, off);
+}
+
 int qcow2_load_snapshots(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
@@ -37,7 +44,7 @@ int qcow2_load_snapshots(image_t *img, char **errmsg)
         return 0;
     s->snaps = xcalloc(nb, sizeof(*s->snaps));
     uint64_t base = s->h.snapshots_offset, pos = base;
-    uint8_t *buf = NULL;
+    struct qcow2_sn_source src = { file_read, img->file, s->h.version, img->size, 0, 0 };
     int r = 0;
     for (uint32_t i = 0; i < nb; i++) {
         struct fmt_error e;
@@ -46,31 +53,20 @@ int qcow2_load_snapshots(image_t *img, char **errmsg)
             r = -EFBIG;
             break;
         }
-        uint8_t hdr[QCOW2_SN_HDR_SIZE];
-        if ((r = qio_pread(img->file, hdr, sizeof(hdr), pos)) < 0) {
-            *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
-            break;
-        }
-        uint32_t extra = be32_get(hdr + 36);
-        /* 40 + 1024 + 2 * 65535 at most once extra is bounded: a small buffer */
-        uint64_t len = QCOW2_SN_HDR_SIZE + (extra > QCOW2_MAX_SNAPSHOT_EXTRA ? 0 : extra) +
-                       be16_get(hdr + 12) + be16_get(hdr + 14);
-        free(buf);
-        buf = xmalloc(len);
-        if ((r = qio_pread(img->file, buf, len, pos)) < 0) {
-            *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
-            break;
-        }
         struct qcow2_snapshot sn;
-        uint64_t used;
-        r = qcow2_snapshot_decode(buf, len, pos, i, s->h.version, img->size, 0, &sn, &used, &e);
+        struct qcow2_sn_extent x;
+        r = qcow2_snapshot_read(&src, pos, i, &sn, &x, &e);
+        if (r < 0 && src.read_err) {
+            *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
+            break;
+        }
         if (r < 0) {
             qcow2_snapshot_free(&sn);
             snap_fail(errmsg, &e, r, r == -EFBIG ? "You can force-remove this extra metadata "
                                                    "with qemu-img check -r all" : NULL);
             break;
         }
-        pos += used;
+        pos += x.len;
         snapshot_info_t *o = &s->snaps[s->n_snaps++];
         o->id = bounded_dup(sn.id_str, 127);
         o->name = bounded_dup(sn.name, 255);
@@ -87,17 +83,9 @@ int qcow2_load_snapshots(image_t *img, char **errmsg)
             break;
         }
     }
-    free(buf);
     if (r < 0 && !*errmsg)
         *errmsg = xstrdup("Snapshot table is too big");
     return r;
-}
-
-static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
-{
-    if (len > SIZE_MAX)
-        return -EINVAL;
-    return qio_pread(ctx, buf, (size_t)len, off);
 }
 
 int qcow2_load_bitmaps(image_t *img, char **errmsg)

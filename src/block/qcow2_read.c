@@ -1,56 +1,14 @@
 /* qcow2 guest reads: one lookup per run of same-type, host-contiguous clusters (so big
  * sequential reads become one pread per run), backing file for unallocated runs, and
- * compressed clusters (zlib raw deflate, window 12, or zstd) decompressed one at a time. */
+ * compressed clusters decompressed one at a time (format/qcow2_codec.c, qemu's rule). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "block/qcow2_int.h"
+#include "format/qcow2_codec.h"
 #include "format/qcow2_l2.h"
 #include "util/xalloc.h"
-
-int inflate_cluster(uint8_t *dst, size_t dlen, const uint8_t *src, size_t slen)
-{
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    if (inflateInit2(&z, -12) != Z_OK)
-        return -EIO;
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)slen;
-    z.next_out = dst;
-    z.avail_out = (uInt)dlen;
-    int ret = inflate(&z, Z_FINISH);
-    int r = ((ret == Z_STREAM_END || ret == Z_BUF_ERROR) && z.avail_out == 0) ? 0 : -EIO;
-    inflateEnd(&z);
-    return r;
-}
-
-/* qemu's qcow2_zstd_decompress: stream until the cluster is full; stalls and a frame that
- * would produce more than one cluster are errors. */
-static int unzstd_cluster(uint8_t *dst, size_t dlen, const uint8_t *src, size_t slen)
-{
-    ZSTD_DCtx *d = ZSTD_createDCtx();
-    if (!d)
-        return -ENOMEM;
-    ZSTD_outBuffer out = { dst, dlen, 0 };
-    ZSTD_inBuffer in = { src, slen, 0 };
-    size_t zr = 0;
-    int r = 0;
-    while (out.pos < out.size) {
-        size_t in_pos = in.pos, out_pos = out.pos;
-        zr = ZSTD_decompressStream(d, &out, &in);
-        if (ZSTD_isError(zr) || (in_pos >= in.pos && out_pos >= out.pos)) {
-            r = -EIO;
-            break;
-        }
-    }
-    if (r == 0 && zr > 0)
-        r = -EIO;
-    ZSTD_freeDCtx(d);
-    return r;
-}
 
 static int load_compressed(image_t *img, uint64_t entry)
 {
@@ -71,13 +29,11 @@ static int load_compressed(image_t *img, uint64_t entry)
     int r = qio_pread(img->file, s->cbuf, c.csize, c.host_offset);
     if (r < 0)
         return r;
-    if (s->h.compression_type == QCOW2_COMPRESSION_ZSTD)
-        r = unzstd_cluster(s->dbuf, s->h.cluster_size, s->cbuf, c.csize);
-    else
-        r = inflate_cluster(s->dbuf, s->h.cluster_size, s->cbuf, c.csize);
-    if (r == 0)
-        s->dbuf_entry = entry;
-    return r;
+    r = qcow2_decompress(s->h.compression_type, s->dbuf, s->h.cluster_size, s->cbuf, c.csize);
+    if (!qcow2_inflate_qemu_ok(r))
+        return r == -ENOMEM ? r : -EIO;
+    s->dbuf_entry = entry;
+    return 0;
 }
 
 /* One run of same-type clusters: backing, zeros, data (file or data file) or one

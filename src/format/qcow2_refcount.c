@@ -3,7 +3,6 @@
 
 #include <errno.h>
 
-#include "format/be.h"
 
 void qcow2_reft_decode(uint64_t entry, struct qcow2_reft_entry *out)
 {
@@ -48,19 +47,7 @@ int qcow2_refblock_get(const uint8_t *block, size_t block_len, unsigned refcount
 {
     if (refcount_order > 6 || idx >= qcow2_refblock_entries(block_len, refcount_order))
         return -EINVAL;
-    switch (refcount_order) {
-    case 3: *value = block[idx]; break;
-    case 4: *value = be16_get(block + idx * 2); break;
-    case 5: *value = be32_get(block + idx * 4); break;
-    case 6: *value = be64_get(block + idx * 8); break;
-    default: {
-        /* Sub-byte widths: entry i at bit (i % per_byte) * w of byte i / per_byte. */
-        unsigned w = 1u << refcount_order, per = 8 / w;
-        uint8_t byte = block[idx / per];
-        *value = (byte >> ((idx % per) * w)) & ((1u << w) - 1);
-        break;
-    }
-    }
+    *value = qcow2_refblock_entry(block, refcount_order, idx);
     return 0;
 }
 
@@ -70,17 +57,6 @@ int qcow2_refblock_set(uint8_t *block, size_t block_len, unsigned refcount_order
     if (refcount_order > 6 || idx >= qcow2_refblock_entries(block_len, refcount_order) ||
         value > qcow2_refcount_max(refcount_order))
         return -EINVAL;
-    switch (refcount_order) {
-    case 3: block[idx] = (uint8_t)value; break;
-    case 4: be16_put(block + idx * 2, (uint16_t)value); break;
-    case 5: be32_put(block + idx * 4, (uint32_t)value); break;
-    case 6: be64_put(block + idx * 8, value); break;
-    default: {
-        unsigned w = 1u << refcount_order, per = 8 / w, sh = (unsigned)(idx % per) * w;
-        uint8_t mask = (uint8_t)(((1u << w) - 1) << sh);
-        block[idx / per] = (uint8_t)((block[idx / per] & ~mask) | ((unsigned)value << sh));
-        break;
-    }
-    }
+    qcow2_refblock_put(block, refcount_order, idx, value);
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format/be.h"
 #include "format/fmt_error.h"
 
 #define QCOW2_REFT_OFFSET_MASK   0xfffffffffffffe00ull
@@ -37,9 +38,54 @@ uint64_t qcow2_refcount_max(unsigned refcount_order);
 /* Entries a block of block_len bytes holds at this order. */
 uint64_t qcow2_refblock_entries(size_t block_len, unsigned refcount_order);
 
-/* Read/write entry idx of a refcount block. Widths below 8 bits are packed
- * little-bit-endian within each byte; 8 is one byte; 16/32/64 are big-endian.
- * Return 0, or -EINVAL (order > 6, idx past the block, or value > max on set). */
+/* The one layout of a refblock entry. Widths below 8 bits are packed lowest bits first
+ * within each byte (qemu's get_refcount_ro0..2); 8 is one byte; 16/32/64 are big-endian.
+ * Unchecked, for per-cluster loops (the checker's walk and compare): order <= 6 and
+ * idx < qcow2_refblock_entries() are the caller's promise, value <= the order's maximum on
+ * put. qcow2_refblock_get/set below are the validating forms. */
+static inline uint64_t qcow2_refblock_entry(const uint8_t *block, unsigned refcount_order,
+                                            uint64_t idx)
+{
+    switch (refcount_order) {
+    case 0: return (block[idx / 8] >> (idx % 8)) & 1;
+    case 1: return (block[idx / 4] >> (2 * (idx % 4))) & 3;
+    case 2: return (block[idx / 2] >> (4 * (idx % 2))) & 15;
+    case 3: return block[idx];
+    case 4: return be16_get(block + idx * 2);
+    case 5: return be32_get(block + idx * 4);
+    default: return be64_get(block + idx * 8);
+    }
+}
+
+static inline void qcow2_refblock_put(uint8_t *block, unsigned refcount_order, uint64_t idx,
+                                      uint64_t value)
+{
+    switch (refcount_order) {
+    case 3: block[idx] = (uint8_t)value; break;
+    case 4: be16_put(block + idx * 2, (uint16_t)value); break;
+    case 5: be32_put(block + idx * 4, (uint32_t)value); break;
+    case 6: be64_put(block + idx * 8, value); break;
+    default: {
+        unsigned w = 1u << refcount_order, per = 8 / w, sh = (unsigned)(idx % per) * w;
+        uint8_t mask = (uint8_t)(((1u << w) - 1) << sh);
+        block[idx / per] = (uint8_t)((block[idx / per] & ~mask) | ((unsigned)value << sh));
+        break;
+    }
+    }
+}
+
+/* The bytes of the block that hold entry idx (what a writer writes back after a put):
+ * offset *byte, *len bytes (1 for sub-byte widths, shared with the neighbours). */
+static inline void qcow2_refblock_entry_bytes(unsigned refcount_order, uint64_t idx,
+                                              uint64_t *byte, size_t *len)
+{
+    unsigned bits = 1u << refcount_order;
+    *byte = idx * bits / 8;
+    *len = bits >= 8 ? bits / 8 : 1;
+}
+
+/* Validating read/write of entry idx. Return 0, or -EINVAL (order > 6, idx past the block,
+ * or value > max on set). */
 int qcow2_refblock_get(const uint8_t *block, size_t block_len, unsigned refcount_order,
                        uint64_t idx, uint64_t *value);
 int qcow2_refblock_set(uint8_t *block, size_t block_len, unsigned refcount_order,

@@ -1,14 +1,14 @@
 /* Internal snapshot table entries (digest §1.8).
  *
  * The table is nb_snapshots entries starting at snapshots_offset; each entry starts on
- * an 8-byte boundary. Iterate like this (buf holds the table read from the file):
+ * an 8-byte boundary. An entry's size comes from its 40-byte header alone
+ * (qcow2_snapshot_extent: the one place it is computed). Read a table like this:
  *
- *     uint64_t pos = 0;
+ *     uint64_t pos = table_off;
  *     for (i = 0; i < nb; i++) {
- *         pos = align8(pos);               // u64_align8()
- *         rc = qcow2_snapshot_decode(buf + pos, len - pos, table_off + pos, i, ...,
- *                                    &sn, &entry_len, &err);
- *         pos += entry_len;                // table size = final pos (no end padding)
+ *         u64_align8(pos, &pos);
+ *         rc = qcow2_snapshot_read(&src, pos, i, &sn, &x, &err);   // or _decode on bytes
+ *         pos += x.len;                    // table size = final pos (no end padding)
  *     }
  *
  * qcow2_snapshot_table_too_big() gives qemu's "Snapshot table is too big" test. */
@@ -54,6 +54,21 @@ struct qcow2_snapshot {
     char *name;                      /* allocated, NUL-terminated, name_size bytes */
 };
 
+/* Where one entry's parts lie, from its 40-byte header (qemu's qcow2_do_read_snapshots
+ * reads them in this order): the header, extra_data_size bytes of extra data of which a
+ * reader keeps at most 1024 (the rest is "Too much extra metadata", or skipped under
+ * QCOW2_SN_TRUNCATE_EXTRA), then the id and the name. */
+struct qcow2_sn_extent {
+    uint32_t extra;          /* extra_data_size as stored */
+    uint32_t extra_kept;     /* min(extra, 1024) */
+    uint32_t strs;           /* id_str_size + name_size */
+    uint64_t len;            /* 40 + extra + strs: the entry in the table, unpadded */
+    uint64_t kept_len;       /* 40 + extra_kept + strs: what a reader holds, and the entry as
+                              * qemu measures a table it will rewrite (repair) */
+};
+
+void qcow2_snapshot_extent(const uint8_t *hdr, struct qcow2_sn_extent *x);
+
 /* Decode one entry from buf (starting at the entry, already 8-aligned in the table).
  * entry_file_offset: for error reports. index: entry number, for qemu's messages.
  * *entry_len: bytes the entry occupies without its trailing padding, so the caller
@@ -63,6 +78,27 @@ int qcow2_snapshot_decode(const uint8_t *buf, size_t buf_len, uint64_t entry_fil
                           unsigned index, unsigned version, uint64_t virtual_size,
                           unsigned flags, struct qcow2_snapshot *sn, uint64_t *entry_len,
                           struct fmt_error *err);
+
+/* Reading entries from a file through the caller's pread (0 or -errno; bytes past the end
+ * of the file read as zeros, as qemu's do). Reads only what a reader keeps: the header, at
+ * most 1024 bytes of extra data, and the strings from their place after all of it. */
+typedef int (*qcow2_sn_pread_fn)(void *ctx, void *buf, uint64_t len, uint64_t off);
+
+struct qcow2_sn_source {
+    qcow2_sn_pread_fn pread;
+    void *ctx;
+    unsigned version;
+    uint64_t virtual_size;   /* disk_size of entries without one */
+    unsigned flags;          /* QCOW2_SN_TRUNCATE_EXTRA under repair */
+    int read_err;            /* out: the failed read's -errno, else 0 */
+};
+
+/* Read and decode entry index at file offset at: the decode's errors (-EFBIG before reading
+ * past the header, as qemu), or a failed read (its -errno, with src->read_err set). *x is
+ * set as soon as the header is read (x->len: the entry's length in the table). */
+int qcow2_snapshot_read(struct qcow2_sn_source *src, uint64_t at, unsigned index,
+                        struct qcow2_snapshot *sn, struct qcow2_sn_extent *x,
+                        struct fmt_error *err);
 
 void qcow2_snapshot_free(struct qcow2_snapshot *sn);
 

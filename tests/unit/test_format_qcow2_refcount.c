@@ -76,12 +76,45 @@ static void test_bit_layout(void **state)
     assert_true(v == 0x0102030405060708ull);
 }
 
+/* The unchecked entry access the checker's loops use is the same layout, and the bytes a
+ * writer writes back after a put are exactly those that changed. */
+static void test_unchecked_and_bytes(void **state)
+{
+    (void)state;
+    uint8_t blk[64], before[64];
+    for (unsigned order = 0; order <= 6; order++) {
+        uint64_t n = qcow2_refblock_entries(sizeof(blk), order), max = qcow2_refcount_max(order);
+        memset(blk, 0, sizeof(blk));
+        for (uint64_t i = 0; i < n; i++)
+            qcow2_refblock_put(blk, order, i, (i * 40503 + 7) & max);
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t v;
+            assert_int_equal(qcow2_refblock_get(blk, sizeof(blk), order, i, &v), 0);
+            assert_true(v == ((i * 40503 + 7) & max));
+            assert_true(qcow2_refblock_entry(blk, order, i) == v);
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            memcpy(before, blk, sizeof(blk));
+            qcow2_refblock_put(blk, order, i, ~qcow2_refblock_entry(blk, order, i) & max);
+            uint64_t byte;
+            size_t len;
+            qcow2_refblock_entry_bytes(order, i, &byte, &len);
+            assert_true(byte + len <= sizeof(blk));
+            for (size_t k = 0; k < sizeof(blk); k++)
+                if (k < byte || k >= byte + len)
+                    assert_int_equal(blk[k], before[k]);
+            assert_memory_not_equal(blk + byte, before + byte, len);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reft),
         cmocka_unit_test(test_all_orders),
         cmocka_unit_test(test_bit_layout),
+        cmocka_unit_test(test_unchecked_and_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
