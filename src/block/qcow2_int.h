@@ -36,10 +36,9 @@ struct qcow2_state {
     uint8_t *l2c_arena;  /* l2c_n tables, on huge pages: see util/hugebuf.h */
     uint64_t l2c_tick;
 
-    /* refcount table, loaded on first use (metadata preallocation detection) */
+    /* refcount table, loaded for metadata preallocation detection and freed after it */
     uint64_t *reftable;
     uint64_t reftable_n;
-    bool reftable_loaded;
     int prealloc; /* -1 not yet detected, else 0/1 */
 
     snapshot_info_t *snaps;

@@ -243,9 +243,6 @@ static int get_refcount(image_t *img, uint64_t k, uint8_t *block, uint64_t *bloc
 static int load_reftable(image_t *img)
 {
     struct qcow2_state *s = img->priv;
-    if (s->reftable_loaded)
-        return 0;
-    s->reftable_loaded = true;
     /* <= 8 MiB (validated at open); entries past the file's end read as zero */
     uint64_t n = s->h.reftable_entries;
     uint64_t avail = s->file_size > s->h.refcount_table_offset
@@ -290,6 +287,10 @@ static int detect_prealloc(image_t *img)
         count += rc != 0;
     }
     free(block);
+    /* needed for this detection only: a layer of a deep chain keeps no copy */
+    free(s->reftable);
+    s->reftable = NULL;
+    s->reftable_n = 0;
     return r < 0 ? r : count > threshold;
 }
 
