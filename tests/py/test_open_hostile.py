@@ -490,3 +490,20 @@ def test_out_of_memory_exit_codes(tmp_path):
             if 'out of memory' in err:
                 hit.add(cmd[0])
     assert {'map', 'compare'} <= hit
+
+
+def test_compare_out_of_memory_while_opening(tmp_path):
+    """A 1 PiB image has a 16 MiB L1 table: with too little memory to load it, compare fails
+    in its open (exit 2) and then, with a little more, in its reads (exit 4); never 1."""
+    d = str(tmp_path)
+    create(d, 'huge.qcow2', size='1P')
+    seen = set()
+    for kib in (30000, 50000, 70000):
+        rc, out, err = run('qimg', d, 'compare', 'huge.qcow2', 'huge.qcow2',
+                           preexec=_limit_as(kib))
+        assert rc in (0, 2, 3, 4), (kib, rc, err)
+        if 'out of memory' in err:
+            seen.add(rc)
+    assert 2 in seen
+    rc, _, err = run('qimg', d, 'info', 'huge.qcow2', preexec=_limit_as(30000))
+    assert rc == 1 and 'out of memory' in err
