@@ -145,7 +145,11 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
 {
     size_t level = 0;
     for (; img->backing_file; img = img->backing) {
-        level++;
+        if (++level > IMG_MAX_BACKING) {
+            *errmsg = xasprintf("Backing chain too deep: more than %d backing files",
+                                IMG_MAX_BACKING);
+            return -ELOOP;
+        }
         char *inner = NULL;
         int r = open_layer(img->backing_full, img->backing_format, flags & ~IMG_OPEN_RDWR, ids,
                            &img->backing, &inner);

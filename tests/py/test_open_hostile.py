@@ -355,9 +355,18 @@ def make_chain(d, depth, write_each=False):
     t = open(os.path.join(d, 't.qcow2'), 'rb').read()
     i = t.find(b'cXXXXX')
     assert i > 0
+    # the template's non-zero 4 KiB blocks; the copies are sparse (16 KiB each on disk)
+    blocks = [(o, t[o:o + 4096]) for o in range(0, len(t), 4096) if t[o:o + 4096].strip(b'\0')]
+    assert any(o <= i < o + 4096 for o, _ in blocks)
     for k in range(1, depth + 1):
+        name = b'c%05d' % (k - 1)
         with open(os.path.join(d, 'c%05d.qcow2' % k), 'wb') as f:
-            f.write(t[:i] + b'c%05d' % (k - 1) + t[i + 6:])
+            for o, b in blocks:
+                if o <= i < o + 4096:
+                    b = b[:i - o] + name + b[i - o + 6:]
+                f.seek(o)
+                f.write(b)
+            f.truncate(len(t))
     os.unlink(os.path.join(d, 't.qcow2'))
     return 'c%05d.qcow2' % depth
 
@@ -445,6 +454,41 @@ def test_chain_2000(tmp_path):
                           '"zero": false, "data": true, "offset": ')
     assert run('qimg', d, 'compare', top, 'c00000.qcow2', timeout=120)[:2] == \
         (0, 'Images are identical.\n')
+
+
+def _nofile(n):
+    def f():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return f
+
+
+def test_chain_limit(tmp_path):
+    """qimg follows at most 10000 backing files (a guest read descends the chain
+    recursively; 10000 layers fit the stack with room to spare); one more is refused with a
+    message, never a crash. Needs 10010 file descriptors."""
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 10100:
+        pytest.skip('hard RLIMIT_NOFILE below 10100')
+    d = str(tmp_path)
+    top = make_chain(d, 10001)
+    try:
+        rc, out, err = run('qimg', d, 'compare', 'c10000.qcow2', 'c00000.qcow2',
+                           timeout=300, preexec=_nofile(10100))
+        assert (rc, out, err) == (0, 'Images are identical.\n', '')
+        # a read that must reach the bottom image through all 10000 layers
+        with open(os.path.join(d, 'z.raw'), 'wb') as f:
+            f.truncate(64 << 20)
+        rc, out, err = run('qimg', d, 'compare', 'c10000.qcow2', 'z.raw', timeout=300,
+                           preexec=_nofile(10100))
+        assert (rc, out, err) == (1, 'Content mismatch at offset 0!\n', '')
+        for cmd in (('map',), ('check',), ('compare', 'c00000.qcow2')):
+            args = cmd + (top,) if cmd[0] != 'compare' else ('compare', top, 'c00000.qcow2')
+            rc, out, err = run('qimg', d, *args, timeout=300, preexec=_nofile(10100))
+            assert rc == (2 if cmd[0] == 'compare' else 1) and out == ''
+            assert err == ("qemu-img: Could not open '%s': Backing chain too deep: more than "
+                           "10000 backing files\n" % top)
+    finally:
+        for n in os.listdir(d):
+            os.unlink(os.path.join(d, n))
 
 
 # -- out of memory ---------------------------------------------------------------------------
