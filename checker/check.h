@@ -27,6 +27,9 @@ struct check_opts {
     bool quiet_diag;         /* do not stream diagnostic lines to stderr */
     bool no_open_warnings;   /* a repair's double check: qemu warned once, at open */
     unsigned fix;            /* CHECK_FIX_*; check itself only reports (fix = 0) */
+    bool rdwr;               /* -r (not --dry-run): files opened read-write, as qemu's repair
+                                opens them (only the open's errors differ; nothing is written
+                                through the data file) */
     size_t findings_cap;     /* findings kept in full (0 = default) */
 };
 

@@ -94,10 +94,12 @@ static int open_data_file(struct qc2 *s)
     /* qemu 7.2 opens the stored name as given (relative to the working directory, unlike
      * a backing file name); src/block/qcow2.c does the same */
     char *path = xstrdup(s->ext.data_file);
-    int rc = qio_open_file(path, QIO_RDONLY | (s->opts->share ? QIO_SHARE : 0), &s->data);
+    char *msg = NULL;
+    int rc = qio_open_image(path, (s->opts->rdwr ? QIO_RDWR : QIO_RDONLY) |
+                                      (s->opts->share ? QIO_SHARE : 0), &s->data, &msg);
     if (rc < 0) {
-        err_report("Could not open '%s': Could not open '%s': %s", s->filename, path,
-                   strerror(-rc));
+        err_report("Could not open '%s': %s", s->filename, msg);
+        free(msg);
         free(path);
         return rc;
     }
@@ -128,39 +130,24 @@ static int open_backing(struct qc2 *s, const uint8_t *buf, size_t buf_len)
     }
     if (!has || !name[0])
         return 0;
-    /* qemu opens the whole backing chain; we only make sure the file opens. */
+    /* qemu-img check opens the whole backing chain (read-only, locks taken as for any
+     * reader) although it reads none of it: a missing or broken image further down, or a
+     * loop, fails the check. The chain is closed again at once, so a deep chain costs no
+     * memory during the check. */
     char *path = relative_to_image(s->filename, name);
-    qio_t *b;
-    rc = qio_open_file(path, QIO_RDONLY | QIO_SHARE, &b);
-    if (rc < 0) {
-        err_report("Could not open '%s': Could not open backing file: Could not open '%s': %s",
-                   s->filename, path, strerror(-rc));
-        free(path);
-        return rc;
-    }
-    /* and takes the backing image's read-only locks: raw shares everything, formats with
-     * metadata do not share write/resize (-U: everything shared) */
-    const char *fmt = s->ext.has_backing_format ? s->ext.backing_format : NULL;
-    uint8_t pb[PROBE_BUF_SIZE];
-    if (!fmt) {
-        uint64_t bsize = 0;
-        if (qio_size(b, &bsize) == 0 && bsize > 0 && qio_pread(b, pb, sizeof(pb), 0) >= 0)
-            fmt = probe_format(pb, sizeof(pb));
-        else
-            fmt = "raw";
-    }
-    char *lockmsg = NULL;
-    rc = qio_lock_image(b, false, strcmp(fmt, "raw") != 0, s->opts->share, path, &lockmsg);
-    if (rc < 0) {
-        err_report("Could not open '%s': Could not open backing file: %s", s->filename,
-                   lockmsg);
-        free(lockmsg);
-        qio_close(b);
-        free(path);
-        return rc;
-    }
-    qio_close(b);
+    const char *fmt = s->ext.has_backing_format && s->ext.backing_format[0]
+                          ? s->ext.backing_format : NULL;
+    image_t *chain = NULL;
+    char *msg = NULL;
+    rc = image_open_backing_of(s->q, path, fmt, s->opts->share ? IMG_OPEN_SHARE : 0, &chain,
+                               &msg);
     free(path);
+    if (rc < 0) {
+        err_report("Could not open '%s': %s", s->filename, msg);
+        free(msg);
+        return rc;
+    }
+    image_close(chain);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -23,16 +24,6 @@ char *image_path_combine(const char *base, const char *name)
     return xasprintf("%.*s%s", (int)dir, base, name);
 }
 
-static int open_file(const char *path, int flags, qio_t **out, char **errmsg)
-{
-    int r = qio_open_file(path, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, out);
-    if (r == -EISDIR)
-        *errmsg = xasprintf("'file' driver requires '%s' to be a regular file", path);
-    else if (r < 0)
-        *errmsg = xasprintf("Could not open '%s': %s", path, strerror(-r));
-    return r;
-}
-
 static const char *probe(qio_t *f, int *err)
 {
     uint64_t size;
@@ -48,21 +39,40 @@ static const char *probe(qio_t *f, int *err)
     return probe_format(buf, sizeof(buf));
 }
 
-struct seen {
-    dev_t dev;
-    ino_t ino;
+/* The files of the chain opened so far, by device and inode: a backing file that is one of
+ * them closes a loop. (qemu has no such check and recurses until it runs out of memory or
+ * file descriptors; qimg refuses the loop.) */
+struct chain_ids {
+    struct { dev_t dev; ino_t ino; } *v;
+    size_t n, cap;
 };
 
-/* Opens one layer (and, recursively, those below it). errmsg gets the text qemu prints after
- * the top-level "Could not open 'F': " prefix. */
-static int open_layer(const char *filename, const char *fmt, int flags, struct seen *seen,
-                      int depth, image_t **out, char **errmsg)
+/* Adds q's file (an in-memory view of a file, such as repair's overlay, by its path);
+ * false if it is already in the chain. */
+static bool ids_add(struct chain_ids *ids, qio_t *q)
+{
+    struct stat st;
+    if (q->fd >= 0 ? fstat(q->fd, &st) < 0 : !q->path || stat(q->path, &st) < 0)
+        return true; /* cannot tell: no loop check for this one */
+    for (size_t i = 0; i < ids->n; i++)
+        if (ids->v[i].dev == st.st_dev && ids->v[i].ino == st.st_ino)
+            return false;
+    if (ids->n == ids->cap) {
+        ids->cap = ids->cap ? ids->cap * 2 : 16;
+        ids->v = xreallocarray(ids->v, ids->cap, sizeof(*ids->v));
+    }
+    ids->v[ids->n].dev = st.st_dev;
+    ids->v[ids->n].ino = st.st_ino;
+    ids->n++;
+    return true;
+}
+
+/* Opens one layer, not its backing file. errmsg gets the text qemu prints after the
+ * prefixes ("Could not open 'TOP': " and one "Could not open backing file: " per level). */
+static int open_layer(const char *filename, const char *fmt, int flags, struct chain_ids *ids,
+                      image_t **out, char **errmsg)
 {
     *out = NULL;
-    if (depth >= IMG_MAX_CHAIN) {
-        *errmsg = xasprintf("Backing chain too deep (more than %d images)", IMG_MAX_CHAIN);
-        return -ELOOP;
-    }
     if (fmt && !driver_find(fmt)) { /* qemu looks the driver up before opening the file */
         *errmsg = xasprintf("Unknown driver '%s'", fmt);
         return -EINVAL;
@@ -70,21 +80,14 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct s
     image_t *img = xcalloc(1, sizeof(*img));
     img->filename = xstrdup(filename);
     img->flags = flags;
-    int r = open_file(filename, flags, &img->file, errmsg);
+    int r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
+                           &img->file, errmsg);
     if (r < 0)
         goto fail;
-
-    struct stat st;
-    if (fstat(img->file->fd, &st) == 0) {
-        for (int i = 0; i < depth; i++) {
-            if (seen[i].dev == st.st_dev && seen[i].ino == st.st_ino) {
-                *errmsg = xasprintf("Backing file '%s' creates an infinite loop.", filename);
-                r = -ELOOP;
-                goto fail;
-            }
-        }
-        seen[depth].dev = st.st_dev;
-        seen[depth].ino = st.st_ino;
+    if (!ids_add(ids, img->file)) {
+        *errmsg = xasprintf("Backing file '%s' creates an infinite loop.", filename);
+        r = -ELOOP;
+        goto fail;
     }
 
     if (!fmt) {
@@ -125,18 +128,6 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct s
                 "raw.\n         Automatically detecting the format is dangerous for raw "
                 "images, write operations on block 0 will be restricted.\n         Specify "
                 "the 'raw' format explicitly to remove the restrictions.\n", filename);
-
-    if (img->backing_file && !(flags & IMG_OPEN_NO_BACKING)) {
-        char *inner = NULL;
-        /* The backing image is opened read-only: only commit writes into it. */
-        r = open_layer(img->backing_full, img->backing_format, flags & ~IMG_OPEN_RDWR, seen,
-                       depth + 1, &img->backing, &inner);
-        if (r < 0) {
-            *errmsg = xasprintf("Could not open backing file: %s", inner);
-            free(inner);
-            goto fail;
-        }
-    }
     *out = img;
     return 0;
 fail:
@@ -144,15 +135,80 @@ fail:
     return r;
 }
 
+/* Opens the backing chain below img, one layer after the other (no recursion: qemu-img
+ * opens chains of thousands of images and so does qimg, limited only by file descriptors
+ * and memory, as qemu is). Backing images are opened read-only: only commit writes into
+ * them. On failure img keeps the layers opened so far (image_close() frees them) and
+ * errmsg gets "Could not open backing file: " once per level, then the failing layer's
+ * text, as qemu nests them. */
+static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **errmsg)
+{
+    size_t level = 0;
+    for (; img->backing_file; img = img->backing) {
+        if (++level > IMG_MAX_BACKING) {
+            *errmsg = xasprintf("Backing chain too deep: more than %d backing files",
+                                IMG_MAX_BACKING);
+            return -ELOOP;
+        }
+        char *inner = NULL;
+        int r = open_layer(img->backing_full, img->backing_format, flags & ~IMG_OPEN_RDWR, ids,
+                           &img->backing, &inner);
+        if (r < 0) {
+            const char *pre = "Could not open backing file: ";
+            size_t plen = strlen(pre), ilen = strlen(inner);
+            if (level > (SIZE_MAX - ilen - 1) / plen)
+                xalloc_oom(SIZE_MAX);
+            char *m = xmalloc(level * plen + ilen + 1);
+            for (size_t i = 0; i < level; i++)
+                memcpy(m + i * plen, pre, plen);
+            memcpy(m + level * plen, inner, ilen + 1);
+            free(inner);
+            *errmsg = m;
+            return r;
+        }
+    }
+    return 0;
+}
+
 int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg)
 {
-    struct seen seen[IMG_MAX_CHAIN];
+    struct chain_ids ids = { 0 };
     char *inner = NULL;
-    int r = open_layer(filename, fmt, flags, seen, 0, out, &inner);
+    image_t *img;
+    int r = open_layer(filename, fmt, flags, &ids, &img, &inner);
+    if (r == 0 && !(flags & IMG_OPEN_NO_BACKING)) {
+        r = open_chain(img, flags, &ids, &inner);
+        if (r < 0) {
+            image_close(img);
+            img = NULL;
+        }
+    }
+    free(ids.v);
+    *out = img;
     if (r < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, inner);
         free(inner);
     }
+    return r;
+}
+
+int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
+                          image_t **out, char **errmsg)
+{
+    struct chain_ids ids = { 0 };
+    ids_add(&ids, top);
+    /* a stand-in for the top image so that open_chain() nests the messages */
+    image_t stub = { 0 };
+    stub.backing_file = (char *)path;
+    stub.backing_full = (char *)path;
+    stub.backing_format = (char *)fmt;
+    int r = open_chain(&stub, flags, &ids, errmsg);
+    free(ids.v);
+    if (r < 0) {
+        image_close(stub.backing);
+        stub.backing = NULL;
+    }
+    *out = stub.backing;
     return r;
 }
 

@@ -73,25 +73,19 @@ static int open_data_file(image_t *img, char **errmsg)
     }
     /* qemu 7.2 opens the stored name as given, i.e. relative to the working directory */
     img->data_file_name = xstrdup(s->x.data_file);
-    qio_t *q;
-    int r = qio_open_file(img->data_file_name,
-                          (img->flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &q);
-    if (r < 0) {
-        if (img->flags & IMG_OPEN_NO_IO) {
-            img->data_file = NULL; /* info works without it, as qemu-img info does */
-            return 0;
-        }
-        if (r == -EISDIR)
-            *errmsg = xasprintf("'file' driver requires '%s' to be a regular file",
-                                img->data_file_name);
-        else
-            *errmsg = xasprintf("Could not open '%s': %s", img->data_file_name, strerror(-r));
-        return r;
+    if (no_io) {
+        /* qemu-img info never opens the data file (its name comes from the header): a
+         * missing file, a FIFO or a directory there does not matter to it */
+        img->data_file = NULL;
+        return 0;
     }
-    /* info (no I/O) works while another process holds the data file, as in qemu */
-    r = no_io ? 0 : qio_lock_data_file(q, img->flags & IMG_OPEN_RDWR,
-                                       img->flags & IMG_OPEN_SHARE, img->data_file_name,
-                                       errmsg);
+    qio_t *q;
+    int r = qio_open_image(img->data_file_name,
+                           (img->flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &q, errmsg);
+    if (r < 0)
+        return r;
+    r = qio_lock_data_file(q, img->flags & IMG_OPEN_RDWR, img->flags & IMG_OPEN_SHARE,
+                           img->data_file_name, errmsg);
     if (r < 0) {
         qio_close(q);
         return r;

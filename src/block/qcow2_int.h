@@ -10,7 +10,11 @@
 #include "format/qcow2_l2.h"
 
 /* Bounded L2 cache: at most this many bytes of tables, and at least 2 tables. */
+/* L2 cache: at most this much per image, and at most QCOW2_L2_CACHE_TOTAL for all open
+ * qcow2 layers together, so that a chain of thousands of images stays in bounded memory
+ * (a layer beyond the total reads its tables into one shared scratch buffer instead). */
 #define QCOW2_L2_CACHE_BYTES (8u << 20)
+#define QCOW2_L2_CACHE_TOTAL (32u << 20)
 
 struct l2_slot {
     uint64_t offset; /* host offset of the table; 0 = empty slot */
@@ -34,13 +38,13 @@ struct qcow2_state {
 
     struct l2_slot *l2c;
     size_t l2c_n;
-    uint8_t *l2c_arena;  /* l2c_n tables, on huge pages: see util/hugebuf.h */
+    size_t l2c_filled;   /* slots 0..l2c_filled-1 hold a table (counted in the process-wide
+                            total); each slot's buffer is allocated when first filled */
     uint64_t l2c_tick;
 
-    /* refcount table, loaded on first use (metadata preallocation detection) */
+    /* refcount table, loaded for metadata preallocation detection and freed after it */
     uint64_t *reftable;
     uint64_t reftable_n;
-    bool reftable_loaded;
     int prealloc; /* -1 not yet detected, else 0/1 */
 
     snapshot_info_t *snaps;

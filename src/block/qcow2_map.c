@@ -8,13 +8,20 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_refcount.h"
-#include "util/hugebuf.h"
 #include "util/xalloc.h"
+
+/* Bytes of L2 tables cached by all open qcow2 layers, and the buffer a layer reads into
+ * once that total is spent (see QCOW2_L2_CACHE_TOTAL). */
+static size_t l2c_total;
+static uint8_t *l2_scratch;
+static size_t l2_scratch_len;
 
 void qcow2_map_free(struct qcow2_state *s)
 {
-    hugebuf_free(s->l2c_arena, s->l2c_n * s->h.cluster_size);
-    s->l2c_arena = NULL;
+    for (size_t i = 0; i < s->l2c_filled; i++)
+        free(s->l2c[i].data);
+    l2c_total -= s->l2c_filled * s->h.cluster_size;
+    s->l2c_filled = 0;
     free(s->l2c);
     s->l2c = NULL;
     s->l2c_n = 0;
@@ -22,15 +29,20 @@ void qcow2_map_free(struct qcow2_state *s)
     s->reftable = NULL;
 }
 
-/* One L2 table through the cache; offset is cluster-aligned (checked by the caller). */
+/* One L2 table through the cache; offset is cluster-aligned (checked by the caller). The
+ * table stays valid until the next l2_load() of any layer. */
 static int l2_load(image_t *img, uint64_t offset, const uint8_t **out)
 {
     struct qcow2_state *s = img->priv;
+    size_t cs = s->h.cluster_size;
     if (!s->l2c) {
-        size_t n = QCOW2_L2_CACHE_BYTES / s->h.cluster_size;
+        /* no more slots than the image can have L2 tables (its L1 entries), as qemu sizes
+         * its cache: each layer of a deep chain of small images costs a table or two */
+        size_t n = QCOW2_L2_CACHE_BYTES / cs;
+        if (n > s->h.l1_size)
+            n = (size_t)s->h.l1_size;
         s->l2c_n = n < 2 ? 2 : n;
         s->l2c = xcalloc(s->l2c_n, sizeof(*s->l2c));
-        s->l2c_arena = hugebuf_alloc(s->l2c_n * s->h.cluster_size);
     }
     struct l2_slot *victim = &s->l2c[0];
     for (size_t i = 0; i < s->l2c_n; i++) {
@@ -45,10 +57,34 @@ static int l2_load(image_t *img, uint64_t offset, const uint8_t **out)
         if (!e->data)
             break;
     }
-    if (!victim->data)
-        victim->data = s->l2c_arena + (size_t)(victim - s->l2c) * s->h.cluster_size;
+    if (!victim->data) {
+        if (l2c_total + cs > QCOW2_L2_CACHE_TOTAL) {
+            /* the total is spent: evict our own least recently used table, or, holding
+             * none, read into the shared scratch buffer without caching */
+            if (s->l2c_filled == 0) {
+                if (l2_scratch_len < cs) {
+                    free(l2_scratch);
+                    l2_scratch = xmalloc(cs);
+                    l2_scratch_len = cs;
+                }
+                int r = qio_pread(img->file, l2_scratch, cs, offset);
+                if (r < 0)
+                    return r;
+                *out = l2_scratch;
+                return 0;
+            }
+            victim = &s->l2c[0];
+            for (size_t i = 1; i < s->l2c_filled; i++)
+                if (s->l2c[i].used < victim->used)
+                    victim = &s->l2c[i];
+        } else {
+            victim->data = xmalloc(cs); /* slots are allocated as they are filled */
+            s->l2c_filled++;
+            l2c_total += cs;
+        }
+    }
     victim->offset = 0;
-    int r = qio_pread(img->file, victim->data, s->h.cluster_size, offset);
+    int r = qio_pread(img->file, victim->data, cs, offset);
     if (r < 0)
         return r;
     victim->offset = offset;
@@ -243,9 +279,6 @@ static int get_refcount(image_t *img, uint64_t k, uint8_t *block, uint64_t *bloc
 static int load_reftable(image_t *img)
 {
     struct qcow2_state *s = img->priv;
-    if (s->reftable_loaded)
-        return 0;
-    s->reftable_loaded = true;
     /* <= 8 MiB (validated at open); entries past the file's end read as zero */
     uint64_t n = s->h.reftable_entries;
     uint64_t avail = s->file_size > s->h.refcount_table_offset
@@ -292,6 +325,10 @@ static int detect_prealloc(image_t *img)
         count += rc != 0;
     }
     free(block);
+    /* needed for this detection only: a layer of a deep chain keeps no copy */
+    free(s->reftable);
+    s->reftable = NULL;
+    s->reftable_n = 0;
     return r < 0 ? r : count >= threshold;
 }
 

@@ -149,11 +149,16 @@ int cmd_check(int argc, char **argv)
                    "another process may use the image");
         return 1;
     }
+    /* qemu-img check -r opens the image read-write from the start: a directory then fails
+     * in open(2) itself ("Is a directory"), a FIFO or /proc file as in a read-only open */
     qio_t *q;
-    int rc = qio_open_file(filename, QIO_RDONLY | (o.share ? QIO_SHARE : 0), &q);
+    char *msg = NULL;
+    o.rdwr = fix && !dry_run;
+    int mode = o.rdwr ? QIO_RDWR : QIO_RDONLY;
+    int rc = qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
     if (rc < 0) {
-        err_report("Could not open '%s': Could not open '%s': %s", filename, filename,
-                   strerror(-rc));
+        err_report("Could not open '%s': %s", filename, msg);
+        free(msg);
         return 1;
     }
     bool fmt_given = fmt != NULL;

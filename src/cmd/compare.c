@@ -126,7 +126,9 @@ static int check_zero(struct cmp *c, image_t *img, const char *fn, const block_s
 
 static int status_at(image_t *img, const char *name, uint64_t off, block_status_t *st)
 {
+    xalloc_set_oom_exit(3); /* out of memory while asking: a block-status error */
     int r = image_block_status_above(img, NULL, off, img->size - off, st);
+    xalloc_set_oom_exit(4);
     if (r < 0 || st->pnum == 0) {
         err_report("Sector allocation test failed for %s", name);
         return 3;
@@ -242,10 +244,14 @@ int cmd_compare(int argc, char **argv)
         err_report("Invalid source cache option: %s", cache);
         goto out;
     }
+    /* out of memory must not exit 1, which says "images differ": 2 while opening, 3 in
+     * block status, 4 while reading (qemu-img aborts instead) */
+    xalloc_set_oom_exit(2);
     int flags = share ? IMG_OPEN_SHARE : 0;
     if (!(img1 = image_open_or_report(fn1, fmt1, flags)) ||
         !(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
+    xalloc_set_oom_exit(4);
     c.buf1 = hugebuf_alloc(IO_BUF_SIZE);
     c.buf2 = hugebuf_alloc(IO_BUF_SIZE);
     c.fast = fastcmp_new();

@@ -174,17 +174,14 @@ static long collect(const char *filename, const char *fmt, bool chain, int flags
     struct stat *ids = NULL;
     const char *next = filename, *next_fmt = fmt;
     while (next) {
+        struct stat st;
+        bool have_st = stat(next, &st) == 0;
         for (size_t i = 0; i < n; i++) {
-            struct stat st;
             if (!strcmp(names[i], next) ||
-                (stat(next, &st) == 0 && st.st_dev == ids[i].st_dev && st.st_ino == ids[i].st_ino)) {
+                (have_st && st.st_dev == ids[i].st_dev && st.st_ino == ids[i].st_ino)) {
                 err_report("Backing file '%s' creates an infinite loop.", next);
                 goto fail;
             }
-        }
-        if (n >= IMG_MAX_CHAIN) {
-            err_report("Backing chain too deep (more than %d images)", IMG_MAX_CHAIN);
-            goto fail;
         }
         image_t *img = image_open_or_report(next, next_fmt, flags);
         if (!img)

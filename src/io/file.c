@@ -58,19 +58,15 @@ static int file_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
     return 0;
 }
 
+/* qemu's raw_getlength() on Linux: the end offset, for files and devices alike (a file
+ * such as /proc/self/mem has no end: EINVAL). Every read is a pread, so moving the file
+ * offset is harmless. */
 static int file_size(qio_t *q, uint64_t *out)
 {
-    struct stat st;
-    if (fstat(q->fd, &st) < 0)
+    off_t end = lseek(q->fd, 0, SEEK_END);
+    if (end < 0)
         return -errno;
-    if (S_ISBLK(st.st_mode)) {
-        off_t end = lseek(q->fd, 0, SEEK_END);
-        if (end < 0)
-            return -errno;
-        *out = (uint64_t)end;
-        return 0;
-    }
-    *out = (uint64_t)st.st_size;
+    *out = (uint64_t)end;
     return 0;
 }
 
@@ -91,7 +87,7 @@ static int file_flush(qio_t *q)
 
 static int file_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
 {
-    uint64_t size;
+    uint64_t size = 0;
     int r = file_size(q, &size);
     if (r < 0)
         return r;
@@ -151,16 +147,25 @@ static const struct qio_ops file_ops = {
     .close = file_close,
 };
 
-int qio_open_file(const char *path, int flags, qio_t **out)
+/* open(2) that never blocks: a FIFO without a writer would block a plain O_RDONLY open
+ * forever. O_NONBLOCK is dropped again once the file is open, so reads of a device block
+ * as they would in qemu. */
+static int open_fd(const char *path, int flags, struct stat *st)
 {
-    int fd = open(path, ((flags & QIO_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    int fd = open(path, ((flags & QIO_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fstat(fd, st) < 0 || fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
         close(fd);
-        return -EISDIR;
+        return -e;
     }
+    return fd;
+}
+
+static qio_t *wrap_fd(int fd, const char *path, int flags)
+{
     qio_t *q = xcalloc(1, sizeof(*q));
     q->ops = &file_ops;
     q->fd = fd;
@@ -169,6 +174,48 @@ int qio_open_file(const char *path, int flags, qio_t **out)
     const char *fault = getenv("QIMG_FAULT_AFTER_WRITES"); /* test-only crash injection */
     if (fault && q->writable)
         q->writes_left = strtol(fault, NULL, 10);
+    return q;
+}
+
+int qio_open_file(const char *path, int flags, qio_t **out)
+{
+    struct stat st;
+    int fd = open_fd(path, flags, &st);
+    if (fd < 0)
+        return fd;
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return -EISDIR;
+    }
+    *out = wrap_fd(fd, path, flags);
+    return 0;
+}
+
+/* qemu picks the 'host_device' protocol driver for character and block devices and the
+ * 'file' driver for everything else (hdev_probe_device); raw_open_common() then refuses
+ * a 'file' that is not a regular file, and bdrv_open_driver() asks for the length at once
+ * (bdrv_refresh_total_sectors). */
+int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg)
+{
+    struct stat st;
+    int fd = open_fd(path, flags, &st);
+    if (fd < 0) {
+        *errmsg = xasprintf("Could not open '%s': %s", path, strerror(-fd));
+        return fd;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        close(fd);
+        *errmsg = xasprintf("'file' driver requires '%s' to be a regular file", path);
+        return -EINVAL;
+    }
+    qio_t *q = wrap_fd(fd, path, flags);
+    uint64_t size;
+    int r = file_size(q, &size);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not refresh total sector count: %s", strerror(-r));
+        qio_close(q);
+        return r;
+    }
     *out = q;
     return 0;
 }

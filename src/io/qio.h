@@ -52,8 +52,16 @@ struct qio {
     uint64_t bsc_lo, bsc_hi;
 };
 
-/* Opens path; on failure returns -errno. */
+/* Opens path (never blocks, even on a FIFO); a directory gives -EISDIR; on failure
+ * returns -errno. */
 int qio_open_file(const char *path, int flags, qio_t **out);
+/* Opens an image, backing or data file as qemu's protocol layer does: besides a failed open
+ * ("Could not open 'P': <strerror>"), anything but a regular file or a device is refused
+ * ("'file' driver requires 'P' to be a regular file", also a FIFO, never waiting for a
+ * writer) and so is a file whose length cannot be had ("Could not refresh total sector
+ * count: <strerror>", e.g. /proc/self/mem). Returns 0 or -errno with *errmsg set (malloc'd)
+ * to that text, which callers prefix as qemu does ("Could not open 'TOP': ..."). */
+int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg);
 /* A copy of data in memory; writes may grow it up to max_len bytes. */
 qio_t *qio_open_mem(const void *data, size_t len, bool writable, size_t max_len);
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#include "util/err.h"
+#include "util/xalloc.h"
 
 #define HUGE (2u << 20)
 
@@ -38,8 +38,7 @@ void *hugebuf_alloc(size_t n)
 {
     void *p = hugebuf_try_alloc(n);
     if (!p) {
-        err_report("out of memory (allocating %zu bytes)", round_up(n));
-        exit(1);
+        xalloc_oom(round_up(n));
     }
     return p;
 }
@@ -61,8 +60,7 @@ void *bigbuf_alloc(size_t n)
         return hugebuf_alloc(n);
     void *p = calloc(n ? n : 1, 1);
     if (!p) {
-        err_report("out of memory (allocating %zu bytes)", n);
-        exit(1);
+        xalloc_oom(n);
     }
     return p;
 }

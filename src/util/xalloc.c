@@ -7,11 +7,22 @@
 
 #include "util/err.h"
 
-static _Noreturn void oom(size_t n)
+static int oom_code = 1;
+
+int xalloc_set_oom_exit(int code)
+{
+    int old = oom_code;
+    oom_code = code;
+    return old;
+}
+
+_Noreturn void xalloc_oom(size_t n)
 {
     err_report("out of memory (allocating %zu bytes)", n);
-    exit(1);
+    exit(oom_code);
 }
+
+#define oom xalloc_oom
 
 void *xmalloc(size_t n)
 {
