@@ -568,7 +568,6 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     err_set_progname(argv[0]);
-    argv[0] = (char *)qimg_progname; /* getopt's messages name the program as qemu-io does */
     const char *fmt = NULL;
     bool rdonly = false, share = false;
     char **lines = xcalloc((size_t)argc, sizeof(*lines));
