@@ -23,7 +23,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden diffcheck
 
-all: $(BUILD)/qimg
+all: $(BUILD)/qimg $(BUILD)/qimg-io
 
 # Package checks, once per build directory: the stamp is an order-only prerequisite, so a
 # later `make` (or a sub-make of asan, fuzz, golden with the same BUILD) does not ask again.
@@ -46,6 +46,10 @@ $(BUILD)/libqimg.a: $(LIB_OBJ)
 $(BUILD)/qimg: $(BUILD)/obj/src/main.o $(BUILD)/libqimg.a
 	$(CC) $(LDFLAGS) -o $@ $(BUILD)/obj/src/main.o -Wl,--whole-archive $(BUILD)/libqimg.a \
 	  -Wl,--no-whole-archive $(LIBS)
+
+# qemu-io's command line over qimg's block layer, for the write tests; not installed
+$(BUILD)/qimg-io: tests/tools/qimg_io.c $(BUILD)/libqimg.a | $(BUILD)/.deps-build
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libqimg.a $(LDFLAGS) $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libqimg.a | $(BUILD)/.deps-test
 	@mkdir -p $(dir $@)

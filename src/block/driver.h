@@ -53,12 +53,15 @@ struct driver {
     /* info: internal snapshots (count may be 0). Caller frees with snapshot_list_free. */
     int (*snapshots)(image_t *img, snapshot_info_t **list, size_t *count);
 
-    /* Write side: declared for later issues. */
+    /* Write side (image.c checks the request first: in range, image writable). write_zeroes
+     * returns -ENOTSUP to have image.c write zero buffers; a NULL discard is a no-op; a NULL
+     * flush flushes the layer's files; truncate sets img->size and, on failure, *errmsg. */
     int (*write)(image_t *img, uint64_t off, const void *buf, size_t n);
     int (*write_zeroes)(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
+    int (*write_compressed)(image_t *img, uint64_t off, const void *buf, size_t n);
     int (*discard)(image_t *img, uint64_t off, uint64_t n);
     int (*flush)(image_t *img);
-    int (*truncate)(image_t *img, uint64_t size);
+    int (*truncate)(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg);
 };
 
 extern const struct driver raw_driver;

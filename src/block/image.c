@@ -1,6 +1,7 @@
 /* The generic block layer: rules qemu's block/io.c applies on top of every driver (clamping
  * to the virtual size, ALLOCATED/ZERO/EOF, walking the backing chain). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,4 +218,111 @@ int image_block_status_above(image_t *img, image_t *base, uint64_t off, uint64_t
     if (off + st->pnum == eof)
         st->flags |= BS_EOF;
     return 0;
+}
+
+/* ---- Writes: qemu's blk_check_byte_request + bdrv_check_request, then the driver ---- */
+
+int image_check_request(const image_t *img, uint64_t off, uint64_t n)
+{
+    if (off > IMG_MAX_LENGTH || n > IMG_MAX_LENGTH - off)
+        return -EIO;
+    if (off > img->size || n > img->size - off)
+        return -EIO;
+    return 0;
+}
+
+static int write_check(const image_t *img, uint64_t off, uint64_t n)
+{
+    if (img->broken)
+        return -ENOMEDIUM;
+    int r = image_check_request(img, off, n);
+    if (r < 0)
+        return r;
+    return (img->flags & IMG_OPEN_RDWR) ? 0 : -EPERM;
+}
+
+int image_write(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    int r = write_check(img, off, n);
+    if (r < 0 || n == 0)
+        return r;
+    return img->drv->write ? img->drv->write(img, off, buf, n) : -ENOTSUP;
+}
+
+int image_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+{
+    int r = write_check(img, off, n);
+    if (r < 0 || n == 0)
+        return r;
+    r = img->drv->write_zeroes ? img->drv->write_zeroes(img, off, n, may_unmap) : -ENOTSUP;
+    if (r != -ENOTSUP || !img->drv->write)
+        return r;
+    /* qemu's fallback: zero buffers of at most MAX_WRITE_ZEROES_BOUNCE_BUFFER (16 MiB) */
+    const size_t chunk = 16u << 20;
+    uint8_t *zeros = xcalloc(1, n < chunk ? (size_t)n : chunk);
+    r = 0;
+    while (n && r == 0) {
+        size_t k = n < chunk ? (size_t)n : chunk;
+        r = img->drv->write(img, off, zeros, k);
+        off += k;
+        n -= k;
+    }
+    free(zeros);
+    return r;
+}
+
+int image_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    int r = write_check(img, off, n);
+    if (r < 0)
+        return r;
+    return img->drv->write_compressed ? img->drv->write_compressed(img, off, buf, n)
+                                      : -ENOTSUP;
+}
+
+int image_discard(image_t *img, uint64_t off, uint64_t n)
+{
+    int r = write_check(img, off, n);
+    if (r < 0 || n == 0 || !img->drv->discard)
+        return r;
+    return img->drv->discard(img, off, n);
+}
+
+int image_flush(image_t *img)
+{
+    /* qemu's bdrv_co_flush: nothing to do on a read-only or dead node */
+    if (img->broken || !(img->flags & IMG_OPEN_RDWR))
+        return 0;
+    int r = img->drv->flush ? img->drv->flush(img) : 0;
+    if (r == 0)
+        r = qio_flush(img->file);
+    if (r == 0 && img->data_file && img->data_file != img->file)
+        r = qio_flush(img->data_file);
+    return r;
+}
+
+int image_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg)
+{
+    *errmsg = NULL;
+    if (img->broken) {
+        *errmsg = xstrdup("No medium inserted");
+        return -ENOMEDIUM;
+    }
+    if (size > IMG_MAX_LENGTH) {
+        *errmsg = xasprintf("offset(%" PRIu64 ") exceeds maximum(%" PRIu64 ")", size,
+                            (uint64_t)IMG_MAX_LENGTH);
+        return -EFBIG;
+    }
+    if (!(img->flags & IMG_OPEN_RDWR)) {
+        *errmsg = xstrdup("Image is read-only");
+        return -EACCES;
+    }
+    if (!img->drv->truncate) {
+        *errmsg = xstrdup("Image format driver does not support resize");
+        return -ENOTSUP;
+    }
+    int r = img->drv->truncate(img, size, prealloc, errmsg);
+    if (r < 0 && !*errmsg)
+        *errmsg = xasprintf("%s", strerror(-r));
+    return r;
 }

@@ -114,6 +114,42 @@ int64_t image_allocated_size(image_t *img);
  * and become broken (marking the corrupt bit on disk is the write side's job). */
 void image_corrupt(image_t *img, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- Writes --------------------------------------------------------------------------------
+ * On an image opened with IMG_OPEN_RDWR (backing layers stay read-only). The generic request
+ * rules are qemu's BlockBackend ones (blk_check_byte_request, bdrv_check_request): a request
+ * that ends past the virtual size or past IMG_MAX_LENGTH fails with -EIO before any I/O
+ * (a zero-length one at the very end is fine); a read-only image refuses with -EPERM; a
+ * broken one with -ENOMEDIUM; a driver without the operation with -ENOTSUP. */
+
+/* The request check above, for callers that must refuse a read past the end as qemu-io does
+ * (image_read itself reads zeros there). 0 or -EIO. */
+int image_check_request(const image_t *img, uint64_t off, uint64_t n);
+
+int image_write(image_t *img, uint64_t off, const void *buf, size_t n);
+
+/* Zeros over [off, off+n). may_unmap lets the driver deallocate (qemu's BDRV_REQ_MAY_UNMAP;
+ * qimg always opens as qemu's discard=unmap). A driver that cannot zero efficiently
+ * (-ENOTSUP) gets zero-filled writes instead, as qemu's bdrv_co_do_pwrite_zeroes does. */
+int image_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
+
+/* qemu's BDRV_REQ_WRITE_COMPRESSED: -ENOTSUP for formats that cannot compress. */
+int image_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n);
+
+/* qemu's bdrv_co_pdiscard: a hint. A driver without discard succeeds doing nothing (qemu). */
+int image_discard(image_t *img, uint64_t off, uint64_t n);
+
+/* Driver state, then every file of this layer to disk (fdatasync). */
+int image_flush(image_t *img);
+
+/* Preallocation modes of image_truncate (qemu's PreallocMode). */
+enum img_prealloc { IMG_PREALLOC_OFF, IMG_PREALLOC_METADATA, IMG_PREALLOC_FALLOC,
+                    IMG_PREALLOC_FULL };
+
+/* qemu's bdrv_co_truncate(exact=false): resizes the virtual disk to size. On failure returns
+ * -errno and sets *errmsg (malloc'd) to qemu's message, e.g. "Image format driver does not
+ * support resize". */
+int image_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg);
+
 /* ---- Block status ------------------------------------------------------------------------
  * Flags, with qemu's values (BDRV_BLOCK_*), so strict compare can compare status words. */
 enum {

@@ -1,15 +1,25 @@
 /* raw format: the file is the guest disk. Block status is the file's own allocation
  * (SEEK_DATA/SEEK_HOLE), as qemu's raw format passes through to file-posix. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "block/driver.h"
+#include "format/probe.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
 static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
 {
     (void)buf, (void)len, (void)filename;
     return 1; /* the fallback */
+}
+
+/* qemu keeps lengths in 512-byte sectors, rounding the file size up */
+static uint64_t sectors_up(uint64_t size)
+{
+    return size > UINT64_MAX - 511 ? size & ~(uint64_t)511 : (size + 511) & ~(uint64_t)511;
 }
 
 static int raw_open(image_t *img, char **errmsg)
@@ -20,8 +30,7 @@ static int raw_open(image_t *img, char **errmsg)
         *errmsg = xasprintf("Could not get the size of '%s': %s", img->filename, strerror(-r));
         return r;
     }
-    /* qemu keeps lengths in 512-byte sectors, rounding the file size up */
-    img->size = size > UINT64_MAX - 511 ? size & ~(uint64_t)511 : (size + 511) & ~(uint64_t)511;
+    img->size = sectors_up(size);
     return 0;
 }
 
@@ -48,22 +57,164 @@ static int raw_block_status(image_t *img, uint64_t off, uint64_t bytes, block_st
     return 0;
 }
 
+/* A probed raw image (qemu's bs->probed): qemu raises the request alignment to 512, so an
+ * unaligned write becomes a read-modify-write of whole sectors, and refuses (-EPERM) a write
+ * that would make sector 0 probe as another format (raw_co_pwritev), so that a guest cannot
+ * turn the file into, say, a qcow2 image with a backing file of its choosing. */
+static int raw_write_probed(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    uint64_t lo = off & ~(uint64_t)511, hi = sectors_up(off + n);
+    size_t len = (size_t)(hi - lo);
+    uint8_t *b = xmalloc(len);
+    int r = 0;
+    if (lo != off || hi != off + n)
+        r = qio_pread(img->file, b, len, lo); /* zeros past the end */
+    if (r == 0) {
+        memcpy(b + (off - lo), buf, n);
+        if (lo == 0 && strcmp(probe_format(b, 512), "raw") != 0)
+            r = -EPERM;
+    }
+    if (r == 0)
+        r = qio_pwrite(img->file, b, len, lo);
+    free(b);
+    return r;
+}
+
 static int raw_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
+    if (img->probed)
+        return raw_write_probed(img, off, buf, n);
     return qio_pwrite(img->file, buf, n, off);
 }
 
-static int raw_flush(image_t *img)
+static bool no_fallocate(int r)
 {
-    return qio_flush(img->file);
+    return r == -ENOTSUP || r == -EINVAL; /* EINVAL: file systems that refuse odd ranges */
 }
 
-static int raw_truncate(image_t *img, uint64_t size)
+/* file-posix's handle_aiocb_write_zeroes(_unmap), step for step: with may_unmap first a
+ * punched hole; then FALLOC_FL_ZERO_RANGE; then a punched hole re-allocated with
+ * fallocate(0); then, past the file's end, fallocate(0) alone. -ENOTSUP when none worked:
+ * image.c then writes zero buffers, as qemu's generic layer does. */
+static int raw_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
-    int r = qio_truncate(img->file, size);
-    if (r == 0)
-        img->size = size;
-    return r;
+    int r;
+    if (may_unmap) {
+        r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off, n);
+        if (!no_fallocate(r) && r != -EBUSY)
+            return r;
+    }
+    r = qio_fallocate(img->file, QIO_FALLOC_ZERO_RANGE, off, n);
+    if (!no_fallocate(r))
+        return r;
+    r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off, n);
+    if (r == 0) {
+        r = qio_fallocate(img->file, QIO_FALLOC_ALLOCATE, off, n);
+        if (r != -ENOTSUP)
+            return r;
+    } else if (!no_fallocate(r)) {
+        return r;
+    }
+    uint64_t size;
+    if (qio_size(img->file, &size) == 0 && off >= size) {
+        r = qio_fallocate(img->file, QIO_FALLOC_ALLOCATE, off, n);
+        if (r != -ENOTSUP)
+            return r;
+    }
+    return -ENOTSUP;
+}
+
+/* handle_aiocb_discard: a punched hole; a file system that cannot punch makes discard the
+ * no-op it may be (qemu's bdrv_co_pdiscard ignores -ENOTSUP). */
+static int raw_discard(image_t *img, uint64_t off, uint64_t n)
+{
+    int r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off, n);
+    return r == -ENOTSUP ? 0 : r;
+}
+
+/* file-posix's allocate_first_block(): after growing an empty file qemu writes zeros over
+ * its first block (512 bytes, or 4096 once the file is that long) to help its O_DIRECT
+ * alignment probing; the allocation it leaves is part of the result. Failures ignored. */
+static void allocate_first_block(image_t *img, uint64_t size)
+{
+    static const uint8_t zeros[4096];
+    (void)qio_pwrite(img->file, zeros, size < sizeof(zeros) ? 512 : sizeof(zeros), 0);
+}
+
+/* file-posix's handle_aiocb_truncate for a regular file (raw_co_truncate always resizes to
+ * exactly size): off = ftruncate, falloc = allocate the new tail, full = ftruncate then
+ * write zeros over the new tail and fsync; preallocation refuses to shrink; a failed
+ * preallocation restores the old length. */
+static int raw_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
+                        char **errmsg)
+{
+    uint64_t cur;
+    int r = qio_size(img->file, &cur);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not stat file: %s", strerror(-r));
+        return r;
+    }
+    if (cur > size && prealloc != IMG_PREALLOC_OFF) {
+        *errmsg = xstrdup("Cannot use preallocation for shrinking files");
+        return -ENOTSUP;
+    }
+    switch (prealloc) {
+    case IMG_PREALLOC_OFF:
+        r = qio_truncate(img->file, size);
+        if (r < 0) {
+            *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+            return r;
+        }
+        if (cur == 0 && size > 0)
+            allocate_first_block(img, size);
+        break;
+    case IMG_PREALLOC_FALLOC:
+        if (size != cur) {
+            r = qio_fallocate(img->file, QIO_FALLOC_ALLOCATE, cur, size - cur);
+            if (r < 0) {
+                *errmsg = xasprintf("Could not preallocate new data: %s", strerror(-r));
+                break;
+            }
+            if (cur == 0)
+                allocate_first_block(img, size);
+        }
+        break;
+    case IMG_PREALLOC_FULL: {
+        r = qio_truncate(img->file, size);
+        if (r < 0) {
+            *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+            break;
+        }
+        static const uint8_t zeros[65536];
+        for (uint64_t o = cur; o < size && r == 0;) {
+            size_t k = size - o < sizeof(zeros) ? (size_t)(size - o) : sizeof(zeros);
+            r = qio_pwrite(img->file, zeros, k, o);
+            if (r < 0)
+                *errmsg = xasprintf("Could not write zeros for preallocation: %s",
+                                    strerror(-r));
+            o += k;
+        }
+        if (r == 0 && (r = qio_flush(img->file)) < 0)
+            *errmsg = xasprintf("Could not flush file to disk: %s", strerror(-r));
+        break;
+    }
+    default:
+        *errmsg = xstrdup("Unsupported preallocation mode: metadata");
+        return -ENOTSUP;
+    }
+    if (r < 0 && prealloc != IMG_PREALLOC_OFF) {
+        if (qio_truncate(img->file, cur) < 0)
+            fprintf(stderr, "%s: Failed to restore old file length: %s\n", qimg_progname,
+                    strerror(errno));
+        return r;
+    }
+    /* qemu's refresh_total_sectors(): the file's new length, in whole sectors */
+    if ((r = qio_size(img->file, &cur)) < 0) {
+        *errmsg = xasprintf("Could not stat file: %s", strerror(-r));
+        return r;
+    }
+    img->size = sectors_up(cur);
+    return 0;
 }
 
 const struct driver raw_driver = {
@@ -74,6 +225,7 @@ const struct driver raw_driver = {
     .read = raw_read,
     .block_status = raw_block_status,
     .write = raw_write,
-    .flush = raw_flush,
+    .write_zeroes = raw_write_zeroes,
+    .discard = raw_discard,
     .truncate = raw_truncate,
 };

@@ -2,6 +2,7 @@
  * SEEK_DATA/SEEK_HOLE for sparse files. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -130,6 +131,22 @@ static int file_allocated(qio_t *q, uint64_t *out)
     return 0;
 }
 
+/* qemu's do_fallocate(): EINTR retried; "not supported" in any spelling is -ENOTSUP. */
+static int file_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
+{
+    int m = mode == QIO_FALLOC_ZERO_RANGE   ? FALLOC_FL_ZERO_RANGE
+            : mode == QIO_FALLOC_PUNCH_HOLE ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+                                            : 0;
+    int r;
+    do {
+        r = fallocate(q->fd, m, (off_t)off, (off_t)len);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return errno == ENODEV || errno == ENOSYS || errno == EOPNOTSUPP ? -ENOTSUP : -errno;
+    crash_point(q);
+    return 0;
+}
+
 static void file_close(qio_t *q)
 {
     if (q->fd >= 0)
@@ -144,6 +161,7 @@ static const struct qio_ops file_ops = {
     .flush = file_flush,
     .extent = file_extent,
     .allocated = file_allocated,
+    .fallocate = file_fallocate,
     .close = file_close,
 };
 

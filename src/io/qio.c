@@ -52,6 +52,18 @@ int qio_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
 
 int qio_allocated(qio_t *q, uint64_t *out) { return q->ops->allocated(q, out); }
 
+int qio_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
+{
+    if (!q->writable)
+        return -EBADF;
+    if (off > QIO_MAX_LENGTH || len > QIO_MAX_LENGTH - off)
+        return -EIO;
+    if (!q->ops->fallocate)
+        return -ENOTSUP;
+    q->bsc_hi = q->bsc_lo = 0;
+    return q->ops->fallocate(q, mode, off, len);
+}
+
 void qio_close(qio_t *q)
 {
     if (!q)

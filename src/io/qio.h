@@ -21,6 +21,13 @@ enum {
 
 typedef struct qio qio_t;
 
+/* fallocate(2) modes for qio_fallocate(), as qemu's file-posix uses them. */
+enum qio_falloc {
+    QIO_FALLOC_ALLOCATE,   /* mode 0: allocate, growing the file past its end */
+    QIO_FALLOC_ZERO_RANGE, /* FALLOC_FL_ZERO_RANGE: zeros, blocks stay allocated */
+    QIO_FALLOC_PUNCH_HOLE, /* FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: zeros, unmapped */
+};
+
 struct qio_ops {
     int (*pread)(qio_t *q, void *buf, size_t n, uint64_t off);
     int (*pwrite)(qio_t *q, const void *buf, size_t n, uint64_t off);
@@ -32,6 +39,8 @@ struct qio_ops {
     int (*extent)(qio_t *q, uint64_t off, bool *is_data, uint64_t *len);
     /* Bytes of storage actually allocated (st_blocks * 512). */
     int (*allocated)(qio_t *q, uint64_t *out);
+    /* fallocate(2) of [off, off+len); NULL: -ENOTSUP (callers fall back to writing zeros). */
+    int (*fallocate)(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len);
     void (*close)(qio_t *q);
 };
 
@@ -72,6 +81,8 @@ int qio_truncate(qio_t *q, uint64_t size);
 int qio_flush(qio_t *q);
 int qio_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len);
 int qio_allocated(qio_t *q, uint64_t *out);
+/* 0, -ENOTSUP (backend or file system cannot), or -errno as fallocate(2) gives it. */
+int qio_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len);
 void qio_close(qio_t *q);
 
 #endif

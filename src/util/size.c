@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *size_to_str(uint64_t val, char buf[32])
 {
@@ -38,50 +40,70 @@ static uint64_t suffix_mul(char c)
     return 0;
 }
 
-/* qemu's do_strtosz(): decimal with optional fraction and suffix, or 0x hex without either. */
+/* qemu 7.2's do_strtosz(): strtoull's decimal (leading blanks and '+' allowed, any '-'
+ * refused), an optional fraction that needs a suffix, or 0x hex without a fraction. Hex with a
+ * suffix still works in 7.2 but warns ("deprecated"), as qemu does, from here. The fraction
+ * is held as 64.64 fixed point and the product rounded half up, so "0.9999999999k" is 1024
+ * as in qemu, not 1023 as a double truncation would give. */
 int parse_size_ex(const char *s, uint64_t *out)
 {
-    const char *p = s;
-    while (isspace((unsigned char)*p))
-        p++;
-    if (*p == '-' || !isdigit((unsigned char)*p))
-        return -EINVAL;
-    errno = 0;
     char *end;
-    unsigned long long ip = strtoull(p, &end, 10);
+    errno = 0;
+    unsigned long long ip = strtoull(s, &end, 10);
+    if (end == s)
+        return -EINVAL;
     if (errno)
         return -ERANGE;
-    double frac = 0;
+    if (memchr(s, '-', (size_t)(end - s)))
+        return -EINVAL;
+    bool hex = false;
+    uint64_t frac = 0; /* fraction * 2^64 */
     if (ip == 0 && (*end == 'x' || *end == 'X')) {
-        if (!isxdigit((unsigned char)end[1]))
-            return -EINVAL;
         errno = 0;
-        ip = strtoull(p, &end, 16);
+        ip = strtoull(s, &end, 16);
         if (errno)
             return -ERANGE;
-        if (*end == '.' || suffix_mul(*end))
+        if (*end == '.')
             return -EINVAL;
+        hex = true;
     } else if (*end == '.') {
         char *fend;
-        frac = strtod(end, &fend);
-        for (const char *q = end; q < fend; q++)
-            if (*q == 'e' || *q == 'E')
-                return -EINVAL; /* qemu refuses exponents */
-        end = fend > end ? fend : end + 1;
+        errno = 0;
+        double f = strtod(end, &fend);
+        if (fend == end || errno || !isfinite(f)) {
+            end++; /* "1.k": a bare point */
+        } else {
+            for (const char *q = end; q < fend; q++)
+                if (*q == 'e' || *q == 'E')
+                    return -EINVAL; /* qemu refuses exponents */
+            frac = f >= 1.0 ? UINT64_MAX : (uint64_t)(f * 0x1p64);
+            end = fend;
+        }
     }
     uint64_t mul = suffix_mul(*end);
-    if (mul)
+    if (mul) {
+        if (hex)
+            fprintf(stderr, "%s: warning: Using a multiplier suffix on hex numbers is "
+                    "deprecated: %s\n", qimg_progname, s);
         end++;
-    else
+    } else {
         mul = 1;
+    }
     if (*end)
         return -EINVAL;
-    if (mul == 1 && frac != 0)
-        return -EINVAL; /* fractional bytes need a scale */
-    uint64_t fv = (uint64_t)(frac * (double)mul);
-    if (ip > (UINT64_MAX - fv) / mul)
+    if (mul == 1) {
+        if (frac)
+            return -EINVAL; /* fractional bytes need a scale */
+        *out = ip;
+        return 0;
+    }
+    unsigned __int128 v = (unsigned __int128)ip * mul;
+    unsigned __int128 fv = (unsigned __int128)frac * mul; /* 64.64 */
+    v += fv >> 64;
+    v += ((uint64_t)fv) >> 63; /* round half up */
+    if (v > UINT64_MAX)
         return -ERANGE;
-    *out = (uint64_t)ip * mul + fv;
+    *out = (uint64_t)v;
     return 0;
 }
 

@@ -11,7 +11,9 @@ const char *size_to_str(uint64_t val, char buf[32]);
  * Returns 0, or -1 on a malformed or out-of-range value. */
 int parse_size(const char *s, uint64_t *out);
 
-/* qemu's qemu_strtosz() itself: also "0x1f" hex; 0, -EINVAL (malformed) or -ERANGE (> 2^64). */
+/* qemu 7.2's qemu_strtosz() itself: also "0x1f" hex ("0x1fk" too, with qemu's deprecation
+ * warning on stderr), "+1", fractions rounded as qemu rounds them; 0, -EINVAL (malformed) or
+ * -ERANGE (>= 2^64). */
 int parse_size_ex(const char *s, uint64_t *out);
 
 /* qemu-img's cvtnum(name, value): a size in [0, INT64_MAX], or prints qemu's two-line
