@@ -27,9 +27,8 @@
 #include "format/qcow2_refcount.h"
 #include "format/qcow2_snapshot.h"
 #include "io/qio.h"
-
-#define RB_CACHE_SLOTS 64
-#define RB_CACHE_BYTES (2u << 20)
+#include "qcow2/refcount.h"
+#include "qcow2/table.h"
 
 struct qc2;
 struct finding;
@@ -89,9 +88,9 @@ struct qc2 {
     struct findings *fl;
     struct check_result *res;
 
-    /* on-disk refcount reader: direct-mapped cache of refblocks */
-    uint8_t *rb_buf[RB_CACHE_SLOTS];
-    uint64_t rb_off[RB_CACHE_SLOTS];
+    /* on-disk refcount reader (qcow2/refcount.h); repair patches its blocks to mirror
+     * the planned image */
+    struct qcow2_rb_cache rb;
     bool signaled_corruption;
     bool signaled_overlap;       /* repair: qemu's "Marking image as corrupt" said once */
 
@@ -139,7 +138,14 @@ void qc2_pass_deep(struct qc2 *s);
 /* On-disk refcount of cluster k (qemu's qcow2_get_refcount): 0 or -errno. */
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
 /* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. */
-int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
+int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk);
+static inline int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
+{
+    uint8_t *b;
+    int rc = qc2_refblock_mut(s, ti, &b);
+    *blk = b;
+    return rc;
+}
 
 /* On-disk refcount lookups in cluster order, with the last refblock remembered. Invalidate
  * (valid = false) after anything else may have used the refblock cache. */
@@ -199,10 +205,12 @@ static inline int qc2_inc_cluster(struct qc2 *s, uint64_t k, int snapshot)
 /* Add a finding and bump the counter its severity selects. */
 void qc2_report(struct qc2 *s, struct finding *f);
 
-/* A table of big-endian 64-bit entries at off, in host order; entries past EOF are not
- * loaded (*loaded counts those inside the file, *out is NULL if none). 0 or -errno. */
-int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
-                   uint64_t *loaded);
+/* A table at off through the one loader (qcow2/table.h; entries past EOF not loaded). */
+static inline int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries,
+                                 uint64_t **out, uint64_t *loaded)
+{
+    return qcow2_table_load(s->q, s->file_size, off, entries, 0, out, loaded);
+}
 
 /* Read a whole range (zeros past EOF); 0 or -errno. */
 int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);

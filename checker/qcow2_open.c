@@ -33,42 +33,6 @@ static int open_fail(const char *filename, int code, const char *msg)
     return code < 0 ? code : -EINVAL;
 }
 
-/* Entries of a table at off that lie (at least partly) inside the file. */
-static uint64_t entries_in_file(uint64_t off, uint64_t entries, uint64_t file_size)
-{
-    if (off >= file_size)
-        return 0;
-    uint64_t avail = (file_size - off + 7) / 8;
-    return avail < entries ? avail : entries;
-}
-
-int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
-                   uint64_t *loaded)
-{
-    *out = NULL;
-    *loaded = 0;
-    /* qemu's request check: a read that ends past BDRV_MAX_LENGTH is an I/O error, while
-     * one merely past EOF reads zeros (a raw snapshot L1 offset can be 0x8000000000090000) */
-    if (entries && (off > QIO_MAX_LENGTH || entries > (QIO_MAX_LENGTH - off) / 8))
-        return -EIO;
-    uint64_t n = entries_in_file(off, entries, s->file_size);
-    *loaded = n;
-    if (!n)
-        return 0;
-    uint8_t *raw = xmalloc((size_t)(n * 8));
-    int rc = qc2_read(s, raw, n * 8, off);
-    if (rc < 0) {
-        free(raw);
-        return rc;
-    }
-    uint64_t *t = xmalloc((size_t)(n * 8));
-    for (uint64_t i = 0; i < n; i++)
-        t[i] = be64_get(raw + i * 8);
-    free(raw);
-    *out = t;
-    return 0;
-}
-
 /* A file name stored in the image is relative to the image's directory. */
 static char *relative_to_image(const char *image, const char *name)
 {
@@ -255,8 +219,7 @@ void qc2_close(struct qc2 *s)
     free(s->sn);
     qcow2_ext_free(&s->ext);
     qc2_bitmaps_free(s);
-    for (int i = 0; i < RB_CACHE_SLOTS; i++)
-        free(s->rb_buf[i]);
+    qcow2_rb_cache_free(&s->rb);
     imrt_free(&s->imrt);
     free(s->copied_suspect);
     s->copied_suspect = NULL;

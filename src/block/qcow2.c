@@ -8,6 +8,7 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "io/lock.h"
+#include "qcow2/table.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -27,27 +28,14 @@ static int fail(char **errmsg, const struct fmt_error *e, int r)
 static int read_l1(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
-    uint64_t n = s->h.l1_size; /* <= 4 Mi entries (32 MiB), validated by the decoder */
-    s->l1 = xcalloc(n ? n : 1, 8);
-    /* Entries past the end of the file read as zero: only read what the file holds. */
-    uint64_t have = 0;
-    if (s->file_size > s->h.l1_table_offset)
-        have = (s->file_size - s->h.l1_table_offset + 7) / 8;
-    if (have > n)
-        have = n;
-    if (!have)
-        return 0;
-    uint8_t *raw = xmalloc(have * 8);
-    int r = qio_pread(img->file, raw, have * 8, s->h.l1_table_offset);
-    if (r < 0) {
-        free(raw);
+    /* <= 4 Mi entries (32 MiB), validated by the decoder; the whole table is kept (padded
+     * with zeros past EOF) since lookups index it directly */
+    uint64_t loaded;
+    int r = qcow2_table_load(img->file, s->file_size, s->h.l1_table_offset, s->h.l1_size,
+                             QCOW2_TABLE_PAD, &s->l1, &loaded);
+    if (r < 0)
         *errmsg = xasprintf("Could not read L1 table: %s", strerror(-r));
-        return r;
-    }
-    for (uint64_t i = 0; i < have; i++)
-        s->l1[i] = be64_get(raw + i * 8);
-    free(raw);
-    return 0;
+    return r;
 }
 
 static int open_data_file(image_t *img, char **errmsg)
