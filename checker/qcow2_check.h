@@ -27,6 +27,7 @@
 #include "format/qcow2_refcount.h"
 #include "format/qcow2_snapshot.h"
 #include "io/qio.h"
+#include "qcow2/image.h"
 #include "qcow2/refcount.h"
 #include "qcow2/table.h"
 
@@ -52,28 +53,14 @@ struct qc2_fixer {
 };
 
 struct qc2 {
-    qio_t *q;
-    qio_t *data;                 /* external data file (NULL if none) */
-    const char *filename;
+    /* the image model (qcow2/image.h), opened in CHECK mode: s->m, and its fields as s->h,
+     * s->ext, s->l1, s->rt, s->rb ... */
+    QCOW2_IMAGE_EMBED;
     const struct check_opts *opts;
     unsigned fix;                /* fix mode of the current pass run (0 for check) */
     const struct qc2_fixer *fixer;   /* set by the repair engine when fix != 0 */
     void *fixer_ctx;
 
-    struct qcow2_header h;
-    struct qcow2_ext ext;
-    struct qcow2_l2_geom geom;
-    uint64_t file_size;
-    uint64_t cs;
-    bool has_data_file;
-
-    /* active L1, host order; entries past l1_loaded lie beyond EOF and read as 0 */
-    uint64_t *l1;
-    uint64_t l1_loaded;
-    /* reftable, host order; same clamping (qemu's refcount_table_size = rt_entries) */
-    uint64_t *rt;
-    uint64_t rt_loaded;
-    uint64_t rt_entries;
 
     /* snapshot table (§3.1), read in check mode */
     struct qcow2_snapshot *sn;
@@ -88,9 +75,6 @@ struct qc2 {
     struct findings *fl;
     struct check_result *res;
 
-    /* on-disk refcount reader (qcow2/refcount.h); repair patches its blocks to mirror
-     * the planned image */
-    struct qcow2_rb_cache rb;
     bool signaled_corruption;
     bool signaled_overlap;       /* repair: qemu's "Marking image as corrupt" said once */
 

@@ -27,8 +27,6 @@ void qcow2_map_free(struct qcow2_state *s)
     free(s->l2c);
     s->l2c = NULL;
     s->l2c_n = 0;
-    free(s->reftable);
-    s->reftable = NULL;
 }
 
 /* One L2 table through the cache; offset is cluster-aligned (checked by the caller). The
@@ -251,32 +249,28 @@ int qcow2_get_run(image_t *img, uint64_t off, uint64_t bytes, struct qcow2_run *
     return 0;
 }
 
-/* qemu's qcow2_get_refcount() for cluster k (0 when not covered), through the refcount
- * module's refblock cache. */
-static int get_refcount(image_t *img, struct qcow2_rb_cache *c, uint64_t k, uint64_t *out)
+/* qemu's qcow2_get_refcount() for cluster k (0 when not covered), through the model. */
+static int get_refcount(image_t *img, uint64_t k, uint64_t *out)
 {
     struct qcow2_state *s = img->priv;
+    int r = qcow2_image_refcount(&s->m, k, out);
     uint64_t ti = k >> s->h.refcount_block_bits;
-    int r = qcow2_rb_cache_refcount(c, img->file, s->h.cluster_size, s->h.refcount_order,
-                                    s->h.refcount_block_bits, s->reftable, s->reftable_n, k,
-                                    out);
-    if (r == -EIO && ti < s->reftable_n &&
-        (s->reftable[ti] & QCOW2_REFT_OFFSET_MASK & (s->h.cluster_size - 1)))
+    if (r == -EIO && ti < s->rt_loaded &&
+        (s->rt[ti] & QCOW2_REFT_OFFSET_MASK & (s->h.cluster_size - 1)))
         image_corrupt(img, "Refblock offset %#llx unaligned (reftable index: %#llx)",
-                      (unsigned long long)(s->reftable[ti] & QCOW2_REFT_OFFSET_MASK),
+                      (unsigned long long)(s->rt[ti] & QCOW2_REFT_OFFSET_MASK),
                       (unsigned long long)ti);
     return r;
 }
 
-/* The refcount table (<= 8 MiB, validated at open) through the one table loader. */
-static int load_reftable(image_t *img)
+/* The reftable and the refblock cache: needed for this detection only, so a layer of a
+ * deep chain keeps no copy. */
+static void drop_refcounts(struct qcow2_state *s)
 {
-    struct qcow2_state *s = img->priv;
-    int r = qcow2_table_load(img->file, s->file_size, s->h.refcount_table_offset,
-                             s->h.reftable_entries, 0, &s->reftable, &s->reftable_n);
-    if (r < 0)
-        s->reftable_n = 0;
-    return r;
+    free(s->rt);
+    s->rt = NULL;
+    s->rt_loaded = 0;
+    qcow2_rb_cache_free(&s->rb);
 }
 
 /* qemu's qcow2_detect_metadata_preallocation(): at least threshold refcounted clusters
@@ -290,27 +284,24 @@ static int detect_prealloc(image_t *img)
     int r = qio_size(img->file, &file_len);
     if (r < 0 || (r = qio_allocated(img->file, &real)) < 0)
         return r;
-    if ((r = load_reftable(img)) < 0)
+    if ((r = qcow2_image_load_reftable(&s->m)) < 0) {
+        drop_refcounts(s);
         return r;
+    }
     int64_t real_clusters = (int64_t)(real / s->h.cluster_size);
     int64_t threshold = real_clusters * 10 / 9;
     if (threshold < real_clusters + 2)
         threshold = real_clusters + 2;
     uint64_t end = (file_len + s->h.cluster_size - 1) >> s->h.cluster_bits;
-    struct qcow2_rb_cache cache = {0};
     int64_t count = 0;
     for (uint64_t i = 0; i < end && count < threshold; i++) {
         uint64_t rc;
-        r = get_refcount(img, &cache, i, &rc);
+        r = get_refcount(img, i, &rc);
         if (r < 0)
             break;
         count += rc != 0;
     }
-    qcow2_rb_cache_free(&cache);
-    /* needed for this detection only: a layer of a deep chain keeps no copy */
-    free(s->reftable);
-    s->reftable = NULL;
-    s->reftable_n = 0;
+    drop_refcounts(s);
     return r < 0 ? r : count >= threshold;
 }
 

@@ -91,13 +91,13 @@ int qcow2_load_snapshots(image_t *img, char **errmsg)
 int qcow2_load_bitmaps(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
-    if (!s->x.has_bitmaps || s->x.nb_bitmaps == 0)
+    if (!s->ext.has_bitmaps || s->ext.nb_bitmaps == 0)
         return 0;
     struct qcow2_bitmap_dirent *d;
     uint32_t n;
     int r = qcow2_bitmaps_open(file_read, img->file, s->h.cluster_bits, img->size,
-                               s->x.bitmap_directory_offset, s->x.bitmap_directory_size,
-                               s->x.nb_bitmaps, &d, &n, errmsg);
+                               s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size,
+                               s->ext.nb_bitmaps, &d, &n, errmsg);
     if (r < 0)
         return r;
     s->bitmaps = xcalloc(n, sizeof(*s->bitmaps));
@@ -159,8 +159,8 @@ json_t *qcow2_format_specific(image_t *img)
             json_set(data, "bitmaps", list);
         }
         json_set(data, "refcount-bits", json_int(s->h.refcount_bits));
-        if (s->x.has_data_file) /* qemu reports the name even without the feature bit */
-            json_set(data, "data-file", json_string(s->x.data_file));
+        if (s->ext.has_data_file) /* qemu reports the name even without the feature bit */
+            json_set(data, "data-file", json_string(s->ext.data_file));
         if (s->geom.data_file)
             json_set(data, "data-file-raw",
                      json_bool(s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW));
