@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.quiet_diag = true;
     struct plan plan;
     plan_init(&plan, q);
-    struct repair_ctx ctx = { &plan };
+    struct repair_ctx ctx = { .plan = &plan };
     qio_t *ov = plan_overlay_qio(&plan);
     struct check_run first, after;
     run_init(&first);

@@ -106,6 +106,35 @@ static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *
     return ret;
 }
 
+/* The overlap guard refused a fix: qemu's qcow2_signal_corruption marks the image corrupt
+ * (v3: the incompatible-features field alone; v2 has no such bit) and its in-place fixes
+ * so far stay written. qimg writes none of its planned fixes, only the corrupt bit
+ * (journaled when asked), so the image keeps every byte it had and qemu refuses to open
+ * it read-write until it is repaired. */
+static void mark_corrupt(qio_t *q, const char *filename, const struct repair_opts *o,
+                         uint32_t version, uint64_t orig)
+{
+    if (version < 3 || (orig & QCOW2_INCOMPAT_CORRUPT))
+        return;
+    journal_t *j = NULL;
+    if (o->journal && journal_create(o->journal, filename, q, &j) < 0)
+        return;
+    struct plan hp;
+    plan_init(&hp, q);
+    uint8_t b[8];
+    be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
+    int rc = plan_write(&hp, PC_HEADER, 72, b, 8, "header: set the corrupt bit (a fix was "
+                        "refused by the overlap check)");
+    if (rc == 0)
+        rc = repair_apply(q, &hp, j, 1);
+    if (j) {
+        if (rc == 0)
+            journal_finish(j, q);
+        journal_close(j);
+    }
+    plan_free(&hp);
+}
+
 int repair_qcow2(const char *filename, const struct repair_opts *o)
 {
     qio_t *q;
@@ -127,7 +156,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
     }
     struct plan plan;
     plan_init(&plan, q);
-    struct repair_ctx ctx = { &plan };
+    struct repair_ctx ctx = { .plan = &plan };
     qio_t *ov = plan_overlay_qio(&plan);
     struct check_run run;
     check_run_start(&run, &o->check, true);
@@ -138,21 +167,31 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         ret = 1;
         goto out;
     }
-    if (rc < 0) {
-        /* nothing is applied when the fixing pass itself fails (README) */
-        ret = check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL);
-        goto out;
-    }
     struct qcow2_header h;
     {
         uint8_t hb[112];
         memset(hb, 0, sizeof(hb));
         qio_pread(q, hb, sizeof(hb), 0);
         h.version = be32_get(hb + 4);
+        h.cluster_bits = be32_get(hb + 20);
     }
     uint64_t orig;
     if (read_incompat(q, h.version, &orig) < 0)
         orig = 0;
+    if (rc < 0) {
+        /* nothing is applied when the fixing pass itself fails (README); a refused write
+         * marks the image corrupt, as qemu's overlap check does */
+        if (ctx.guard.refused && !o->dry_run)
+            mark_corrupt(q, filename, o, h.version, orig);
+        ret = check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL);
+        goto out;
+    }
+    /* every write was checked when planned; nothing in the plan may touch guest data */
+    if (h.cluster_bits >= 9 && h.cluster_bits <= 21 &&
+        overlap_verify_plan(&ctx.guard, &plan, 1ull << h.cluster_bits) < 0) {
+        ret = 1;
+        goto out;
+    }
     if (o->dry_run) {
         ret = dry_run(q, &plan, &run, filename, o, h.version, orig);
         goto out;
@@ -214,6 +253,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         check_run_free(&second);
 out:
     check_run_free(&run);
+    overlap_guard_free(&ctx.guard);
     plan_free(&plan);
     qio_close(q);
     return ret;

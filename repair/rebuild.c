@@ -8,9 +8,9 @@
  * is damaged (reserved bits, unaligned), and any table (active L1, L2, snapshot table,
  * ...) that lies past EOF (repair/metamap.h). qemu picks such clusters and then its
  * overlap check refuses the write, failing the repair ("Check failed") with the image
- * marked corrupt; qimg places the new structure elsewhere. Every write is still checked
- * against the metadata first, and a hit fails the fixing pass before anything is
- * written (the plan is never applied). */
+ * marked corrupt; qimg places the new structure elsewhere. Every write still goes through
+ * the overlap guard (repair/overlap.h); a hit fails the fixing pass, and of the plan only
+ * the corrupt bit is written, as qemu marks the image. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -73,17 +73,12 @@ static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *o
     return 0;
 }
 
-/* qemu's overlap check before a rebuild write (§3.11): the allocator above never picks
- * metadata, so this only fires on a bug; refuse rather than corrupt the image. */
+/* qemu's overlap check before a rebuild write (§3.11): every class, against the old
+ * metadata (the new reftable is installed only at the end). The allocator above never
+ * picks metadata, so this fires only on what the allocator cannot know about. */
 static int overlap_check(struct rb *b, uint64_t off, uint64_t len)
 {
-    unsigned cb = b->s->h.cluster_bits;
-    const char *what = metamap_overlap(&b->mm, off >> cb, (off + len + b->s->cs - 1) >> cb);
-    if (!what)
-        return 0;
-    err_report("Preventing invalid write on metadata (overlaps with %s) at offset 0x%" PRIx64
-               "; nothing was written", what, off);
-    return -EIO;
+    return overlap_pre_write(b->s, 0, off, len);
 }
 
 static int write_block(struct rb *b, uint64_t ri, uint64_t off)
@@ -287,6 +282,7 @@ int repair_rebuild(struct qc2 *s)
     s->h.reftable_entries = b.rt_n;
     s->file_size = rp_plan(s)->size;
     repair_drop_rb_cache(s);
+    overlap_guard_invalidate(&((struct repair_ctx *)s->fixer_ctx)->guard);
 out:
     metamap_free(&b.mm);
     free(b.rt);

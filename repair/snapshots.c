@@ -231,6 +231,8 @@ int repair_snapshot_rewrite(struct qc2 *s)
          * and writing it also makes the file cover it, so a crash before the header
          * switch leaves at most a leak that a check can see */
         new_off = k << s->h.cluster_bits;
+        if (rc >= 0)   /* qcow2_write_snapshots: every class */
+            rc = overlap_pre_write(s, 0, new_off, size);
         if (rc >= 0)
             rc = plan_write(rp_plan(s), PC_SNAPSHOT, new_off, t, (size_t)size,
                             "new snapshot table (%" PRIu32 " entries)", s->nb_sn);
