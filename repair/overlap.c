@@ -230,11 +230,13 @@ static int build_data(struct qc2 *s, struct overlap_guard *g)
     int rc = map_l1(s, g, s->l1, s->l1_loaded, g->data_active, seen, buf);
     memset(seen, 0, bytes);
     for (uint32_t i = 0; i < s->nb_sn && rc == 0; i++) {
+        /* a snapshot whose l1_size is too large is not walked by the check (so its data
+         * is free in the IMRT), but its entry stays: guard what its disk needs */
         const struct qcow2_snapshot *sn = &s->sn[i];
-        if (!walked_snapshot(s, sn))
+        if (sn->l1_table_offset & (s->cs - 1))
             continue;
         uint64_t *l1 = NULL, n = 0;
-        rc = qc2_load_table(s, sn->l1_table_offset, sn->l1_size, &l1, &n);
+        rc = qc2_load_table(s, sn->l1_table_offset, guarded_l1_entries(s, sn), &l1, &n);
         if (rc == 0)
             rc = map_l1(s, g, l1, n, g->data_snap, seen, buf);
         free(l1);
@@ -258,12 +260,27 @@ void overlap_guard_invalidate(struct overlap_guard *g)
     g->built = false;
 }
 
+int overlap_guard_prepare(struct qc2 *s, struct overlap_guard *g)
+{
+    int rc = 0;
+    if (!g->built && (rc = build_classes(s, g)) < 0)
+        return rc;
+    if (!g->data_built)
+        rc = build_data(s, g);
+    return rc;
+}
+
+bool overlap_data_cluster(const struct overlap_guard *g, uint64_t k)
+{
+    return k < g->data_clusters && (bit_get(g->data_active, k) || bit_get(g->data_snap, k));
+}
+
 /* --- the check --------------------------------------------------------------------- */
 
 static bool data_hits(const struct overlap_guard *g, uint64_t k0, uint64_t k1)
 {
     for (uint64_t k = k0; k < k1 && k < g->data_clusters; k++)
-        if (bit_get(g->data_active, k) || bit_get(g->data_snap, k))
+        if (overlap_data_cluster(g, k))
             return true;
     return false;
 }
@@ -275,10 +292,8 @@ int overlap_find(struct qc2 *s, struct overlap_guard *g, unsigned ign, uint64_t 
         return 0;
     if (!(ign & OL_MAIN_HEADER) && off < s->cs)
         return OL_MAIN_HEADER;
-    int rc;
-    if (!g->built && (rc = build_classes(s, g)) < 0)
-        return rc;
-    if (!g->data_built && (rc = build_data(s, g)) < 0)
+    int rc = overlap_guard_prepare(s, g);
+    if (rc < 0)
         return rc;
     /* qemu rounds the write out to whole clusters, not the metadata ranges */
     uint64_t a = off & ~(s->cs - 1), b = sat_add(off, len);
@@ -382,8 +397,13 @@ static int lies_on(struct qc2 *s, const struct overlap_guard *g, uint64_t a, uin
         uint64_t c = set_count(&g->cls[bitnr(classes[i])], a, b);
         if (!c)
             continue;
-        len += (size_t)snprintf(out + len, n - len, "%s%" PRIu64 " %s%s", hits ? ", " : "", c,
-                                overlap_class_name(classes[i]), c > 1 ? "s" : "");
+        bool one = classes[i] != OL_ACTIVE_L2 && classes[i] != OL_REFCOUNT_BLOCK;
+        if (one)
+            len += (size_t)snprintf(out + len, n - len, "%sthe %s", hits ? ", " : "",
+                                    overlap_class_name(classes[i]));
+        else
+            len += (size_t)snprintf(out + len, n - len, "%s%" PRIu64 " %s%s", hits ? ", " : "",
+                                    c, overlap_class_name(classes[i]), c > 1 ? "s" : "");
         hits++;
     }
     uint64_t d = data_count(g->data_active, g, a, b, s->h.cluster_bits);
@@ -420,13 +440,19 @@ void overlap_explain(struct qc2 *s)
             continue;
         uint64_t first = c > l1 ? (c - l1) / 8 : 0;
         uint64_t need = qcow2_size_to_l1(&s->h, s->h.size);
+        uint64_t l2_span = s->cs * s->h.l2_entries;
         lies_on(s, g, c, end, true, what, sizeof(what));
+        char loss[96];
+        if (first >= need)
+            snprintf(loss, sizeof(loss), "the virtual disk needs %" PRIu64 ": no guest data "
+                     "is lost", need);
+        else
+            snprintf(loss, sizeof(loss), "guest data from offset 0x%" PRIx64 " on would "
+                     "lose its mapping", first * l2_span);
         err_report("the active L1 table at 0x%" PRIx64 " (%" PRIu32 " entries) lies on %s "
                    "from entry %" PRIu64 " on, so those entries are not L1 entries; -r all "
                    "would have to cut it to %" PRIu64 " entries (%s)", l1, s->h.l1_size, what,
-                   first, first < need ? first : need,
-                   first >= need ? "the virtual disk needs only " "these, no guest data is lost"
-                                 : "guest data past that point would be lost");
+                   first, first, loss);
         break;
     }
 }

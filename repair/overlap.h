@@ -66,6 +66,11 @@ void overlap_guard_free(struct overlap_guard *g);
 /* The reftable or the snapshot list changed: rebuild the class ranges on the next check. */
 void overlap_guard_invalidate(struct overlap_guard *g);
 
+/* Build what the guard needs from s now (done lazily by the first check). 0 or -errno. */
+int overlap_guard_prepare(struct qc2 *s, struct overlap_guard *g);
+/* Is cluster k mapped as guest data (allocators keep clear of it)? Needs prepare. */
+bool overlap_data_cluster(const struct overlap_guard *g, uint64_t k);
+
 /* The class (qemu's order, then OL_GUEST_DATA) of metadata that the write [off, off+len)
  * would overlap, ign excluded; 0 if none; -errno if the metadata cannot be read. */
 int overlap_find(struct qc2 *s, struct overlap_guard *g, unsigned ign, uint64_t off,

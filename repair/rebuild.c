@@ -28,6 +28,7 @@
 struct rb {
     struct qc2 *s;
     struct metamap mm;  /* live metadata the new structure must not overwrite */
+    const struct overlap_guard *guard;   /* and guest data */
     uint64_t *rt;       /* new reftable, host order */
     uint64_t rt_n;      /* entries */
     uint8_t *blk;       /* one refblock being encoded */
@@ -51,7 +52,8 @@ static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *o
             k = next;
             continue;
         }
-        if (k < t->n && imrt_get(t, k)) {
+        /* guest data the IMRT does not count (a snapshot the check skipped) */
+        if ((k < t->n && imrt_get(t, k)) || overlap_data_cluster(b->guard, k)) {
             run = 0;
             k++;
             continue;
@@ -196,11 +198,14 @@ static int count_now_inside(struct rb *b, uint64_t rt_end)
 
 int repair_rebuild(struct qc2 *s)
 {
-    struct rb b = { s, { 0 }, NULL, 0, NULL };
+    struct overlap_guard *g = &((struct repair_ctx *)s->fixer_ctx)->guard;
+    struct rb b = { s, { 0 }, g, NULL, 0, NULL };
     int rc;
     reserve_old_refblocks(s);
     /* built from the old in-memory metadata, before anything is allocated */
-    rc = metamap_build(&b.mm, s);
+    rc = overlap_guard_prepare(s, g);
+    if (rc == 0)
+        rc = metamap_build(&b.mm, s);
     if (rc < 0) {
         err_report("ERROR reading metadata for the rebuild: %s", strerror(-rc));
         s->res->check_errors++;
@@ -282,7 +287,7 @@ int repair_rebuild(struct qc2 *s)
     s->h.reftable_entries = b.rt_n;
     s->file_size = rp_plan(s)->size;
     repair_drop_rb_cache(s);
-    overlap_guard_invalidate(&((struct repair_ctx *)s->fixer_ctx)->guard);
+    overlap_guard_invalidate(g);
 out:
     metamap_free(&b.mm);
     free(b.rt);
