@@ -63,7 +63,8 @@ static int cmp_range(const void *a, const void *b)
 
 static void set_seal(struct ol_set *t)
 {
-    qsort(t->v, t->n, sizeof(*t->v), cmp_range);
+    if (t->n)
+        qsort(t->v, t->n, sizeof(*t->v), cmp_range);
     t->max_end = xreallocarray(t->max_end, t->n ? t->n : 1, sizeof(*t->max_end));
     for (size_t i = 0; i < t->n; i++)
         t->max_end[i] = i && t->max_end[i - 1] > t->v[i].end ? t->max_end[i - 1] : t->v[i].end;
