@@ -348,6 +348,7 @@ int overlap_pre_write(struct qc2 *s, unsigned ign, uint64_t off, uint64_t len)
         g->refused = (unsigned)c;
         g->refused_off = off;
         g->refused_len = len;
+        g->refused_ign = ign;
     }
     if (!s->signaled_overlap) {
         if (c == OL_GUEST_DATA) {
@@ -422,6 +423,7 @@ void overlap_explain(struct qc2 *s)
     if (!g->refused || !g->built || !g->data_built)
         return;
     char what[512];
+    int named = 0;   /* L1 tables named as garbage */
     for (uint32_t i = 0; i < s->nb_sn; i++) {
         const struct qcow2_snapshot *sn = &s->sn[i];
         uint64_t a = sn->l1_table_offset & ~(s->cs - 1);
@@ -433,6 +435,7 @@ void overlap_explain(struct qc2 *s)
                    "this snapshot (none of its data can be found through this table)",
                    sn->id_str ? sn->id_str : "", sn->name ? sn->name : "",
                    sn->l1_table_offset, sn->l1_size, what);
+        named++;
     }
     /* the active L1: the first cluster of it that lies on something else */
     uint64_t l1 = s->h.l1_table_offset, end = sat_add(l1, (uint64_t)s->h.l1_size * 8);
@@ -454,8 +457,22 @@ void overlap_explain(struct qc2 *s)
                    "from entry %" PRIu64 " on, so those entries are not L1 entries; -r all "
                    "would have to cut it to %" PRIu64 " entries (%s)", l1, s->h.l1_size, what,
                    first, first, loss);
+        named++;
         break;
     }
+    if (named || g->refused != OL_GUEST_DATA)
+        return;
+    /* no table is impossible as a whole: one cluster has two owners */
+    const char *role = (g->refused_ign & OL_L2_TABLES) ? "an L2 table being fixed"
+                       : (g->refused_ign & OL_REFCOUNT_BLOCK) ? "a refcount block"
+                       : (g->refused_ign & OL_ACTIVE_L1) ? "the active L1 table"
+                       : "where the repair would place a new structure";
+    char why[128];
+    data_owner(s, g->refused_off >> s->h.cluster_bits, why, sizeof(why));
+    err_report("cluster 0x%" PRIx64 " is %s and guest data (%s): one of the two is garbage; "
+               "-r all would have to drop one of them (the L2 entry, so that guest cluster "
+               "reads as unallocated, or the structure)", g->refused_off & ~(s->cs - 1),
+               role, why);
 }
 
 /* --- the plan ---------------------------------------------------------------------- */

@@ -58,7 +58,7 @@ struct overlap_guard {
     uint8_t *data_active, *data_snap;   /* bit per cluster [0, data_clusters) */
     uint64_t data_clusters;
     /* the first refused write (0: none) */
-    unsigned refused;
+    unsigned refused, refused_ign;
     uint64_t refused_off, refused_len;
 };
 

@@ -393,3 +393,37 @@ def test_repair_never_writes_guest_data(tmp_path):
                              (what, [hex(k * cs) for k in bad[:8]], err[-3000:]))
             n_cases += 1
     assert n_cases == 3 * 100
+
+
+def _l2_entry_maps_its_table(path):
+    """An active L2 entry (guest offset 8 MiB) that maps its own L2 table as data, with
+    COPIED set: the table's cluster has two owners (diffcheck seed 13, plain64k-13-172)."""
+    _make_data_image(path)
+    with Qcow2(path) as q:
+        l2 = q.l1_entry(0) & L1E_MASK
+        q.set_l2(l2, (8 << 20) // q.cs, l2 | (1 << 63))
+
+
+def test_cluster_with_two_owners_refused(tmp_path):
+    d = str(tmp_path)
+    orig, rq, ri = _both(tmp_path, _l2_entry_maps_its_table)
+    # qemu-img: raises the table's refcount to 2 and clears COPIED in the table itself,
+    # which is the guest data of 8 MiB: the guest reads other bytes there afterwards
+    assert rq[0] == 0, rq
+    assert 'Repairing OFLAG_COPIED data cluster: l2_entry=8000000000040000 refcount=2' in rq[2], rq
+    assert not _same_guest(d, 'q.qcow2')[0]
+    # qimg: refuses the L2 table write (guest data), says which two owners collide
+    assert ri[0] == 1, ri
+    assert ('qcow2: Marking image as corrupt: Preventing invalid write on guest data '
+            '(cluster 0x40000: it holds guest offset 0x800000 of the active image); further '
+            'corruption events will be suppressed') in ri[2].splitlines(), ri[2]
+    assert ('ERROR: Could not write L2 table; metadata overlap check failed: Input/output '
+            'error') in ri[2].splitlines(), ri[2]
+    assert ('qimg: cluster 0x40000 is an L2 table being fixed and guest data (it holds guest '
+            'offset 0x800000 of the active image): one of the two is garbage') in ri[2], ri[2]
+    assert ri[2].splitlines()[-1] == 'qimg: Check failed: Input/output error'
+    same, msg = _same_guest(d, 'i.qcow2')
+    assert same, msg
+    with open(os.path.join(d, 'i.qcow2'), 'rb') as f:
+        got = f.read()
+    assert got[:72] == orig[:72] and got[80:] == orig[80:]
