@@ -130,8 +130,7 @@ static int fx_write_l2_entries(struct qc2 *s, uint64_t l2, const uint8_t *t, uin
                                uint64_t n)
 {
     uint64_t esz = s->h.l2_entry_size;
-    /* check_oflag_copied checks the whole table; qemu ignores the active L2 class, qimg
-     * the inactive one too (a table shared with a snapshot is normal; overlap.h) */
+    /* check_oflag_copied checks the whole table, ignoring the L2 classes */
     int orc = overlap_pre_write(s, OL_L2_TABLES, l2, s->cs);
     if (orc < 0) {
         err_plain("ERROR: Could not write L2 table; metadata overlap check failed: %s\n",

@@ -194,12 +194,32 @@ static void map_l2(struct qc2 *s, struct overlap_guard *g, const uint8_t *t, uin
     }
 }
 
+/* A snapshot "L2 table" that is metadata of the active image (its L1 or L2 tables, the
+ * refcount structures, the header, the snapshot table) is a garbage L1 entry: what its
+ * "entries" map is no guest data, and counting it would block fixes of the real table. */
+static bool active_metadata(struct qc2 *s, const struct overlap_guard *g, uint64_t off)
+{
+    static const unsigned classes[] = {
+        OL_ACTIVE_L1, OL_ACTIVE_L2, OL_REFCOUNT_TABLE, OL_REFCOUNT_BLOCK, OL_SNAPSHOT_TABLE,
+        OL_BITMAP_DIRECTORY,
+    };
+    uint64_t a = off & ~(s->cs - 1), b = sat_add(off, s->cs);
+    if (a < s->cs)
+        return true;
+    for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+        if (set_hits(&g->cls[bitnr(classes[i])], a, b))
+            return true;
+    return false;
+}
+
 static int map_l1(struct qc2 *s, struct overlap_guard *g, const uint64_t *l1, uint64_t n,
                   uint8_t *m, uint8_t *seen, uint8_t *buf)
 {
     for (uint64_t i = 0; i < n; i++) {
         uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2 || l2 >= s->file_size)
+            continue;
+        if (m == g->data_snap && active_metadata(s, g, l2))
             continue;
         bool aligned = !(l2 & (s->cs - 1));
         uint64_t k = l2 >> s->h.cluster_bits;
@@ -247,6 +267,16 @@ static int build_data(struct qc2 *s, struct overlap_guard *g)
     return rc;
 }
 
+int overlap_guard_prepare(struct qc2 *s, struct overlap_guard *g)
+{
+    int rc = 0;
+    if (!g->built && (rc = build_classes(s, g)) < 0)
+        return rc;
+    if (!g->data_built)
+        rc = build_data(s, g);   /* after the classes: it consults them */
+    return rc;
+}
+
 void overlap_guard_free(struct overlap_guard *g)
 {
     for (int i = 0; i < OL_NCLASSES; i++)
@@ -261,15 +291,7 @@ void overlap_guard_invalidate(struct overlap_guard *g)
     g->built = false;
 }
 
-int overlap_guard_prepare(struct qc2 *s, struct overlap_guard *g)
-{
-    int rc = 0;
-    if (!g->built && (rc = build_classes(s, g)) < 0)
-        return rc;
-    if (!g->data_built)
-        rc = build_data(s, g);
-    return rc;
-}
+
 
 bool overlap_data_cluster(const struct overlap_guard *g, uint64_t k)
 {
@@ -301,7 +323,7 @@ int overlap_find(struct qc2 *s, struct overlap_guard *g, unsigned ign, uint64_t 
     b = b > UINT64_MAX - (s->cs - 1) ? UINT64_MAX : (b + s->cs - 1) & ~(s->cs - 1);
     for (size_t i = 1; i < sizeof(class_order) / sizeof(class_order[0]); i++) {
         unsigned c = class_order[i];
-        if (ign & c)
+        if ((ign & c) || !(OL_DEFAULT & c))
             continue;
         if (c == OL_GUEST_DATA ? data_hits(g, a >> s->h.cluster_bits, b >> s->h.cluster_bits)
                                : set_hits(&g->cls[bitnr(c)], a, b))

@@ -28,7 +28,7 @@
 struct rb {
     struct qc2 *s;
     struct metamap mm;  /* live metadata the new structure must not overwrite */
-    const struct overlap_guard *guard;   /* and guest data */
+    struct overlap_guard *guard;   /* nor what the guard refuses */
     uint64_t *rt;       /* new reftable, host order */
     uint64_t rt_n;      /* entries */
     uint8_t *blk;       /* one refblock being encoded */
@@ -52,8 +52,11 @@ static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *o
             k = next;
             continue;
         }
-        /* guest data the IMRT does not count (a snapshot the check skipped) */
-        if ((k < t->n && imrt_get(t, k)) || overlap_data_cluster(b->guard, k)) {
+        /* nor anything the overlap guard would refuse: guest data the IMRT does not
+         * count (a snapshot the check skipped), the second cluster of an unaligned old
+         * refblock, ... */
+        if ((k < t->n && imrt_get(t, k)) ||
+            overlap_find(b->s, b->guard, 0, k << b->s->h.cluster_bits, b->s->cs) != 0) {
             run = 0;
             k++;
             continue;
@@ -151,9 +154,12 @@ static void reserve_old_refblocks(struct qc2 *s)
         uint64_t raw = s->rt[i], off = raw & QCOW2_REFT_OFFSET_MASK;
         if (!off || !((raw & QCOW2_REFT_RESERVED_MASK) || (off & (s->cs - 1))))
             continue;
+        /* an unaligned block covers two clusters (so does qemu's overlap check of it) */
         uint64_t k = off >> s->h.cluster_bits;
-        if (k < s->imrt.n && !imrt_get(&s->imrt, k))
-            imrt_set(&s->imrt, k, 1);
+        uint64_t last = off > UINT64_MAX - (s->cs - 1) ? k : (off + s->cs - 1) >> s->h.cluster_bits;
+        for (; k <= last; k++)
+            if (k < s->imrt.n && !imrt_get(&s->imrt, k))
+                imrt_set(&s->imrt, k, 1);
     }
 }
 
