@@ -138,7 +138,8 @@ static int build_classes(struct qc2 *s, struct overlap_guard *g)
         if (s->rt[i] & QCOW2_REFT_OFFSET_MASK)
             set_add(&g->cls[bitnr(OL_REFCOUNT_BLOCK)], s->rt[i] & QCOW2_REFT_OFFSET_MASK, s->cs);
     int rc = 0;
-    for (uint32_t i = 0; i < s->nb_sn && rc == 0; i++) {
+    /* inactive L2 tables need every snapshot L1 read: only when the class is checked */
+    for (uint32_t i = 0; (OL_DEFAULT & OL_INACTIVE_L2) && i < s->nb_sn && rc == 0; i++) {
         const struct qcow2_snapshot *sn = &s->sn[i];
         if (!walked_snapshot(s, sn))
             continue;
@@ -290,8 +291,6 @@ void overlap_guard_invalidate(struct overlap_guard *g)
 {
     g->built = false;
 }
-
-
 
 bool overlap_data_cluster(const struct overlap_guard *g, uint64_t k)
 {
