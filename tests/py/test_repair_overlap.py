@@ -19,9 +19,6 @@ import shutil
 import struct
 import subprocess
 
-import pytest
-
-import qemu
 from qcow2poke import Qcow2
 
 L1E_MASK = 0x00fffffffffffe00
@@ -325,7 +322,6 @@ def _bases(d):
 
 def _metadata_words(q):
     """File offsets of 8-byte metadata words worth damaging, by kind."""
-    cs = q.cs
     words = {'header': [24, 32, 40, 48, 56, 60, 64]}
     l1 = [q.l1_table_offset + 8 * i for i in range(min(q.l1_size, 8))]
     words['l1'] = l1
