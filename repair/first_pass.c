@@ -12,6 +12,13 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
+/* A refcount fix refused by the overlap guard: qemu's node is unusable from then on and
+ * the check fails (compare_refcounts itself has no way to say so). */
+static bool refused(struct qc2 *s)
+{
+    return ((struct repair_ctx *)s->fixer_ctx)->guard.refused != 0;
+}
+
 static int refcount_pass(struct qc2 *s, unsigned fix)
 {
     struct check_result *r = s->res;
@@ -55,6 +62,8 @@ static int refcount_pass(struct qc2 *s, unsigned fix)
             fresh_leaks = scratch.leaks;
             s->res = r;
             *r = saved;
+            if (refused(s))
+                return -EIO;
         }
         if (r->corruptions < old.corruptions)
             r->corruptions_fixed += old.corruptions - r->corruptions;
@@ -71,6 +80,8 @@ static int refcount_pass(struct qc2 *s, unsigned fix)
             *r = pre;
             s->fix = fix;
             qc2_pass_compare(s);
+            if (refused(s))
+                return -EIO;
         }
     }
     s->fix = fix;
@@ -148,7 +159,11 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
     }
     add_result(&run->res, &snap);
 out:
+    if (rc >= 0 && ctx->guard.refused)
+        rc = -EIO;   /* a refused write fails the check, whichever pass made it */
     run->ret = rc < 0 ? rc : 0;
+    if (rc < 0 && ctx->guard.refused)
+        overlap_explain(&s);
     qc2_close(&s);
     return run->ret;
 }

@@ -35,28 +35,15 @@ int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_cla
     size_t nbytes;
     qcow2_refblock_entry_bytes(s->h.refcount_order, idx, &byte, &nbytes);
     uint64_t off = (s->rt[ti] & QCOW2_REFT_OFFSET_MASK) + byte;
-    rc = plan_write(rp_plan(s), cls, off, blk + byte, nbytes,
+    /* qemu checks the whole refblock when its cache writes it back */
+    rc = overlap_pre_write(s, OL_REFCOUNT_BLOCK, off & ~(s->cs - 1), s->cs);
+    if (rc < 0)
+        return rc;
+    rc = plan_write(rp_plan(s), cls, off, blk + byte, (size_t)nbytes,
                     "refcount of cluster %" PRIu64 ": %" PRIu64 " -> %" PRIu64 " (%s)", k, old,
                     value, why);
     sync_size(s);
     return rc;
-}
-
-/* qemu's metadata overlap check before it writes an L1 or L2 entry always covers the
- * header cluster: an "L1/L2 table" in cluster 0 is the header itself, and writing a fix
- * there would destroy it. Refused as qemu refuses it (its first refusal also marks the
- * image corrupt and says so once; qimg leaves the file as it was). -EIO: the check aborts. */
-static int header_overlap(struct qc2 *s, uint64_t off)
-{
-    if (off >= s->cs)
-        return 0;
-    if (!s->signaled_overlap) {
-        err_plain("qcow2: Marking image as corrupt: Preventing invalid write on metadata "
-                  "(overlaps with qcow2_header); further corruption events will be "
-                  "suppressed\n");
-        s->signaled_overlap = true;
-    }
-    return -EIO;
 }
 
 static int fx_set_refcount(struct qc2 *s, uint64_t k, uint64_t value)
@@ -79,7 +66,8 @@ static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp
         /* v2 has no zero flag: an unallocated entry is the only "no data" it has */
         be64_put(b, s->h.version >= 3 || !data ? QCOW2_OFLAG_ZERO : 0);
     }
-    if (header_overlap(s, f->entry_offset) < 0) {
+    /* fix_l2_entry_by_zero: every class but the L2 tables */
+    if (overlap_pre_write(s, OL_L2_TABLES, f->entry_offset, n) < 0) {
         err_plain("ERROR: Overlap check failed\n");
         return -EIO;
     }
@@ -127,8 +115,10 @@ static int fx_write_l1_entry(struct qc2 *s, uint64_t i, uint64_t e)
 {
     uint8_t b[8];
     be64_put(b, e);
-    if (header_overlap(s, s->h.l1_table_offset + i * 8) < 0)
-        return -EIO;
+    /* qcow2_write_l1_entry: every class but the active L1 (no message of its own) */
+    int orc = overlap_pre_write(s, OL_ACTIVE_L1, s->h.l1_table_offset + i * 8, 8);
+    if (orc < 0)
+        return orc;
     int rc = plan_write(rp_plan(s), PC_COPIED, s->h.l1_table_offset + i * 8, b, 8,
                         "OFLAG_COPIED of L1[%" PRIu64 "]: %" PRIx64 " -> %" PRIx64, i, s->l1[i], e);
     if (rc == 0)
@@ -141,10 +131,12 @@ static int fx_write_l2_entries(struct qc2 *s, uint64_t l2, const uint8_t *t, uin
                                uint64_t n)
 {
     uint64_t esz = s->h.l2_entry_size;
-    if (header_overlap(s, l2) < 0) {
+    /* check_oflag_copied checks the whole table, ignoring the L2 classes */
+    int orc = overlap_pre_write(s, OL_L2_TABLES, l2, s->cs);
+    if (orc < 0) {
         err_plain("ERROR: Could not write L2 table; metadata overlap check failed: %s\n",
-                  strerror(EIO));
-        return -EIO;
+                  strerror(-orc));
+        return orc;
     }
     int rc = plan_write(rp_plan(s), PC_COPIED, l2 + first * esz, t + first * esz,
                         (size_t)(n * esz), "OFLAG_COPIED of L2 table 0x%" PRIx64 " entries %"

@@ -1,6 +1,6 @@
 /* Live metadata of a qcow2 image as cluster ranges (repair/metamap.c), for the refcount
- * rebuild (§3.8): its allocator never hands out a cluster in one of these ranges, and
- * each of its writes is checked against them first (qemu's overlap check, §3.11).
+ * rebuild (§3.8): its allocator never hands out a cluster in one of these ranges (its
+ * writes then go through the overlap guard, repair/overlap.h, like every repair write).
  *
  * The IMRT alone is not enough: metadata whose reference the check did not count (it lies
  * past EOF, or its entry is damaged) looks free there, and qemu's rebuild then writes

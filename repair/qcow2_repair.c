@@ -162,6 +162,29 @@ static void restore_incompat(qio_t *q, journal_t *j, uint32_t version, uint64_t 
                    filename, strerror(-rc));
 }
 
+/* The overlap guard refused a fix: qemu's qcow2_signal_corruption marks the image corrupt
+ * (v3: the incompatible-features field alone; v2 has no such bit) and its in-place fixes
+ * so far stay written. qimg writes none of its planned fixes, only the corrupt bit
+ * (journaled when asked), so the image keeps every byte it had and qemu refuses to open
+ * it read-write until it is repaired. */
+static void mark_corrupt(qio_t *q, journal_t *j, uint32_t version, uint64_t orig)
+{
+    if (version < 3 || (orig & QCOW2_INCOMPAT_CORRUPT))
+        return;
+    struct plan hp;
+    const struct plan_entry *failed;
+    plan_init(&hp, q);
+    uint8_t b[8];
+    be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
+    int rc = plan_write(&hp, PC_HEADER, 72, b, 8, "header: set the corrupt bit (a fix was "
+                        "refused by the overlap check)");
+    if (rc == 0)
+        rc = repair_apply(q, &hp, j, &failed);
+    if (j)
+        journal_finish(j, q, rc == 0);
+    plan_free(&hp);
+}
+
 int repair_qcow2(const char *filename, const struct repair_opts *o)
 {
     qio_t *q;
@@ -189,19 +212,18 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
     }
     struct plan plan;
     plan_init(&plan, q);
-    struct repair_ctx ctx = { &plan };
+    struct repair_ctx ctx = { .plan = &plan };
     qio_t *ov = plan_overlay_qio(&plan);
     struct check_run run;
     check_run_start(&run, &o->check, true);
     rc = repair_first_pass(ov, filename, &o->check, o->fix, &ctx, &run);
     qio_close(ov);
     int ret;
-    if (!run.opened || rc < 0) {
+    if (!run.opened) {
         /* nothing is applied when the fixing pass itself fails (README): no journal */
         journal_discard(j);
         j = NULL;
-        ret = run.opened ? check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL)
-                         : 1;
+        ret = 1;
         goto out;
     }
     struct qcow2_header h;
@@ -210,10 +232,32 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         memset(hb, 0, sizeof(hb));
         qio_pread(q, hb, sizeof(hb), 0);
         h.version = be32_get(hb + 4);
+        h.cluster_bits = be32_get(hb + 20);
     }
     uint64_t orig;
     if (read_incompat(q, h.version, &orig) < 0)
         orig = 0;
+    if (rc < 0) {
+        /* nothing is applied when the fixing pass itself fails (README); a refused write
+         * marks the image corrupt, as qemu's overlap check does */
+        if (ctx.guard.refused && !o->dry_run && h.version >= 3 &&
+            !(orig & QCOW2_INCOMPAT_CORRUPT)) {
+            mark_corrupt(q, j, h.version, orig);
+        } else {
+            journal_discard(j);
+            j = NULL;
+        }
+        ret = check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL);
+        goto out;
+    }
+    /* every write was checked when planned; nothing in the plan may touch guest data */
+    if (h.cluster_bits >= 9 && h.cluster_bits <= 21 &&
+        overlap_verify_plan(&ctx.guard, &plan, 1ull << h.cluster_bits) < 0) {
+        journal_discard(j);
+        j = NULL;
+        ret = 1;
+        goto out;
+    }
     if (o->dry_run) {
         ret = dry_run(q, &plan, &run, filename, o, h.version, orig);
         goto out;
@@ -274,6 +318,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
 out:
     journal_close(j);
     check_run_free(&run);
+    overlap_guard_free(&ctx.guard);
     plan_free(&plan);
     qio_close(q);
     return ret;

@@ -8,9 +8,9 @@
  * is damaged (reserved bits, unaligned), and any table (active L1, L2, snapshot table,
  * ...) that lies past EOF (repair/metamap.h). qemu picks such clusters and then its
  * overlap check refuses the write, failing the repair ("Check failed") with the image
- * marked corrupt; qimg places the new structure elsewhere. Every write is still checked
- * against the metadata first, and a hit fails the fixing pass before anything is
- * written (the plan is never applied). */
+ * marked corrupt; qimg places the new structure elsewhere. Every write still goes through
+ * the overlap guard (repair/overlap.h); a hit fails the fixing pass, and of the plan only
+ * the corrupt bit is written, as qemu marks the image. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -28,6 +28,7 @@
 struct rb {
     struct qc2 *s;
     struct metamap mm;  /* live metadata the new structure must not overwrite */
+    struct overlap_guard *guard;   /* nor what the guard refuses */
     uint64_t *rt;       /* new reftable, host order */
     uint64_t rt_n;      /* entries */
     uint8_t *blk;       /* one refblock being encoded */
@@ -51,7 +52,11 @@ static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *o
             k = next;
             continue;
         }
-        if (k < t->n && imrt_get(t, k)) {
+        /* nor anything the overlap guard would refuse: guest data the IMRT does not
+         * count (a snapshot the check skipped), the second cluster of an unaligned old
+         * refblock, ... */
+        if ((k < t->n && imrt_get(t, k)) ||
+            overlap_find(b->s, b->guard, 0, k << b->s->h.cluster_bits, b->s->cs) != 0) {
             run = 0;
             k++;
             continue;
@@ -73,17 +78,12 @@ static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *o
     return 0;
 }
 
-/* qemu's overlap check before a rebuild write (§3.11): the allocator above never picks
- * metadata, so this only fires on a bug; refuse rather than corrupt the image. */
+/* qemu's overlap check before a rebuild write (§3.11): every class, against the old
+ * metadata (the new reftable is installed only at the end). The allocator above never
+ * picks metadata, so this fires only on what the allocator cannot know about. */
 static int overlap_check(struct rb *b, uint64_t off, uint64_t len)
 {
-    unsigned cb = b->s->h.cluster_bits;
-    const char *what = metamap_overlap(&b->mm, off >> cb, (off + len + b->s->cs - 1) >> cb);
-    if (!what)
-        return 0;
-    err_report("Preventing invalid write on metadata (overlaps with %s) at offset 0x%" PRIx64
-               "; nothing was written", what, off);
-    return -EIO;
+    return overlap_pre_write(b->s, 0, off, len);
 }
 
 static int write_block(struct rb *b, uint64_t ri, uint64_t off)
@@ -154,9 +154,12 @@ static void reserve_old_refblocks(struct qc2 *s)
         uint64_t raw = s->rt[i], off = raw & QCOW2_REFT_OFFSET_MASK;
         if (!off || !((raw & QCOW2_REFT_RESERVED_MASK) || (off & (s->cs - 1))))
             continue;
+        /* an unaligned block covers two clusters (so does qemu's overlap check of it) */
         uint64_t k = off >> s->h.cluster_bits;
-        if (k < s->imrt.n && !imrt_get(&s->imrt, k))
-            imrt_set(&s->imrt, k, 1);
+        uint64_t last = off > UINT64_MAX - (s->cs - 1) ? k : (off + s->cs - 1) >> s->h.cluster_bits;
+        for (; k <= last; k++)
+            if (k < s->imrt.n && !imrt_get(&s->imrt, k))
+                imrt_set(&s->imrt, k, 1);
     }
 }
 
@@ -201,11 +204,14 @@ static int count_now_inside(struct rb *b, uint64_t rt_end)
 
 int repair_rebuild(struct qc2 *s)
 {
-    struct rb b = { s, { 0 }, NULL, 0, NULL };
+    struct overlap_guard *g = &((struct repair_ctx *)s->fixer_ctx)->guard;
+    struct rb b = { s, { 0 }, g, NULL, 0, NULL };
     int rc;
     reserve_old_refblocks(s);
     /* built from the old in-memory metadata, before anything is allocated */
-    rc = metamap_build(&b.mm, s);
+    rc = overlap_guard_prepare(s, g);
+    if (rc == 0)
+        rc = metamap_build(&b.mm, s);
     if (rc < 0) {
         err_report("ERROR reading metadata for the rebuild: %s", strerror(-rc));
         s->res->check_errors++;
@@ -287,6 +293,7 @@ int repair_rebuild(struct qc2 *s)
     s->h.reftable_entries = b.rt_n;
     s->file_size = rp_plan(s)->size;
     repair_drop_rb_cache(s);
+    overlap_guard_invalidate(g);
 out:
     metamap_free(&b.mm);
     free(b.rt);

@@ -15,6 +15,7 @@
 
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
+#include "repair/overlap.h"
 #include "repair/plan.h"
 
 struct repair_opts {
@@ -32,6 +33,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o);
 
 struct repair_ctx {
     struct plan *plan;
+    struct overlap_guard guard;   /* every fix write is checked here first (overlap.h) */
 };
 
 static inline struct plan *rp_plan(struct qc2 *s)

@@ -158,10 +158,14 @@ out:
     return rc;
 }
 
-/* Clusters [k, k+n) free on disk and unreferenced, each covered by an existing refblock. */
+/* Clusters [k, k+n) free on disk and unreferenced, each covered by an existing refblock,
+ * and no guest data (a snapshot the check skipped has data the IMRT does not count). */
 static bool run_free(struct qc2 *s, uint64_t k, uint64_t n)
 {
+    const struct overlap_guard *g = &((struct repair_ctx *)s->fixer_ctx)->guard;
     for (uint64_t i = k; i < k + n; i++) {
+        if (overlap_data_cluster(g, i))
+            return false;
         uint64_t ti = i >> s->h.refcount_block_bits, v = 1;
         if (ti >= s->rt_loaded || !(s->rt[ti] & QCOW2_REFT_OFFSET_MASK))
             return false;
@@ -201,6 +205,8 @@ int repair_snapshot_rewrite(struct qc2 *s)
                 pos += (uint64_t)w;
         }
         uint64_t n = (size + s->cs - 1) / s->cs, k = 1, end = s->imrt.n + n + 1;
+        if (rc >= 0)
+            rc = overlap_guard_prepare(s, &((struct repair_ctx *)s->fixer_ctx)->guard);
         while (rc >= 0 && k < end && !run_free(s, k, n))
             k++;
         if (rc >= 0 && k >= end)
@@ -209,6 +215,8 @@ int repair_snapshot_rewrite(struct qc2 *s)
          * and writing it also makes the file cover it, so a crash before the header
          * switch leaves at most a leak that a check can see */
         new_off = k << s->h.cluster_bits;
+        if (rc >= 0)   /* qcow2_write_snapshots: every class */
+            rc = overlap_pre_write(s, 0, new_off, size);
         if (rc >= 0)
             rc = plan_write(rp_plan(s), PC_SNAPSHOT, new_off, t, (size_t)size,
                             "new snapshot table (%" PRIu32 " entries)", s->nb_sn);
