@@ -62,11 +62,6 @@ struct qc2 {
     void *fixer_ctx;
 
 
-    /* snapshot table (§3.1), read in check mode */
-    struct qcow2_snapshot *sn;
-    uint32_t nb_sn;
-    uint64_t sn_offset, sn_size;
-
     /* bitmap directory, loaded at open (qemu fails the open on a bad one) */
     struct qcow2_bitmap_dirent *bm;
     uint32_t nb_bm;

@@ -97,9 +97,6 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
 void qc2_close(struct qc2 *s)
 {
     qcow2_image_close(&s->m);
-    for (uint32_t i = 0; i < s->nb_sn; i++)
-        qcow2_snapshot_free(&s->sn[i]);
-    free(s->sn);
     qc2_bitmaps_free(s);
     imrt_free(&s->imrt);
     free(s->copied_suspect);

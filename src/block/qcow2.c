@@ -79,7 +79,6 @@ static void qcow2_close(image_t *img)
         return;
     qcow2_map_free(s);
     qcow2_image_close(&s->m);
-    snapshot_list_free(s->snaps, s->n_snaps);
     for (size_t i = 0; i < s->n_bitmaps; i++)
         free(s->bitmaps[i].name);
     free(s->bitmaps);

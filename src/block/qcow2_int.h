@@ -43,8 +43,6 @@ struct qcow2_state {
 
     int prealloc; /* -1 not yet detected, else 0/1 */
 
-    snapshot_info_t *snaps;
-    size_t n_snaps;
     struct qcow2_bitmap_info *bitmaps;
     size_t n_bitmaps;
 

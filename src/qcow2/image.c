@@ -198,4 +198,9 @@ void qcow2_image_close(struct qcow2_image *m)
     qcow2_rb_cache_free(&m->rb);
     free(m->backing_name);
     m->backing_name = NULL;
+    for (uint32_t i = 0; i < m->nb_sn; i++)
+        qcow2_snapshot_free(&m->sn[i]);
+    free(m->sn);
+    m->sn = NULL;
+    m->nb_sn = 0;
 }

@@ -27,6 +27,7 @@
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
 #include "format/qcow2_l2.h"
+#include "format/qcow2_snapshot.h"
 #include "io/qio.h"
 #include "qcow2/refcount.h"
 
@@ -51,7 +52,12 @@
     uint64_t *rt;                                                                          \
     uint64_t rt_loaded;                                                                    \
     uint64_t rt_entries;                                                                   \
-    struct qcow2_rb_cache rb;    /* stored refcounts (repair patches it to mirror its plan) */
+    struct qcow2_rb_cache rb;    /* stored refcounts (repair patches it to mirror its plan) */ \
+    /* snapshot table (qcow2_image_read_snapshots): nb_sn entries read; its offset and,    \
+     * once read whole, its size */                                                        \
+    struct qcow2_snapshot *sn;                                                             \
+    uint32_t nb_sn;                                                                        \
+    uint64_t sn_offset, sn_size;
 
 struct qcow2_image {
     QCOW2_IMAGE_FIELDS
@@ -83,6 +89,29 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
                      const struct qcow2_open_opts *o, char **errmsg);
 /* Frees what the model holds (not q, not data). */
 void qcow2_image_close(struct qcow2_image *m);
+
+/* Why qcow2_image_read_snapshots stopped; each user words it (the driver as qemu's open,
+ * the checker as findings). */
+enum qcow2_sn_stop {
+    QCOW2_SN_TOO_BIG,        /* the table passes 64 MiB after entry index */
+    QCOW2_SN_OVERFLOW,       /* entry index would start past 2^64 */
+    QCOW2_SN_EXTRA_TOO_LARGE,/* entry index: extra data too large (-EFBIG, e says it) */
+    QCOW2_SN_BAD_ENTRY,      /* entry index: another decoding error (e says it) */
+    QCOW2_SN_READ_ERROR,     /* entry index: the file read failed (err) */
+};
+struct qcow2_sn_error {
+    enum qcow2_sn_stop kind;
+    int err;
+    uint32_t index;
+    struct fmt_error e;
+};
+
+/* qemu's qcow2_read_snapshots: reads the h.nb_snapshots entries at h.snapshots_offset one
+ * at a time into m->sn (memory follows the entries, not the header's claims), m->nb_sn
+ * counting those read; sn_size is set when all are. 0, or -errno with *why filled. The
+ * caller validates the table's count and offset first (the header decoder does outside
+ * CHECK mode). */
+int qcow2_image_read_snapshots(struct qcow2_image *m, struct qcow2_sn_error *why);
 
 /* Loads the refcount table if not loaded (the driver loads it on demand). 0 or -errno. */
 int qcow2_image_load_reftable(struct qcow2_image *m);
