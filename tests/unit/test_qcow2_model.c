@@ -6,6 +6,7 @@
 
 #include "test_format_helpers.h"
 #include "format/be.h"
+#include "qcow2/image.h"
 #include "qcow2/refcount.h"
 #include "qcow2/table.h"
 
@@ -88,11 +89,86 @@ static void test_rb_cache(void **state)
     free(img);
 }
 
+/* qemu-img create -f qcow2 x 1M: header, reftable at 64 KiB, refblock at 128 KiB, L1 at
+ * 192 KiB (one entry); len bytes of it. */
+static uint8_t *small_image(size_t len)
+{
+    uint8_t *img = calloc(1, 0x40000);
+    memcpy(img, qemu_1m_header, sizeof(qemu_1m_header));
+    be64_put(img + 0x10000, 0x20000);
+    for (int k = 0; k < 4; k++)
+        be16_put(img + 0x20000 + k * 2, 1);
+    assert_true(len <= 0x40000);
+    return img;
+}
+
+static void test_open_modes(void **state)
+{
+    (void)state;
+    uint8_t *img = small_image(0x40000);
+    qio_t *q = qio_open_mem(img, 0x40000, false, 0x40000);
+    char *err = NULL;
+    uint64_t v;
+
+    /* READ: the L1 whole, no reftable until asked for */
+    struct qcow2_image m = {0};
+    struct qcow2_open_opts ro = { .mode = QCOW2_MODE_READ };
+    assert_int_equal(qcow2_image_open(&m, q, "x", &ro, &err), 0);
+    assert_int_equal(m.cs, 65536);
+    assert_non_null(m.l1);
+    assert_int_equal(m.l1_loaded, 1);
+    assert_null(m.rt);
+    assert_null(m.backing_name);
+    assert_int_equal(qcow2_image_load_reftable(&m), 0);
+    assert_int_equal(m.rt_entries, 8192);
+    assert_int_equal(qcow2_image_refcount(&m, 2, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(qcow2_image_refcount(&m, 4, &v), 0);
+    assert_int_equal(v, 0);
+    qcow2_image_close(&m);
+
+    /* CHECK: the reftable at open, clamped to the file */
+    memset(&m, 0, sizeof(m));
+    struct qcow2_open_opts co = { .mode = QCOW2_MODE_CHECK };
+    assert_int_equal(qcow2_image_open(&m, q, "x", &co, &err), 0);
+    assert_non_null(m.rt);
+    assert_int_equal(m.rt_loaded, 8192);
+    assert_int_equal(m.rt[0], 0x20000);
+    assert_int_equal(qcow2_image_read_snapshots(&m, &(struct qcow2_sn_error){0}), 0);
+    assert_int_equal(m.nb_sn, 0);
+    qcow2_image_close(&m);
+    qio_close(q);
+
+    /* cut 4 bytes into the L1: CHECK loads the straddling entry, READ pads */
+    q = qio_open_mem(img, 0x30004, false, 0x30004);
+    memset(&m, 0, sizeof(m));
+    assert_int_equal(qcow2_image_open(&m, q, "x", &co, &err), 0);
+    assert_int_equal(m.l1_loaded, 1);
+    qcow2_image_close(&m);
+    qio_close(q);
+
+    /* data-file-raw without a data file: refused, except for info (NO_IO) */
+    be64_put(img + 88, 2);
+    q = qio_open_mem(img, 0x40000, false, 0x40000);
+    memset(&m, 0, sizeof(m));
+    assert_int_equal(qcow2_image_open(&m, q, "x", &ro, &err), -EINVAL);
+    assert_string_equal(err, "data-file-raw requires a data file");
+    free(err);
+    qcow2_image_close(&m);
+    memset(&m, 0, sizeof(m));
+    struct qcow2_open_opts info = { .mode = QCOW2_MODE_READ, .no_io = true };
+    assert_int_equal(qcow2_image_open(&m, q, "x", &info, &err), 0);
+    qcow2_image_close(&m);
+    qio_close(q);
+    free(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_eof),
         cmocka_unit_test(test_rb_cache),
+        cmocka_unit_test(test_open_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
