@@ -61,7 +61,6 @@ struct qc2 {
     const struct qc2_fixer *fixer;   /* set by the repair engine when fix != 0 */
     void *fixer_ctx;
 
-
     /* bitmap directory, loaded at open (qemu fails the open on a bad one) */
     struct qcow2_bitmap_dirent *bm;
     uint32_t nb_bm;
@@ -116,7 +115,8 @@ void qc2_pass_deep(struct qc2 *s);
 
 /* On-disk refcount of cluster k (qemu's qcow2_get_refcount): 0 or -errno. */
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
-/* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. */
+/* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. The
+ * mutable form is repair's: it patches the cached block to mirror its planned writes. */
 int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk);
 static inline int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
 {

@@ -89,12 +89,5 @@ int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk)
 
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
 {
-    const uint8_t *blk;
-    *out = 0;
-    int rc = qc2_refblock(s, k >> s->h.refcount_block_bits, &blk);
-    if (rc < 0 || !blk)
-        return rc;
-    *out = qcow2_refblock_entry(blk, s->h.refcount_order,
-                                k & (s->h.refcount_block_entries - 1));
-    return 0;
+    return qcow2_image_refcount(&s->m, k, out);
 }

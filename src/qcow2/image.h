@@ -11,10 +11,13 @@
  *          snapshot table is left to the checker's snapshot pass)
  *   RDWR   as READ, header validated for writing (the writer comes next)
  * The model holds what every user reads: header, extensions, L2 geometry, file and data file
- * handles, active L1, refcount table and the refblock cache (qcow2/refcount.h). Tables are
- * read by the one loader (qcow2/table.h). What is left to each user: the checker opens the
- * backing chain and loads the bitmap directory for judging; the driver loads the snapshot
- * list and bitmap directory for info.
+ * handles, active L1, refcount table with the refblock cache (qcow2/refcount.h) and the
+ * snapshot table (qcow2_image_read_snapshots: the driver reads it right after open, the
+ * checker in its snapshot pass, so that a bad table is a finding there). Tables are read by
+ * the one loader (qcow2/table.h). Left to each user for now: the checker opens the backing
+ * chain and keeps the bitmap directory entries it judges, the driver keeps the bitmaps'
+ * names for info (both through block/qcow2_bitmap_load.h); repair reads the snapshot table
+ * in qemu's repair mode (repair/snapshots.c: extra data truncated, overhang discarded).
  *
  * Users embed the model with QCOW2_IMAGE_EMBED, which also lets their code name the model's
  * fields directly (s->h, s->l1) while &s->m is the model passed to model functions. */
