@@ -16,6 +16,7 @@ import os
 import resource
 import struct
 import subprocess
+import sys
 
 import pytest
 
@@ -381,15 +382,28 @@ def make_chain(d, depth, write_each=False):
     return 'c%05d.qcow2' % depth
 
 
+# Runs argv[1:] as a child of this small interpreter and prints its rusage peak RSS.
+_RSS_LAUNCHER = (
+    'import os, sys\n'
+    'pid = os.fork()\n'
+    'if pid == 0:\n'
+    '    os.execv(sys.argv[1], sys.argv[1:])\n'
+    '_, status, ru = os.wait4(pid, 0)\n'
+    'sys.stderr.write("\\nmaxrss=%d\\n" % ru.ru_maxrss)\n'
+    'sys.exit(os.waitstatus_to_exitcode(status))\n')
+
+
 def peak_rss_kb(cwd, *args):
-    """Runs qimg; returns (rc, stdout, peak RSS in KiB of that process alone)."""
-    cmd = [qemu.tool_path('qimg')] + list(args)
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         stdin=subprocess.DEVNULL)
-    out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, out.decode(), ru.ru_maxrss
+    """Runs qimg; returns (rc, stdout, peak RSS in KiB of that process alone).
+
+    Linux carries a process's RSS high-water mark across exec (the memory of the process
+    that forked it counts), so a child forked from pytest, which grows as a shard runs,
+    would report pytest's size; qimg is forked from a fresh small interpreter instead."""
+    cmd = [sys.executable, '-c', _RSS_LAUNCHER, qemu.tool_path('qimg')] + list(args)
+    p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL)
+    rss = int(p.stderr.decode().rsplit('maxrss=', 1)[1])
+    return p.returncode, p.stdout.decode(), rss
 
 
 @pytest.fixture(scope='module')
