@@ -118,13 +118,7 @@ int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
 /* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. The
  * mutable form is repair's: it patches the cached block to mirror its planned writes. */
 int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk);
-static inline int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
-{
-    uint8_t *b;
-    int rc = qc2_refblock_mut(s, ti, &b);
-    *blk = b;
-    return rc;
-}
+int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
 
 /* On-disk refcount lookups in cluster order, with the last refblock remembered. Invalidate
  * (valid = false) after anything else may have used the refblock cache. */
@@ -185,11 +179,8 @@ static inline int qc2_inc_cluster(struct qc2 *s, uint64_t k, int snapshot)
 void qc2_report(struct qc2 *s, struct finding *f);
 
 /* A table at off through the one loader (qcow2/table.h; entries past EOF not loaded). */
-static inline int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries,
-                                 uint64_t **out, uint64_t *loaded)
-{
-    return qcow2_table_load(s->q, s->file_size, off, entries, 0, out, loaded);
-}
+int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
+                   uint64_t *loaded);
 
 /* Read a whole range (zeros past EOF); 0 or -errno. */
 int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);

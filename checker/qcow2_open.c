@@ -24,6 +24,14 @@ int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off)
     return qio_pread(s->q, buf, (size_t)len, off);
 }
 
+/* out of line, as qc2_refblock: inline in checker/qcow2_check.h they changed the register
+ * allocation of the L1/L2 walk's hot loop (measured: check of a 1 TiB image 5 % slower) */
+int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
+                   uint64_t *loaded)
+{
+    return qcow2_table_load(s->q, s->file_size, off, entries, 0, out, loaded);
+}
+
 static int open_fail(const char *filename, int code, const char *msg)
 {
     err_report("Could not open '%s': %s", filename, msg);

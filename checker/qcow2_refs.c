@@ -87,6 +87,14 @@ int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk)
     return qcow2_rb_cache_get(&s->rb, s->q, s->cs, s->rt, n, ti, blk);
 }
 
+int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
+{
+    uint8_t *b;
+    int rc = qc2_refblock_mut(s, ti, &b);
+    *blk = b;
+    return rc;
+}
+
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
 {
     return qcow2_image_refcount(&s->m, k, out);
