@@ -25,7 +25,11 @@ def shims(tmp_path, missing=(), name='shim'):
 
 def run(cmd, shim, cwd=ROOT):
     env = dict(os.environ, PATH='%s:%s' % (shim, os.environ['PATH']))
-    env.pop('MAKEFLAGS', None)
+    # a clean make, as on a fresh clone: nothing of the make running this test (`make asan`
+    # passes BUILD=build-asan, OPT, SANFLAGS through the environment)
+    for v in ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES', 'BUILD', 'OPT', 'SANFLAGS',
+              'CFLAGS', 'LDFLAGS', 'CC'):
+        env.pop(v, None)
     p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=300)
     return p.returncode, p.stdout.decode(), p.stderr.decode()

@@ -570,6 +570,8 @@ int main(int argc, char **argv)
     err_set_progname(argv[0]);
     const char *fmt = NULL;
     bool rdonly = false, share = false;
+    /* every exit frees what main allocated: the ASan build checks for leaks */
+    int ret = 1;
     char **lines = xcalloc((size_t)argc, sizeof(*lines));
     int nlines = 0, c;
     while ((c = getopt_long(argc, argv, "+c:f:rUh", longopts, NULL)) != -1) {
@@ -578,25 +580,25 @@ int main(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'r': rdonly = true; break;
         case 'U': share = true; break;
-        case 'h': print_usage(); return 0;
-        default: print_usage(); return 1;
+        case 'h': print_usage(); ret = 0; goto out;
+        default: print_usage(); goto out;
         }
     }
     if (argc - optind > 1) {
         print_usage();
-        return 1;
+        goto out;
     }
     if (nlines == 0) {
         fprintf(stderr, "%s: the interactive mode is not supported by qimg-io; use -c\n",
                 qimg_progname);
-        return 1;
+        goto out;
     }
     if (optind < argc) {
         blk_name = argv[optind];
         if (share && !rdonly) {
             err_report("can't open device %s: force-share=on can only be used with read-only "
                        "images", blk_name);
-            return 1;
+            goto out;
         }
         int flags = (rdonly ? 0 : IMG_OPEN_RDWR) | (share ? IMG_OPEN_SHARE : 0);
         char *msg = NULL;
@@ -609,20 +611,21 @@ int main(int argc, char **argv)
             err_report("can't open device %s: %s", blk_name, inner);
             free(prefix);
             free(msg);
-            return 1;
+            goto out;
         }
     }
-    int failed = 0;
+    ret = 0;
     for (int i = 0; i < nlines; i++) {
         char *line = xstrdup(lines[i]);
         if (run_command(line) < 0)
-            failed = 1;
+            ret = 1;
         free(line);
     }
     if (blk) {
         image_flush(blk); /* qemu's bdrv_close() flushes */
         image_close(blk);
     }
+out:
     free(lines);
-    return failed;
+    return ret;
 }
