@@ -27,9 +27,9 @@
 #include "format/qcow2_refcount.h"
 #include "format/qcow2_snapshot.h"
 #include "io/qio.h"
-
-#define RB_CACHE_SLOTS 64
-#define RB_CACHE_BYTES (2u << 20)
+#include "qcow2/image.h"
+#include "qcow2/refcount.h"
+#include "qcow2/table.h"
 
 struct qc2;
 struct finding;
@@ -53,33 +53,13 @@ struct qc2_fixer {
 };
 
 struct qc2 {
-    qio_t *q;
-    qio_t *data;                 /* external data file (NULL if none) */
-    const char *filename;
+    /* the image model (qcow2/image.h), opened in CHECK mode: s->m, and its fields as s->h,
+     * s->ext, s->l1, s->rt, s->rb ... */
+    QCOW2_IMAGE_EMBED;
     const struct check_opts *opts;
     unsigned fix;                /* fix mode of the current pass run (0 for check) */
     const struct qc2_fixer *fixer;   /* set by the repair engine when fix != 0 */
     void *fixer_ctx;
-
-    struct qcow2_header h;
-    struct qcow2_ext ext;
-    struct qcow2_l2_geom geom;
-    uint64_t file_size;
-    uint64_t cs;
-    bool has_data_file;
-
-    /* active L1, host order; entries past l1_loaded lie beyond EOF and read as 0 */
-    uint64_t *l1;
-    uint64_t l1_loaded;
-    /* reftable, host order; same clamping (qemu's refcount_table_size = rt_entries) */
-    uint64_t *rt;
-    uint64_t rt_loaded;
-    uint64_t rt_entries;
-
-    /* snapshot table (§3.1), read in check mode */
-    struct qcow2_snapshot *sn;
-    uint32_t nb_sn;
-    uint64_t sn_offset, sn_size;
 
     /* bitmap directory, loaded at open (qemu fails the open on a bad one) */
     struct qcow2_bitmap_dirent *bm;
@@ -89,9 +69,6 @@ struct qc2 {
     struct findings *fl;
     struct check_result *res;
 
-    /* on-disk refcount reader: direct-mapped cache of refblocks */
-    uint8_t *rb_buf[RB_CACHE_SLOTS];
-    uint64_t rb_off[RB_CACHE_SLOTS];
     bool signaled_corruption;
     bool signaled_overlap;       /* repair: qemu's "Marking image as corrupt" said once */
 
@@ -138,7 +115,9 @@ void qc2_pass_deep(struct qc2 *s);
 
 /* On-disk refcount of cluster k (qemu's qcow2_get_refcount): 0 or -errno. */
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out);
-/* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. */
+/* The cached refblock for reftable index ti (*blk NULL: all zero); 0 or -errno. The
+ * mutable form is repair's: it patches the cached block to mirror its planned writes. */
+int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk);
 int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk);
 
 /* On-disk refcount lookups in cluster order, with the last refblock remembered. Invalidate
@@ -199,8 +178,7 @@ static inline int qc2_inc_cluster(struct qc2 *s, uint64_t k, int snapshot)
 /* Add a finding and bump the counter its severity selects. */
 void qc2_report(struct qc2 *s, struct finding *f);
 
-/* A table of big-endian 64-bit entries at off, in host order; entries past EOF are not
- * loaded (*loaded counts those inside the file, *out is NULL if none). 0 or -errno. */
+/* A table at off through the one loader (qcow2/table.h; entries past EOF not loaded). */
 int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
                    uint64_t *loaded);
 

@@ -78,43 +78,24 @@ int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot)
     return 0;
 }
 
+int qc2_refblock_mut(struct qc2 *s, uint64_t ti, uint8_t **blk)
+{
+    /* entries past EOF are not loaded and read as 0; qemu's refcount_table_size is
+     * rt_entries. An unaligned refblock is -EIO (qemu signals corruption: printed once,
+     * see FF_SIGNAL). */
+    uint64_t n = s->rt_entries < s->rt_loaded ? s->rt_entries : s->rt_loaded;
+    return qcow2_rb_cache_get(&s->rb, s->q, s->cs, s->rt, n, ti, blk);
+}
+
 int qc2_refblock(struct qc2 *s, uint64_t ti, const uint8_t **blk)
 {
-    *blk = NULL;
-    if (ti >= s->rt_entries || ti >= s->rt_loaded)
-        return 0;   /* beyond the table, or a table entry past EOF (reads as 0) */
-    uint64_t off = s->rt[ti] & QCOW2_REFT_OFFSET_MASK;
-    if (!off)
-        return 0;
-    if (off & (s->cs - 1))
-        return -EIO;   /* qemu signals corruption (printed once, see FF_SIGNAL) */
-    /* at most RB_CACHE_BYTES of cached blocks (but always one slot): the cache lives beside
-     * the IMRT and the L2 batch, and peak memory stays at qemu's */
-    uint64_t slots = RB_CACHE_BYTES / s->cs;
-    slots = slots < 1 ? 1 : slots > RB_CACHE_SLOTS ? RB_CACHE_SLOTS : slots;
-    unsigned slot = (unsigned)(ti % slots);
-    if (!s->rb_buf[slot] || s->rb_off[slot] != off) {
-        if (!s->rb_buf[slot])
-            s->rb_buf[slot] = xmalloc((size_t)s->cs);
-        int rc = qc2_read(s, s->rb_buf[slot], s->cs, off);
-        if (rc < 0) {
-            s->rb_off[slot] = 0;
-            return rc;
-        }
-        s->rb_off[slot] = off;
-    }
-    *blk = s->rb_buf[slot];
-    return 0;
+    uint8_t *b;
+    int rc = qc2_refblock_mut(s, ti, &b);
+    *blk = b;
+    return rc;
 }
 
 int qc2_ondisk_refcount(struct qc2 *s, uint64_t k, uint64_t *out)
 {
-    const uint8_t *blk;
-    *out = 0;
-    int rc = qc2_refblock(s, k >> s->h.refcount_block_bits, &blk);
-    if (rc < 0 || !blk)
-        return rc;
-    *out = qcow2_refblock_entry(blk, s->h.refcount_order,
-                                k & (s->h.refcount_block_entries - 1));
-    return 0;
+    return qcow2_image_refcount(&s->m, k, out);
 }

@@ -27,7 +27,6 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
     (void)r;
     uint64_t nb = s->h.nb_snapshots, off = s->h.snapshots_offset;
     s->sn_offset = off;
-    s->sn_size = 0;
     /* qemu_validate_table(entry 40, max 40*65536) */
     if (nb > QCOW2_MAX_SNAPSHOTS) {
         abort_finding(s, FK_SNAP_TABLE_TOO_LARGE, -EFBIG, -1, nb - QCOW2_MAX_SNAPSHOTS);
@@ -37,38 +36,17 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
         abort_finding(s, FK_SNAP_TABLE_OFFSET_INVALID, -EINVAL, -1, FIND_NONE);
         return -EINVAL;
     }
-    if (!nb)
-        return 0;
-    s->sn = xcalloc((size_t)nb, sizeof(*s->sn));
-    struct qcow2_sn_source src = { qc2_pread_cb, s, s->h.version, s->h.size & ~(uint64_t)511,
-                                   0, 0 };
-    uint64_t pos = off;   /* file offset of the running end of the table */
-    int rc = 0;
-    for (uint64_t i = 0; i < nb; i++) {
-        uint64_t at;
-        if (!u64_align8(pos, &at)) {
-            rc = -EFBIG;
-            abort_finding(s, FK_SNAP_TABLE_TOO_BIG, rc, (int)i, nb - i);
-            goto out;
-        }
-        struct fmt_error e;
-        struct qcow2_sn_extent x;
-        rc = qcow2_snapshot_read(&src, at, (unsigned)i, &s->sn[i], &x, &e);
-        if (rc == -EFBIG && !src.read_err) {
-            abort_finding(s, FK_SNAP_EXTRA_TOO_LARGE, rc, (int)i, FIND_NONE);
-            goto out;
-        }
-        if (rc < 0)
-            goto read_fail;
-        s->nb_sn = (uint32_t)(i + 1);
-        pos = at + x.len;
-        if (qcow2_snapshot_table_too_big(pos - off)) {
-            rc = -EFBIG;
-            abort_finding(s, FK_SNAP_TABLE_TOO_BIG, rc, (int)i, nb - i);
-            goto out;
-        }
+    struct qcow2_sn_error why;
+    int rc = qcow2_image_read_snapshots(&s->m, &why);
+    if (rc < 0) {
+        if (why.kind == QCOW2_SN_TOO_BIG || why.kind == QCOW2_SN_OVERFLOW)
+            abort_finding(s, FK_SNAP_TABLE_TOO_BIG, rc, (int)why.index, nb - why.index);
+        else if (why.kind == QCOW2_SN_EXTRA_TOO_LARGE)
+            abort_finding(s, FK_SNAP_EXTRA_TOO_LARGE, rc, (int)why.index, FIND_NONE);
+        else
+            abort_finding(s, FK_SNAP_TABLE_POINTER_READ, rc, -1, FIND_NONE);
+        return rc;
     }
-    s->sn_size = pos - off;
     if (s->h.version >= 3) {
         for (uint32_t i = 0; i < s->nb_sn; i++) {
             if (s->sn[i].extra_data_size >= QCOW2_SN_EXTRA_V3_MIN)
@@ -80,9 +58,5 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
             qc2_report(s, &f);
         }
     }
-    goto out;
-read_fail:
-    abort_finding(s, FK_SNAP_TABLE_POINTER_READ, rc, -1, FIND_NONE);
-out:
-    return rc;
+    return 0;
 }

@@ -10,8 +10,7 @@
 
 void repair_drop_rb_cache(struct qc2 *s)
 {
-    for (int i = 0; i < RB_CACHE_SLOTS; i++)
-        s->rb_off[i] = 0;
+    qcow2_rb_cache_drop(&s->rb);
 }
 
 static void sync_size(struct qc2 *s)
@@ -23,13 +22,12 @@ int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_cla
                         const char *why)
 {
     uint64_t ti = k >> s->h.refcount_block_bits, idx = k & (s->h.refcount_block_entries - 1);
-    const uint8_t *cblk;
-    int rc = qc2_refblock(s, ti, &cblk);
+    uint8_t *blk;   /* the cache mirrors the planned image: patch the cached block */
+    int rc = qc2_refblock_mut(s, ti, &blk);
     if (rc < 0)
         return rc;
-    if (!cblk)
+    if (!blk)
         return -ENOSPC;   /* no refblock: only a rebuild can give this cluster a refcount */
-    uint8_t *blk = (uint8_t *)cblk;   /* the cache mirrors the planned image: patch it */
     uint64_t old = qcow2_refblock_entry(blk, s->h.refcount_order, idx), byte;
     rc = qcow2_refblock_set(blk, (size_t)s->cs, s->h.refcount_order, idx, value);
     if (rc < 0)

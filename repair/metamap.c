@@ -49,15 +49,12 @@ static void add_entry(struct metamap *m, const struct qc2 *s, uint64_t off, cons
 }
 
 /* The entries of the table at [off, off + n*8) that lie inside the file (past EOF the
- * table reads as zeros), each as one cluster of class what. */
+ * table reads as zeros), each as one cluster of class what; read in chunks rather than
+ * loaded whole (qcow2_table_load), so a map of many big tables stays small. */
 static int add_table_entries(struct metamap *m, struct qc2 *s, uint64_t off, uint64_t n,
                              uint64_t mask, const char *what)
 {
-    if (off >= s->file_size)
-        return 0;
-    uint64_t avail = (s->file_size - off + 7) / 8;
-    if (n > avail)
-        n = avail;
+    n = qcow2_table_in_file(off, n, s->file_size);   /* the one loader's rule at EOF */
     enum { CHUNK = 8192 };
     uint8_t *raw = xmalloc(CHUNK * 8);
     int rc = 0;

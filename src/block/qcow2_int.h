@@ -8,6 +8,7 @@
 #include "format/qcow2_ext.h"
 #include "format/qcow2_header.h"
 #include "format/qcow2_l2.h"
+#include "qcow2/image.h"
 
 /* Bounded L2 cache: at most this many bytes of tables, and at least 2 tables. */
 /* L2 cache: at most this much per image, and at most QCOW2_L2_CACHE_TOTAL for all open
@@ -29,12 +30,10 @@ struct qcow2_bitmap_info {
 };
 
 struct qcow2_state {
-    struct qcow2_header h;
-    struct qcow2_ext x;
-    struct qcow2_l2_geom geom;
-    uint64_t file_size;
-
-    uint64_t *l1; /* l1_size entries, host order */
+    /* the image model (qcow2/image.h), opened READ or RDWR: s->m, and its fields as s->h,
+     * s->ext, s->l1 (all l1_size entries), s->rt (loaded for metadata preallocation
+     * detection only, and freed after it) ... */
+    QCOW2_IMAGE_EMBED;
 
     struct l2_slot *l2c;
     size_t l2c_n;
@@ -42,13 +41,8 @@ struct qcow2_state {
                             total); each slot's buffer is allocated when first filled */
     uint64_t l2c_tick;
 
-    /* refcount table, loaded for metadata preallocation detection and freed after it */
-    uint64_t *reftable;
-    uint64_t reftable_n;
     int prealloc; /* -1 not yet detected, else 0/1 */
 
-    snapshot_info_t *snaps;
-    size_t n_snaps;
     struct qcow2_bitmap_info *bitmaps;
     size_t n_bitmaps;
 

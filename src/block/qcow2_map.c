@@ -8,6 +8,8 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_refcount.h"
+#include "qcow2/refcount.h"
+#include "qcow2/table.h"
 #include "util/xalloc.h"
 
 /* Bytes of L2 tables cached by all open qcow2 layers, and the buffer a layer reads into
@@ -25,8 +27,6 @@ void qcow2_map_free(struct qcow2_state *s)
     free(s->l2c);
     s->l2c = NULL;
     s->l2c_n = 0;
-    free(s->reftable);
-    s->reftable = NULL;
 }
 
 /* One L2 table through the cache; offset is cluster-aligned (checked by the caller). The
@@ -249,51 +249,28 @@ int qcow2_get_run(image_t *img, uint64_t off, uint64_t bytes, struct qcow2_run *
     return 0;
 }
 
-/* qemu's qcow2_get_refcount() for cluster k (0 when not covered). */
-static int get_refcount(image_t *img, uint64_t k, uint8_t *block, uint64_t *block_off,
-                        uint64_t *out)
+/* qemu's qcow2_get_refcount() for cluster k (0 when not covered), through the model. */
+static int get_refcount(image_t *img, uint64_t k, uint64_t *out)
 {
     struct qcow2_state *s = img->priv;
-    uint64_t ti, bi;
-    qcow2_refcount_locate(k, s->h.refcount_block_bits, &ti, &bi);
-    *out = 0;
-    if (ti >= s->reftable_n)
-        return 0;
-    uint64_t rb = s->reftable[ti] & QCOW2_REFT_OFFSET_MASK;
-    if (!rb)
-        return 0;
-    if (rb & (s->h.cluster_size - 1)) {
+    int r = qcow2_image_refcount(&s->m, k, out);
+    uint64_t ti = k >> s->h.refcount_block_bits;
+    if (r == -EIO && ti < s->rt_loaded &&
+        (s->rt[ti] & QCOW2_REFT_OFFSET_MASK & (s->h.cluster_size - 1)))
         image_corrupt(img, "Refblock offset %#llx unaligned (reftable index: %#llx)",
-                      (unsigned long long)rb, (unsigned long long)ti);
-        return -EIO;
-    }
-    if (*block_off != rb) {
-        int r = qio_pread(img->file, block, s->h.cluster_size, rb);
-        if (r < 0)
-            return r;
-        *block_off = rb;
-    }
-    return qcow2_refblock_get(block, s->h.cluster_size, s->h.refcount_order, bi, out);
+                      (unsigned long long)(s->rt[ti] & QCOW2_REFT_OFFSET_MASK),
+                      (unsigned long long)ti);
+    return r;
 }
 
-static int load_reftable(image_t *img)
+/* The reftable and the refblock cache: needed for this detection only, so a layer of a
+ * deep chain keeps no copy. */
+static void drop_refcounts(struct qcow2_state *s)
 {
-    struct qcow2_state *s = img->priv;
-    /* <= 8 MiB (validated at open); entries past the file's end read as zero */
-    uint64_t n = s->h.reftable_entries;
-    uint64_t avail = s->file_size > s->h.refcount_table_offset
-                         ? (s->file_size - s->h.refcount_table_offset) / 8 + 1 : 0;
-    if (n > avail)
-        n = avail;
-    s->reftable = xcalloc(n ? n : 1, 8);
-    uint8_t *raw = xmalloc(n * 8 + 1);
-    int r = qio_pread(img->file, raw, n * 8, s->h.refcount_table_offset);
-    if (r == 0)
-        for (uint64_t i = 0; i < n; i++)
-            s->reftable[i] = be64_get(raw + i * 8);
-    free(raw);
-    s->reftable_n = r == 0 ? n : 0;
-    return r;
+    free(s->rt);
+    s->rt = NULL;
+    s->rt_loaded = 0;
+    qcow2_rb_cache_free(&s->rb);
 }
 
 /* qemu's qcow2_detect_metadata_preallocation(): at least threshold refcounted clusters
@@ -307,28 +284,24 @@ static int detect_prealloc(image_t *img)
     int r = qio_size(img->file, &file_len);
     if (r < 0 || (r = qio_allocated(img->file, &real)) < 0)
         return r;
-    if ((r = load_reftable(img)) < 0)
+    if ((r = qcow2_image_load_reftable(&s->m)) < 0) {
+        drop_refcounts(s);
         return r;
+    }
     int64_t real_clusters = (int64_t)(real / s->h.cluster_size);
     int64_t threshold = real_clusters * 10 / 9;
     if (threshold < real_clusters + 2)
         threshold = real_clusters + 2;
     uint64_t end = (file_len + s->h.cluster_size - 1) >> s->h.cluster_bits;
-    uint8_t *block = xmalloc(s->h.cluster_size);
-    uint64_t block_off = 0;
     int64_t count = 0;
     for (uint64_t i = 0; i < end && count < threshold; i++) {
         uint64_t rc;
-        r = get_refcount(img, i, block, &block_off, &rc);
+        r = get_refcount(img, i, &rc);
         if (r < 0)
             break;
         count += rc != 0;
     }
-    free(block);
-    /* needed for this detection only: a layer of a deep chain keeps no copy */
-    free(s->reftable);
-    s->reftable = NULL;
-    s->reftable_n = 0;
+    drop_refcounts(s);
     return r < 0 ? r : count >= threshold;
 }
 

@@ -21,12 +21,59 @@ static char *bounded_dup(const char *s, size_t max)
     return xasprintf("%.*s", (int)n, s);
 }
 
-static int snap_fail(char **errmsg, const struct fmt_error *e, int r, const char *hint)
+/* qemu's qcow2_read_snapshots through the model, with its open's messages. */
+int qcow2_load_snapshots(image_t *img, char **errmsg)
 {
+    struct qcow2_state *s = img->priv;
+    struct qcow2_sn_error why;
+    int r = qcow2_image_read_snapshots(&s->m, &why);
+    if (r >= 0)
+        return 0;
     char tmp[FMT_ERROR_MSG_MAX];
-    const char *m = fmt_error_user_msg(e, tmp, sizeof(tmp));
-    *errmsg = hint ? xasprintf("%s\n%s", m, hint) : xstrdup(m);
+    switch (why.kind) {
+    case QCOW2_SN_READ_ERROR:
+        *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
+        break;
+    case QCOW2_SN_EXTRA_TOO_LARGE:
+        *errmsg = xasprintf("%s\nYou can force-remove this extra metadata with qemu-img "
+                            "check -r all", fmt_error_user_msg(&why.e, tmp, sizeof(tmp)));
+        break;
+    case QCOW2_SN_BAD_ENTRY:
+        *errmsg = xstrdup(fmt_error_user_msg(&why.e, tmp, sizeof(tmp)));
+        break;
+    case QCOW2_SN_TOO_BIG:
+        *errmsg = xasprintf("Snapshot table is too big\nYou can force-remove all %u "
+                            "overhanging snapshots with qemu-img check -r all",
+                            s->h.nb_snapshots - why.index);
+        break;
+    case QCOW2_SN_OVERFLOW:
+        *errmsg = xstrdup("Snapshot table is too big");
+        break;
+    }
     return r;
+}
+
+int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)
+{
+    struct qcow2_state *s = img->priv;
+    *list = NULL;
+    *count = 0;
+    if (!s->nb_sn)
+        return 0;
+    *list = xcalloc(s->nb_sn, sizeof(**list));
+    for (uint32_t i = 0; i < s->nb_sn; i++) {
+        const struct qcow2_snapshot *sn = &s->sn[i];
+        snapshot_info_t *o = &(*list)[i];
+        o->id = bounded_dup(sn->id_str, 127);
+        o->name = bounded_dup(sn->name, 255);
+        o->vm_state_size = sn->vm_state_size;
+        o->date_sec = sn->date_sec;
+        o->date_nsec = sn->date_nsec;
+        o->vm_clock_nsec = sn->vm_clock_nsec;
+        o->icount = sn->icount;
+    }
+    *count = s->nb_sn;
+    return 0;
 }
 
 static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
@@ -36,68 +83,16 @@ static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
     return qio_pread(ctx, buf, (size_t)len, off);
 }
 
-int qcow2_load_snapshots(image_t *img, char **errmsg)
-{
-    struct qcow2_state *s = img->priv;
-    uint32_t nb = s->h.nb_snapshots; /* <= 65536, validated by the header decoder */
-    if (!nb)
-        return 0;
-    s->snaps = xcalloc(nb, sizeof(*s->snaps));
-    uint64_t base = s->h.snapshots_offset, pos = base;
-    struct qcow2_sn_source src = { file_read, img->file, s->h.version, img->size, 0, 0 };
-    int r = 0;
-    for (uint32_t i = 0; i < nb; i++) {
-        struct fmt_error e;
-        fmt_error_clear(&e);
-        if (!u64_align8(pos, &pos)) {
-            r = -EFBIG;
-            break;
-        }
-        struct qcow2_snapshot sn;
-        struct qcow2_sn_extent x;
-        r = qcow2_snapshot_read(&src, pos, i, &sn, &x, &e);
-        if (r < 0 && src.read_err) {
-            *errmsg = xasprintf("Failed to read snapshot table: %s", strerror(-r));
-            break;
-        }
-        if (r < 0) {
-            qcow2_snapshot_free(&sn);
-            snap_fail(errmsg, &e, r, r == -EFBIG ? "You can force-remove this extra metadata "
-                                                   "with qemu-img check -r all" : NULL);
-            break;
-        }
-        pos += x.len;
-        snapshot_info_t *o = &s->snaps[s->n_snaps++];
-        o->id = bounded_dup(sn.id_str, 127);
-        o->name = bounded_dup(sn.name, 255);
-        o->vm_state_size = sn.vm_state_size;
-        o->date_sec = sn.date_sec;
-        o->date_nsec = sn.date_nsec;
-        o->vm_clock_nsec = sn.vm_clock_nsec;
-        o->icount = sn.icount;
-        qcow2_snapshot_free(&sn);
-        if (qcow2_snapshot_table_too_big(pos - base)) {
-            *errmsg = xasprintf("Snapshot table is too big\nYou can force-remove all %u "
-                                "overhanging snapshots with qemu-img check -r all", nb - i);
-            r = -EFBIG;
-            break;
-        }
-    }
-    if (r < 0 && !*errmsg)
-        *errmsg = xstrdup("Snapshot table is too big");
-    return r;
-}
-
 int qcow2_load_bitmaps(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
-    if (!s->x.has_bitmaps || s->x.nb_bitmaps == 0)
+    if (!s->ext.has_bitmaps || s->ext.nb_bitmaps == 0)
         return 0;
     struct qcow2_bitmap_dirent *d;
     uint32_t n;
     int r = qcow2_bitmaps_open(file_read, img->file, s->h.cluster_bits, img->size,
-                               s->x.bitmap_directory_offset, s->x.bitmap_directory_size,
-                               s->x.nb_bitmaps, &d, &n, errmsg);
+                               s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size,
+                               s->ext.nb_bitmaps, &d, &n, errmsg);
     if (r < 0)
         return r;
     s->bitmaps = xcalloc(n, sizeof(*s->bitmaps));
@@ -108,23 +103,6 @@ int qcow2_load_bitmaps(image_t *img, char **errmsg)
         b->granularity = 1ull << d[i].granularity_bits;
     }
     free(d);
-    return 0;
-}
-
-int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)
-{
-    struct qcow2_state *s = img->priv;
-    *list = NULL;
-    *count = 0;
-    if (!s->n_snaps)
-        return 0;
-    *list = xcalloc(s->n_snaps, sizeof(**list));
-    for (size_t i = 0; i < s->n_snaps; i++) {
-        (*list)[i] = s->snaps[i];
-        (*list)[i].id = xstrdup(s->snaps[i].id);
-        (*list)[i].name = xstrdup(s->snaps[i].name);
-    }
-    *count = s->n_snaps;
     return 0;
 }
 
@@ -159,8 +137,8 @@ json_t *qcow2_format_specific(image_t *img)
             json_set(data, "bitmaps", list);
         }
         json_set(data, "refcount-bits", json_int(s->h.refcount_bits));
-        if (s->x.has_data_file) /* qemu reports the name even without the feature bit */
-            json_set(data, "data-file", json_string(s->x.data_file));
+        if (s->ext.has_data_file) /* qemu reports the name even without the feature bit */
+            json_set(data, "data-file", json_string(s->ext.data_file));
         if (s->geom.data_file)
             json_set(data, "data-file-raw",
                      json_bool(s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW));

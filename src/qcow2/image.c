@@ -1,0 +1,206 @@
+/* Opening the one qcow2 model (see image.h): qemu's qcow2_do_open order and messages. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format/be.h"
+#include "io/lock.h"
+#include "qcow2/image.h"
+#include "qcow2/table.h"
+#include "util/err.h"
+#include "util/xalloc.h"
+
+static int fail_fmt(char **errmsg, const struct fmt_error *e, int rc)
+{
+    char tmp[FMT_ERROR_MSG_MAX + 64];
+    *errmsg = xstrdup(fmt_error_user_msg(e, tmp, sizeof(tmp)));
+    return rc < 0 ? rc : -EINVAL;
+}
+
+static int fail_msg(char **errmsg, int rc, const char *msg)
+{
+    *errmsg = xstrdup(msg);
+    return rc;
+}
+
+/* Cluster 0, at most one (validated) cluster; bytes past EOF read as zero. */
+static int read_cluster0(struct qcow2_image *m, bool check, uint8_t **out, size_t *len,
+                         char **errmsg)
+{
+    uint8_t first[QCOW2_HDR_V3_LEN];
+    int rc = qio_pread(m->q, first, sizeof(first), 0);
+    size_t blen = sizeof(first);
+    if (rc == 0) {
+        uint32_t cb = be32_get(first + QCOW2_OFF_CLUSTER_BITS);
+        if (cb >= QCOW2_MIN_CLUSTER_BITS && cb <= QCOW2_MAX_CLUSTER_BITS)
+            blen = (size_t)1 << cb;
+    }
+    uint8_t *buf = xmalloc(blen);
+    if (rc == 0)
+        rc = qio_pread(m->q, buf, blen, 0);
+    if (rc < 0) {
+        free(buf);
+        *errmsg = check ? xstrdup(strerror(-rc))
+                        : xasprintf("Could not read qcow2 header: %s", strerror(-rc));
+        return rc;
+    }
+    *out = buf;
+    *len = blen;
+    return 0;
+}
+
+/* qcow2_do_open's data file step (qemu 7.2 opens the stored name as given, relative to the
+ * working directory, unlike a backing file name). */
+static int open_data_file(struct qcow2_image *m, const struct qcow2_open_opts *o,
+                          char **errmsg)
+{
+    if (!(m->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)) {
+        if (!o->no_io && (m->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW))
+            return fail_msg(errmsg, -EINVAL, "data-file-raw requires a data file");
+        return 0;
+    }
+    /* qemu-img info (NO_IO) never opens the data file (its name comes from the header): a
+     * missing name or file, a FIFO or a directory there does not matter to it */
+    if (o->no_io)
+        return 0;
+    if (!m->ext.has_data_file)
+        return fail_msg(errmsg, -EINVAL, "'data-file' is required for this image");
+    qio_t *d;
+    int rc = qio_open_image(m->ext.data_file, o->data_flags, &d, errmsg);
+    if (rc < 0)
+        return rc;
+    rc = qio_lock_data_file(d, o->data_lock_write, (o->data_flags & QIO_SHARE) != 0,
+                            m->ext.data_file, errmsg);
+    if (rc < 0) {
+        qio_close(d);
+        return rc;
+    }
+    m->data = d;
+    m->has_data_file = true;
+    return 0;
+}
+
+int qcow2_image_load_reftable(struct qcow2_image *m)
+{
+    if (m->rt)
+        return 0;
+    m->rt_entries = m->h.reftable_entries;
+    return qcow2_table_load(m->q, m->file_size, m->h.refcount_table_offset, m->rt_entries, 0,
+                            &m->rt, &m->rt_loaded);
+}
+
+int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
+                     const struct qcow2_open_opts *o, char **errmsg)
+{
+    bool check = o->mode == QCOW2_MODE_CHECK;
+    struct fmt_error e;
+    int rc;
+
+    m->q = q;
+    m->filename = filename;
+    rc = qio_size(q, &m->file_size);
+    if (rc < 0) {
+        *errmsg = check ? xstrdup(strerror(-rc))
+                        : xasprintf("Could not get the size of '%s': %s", filename,
+                                    strerror(-rc));
+        return rc;
+    }
+    uint8_t *buf;
+    size_t blen;
+    if ((rc = read_cluster0(m, check, &buf, &blen, errmsg)) < 0)
+        return rc;
+
+    fmt_error_clear(&e);
+    unsigned hflags = check ? QCOW2_HDR_CHECK : o->mode == QCOW2_MODE_RDWR ? QCOW2_HDR_RDWR : 0;
+    rc = qcow2_header_decode(buf, blen, hflags, &m->h, &e);
+    /* a size whose L1 count wraps in qemu's arithmetic: the open goes on and the user
+     * refuses the size at the end (only the size rule: a too-large L1 is -EFBIG too) */
+    if (rc == -EFBIG && e.field && !strcmp(e.field, "size") && qcow2_size_wrap_waived(&m->h)) {
+        m->size_wraps = true;
+        rc = 0;
+    }
+    if (rc < 0)
+        goto fail_e;
+    m->cs = m->h.cluster_size;
+    m->geom.cluster_bits = m->h.cluster_bits;
+    m->geom.extended_l2 = (m->h.incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0;
+    m->geom.data_file = (m->h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+
+    /* the active L1 (<= 4 Mi entries, validated by the decoder); the driver indexes it
+     * whole, the checker judges what the file holds */
+    rc = qcow2_table_load(q, m->file_size, m->h.l1_table_offset, m->h.l1_size,
+                          check ? 0 : QCOW2_TABLE_PAD, &m->l1, &m->l1_loaded);
+    if (rc < 0) {
+        free(buf);
+        *errmsg = check ? xstrdup("Could not read L1 table")
+                        : xasprintf("Could not read L1 table: %s", strerror(-rc));
+        return rc;
+    }
+    /* qcow2_refcount_init: the checker needs the reftable; the driver loads it on demand */
+    if (check && (rc = qcow2_image_load_reftable(m)) < 0) {
+        free(buf);
+        return fail_msg(errmsg, rc, "Could not read refcount table");
+    }
+    fmt_error_clear(&e);
+    if ((rc = qcow2_ext_parse(&m->h, buf, blen, &m->ext, &e)) < 0)
+        goto fail_e;
+    if (m->ext.bitmaps_ignored && !o->no_warnings) {
+        /* qemu warns while reading the extensions, text and missing newline included */
+        err_report("warning: a program lacking bitmap support modified this file, so all "
+                   "bitmaps are now considered inconsistent");
+        err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
+                  qimg_progname);
+    }
+    /* encrypted images need a key secret for I/O, which qimg does not take (qemu opens the
+     * LUKS header while it reads the extensions, before the data file) */
+    if (!o->no_io && m->h.crypt_method == QCOW2_CRYPT_LUKS && m->ext.has_crypto) {
+        free(buf);
+        return fail_msg(errmsg, -EINVAL, QCOW2_NO_KEY_MSG);
+    }
+    if ((rc = open_data_file(m, o, errmsg)) < 0) {
+        free(buf);
+        return rc;
+    }
+    if (!o->no_io && m->h.crypt_method == QCOW2_CRYPT_LUKS && !m->ext.has_crypto) {
+        free(buf);
+        *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", m->h.crypt_method);
+        return -EINVAL;
+    }
+    if (!o->no_io && m->h.crypt_method == QCOW2_CRYPT_AES) {
+        free(buf);
+        return fail_msg(errmsg, -EINVAL, QCOW2_NO_KEY_MSG);
+    }
+    /* the backing file name (C-string semantics, as qemu's bs->backing_file) */
+    char name[QCOW2_MAX_BACKING_NAME + 1];
+    uint32_t name_len;
+    bool has;
+    fmt_error_clear(&e);
+    if ((rc = qcow2_backing_name(&m->h, buf, blen, name, &name_len, &has, &e)) < 0)
+        goto fail_e;
+    free(buf);
+    if (has && name[0])
+        m->backing_name = xstrdup(name);
+    return 0;
+
+fail_e:
+    free(buf);
+    return fail_fmt(errmsg, &e, rc);
+}
+
+void qcow2_image_close(struct qcow2_image *m)
+{
+    free(m->l1);
+    m->l1 = NULL;
+    free(m->rt);
+    m->rt = NULL;
+    m->rt_loaded = 0;
+    qcow2_ext_free(&m->ext);
+    qcow2_rb_cache_free(&m->rb);
+    free(m->backing_name);
+    m->backing_name = NULL;
+    for (uint32_t i = 0; i < m->nb_sn; i++)
+        qcow2_snapshot_free(&m->sn[i]);
+    free(m->sn);
+    m->sn = NULL;
+    m->nb_sn = 0;
+}
