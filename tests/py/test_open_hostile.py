@@ -14,6 +14,7 @@ writer is attached (the FIFO then opens and is refused), or check qimg's documen
 import contextlib
 import os
 import resource
+import stat
 import struct
 import subprocess
 import sys
@@ -101,9 +102,11 @@ def with_data_file(d, name, target):
 
 
 # Non-images: (id, path relative to the test dir or absolute). 'p' is a FIFO, 'd' a
-# directory; /proc/self/mem is a regular file whose length cannot be had; /dev/null a
-# character device (qemu's host_device driver: a 0-byte raw image).
-TARGETS = [('fifo', 'p'), ('dir', 'd'), ('procmem', '/proc/self/mem'), ('devnull', '/dev/null')]
+# directory; /proc/self/mem is a regular file whose length cannot be had; 'null' a
+# character device (qemu's host_device driver: a 0-byte raw image): the test's own node of
+# /dev/null's device, because both tools take OFD locks on the device file and a shard
+# running beside this one would hold the shared /dev/null's (seen once in a full run).
+TARGETS = [('fifo', 'p'), ('dir', 'd'), ('procmem', '/proc/self/mem'), ('devnull', 'null')]
 COMMANDS = [('info',), ('info', '--backing-chain'), ('info', '--output=json'), ('check',),
             ('check', '-r', 'all'), ('check', '-r', 'leaks'), ('map',), ('map', '--output=json'),
             ('compare', 'q.qcow2'), ('compare', '-s', 'q.qcow2')]
@@ -120,6 +123,10 @@ def hostile(tmp_path):
     d = str(tmp_path)
     os.mkfifo(os.path.join(d, 'p'))
     os.mkdir(os.path.join(d, 'd'))
+    try:
+        os.mknod(os.path.join(d, 'null'), stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:   # not root: the shared device itself
+        os.symlink('/dev/null', os.path.join(d, 'null'))
     create(d, 'q.qcow2')
     return d
 
