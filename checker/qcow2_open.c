@@ -3,7 +3,6 @@
  * here the backing chain is opened and the bitmap directory loaded for judging, failing
  * with qemu's "Could not open 'F': <msg>". */
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,18 +37,6 @@ static int open_fail(const char *filename, int code, const char *msg)
     return code < 0 ? code : -EINVAL;
 }
 
-/* A file name stored in the image is relative to the image's directory. */
-static char *relative_to_image(const char *image, const char *name)
-{
-    if (name[0] == '/' || !strchr(image, '/'))
-        return xstrdup(name);
-    char *dup = xstrdup(image);
-    char *dir = dirname(dup);
-    char *p = xasprintf("%s/%s", dir, name);
-    free(dup);
-    return p;
-}
-
 static int open_backing(struct qc2 *s)
 {
     if (!s->backing_name)
@@ -58,7 +45,7 @@ static int open_backing(struct qc2 *s)
      * reader) although it reads none of it: a missing or broken image further down, or a
      * loop, fails the check. The chain is closed again at once, so a deep chain costs no
      * memory during the check. */
-    char *path = relative_to_image(s->filename, s->backing_name);
+    char *path = image_path_combine(s->filename, s->backing_name);
     const char *fmt = s->ext.has_backing_format && s->ext.backing_format[0]
                           ? s->ext.backing_format : NULL;
     image_t *chain = NULL;
