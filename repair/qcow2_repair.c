@@ -138,6 +138,22 @@ static void report_write_error(const struct plan_entry *e, int rc)
     err_report("Check failed: %s", err);
 }
 
+/* One journaled write of the header's incompatible-features field (offset 72), outside
+ * the repair plan: the guard's corrupt bit set, put back or cleared. 0 or -errno. */
+static int write_incompat(qio_t *q, journal_t *j, uint64_t value, const char *reason)
+{
+    struct plan hp;
+    const struct plan_entry *failed;
+    plan_init(&hp, q);
+    uint8_t b[8];
+    be64_put(b, value);
+    int rc = plan_write(&hp, PC_HEADER, 72, b, 8, "%s", reason);
+    if (rc == 0)
+        rc = repair_apply(q, &hp, j, &failed);
+    plan_free(&hp);
+    return rc;
+}
+
 /* After a failed write: put the incompatible features (the corrupt bit the guard set)
  * back as they were before the repair, journaled like every write. The writes made so
  * far are ordered so that the image is no worse than before (README, crash safety), so
@@ -148,15 +164,10 @@ static void restore_incompat(qio_t *q, journal_t *j, uint32_t version, uint64_t 
     uint64_t now;
     if (version < 3 || (read_incompat(q, version, &now) == 0 && now == orig))
         return;
-    struct plan hp;
-    const struct plan_entry *failed;
-    plan_init(&hp, q);
-    uint8_t b[8];
-    be64_put(b, orig);
-    plan_write(&hp, PC_HEADER, 72, b, 8, "header: incompatible features put back to 0x%"
-               PRIx64 " after a failed write", orig);
-    int rc = repair_apply(q, &hp, j, &failed);
-    plan_free(&hp);
+    char why[96];
+    snprintf(why, sizeof(why), "header: incompatible features put back to 0x%" PRIx64
+             " after a failed write", orig);
+    int rc = write_incompat(q, j, orig, why);
     if (rc < 0)
         err_report("Could not restore the header of '%s' (the corrupt bit stays set): %s",
                    filename, strerror(-rc));
@@ -171,18 +182,10 @@ static void mark_corrupt(qio_t *q, journal_t *j, uint32_t version, uint64_t orig
 {
     if (version < 3 || (orig & QCOW2_INCOMPAT_CORRUPT))
         return;
-    struct plan hp;
-    const struct plan_entry *failed;
-    plan_init(&hp, q);
-    uint8_t b[8];
-    be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
-    int rc = plan_write(&hp, PC_HEADER, 72, b, 8, "header: set the corrupt bit (a fix was "
-                        "refused by the overlap check)");
-    if (rc == 0)
-        rc = repair_apply(q, &hp, j, &failed);
+    int rc = write_incompat(q, j, orig | QCOW2_INCOMPAT_CORRUPT, "header: set the corrupt "
+                            "bit (a fix was refused by the overlap check)");
     if (j)
         journal_finish(j, q, rc == 0);
-    plan_free(&hp);
 }
 
 int repair_qcow2(const char *filename, const struct repair_opts *o)
@@ -299,14 +302,10 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
     /* clear the guard (and corrupt/dirty if consistent) only now */
     uint64_t want = final_incompat(orig, frc, &fin->res), now;
     if (h.version >= 3 && read_incompat(q, h.version, &now) == 0 && now != want) {
-        struct plan hp;
-        plan_init(&hp, q);
-        uint8_t b[8];
-        be64_put(b, want);
-        plan_write(&hp, PC_HEADER, 72, b, 8, "header: incompatible features 0x%" PRIx64
-                   " -> 0x%" PRIx64, now, want);
-        rc = repair_apply(q, &hp, j, &failed);
-        plan_free(&hp);
+        char why[96];
+        snprintf(why, sizeof(why), "header: incompatible features 0x%" PRIx64 " -> 0x%"
+                 PRIx64, now, want);
+        rc = write_incompat(q, j, want, why);
         if (rc < 0)
             err_report("Could not update the header of '%s': %s", filename, strerror(-rc));
     }
