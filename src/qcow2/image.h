@@ -34,6 +34,8 @@
 #include "io/qio.h"
 #include "qcow2/refcount.h"
 
+struct qcow2_port;
+
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
     qio_t *data;                 /* external data file, NULL if none (owned by the user) */ \
@@ -60,7 +62,13 @@
      * once read whole, its size */                                                        \
     struct qcow2_snapshot *sn;                                                             \
     uint32_t nb_sn;                                                                        \
-    uint64_t sn_offset, sn_size;
+    uint64_t sn_offset, sn_size;                                                           \
+    /* writing (RDWR): the allocator's search start and compressed-byte packing point    \
+     * (qcow2/alloc.h), which freed clusters qemu would discard (indexed by               \
+     * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
+    uint64_t free_cluster_index, free_byte_offset;                                         \
+    bool discard_passthrough[5];                                                           \
+    struct qcow2_port *port;
 
 struct qcow2_image {
     QCOW2_IMAGE_FIELDS

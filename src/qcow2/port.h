@@ -1,0 +1,52 @@
+/* The metadata write port: every write of qcow2 metadata (header, L1/L2 tables, refcount
+ * table and blocks, snapshot table, bitmap structures) passes through here, from repair and
+ * from every writing command alike.
+ *
+ * Each write first passes the metadata overlap guard (qemu's
+ * qcow2_pre_write_overlap_check): `ign` names the QCOW2_OL_* classes the write may overlap
+ * (a refblock write may overlap refcount blocks, an L2 update active L2 tables...). A hit is
+ * qemu's corruption event ("qcow2: Marking image as corrupt: Preventing invalid write on
+ * metadata (overlaps with ...); further corruption events will be suppressed"), the corrupt
+ * bit set on v3 images, and -EIO.
+ *
+ * Backends (one per open image, m->port):
+ *   direct   writes the image file (flushes are real barriers)
+ *   journal  records old and new bytes in the SQLite journal before each write (undo)
+ *   plan     records the write instead of making it (dry runs); reads through the model
+ *            see the planned bytes
+ * With m->port NULL the model writes directly (the direct backend). */
+#ifndef QIMG_QCOW2_PORT_H
+#define QIMG_QCOW2_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct qcow2_image;
+
+/* qemu's QCow2MetadataOverlap classes, in qemu's test order. */
+enum {
+    QCOW2_OL_MAIN_HEADER = 1u << 0,
+    QCOW2_OL_ACTIVE_L1 = 1u << 1,
+    QCOW2_OL_ACTIVE_L2 = 1u << 2,
+    QCOW2_OL_REFCOUNT_TABLE = 1u << 3,
+    QCOW2_OL_REFCOUNT_BLOCK = 1u << 4,
+    QCOW2_OL_SNAPSHOT_TABLE = 1u << 5,
+    QCOW2_OL_INACTIVE_L1 = 1u << 6,
+    QCOW2_OL_INACTIVE_L2 = 1u << 7,
+    QCOW2_OL_BITMAP_DIRECTORY = 1u << 8,
+};
+#define QCOW2_OL_NONE 0u
+
+/* Write len bytes of metadata at file offset off, guarded as above. 0 or -errno. */
+int qcow2_meta_pwrite(struct qcow2_image *m, unsigned ign, uint64_t off, const void *buf,
+                      size_t len);
+/* A barrier: every earlier metadata write is on disk before any later one. */
+int qcow2_meta_flush(struct qcow2_image *m);
+/* Set the image file's length (growth for new clusters, shrinking in resize). */
+int qcow2_meta_truncate(struct qcow2_image *m, uint64_t size);
+
+/* The guard alone, for guest data writes into the image file (qemu checks those too):
+ * 0, or -EIO after the corruption event. */
+int qcow2_overlap_check(struct qcow2_image *m, unsigned ign, uint64_t off, uint64_t len);
+
+#endif
