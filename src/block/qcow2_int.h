@@ -10,19 +10,6 @@
 #include "format/qcow2_l2.h"
 #include "qcow2/image.h"
 
-/* Bounded L2 cache: at most this many bytes of tables, and at least 2 tables. */
-/* L2 cache: at most this much per image, and at most QCOW2_L2_CACHE_TOTAL for all open
- * qcow2 layers together, so that a chain of thousands of images stays in bounded memory
- * (a layer beyond the total reads its tables into one shared scratch buffer instead). */
-#define QCOW2_L2_CACHE_BYTES (8u << 20)
-#define QCOW2_L2_CACHE_TOTAL (32u << 20)
-
-struct l2_slot {
-    uint64_t offset; /* host offset of the table; 0 = empty slot */
-    uint64_t used;   /* LRU stamp */
-    uint8_t *data;   /* one cluster, big-endian entries */
-};
-
 struct qcow2_bitmap_info {
     char *name;
     uint32_t flags;
@@ -34,12 +21,6 @@ struct qcow2_state {
      * s->ext, s->l1 (all l1_size entries), s->rt (loaded for metadata preallocation
      * detection only, and freed after it) ... */
     QCOW2_IMAGE_EMBED;
-
-    struct l2_slot *l2c;
-    size_t l2c_n;
-    size_t l2c_filled;   /* slots 0..l2c_filled-1 hold a table (counted in the process-wide
-                            total); each slot's buffer is allocated when first filled */
-    uint64_t l2c_tick;
 
     int prealloc; /* -1 not yet detected, else 0/1 */
 

@@ -6,6 +6,7 @@
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/image.h"
+#include "qcow2/l2.h"
 #include "qcow2/table.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -189,6 +190,7 @@ fail_e:
 
 void qcow2_image_close(struct qcow2_image *m)
 {
+    qcow2_l2_cache_free(m);
     free(m->l1);
     m->l1 = NULL;
     free(m->rt);
