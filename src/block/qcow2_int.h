@@ -47,6 +47,18 @@ struct qcow2_run {
 /* Largest run we look up at once: the rest of one L2 table, capped like qemu's INT_MAX. */
 int qcow2_get_run(image_t *img, uint64_t off, uint64_t bytes, struct qcow2_run *run);
 
+/* qemu's qcow2_get_subcluster_range_type(): the type at sc_from and how many subclusters
+ * from there have it (-EINVAL for an invalid entry). */
+int qcow2_range_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+                     unsigned sc_from, enum qcow2_subcluster_type *type);
+
+/* Write side (qcow2_write.c): the driver's write ops. */
+int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n);
+int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
+int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n);
+int qcow2_discard(image_t *img, uint64_t off, uint64_t n);
+int qcow2_flush(image_t *img);
+
 int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
 int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);
 

@@ -36,7 +36,7 @@ static unsigned ctz32(uint32_t v) { return v == 0 ? 32 : (unsigned)__builtin_ctz
 static inline uint32_t low_bits(unsigned n) { return n >= 32 ? UINT32_MAX : (1u << n) - 1; }
 
 /* qemu's qcow2_get_subcluster_range_type(): subclusters of the same type from sc_from. */
-static int range_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+int qcow2_range_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
                       unsigned sc_from, enum qcow2_subcluster_type *type)
 {
     *type = qcow2_l2e_subcluster_type(&s->geom, entry, bitmap, sc_from);
@@ -67,7 +67,7 @@ static int count_run(const struct qcow2_state *s, const uint8_t *t, uint64_t nb_
     for (uint64_t i = 0; i < nb_clusters; i++) {
         unsigned first_sc = i == 0 ? sc_index : 0;
         uint64_t e = l2_entry(s, t, l2_index + i);
-        int ret = range_type(s, e, l2_bitmap(s, t, l2_index + i), first_sc, &type);
+        int ret = qcow2_range_type(s, e, l2_bitmap(s, t, l2_index + i), first_sc, &type);
         if (ret < 0) {
             *bad = l2_index + i;
             return -EIO;
@@ -193,6 +193,8 @@ static int get_refcount(image_t *img, uint64_t k, uint64_t *out)
  * deep chain keeps no copy. */
 static void drop_refcounts(struct qcow2_state *s)
 {
+    if (s->l2cache && s->l2cache->writable)
+        return; /* a writable image keeps them: its allocator works on them */
     free(s->rt);
     s->rt = NULL;
     s->rt_loaded = 0;
