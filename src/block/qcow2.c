@@ -108,7 +108,7 @@ static void qcow2_close(image_t *img)
         int r = qcow2_l2_flush(&s->m);
         if (r < 0)
             err_report("Failed to flush the L2 table cache: %s", strerror(-r));
-        if ((r = qcow2_refcount_flush(&s->m)) < 0)
+        if ((r = qcow2_refcount_cache_flush(&s->m)) < 0)
             err_report("Failed to flush the refcount block cache: %s", strerror(-r));
     }
     qcow2_map_free(s);

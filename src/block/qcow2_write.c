@@ -476,6 +476,9 @@ static int link_l2(image_t *img, struct l2meta *m)
     int r = perform_cow(img, m);
     if (r < 0)
         return r;
+    /* the refblocks counting the new clusters reach the disk before this table */
+    if ((r = qcow2_l2_depends_on_refblocks(&s->m)) < 0)
+        return r;
     uint8_t *t;
     uint64_t idx;
     if ((r = get_table(img, m->offset, &t, &idx)) < 0)
@@ -564,7 +567,7 @@ int qcow2_flush(image_t *img)
     struct qcow2_state *s = img->priv;
     int r = qcow2_l2_flush(&s->m);
     if (r == 0)
-        r = qcow2_refcount_flush(&s->m);
+        r = qcow2_refcount_cache_flush(&s->m);
     return r;
 }
 

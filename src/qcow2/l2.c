@@ -30,6 +30,12 @@ void qcow2_l2_cache_init(struct qcow2_image *m, bool writable)
     c->slot = xcalloc(c->n, sizeof(*c->slot));
     c->writable = writable;
     m->l2cache = c;
+    if (writable) {
+        /* the allocator's hooks: a freed cluster's table is forgotten, and refblocks
+         * that must wait for the L2 tables (after a decrease) flush them first */
+        m->rb.l2_flush = qcow2_l2_flush;
+        m->rb.l2_forget = qcow2_l2_forget;
+    }
 }
 
 void qcow2_l2_cache_free(struct qcow2_image *m)
@@ -46,10 +52,14 @@ void qcow2_l2_cache_free(struct qcow2_image *m)
     m->l2cache = NULL;
 }
 
-/* Refcounts, then guest data, on disk before any L2 table that may use them. */
+/* Before any L2 table is written: the refblocks it waits for (qemu's dependency l2 ->
+ * refcount, set when clusters were taken), then guest data, copy-on-write data included,
+ * on disk (data file and image file flushed). */
 static int write_dependencies(struct qcow2_image *m)
 {
-    int r = qcow2_refcount_flush(m);
+    int r = 0;
+    if (m->rb.l2_waits_rb)
+        r = qcow2_refcount_cache_flush(m);
     if (r == 0 && m->data && m->data != m->q)
         r = qio_flush(m->data);
     if (r == 0)
@@ -69,7 +79,7 @@ static int evict(struct qcow2_image *m, struct qcow2_l2_slot *e)
 {
     if (e->off && e->dirty) {
         int r = write_dependencies(m);
-        if (r == 0)
+        if (r == 0 && e->dirty) /* the refblocks' own wait may have flushed it */
             r = write_slot(m, e);
         if (r < 0)
             return r;
@@ -265,7 +275,7 @@ int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact)
         free(nl1);
         return (int)noff;
     }
-    int r = qcow2_refcount_flush(m);
+    int r = qcow2_refcount_cache_flush(m);
     uint8_t *be = NULL;
     if (r == 0) {
         be = xcalloc(1, bytes);
@@ -309,7 +319,7 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
     int64_t noff = qcow2_alloc_clusters(m, m->h.l2_entries * m->h.l2_entry_size);
     if (noff < 0)
         return (int)noff;
-    int r = qcow2_refcount_flush(m);
+    int r = qcow2_refcount_cache_flush(m);
     uint8_t *t = NULL;
     if (r == 0)
         r = qcow2_l2_load_empty(m, (uint64_t)noff, &t);

@@ -9,10 +9,12 @@
  * layers stays bounded (a read-only layer beyond the total reads into one shared scratch
  * buffer). A writable image always caches (its dirty tables must stay somewhere).
  *
- * Order (qemu's cache dependency l2 -> refcount): before any dirty table is written, the
- * refcount blocks are written (qcow2_refcount_flush) and the image and data files flushed,
- * so refcounts and guest data (copy-on-write data included) are on disk before the L2
- * entries that use them. Tables are written through the metadata port
+ * Order (qemu's cache dependencies, kept with the refblock cache, qcow2/alloc.h): after
+ * clusters were taken for new entries (qcow2_l2_depends_on_refblocks), the refblocks are
+ * flushed before any table is written; after a refcount decrease, the tables are flushed
+ * before any refblock (the allocator calls qcow2_l2_flush through m->rb.l2_flush). Guest
+ * data (copy-on-write data included) is flushed before any table is written, so no entry
+ * maps data that is not on disk. Tables are written through the metadata port
  * (qcow2_meta_pwrite, ign = QCOW2_OL_ACTIVE_L2). */
 #ifndef QIMG_QCOW2_L2_H
 #define QIMG_QCOW2_L2_H
