@@ -110,6 +110,11 @@ static void qcow2_close(image_t *img)
             err_report("Failed to flush the L2 table cache: %s", strerror(-r));
         if ((r = qcow2_refcount_cache_flush(&s->m)) < 0)
             err_report("Failed to flush the refcount block cache: %s", strerror(-r));
+        /* bdrv_close's flush: the files reach the disk too (a file system reports data in
+         * fallocated ranges differently while their pages are dirty) */
+        (void)qio_flush(img->file);
+        if (img->data_file && img->data_file != img->file)
+            (void)qio_flush(img->data_file);
     }
     qcow2_map_free(s);
     qcow2_image_close(&s->m);

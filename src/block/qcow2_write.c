@@ -375,17 +375,20 @@ static int data_overlap_check(struct qcow2_state *s, uint64_t off, uint64_t len)
     return has_data_file(s) ? 0 : qcow2_overlap_check(&s->m, 0, off, len);
 }
 
-/* qemu's is_unallocated: no layer of the chain allocates [off, off+n). */
-static bool is_unallocated(image_t *img, uint64_t off, uint64_t n)
+/* qemu's bdrv_co_is_zero_fast: the chain's block status says [off, off+n) reads as zeros
+ * (zero clusters, unallocated down to a layer without backing), in one run. qimg's block
+ * status is qemu's want_zero form: with metadata preallocation detected it also asks the
+ * file (qemu's fast check does not), a difference only for such images. */
+static bool is_zero_fast(image_t *img, uint64_t off, uint64_t n)
 {
     if (!n)
         return true;
     block_status_t st;
-    return image_block_status_above(img, NULL, off, n, &st) == 0 &&
-           !(st.flags & BS_ALLOCATED) && st.pnum == n;
+    return image_block_status_above(img, NULL, off, n, &st) == 0 && (st.flags & BS_ZERO) &&
+           st.pnum == n;
 }
 
-/* qemu's handle_alloc_space: COW regions that read as unallocated are zeroed with one
+/* qemu's handle_alloc_space: COW regions that read as zeros are zeroed with one
  * fallocate over both regions and the data between instead of written (no fallback:
  * else the COW). */
 static int handle_alloc_space(image_t *img, struct metas *ms)
@@ -395,8 +398,8 @@ static int handle_alloc_space(image_t *img, struct metas *ms)
         struct l2meta *m = &ms->v[i];
         if (!m->cow_start.nb_bytes && !m->cow_end.nb_bytes)
             continue;
-        if (!is_unallocated(img, m->offset + m->cow_start.offset, m->cow_start.nb_bytes) ||
-            !is_unallocated(img, m->offset + m->cow_end.offset, m->cow_end.nb_bytes))
+        if (!is_zero_fast(img, m->offset + m->cow_start.offset, m->cow_start.nb_bytes) ||
+            !is_zero_fast(img, m->offset + m->cow_end.offset, m->cow_end.nb_bytes))
             continue;
         /* from the start of the first COW region to the end of the last */
         uint64_t start = m->alloc_offset + m->cow_start.offset;
