@@ -143,4 +143,5 @@ const struct driver qcow2_driver = {
     .write_compressed = qcow2_write_compressed,
     .discard = qcow2_discard,
     .flush = qcow2_flush,
+    .truncate = qcow2_truncate,
 };

@@ -58,6 +58,11 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
 int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n);
 int qcow2_discard(image_t *img, uint64_t off, uint64_t n);
 int qcow2_flush(image_t *img);
+/* qemu's qcow2_subcluster_zeroize without unmapping: off subcluster-aligned, the end too
+ * unless it is the image's. */
+int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n);
+/* qcow2_truncate.c */
+int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg);
 
 int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
 int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);

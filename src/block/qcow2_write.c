@@ -751,6 +751,11 @@ static int subcluster_zeroize(image_t *img, uint64_t off, uint64_t bytes, bool m
     return 0;
 }
 
+int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n)
+{
+    return subcluster_zeroize(img, off, n, false);
+}
+
 /* qemu's is_zero: [off, off+n) (clamped to the size) reads as zeros by block status. */
 static bool is_zero(image_t *img, uint64_t off, uint64_t n)
 {

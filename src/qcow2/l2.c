@@ -306,7 +306,8 @@ int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact)
     m->l1_loaded = n;
     m->h.l1_table_offset = (uint64_t)noff;
     m->h.l1_size = (uint32_t)n;
-    qcow2_free_clusters(m, old_off, old_size * 8, QCOW2_DISCARD_OTHER);
+    if (old_size)
+        qcow2_free_clusters(m, old_off, old_size * 8, QCOW2_DISCARD_OTHER);
     return 0;
 }
 
