@@ -536,32 +536,75 @@ static int handle_l2meta(image_t *img, struct metas *ms, bool link)
     return ret;
 }
 
+/* Chunks of a request whose data is written and whose L2 updates wait (qemu's write tasks
+ * of one request, each linking its clusters when it gets the lock again). */
+struct pending {
+    struct metas *v;
+    size_t n, cap;
+};
+
+static int link_pending(image_t *img, struct pending *pd)
+{
+    int ret = 0;
+    for (size_t i = 0; i < pd->n; i++) {
+        int r = handle_l2meta(img, &pd->v[i], true);
+        if (ret == 0)
+            ret = r;
+        free(pd->v[i].v);
+    }
+    pd->n = 0;
+    return ret;
+}
+
+/* qemu's qcow2_co_pwritev_part. A request that takes several allocation runs ("chunks")
+ * runs them as parallel tasks in qemu: every chunk's clusters are allocated before the
+ * earlier chunks link theirs (and free what they replace), unless an allocation waited for
+ * I/O (a table read or written, a new L2 table), during which the earlier tasks finish.
+ * The same order here, so that clusters freed by an early chunk are reused where qemu
+ * reuses them. */
 int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
     if (s->h.crypt_method != 0)
         return -ENOTSUP;
     const uint8_t *p = buf;
-    struct metas ms = { 0 };
+    struct pending pd = { 0 };
     int r = 0;
     while (n && r == 0) {
         uint64_t cur = n < INT_MAX ? n : INT_MAX, host;
-        ms.n = 0;
+        struct metas ms = { 0 };
+        uint64_t yields = s->l2cache ? s->l2cache->yields : 0;
         r = alloc_host_offset(img, off, &cur, &host, &ms);
+        bool waited = s->l2cache && s->l2cache->yields != yields;
         if (r == 0)
             r = data_overlap_check(s, host, cur);
         if (r == 0)
             r = handle_alloc_space(img, &ms);
         if (r == 0 && !merge_cow(off, cur, p, &ms))
             r = qio_pwrite(img->data_file, p, (size_t)cur, host);
-        int lr = handle_l2meta(img, &ms, r == 0);
-        if (r == 0)
-            r = lr;
+        if (waited) {
+            int lr = link_pending(img, &pd);
+            if (r == 0)
+                r = lr;
+        }
+        if (r < 0) {
+            handle_l2meta(img, &ms, false);
+            free(ms.v);
+            break;
+        }
+        if (pd.n == pd.cap) {
+            pd.cap = pd.cap ? 2 * pd.cap : 4;
+            pd.v = xreallocarray(pd.v, pd.cap, sizeof(*pd.v));
+        }
+        pd.v[pd.n++] = ms;
         off += cur;
         p += cur;
         n -= (size_t)cur;
     }
-    free(ms.v);
+    int lr = link_pending(img, &pd);
+    if (r == 0)
+        r = lr;
+    free(pd.v);
     return r;
 }
 
