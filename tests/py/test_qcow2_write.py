@@ -300,3 +300,14 @@ def test_truncate_not_done_refused(tmp_path, cmd, msg):
     assert err == 'qimg-io: %s\n' % msg
     with open(p, 'rb') as f:
         assert f.read() == before
+
+
+def test_freed_cluster_reuse_across_runs_of_one_request(tmp_path):
+    """One write of three allocation runs whose first run replaces a compressed cluster:
+    qemu's write tasks link (and free) after the later runs allocate, so the last run does
+    not reuse the freed cluster (found by a randomized script)."""
+    differential(tmp_path, plain(size='2048', refcount_bits=1, cluster_size=512),
+                 ['write -c -P 67 512 512', 'write -P 89 1024 1', 'write -P 112 0 2048',
+                  'write -z -u 0 1', 'write -c -P 175 512 512', 'write -P 19 0 1543',
+                  'write -P 17 1536 100', 'write -z 1536 100', 'write -z -u 1163 885',
+                  'discard 0 512'])
