@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_format_helpers.h"
 #include "format/be.h"
@@ -653,6 +654,56 @@ static void test_eio_alloc(void **state)
     img_close(&base, NULL);
 }
 
+/* Freed clusters are punched out of the file when the discard type passes
+ * (m->discard_passthrough), as qemu's file layer discards them; other types leave the
+ * data. On a real file in /tmp (the memory backend cannot punch holes). */
+static void test_discard(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    uint64_t cs = 65536;
+    int64_t a = qcow2_alloc_clusters(&t.m, 4 * cs);
+    assert_int_equal(a, 4 * cs);
+    uint8_t *buf = malloc(4 * cs);
+    memset(buf, 0xcd, 4 * cs);
+    assert_int_equal(qio_pwrite(t.q, buf, 4 * cs, (uint64_t)a), 0);
+    free(buf);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    char path[] = "/tmp/qimg-alloc-discard-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, t.q->mem, t.q->mem_len), (ssize_t)t.q->mem_len);
+    close(fd);
+    img_close(&t, NULL);
+
+    assert_int_equal(qio_open_file(path, QIO_RDWR, &t.q), 0);
+    t.l1_off = 0x30000;
+    img_open(&t);
+    t.m.discard_passthrough[QCOW2_DISCARD_REQUEST] = true;
+    qcow2_free_clusters(&t.m, 4 * cs, cs, QCOW2_DISCARD_OTHER);
+    qcow2_free_clusters(&t.m, 5 * cs, 2 * cs, QCOW2_DISCARD_REQUEST);
+    bool data;
+    uint64_t len;
+    assert_int_equal(qio_extent(t.q, 4 * cs, &data, &len), 0);
+    assert_true(data);
+    assert_int_equal(len, cs);
+    assert_int_equal(qio_extent(t.q, 5 * cs, &data, &len), 0);
+    if (data) {
+        /* only a file system that cannot punch holes keeps the data */
+        assert_true(qio_fallocate(t.q, QIO_FALLOC_PUNCH_HOLE, 5 * cs, cs) < 0);
+    } else {
+        assert_int_equal(len, 2 * cs);
+        assert_int_equal(qio_extent(t.q, 7 * cs, &data, &len), 0);
+        assert_true(data);
+    }
+    assert_int_equal(refcount(&t, 5 * cs), 0);
+    assert_int_equal(refcount(&t, 7 * cs), 1);
+    qcow2_free_clusters(&t.m, 7 * cs, cs, QCOW2_DISCARD_NEVER);
+    img_close(&t, "discard");
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -667,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_alloc_bytes),
         cmocka_unit_test(test_widths),
         cmocka_unit_test(test_eio_full_range),
+        cmocka_unit_test(test_discard),
         cmocka_unit_test(test_eio_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
