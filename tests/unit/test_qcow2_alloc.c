@@ -175,6 +175,56 @@ static void lookup(struct img *t, uint64_t ci, uint64_t *l2, uint64_t *data)
     *data = be64_get(e) & QCOW2_L2E_OFFSET_MASK;
 }
 
+/* qemu-io -c 'discard off len' (cluster aligned, v3, no backing file): qemu's
+ * discard_in_l2_slice turns each allocated entry into a zero entry and frees its cluster
+ * (QCOW2_DISCARD_REQUEST, passed down as a hole punched in the file: zeros here). */
+static void guest_discard(struct img *t, uint64_t off, uint64_t len)
+{
+    uint64_t cs = t->m.cs;
+    uint8_t *z = calloc(1, cs);
+    for (uint64_t ci = off / cs; ci < (off + len) / cs; ci++) {
+        uint64_t l2, d;
+        lookup(t, ci, &l2, &d);
+        if (!l2 || !d)
+            continue;
+        uint8_t e[8];
+        be64_put(e, QCOW2_OFLAG_ZERO);
+        assert_int_equal(qio_pwrite(t->q, e, 8, l2 + ci % (cs / 8) * 8), 0);
+        qcow2_free_any_cluster(&t->m, d | QCOW2_OFLAG_COPIED, QCOW2_DISCARD_REQUEST);
+        assert_int_equal(refcount(t, d), 0);
+        assert_int_equal(qio_pwrite(t->q, z, cs, d), 0);
+    }
+    free(z);
+}
+
+/* Freed clusters are reused from the lowest, a run that does not fit goes to the end.
+ * qemu: `write 0 1M; discard 0 128k; write 2M 64k; write 3M 256k` on an 8 MiB image with
+ * 64 KiB clusters maps guest 2M to 0x50000 (the first freed cluster) and guest 3M to
+ * 0x150000 (the end: one free cluster at 0x60000 is too small). */
+static void test_reuse_64k(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 8 << 20);
+    guest_write(&t, 0, 1 << 20);
+    img_reopen(&t);
+    guest_discard(&t, 0, 128 << 10);
+    /* the search index of a fresh open (0) stays below the freed clusters */
+    assert_int_equal(t.m.free_cluster_index, 0);
+    img_reopen(&t);
+    guest_write(&t, 2 << 20, 64 << 10);
+    img_reopen(&t);
+    guest_write(&t, 3 << 20, 256 << 10);
+    uint64_t l2, d;
+    lookup(&t, 32, &l2, &d);
+    assert_int_equal(d, 0x50000);
+    lookup(&t, 48, &l2, &d);
+    assert_int_equal(d, 0x150000);
+    lookup(&t, 1, &l2, &d);
+    assert_int_equal(d, 0);
+    img_close(&t, "reuse-64k");
+}
+
 /* Fresh 1 MiB image, 64 KiB clusters: L1 at cluster 3, the first write's L2 table at 4 and
  * its data at 5 (qemu: `map` offset 0x50000, L1[0] 0x40000). */
 static void test_fresh_64k(void **state)
@@ -700,7 +750,7 @@ static void test_discard(void **state)
     assert_int_equal(refcount(&t, 5 * cs), 0);
     assert_int_equal(refcount(&t, 7 * cs), 1);
     qcow2_free_clusters(&t.m, 7 * cs, cs, QCOW2_DISCARD_NEVER);
-    img_close(&t, "discard");
+    img_close(&t, NULL);
     unlink(path);
 }
 
@@ -711,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_fresh_512_r1),
         cmocka_unit_test(test_growth_512_r64),
         cmocka_unit_test(test_growth_512_r1),
+        cmocka_unit_test(test_reuse_64k),
         cmocka_unit_test(test_self_describing),
         cmocka_unit_test(test_refblock_elsewhere),
         cmocka_unit_test(test_update_across_blocks),
