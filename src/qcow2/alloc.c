@@ -14,6 +14,21 @@
 /* qemu's QCOW_MAX_CLUSTER_OFFSET: host offsets fit 56 bits */
 #define MAX_CLUSTER_OFFSET ((UINT64_C(1) << 56) - 1)
 
+/* Writes qemu makes with bdrv_pwrite_sync on the file, outside the overlap guard (the
+ * reftable entry of a new refblock, a new reftable, the header switch): no class checked. */
+#define UNGUARDED (~0u)
+
+/* The overlap guard (qcow2/overlap.h, i11-port) caches where metadata lies and must hear
+ * when a refblock or the reftable moves; weak, so that this builds before the guard lands
+ * (then: #include "qcow2/overlap.h" and call it directly). */
+void qcow2_overlap_invalidate(struct qcow2_image *m) __attribute__((weak));
+
+static void guard_invalidate(struct qcow2_image *m)
+{
+    if (qcow2_overlap_invalidate)
+        qcow2_overlap_invalidate(m);
+}
+
 static inline uint64_t rb_entries(const struct qcow2_image *m)
 {
     return UINT64_C(1) << m->h.refcount_block_bits;
@@ -324,14 +339,14 @@ int64_t qcow2_refcount_area(struct qcow2_image *m, uint64_t start_offset,
     uint8_t *raw = xmalloc((size_t)table_size * 8);
     for (uint64_t i = 0; i < table_size; i++)
         be64_put(raw + i * 8, new_table[i]);
-    ret = pwrite_sync(m, QCOW2_OL_REFCOUNT_TABLE, table_offset, raw, (size_t)table_size * 8);
+    ret = pwrite_sync(m, UNGUARDED, table_offset, raw, (size_t)table_size * 8);
     free(raw);
     if (ret < 0)
         goto fail;
     uint8_t hdr[12];
     be64_put(hdr, table_offset);
     be32_put(hdr + 8, (uint32_t)table_clusters);
-    if ((ret = pwrite_sync(m, QCOW2_OL_MAIN_HEADER, QCOW2_OFF_REFTABLE_OFFSET, hdr, 12)) < 0)
+    if ((ret = pwrite_sync(m, UNGUARDED, QCOW2_OFF_REFTABLE_OFFSET, hdr, 12)) < 0)
         goto fail;
 
     uint64_t old_offset = m->h.refcount_table_offset;
@@ -342,6 +357,7 @@ int64_t qcow2_refcount_area(struct qcow2_image *m, uint64_t start_offset,
     m->h.refcount_table_offset = table_offset;
     m->h.refcount_table_clusters = (uint32_t)table_clusters;
     m->h.reftable_entries = table_size;
+    guard_invalidate(m);
     qcow2_free_clusters(m, old_offset, old_size * 8, QCOW2_DISCARD_OTHER);
     return (int64_t)end_offset;
 
@@ -405,11 +421,11 @@ static int alloc_refcount_block(struct qcow2_image *m, uint64_t k, uint8_t **blk
         /* hook the block up in the table */
         uint8_t e[8];
         be64_put(e, new_block);
-        ret = pwrite_sync(m, QCOW2_OL_REFCOUNT_TABLE, m->h.refcount_table_offset + ti * 8, e,
-                          8);
+        ret = pwrite_sync(m, UNGUARDED, m->h.refcount_table_offset + ti * 8, e, 8);
         if (ret < 0)
             goto fail;
         m->rt[ti] = new_block;
+        guard_invalidate(m);
         /* the block may sit where the caller meant to put its clusters */
         return -EAGAIN;
     }
