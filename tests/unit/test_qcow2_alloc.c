@@ -754,6 +754,45 @@ static void test_discard(void **state)
     unlink(path);
 }
 
+/* Hostile refcount structures: a refblock offset not aligned to the cluster is corruption
+ * (-EIO, qemu's "Refblock offset ... unaligned"), for the search and for an update, and
+ * nothing is written; a reftable entry whose refblock says every cluster is taken makes
+ * the search go past it. */
+static void test_hostile(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    size_t len = t.q->mem_len;
+    uint8_t *before = malloc(len);
+    memcpy(before, t.q->mem, len);
+    t.m.rt[0] = 0x20200;
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 65536), -EIO);
+    assert_int_equal(qcow2_update_refcount(&t.m, 0, 65536, 1, QCOW2_DISCARD_NEVER), -EIO);
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, 0x100000, 1), -EIO);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    assert_int_equal(t.q->mem_len, len);
+    assert_memory_equal(t.q->mem, before, len);
+    free(before);
+    img_close(&t, NULL);
+
+    /* 512-byte clusters, 16-bit refcounts: 256 clusters per refblock */
+    img_create(&t, 9, 4, 1 << 20);
+    int64_t x = qcow2_alloc_clusters(&t.m, 512);
+    assert_true(x > 0);
+    uint8_t full[512];
+    memset(full, 0xff, sizeof(full));
+    assert_int_equal(qio_pwrite(t.q, full, 512, (uint64_t)x), 0);
+    t.m.rt[1] = (uint64_t)x;
+    assert_int_equal(qcow2_update_refcount(&t.m, 300 * 512, 512, 1, QCOW2_DISCARD_NEVER),
+                     -EINVAL); /* 0xffff + 1 */
+    t.m.free_cluster_index = 256;
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 512), 512 * 512);
+    assert_int_equal(t.m.rt[2], 513 * 512);
+    img_close(&t, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -770,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_widths),
         cmocka_unit_test(test_eio_full_range),
         cmocka_unit_test(test_discard),
+        cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_eio_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
