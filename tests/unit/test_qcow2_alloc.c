@@ -793,6 +793,92 @@ static void test_hostile(void **state)
     img_close(&t, NULL);
 }
 
+/* The L2 cache's side of the write order (qemu's cache dependencies), seen through the
+ * hooks: what the refblock on disk held each time the L2 cache was asked to flush. */
+static struct {
+    int flushes, forgets;
+    uint64_t forgot;
+    uint64_t disk_at_flush; /* refcount of the watched cluster on disk at the last flush */
+    uint64_t rb_off, idx;
+} hk;
+
+static int hook_l2_flush(struct qcow2_image *m)
+{
+    hk.flushes++;
+    uint8_t *b = malloc(m->cs);
+    assert_int_equal(qio_pread(m->q, b, m->cs, hk.rb_off), 0);
+    hk.disk_at_flush = qcow2_refblock_entry(b, m->h.refcount_order, hk.idx);
+    free(b);
+    return 0;
+}
+
+static void hook_l2_forget(struct qcow2_image *m, uint64_t off)
+{
+    (void)m;
+    hk.forgets++;
+    hk.forgot = off;
+}
+
+static void test_order_hooks(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    uint64_t cs = 65536;
+    memset(&hk, 0, sizeof(hk));
+    hk.rb_off = 0x20000;
+    hk.idx = 4;
+    t.m.rb.l2_flush = hook_l2_flush;
+    t.m.rb.l2_forget = hook_l2_forget;
+    /* an allocation: the L2 side declares its wait; refblocks reach the disk before any L2
+     * table, by its qcow2_refcount_cache_flush */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, cs), 4 * cs);
+    assert_int_equal(qcow2_l2_depends_on_refblocks(&t.m), 0);
+    assert_true(t.m.rb.l2_waits_rb);
+    assert_int_equal(disk_refcount(&t, 0x20000, 4), 0); /* still only cached */
+    /* a free now: the increase is flushed first (the L2 side may already name the
+     * cluster), then refblocks wait for the L2 cache */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, cs), 5 * cs);
+    qcow2_free_clusters(&t.m, 4 * cs, cs, QCOW2_DISCARD_NEVER);
+    assert_false(t.m.rb.l2_waits_rb);
+    assert_true(t.m.rb.rb_waits_l2);
+    assert_int_equal(disk_refcount(&t, 0x20000, 4), 1);
+    assert_int_equal(disk_refcount(&t, 0x20000, 5), 1);
+    assert_int_equal(hk.forgets, 1);
+    assert_int_equal(hk.forgot, 4 * cs);
+    /* writing the refblocks flushes the L2 cache first, while the disk still says 1 */
+    assert_int_equal(hk.flushes, 0);
+    assert_int_equal(qcow2_refcount_flush(&t.m), 0);
+    assert_int_equal(hk.flushes, 1);
+    assert_int_equal(hk.disk_at_flush, 1);
+    assert_int_equal(disk_refcount(&t, 0x20000, 4), 0);
+    assert_false(t.m.rb.rb_waits_l2);
+    /* a free, then an allocation the L2 side waits for: the L2 cache is flushed at once
+     * (it may drop the freed cluster's entry), and the order turns around */
+    qcow2_free_clusters(&t.m, 5 * cs, cs, QCOW2_DISCARD_NEVER);
+    assert_true(t.m.rb.rb_waits_l2);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, cs), 4 * cs);
+    hk.idx = 5;
+    assert_int_equal(qcow2_l2_depends_on_refblocks(&t.m), 0);
+    assert_int_equal(hk.flushes, 2);
+    assert_int_equal(hk.disk_at_flush, 1);
+    assert_false(t.m.rb.rb_waits_l2);
+    assert_true(t.m.rb.l2_waits_rb);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    assert_false(t.m.rb.l2_waits_rb);
+    assert_int_equal(disk_refcount(&t, 0x20000, 5), 0);
+    assert_int_equal(disk_refcount(&t, 0x20000, 4), 1);
+    /* a new refblock: the L2 cache is flushed before the reftable changes */
+    int before = hk.flushes;
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, (uint64_t)40000 * cs, 1), 1);
+    assert_true(hk.flushes > before);
+    qcow2_free_clusters(&t.m, (uint64_t)40000 * cs, cs, QCOW2_DISCARD_NEVER);
+    qcow2_free_clusters(&t.m, 4 * cs, cs, QCOW2_DISCARD_NEVER);
+    t.m.rb.l2_flush = NULL;
+    t.m.rb.l2_forget = NULL;
+    img_close(&t, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -810,6 +896,7 @@ int main(void)
         cmocka_unit_test(test_eio_full_range),
         cmocka_unit_test(test_discard),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_order_hooks),
         cmocka_unit_test(test_eio_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
