@@ -879,6 +879,50 @@ static void test_order_hooks(void **state)
     img_close(&t, NULL);
 }
 
+/* The reftable must grow for a refblock that lands outside its own range: 512-byte
+ * clusters, 64-bit refcounts (64 clusters per refblock, 64 refblocks in the table's
+ * cluster), a free cluster low in the image, an allocation at cluster 5000 (refblock 78,
+ * past the table). The new refblock takes the free cluster (counted in refblock 0), the
+ * new structures go after refblock 78's range (qemu's blocks_used: cluster 79 * 64), the
+ * table is switched and the allocation made. */
+static void test_growth_elsewhere(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 6, 4 << 20);
+    int64_t a = qcow2_alloc_clusters(&t.m, 1000 * 512);
+    assert_int_equal(a, 5 * 512);
+    qcow2_free_clusters(&t.m, 10 * 512, 512, QCOW2_DISCARD_NEVER);
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, 5000 * 512, 1), 1);
+    assert_int_equal(t.m.rt[78], 10 * 512);
+    assert_int_equal(refcount(&t, 10 * 512), 1);
+    assert_int_equal(refcount(&t, 5000 * 512), 1);
+    /* qemu's qcow2_refcount_area from 79 * 64 clusters: 81 refblocks cover the image and
+     * the new structures (qcow2_refcount_metadata_size, generous), two of them new (79,
+     * 80) at the start, then the table: 81 + 41 entries rounded to a cluster's 64 -> 128
+     * entries, 2 clusters */
+    uint64_t meta = 79 * 64 * 512;
+    assert_int_equal(t.m.h.refcount_table_offset, meta + 1024);
+    assert_int_equal(t.m.h.refcount_table_clusters, 2);
+    assert_int_equal(t.m.rt_entries, 128);
+    assert_int_equal(t.m.rt[79], meta);
+    assert_int_equal(t.m.rt[80], meta + 512);
+    assert_int_equal(t.m.rt[81], 0);
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal(refcount(&t, meta + i * 512), 1);
+    assert_int_equal(refcount(&t, meta + 4 * 512), 0);
+    assert_int_equal(refcount(&t, 0x200), 0); /* the old table */
+    assert_int_equal(disk_rt(&t, 78), 10 * 512);
+    /* give back everything but what the structures use; qemu-img check must find no
+     * corruption (the image's clusters past EOF have no data: leaks allowed) */
+    qcow2_free_clusters(&t.m, 5000 * 512, 512, QCOW2_DISCARD_NEVER);
+    qcow2_free_clusters(&t.m, (uint64_t)a, 5 * 512, QCOW2_DISCARD_NEVER);
+    qcow2_free_clusters(&t.m, 11 * 512, 994 * 512, QCOW2_DISCARD_NEVER);
+    /* the file must hold the table and blocks it names (they were written) */
+    assert_true(t.q->mem_len >= meta + 4 * 512);
+    img_close(&t, "growth-elsewhere-leaks");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -887,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_growth_512_r64),
         cmocka_unit_test(test_growth_512_r1),
         cmocka_unit_test(test_reuse_64k),
+        cmocka_unit_test(test_growth_elsewhere),
         cmocka_unit_test(test_self_describing),
         cmocka_unit_test(test_refblock_elsewhere),
         cmocka_unit_test(test_update_across_blocks),
