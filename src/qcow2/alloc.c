@@ -46,12 +46,17 @@ static void rb_dirty(struct qcow2_image *m, uint64_t ti)
     m->rb.owner = m;
 }
 
-/* qemu's qcow2_cache_flush of the L2 cache (the hook), clearing the wait first so that the
- * L2 side's own ordering cannot come back here. */
+/* qemu's qcow2_cache_flush of the L2 cache (the hook). The wait is cleared while the hook
+ * runs, so that the L2 side's own ordering cannot come back here, and stays if it fails:
+ * no refblock is written before the tables are (qemu's qcow2_cache_flush_dependency). */
 static int flush_l2(struct qcow2_image *m)
 {
+    bool waited = m->rb.rb_waits_l2;
     m->rb.rb_waits_l2 = false;
-    return m->rb.l2_flush ? m->rb.l2_flush(m) : 0;
+    int rc = m->rb.l2_flush ? m->rb.l2_flush(m) : 0;
+    if (rc < 0)
+        m->rb.rb_waits_l2 = waited;
+    return rc;
 }
 
 int qcow2_refcount_write_slot(struct qcow2_image *m, unsigned slot)

@@ -796,7 +796,7 @@ static void test_hostile(void **state)
 /* The L2 cache's side of the write order (qemu's cache dependencies), seen through the
  * hooks: what the refblock on disk held each time the L2 cache was asked to flush. */
 static struct {
-    int flushes, forgets;
+    int flushes, forgets, fail;
     uint64_t forgot;
     uint64_t disk_at_flush; /* refcount of the watched cluster on disk at the last flush */
     uint64_t rb_off, idx;
@@ -805,6 +805,8 @@ static struct {
 static int hook_l2_flush(struct qcow2_image *m)
 {
     hk.flushes++;
+    if (hk.fail)
+        return -EIO;
     uint8_t *b = malloc(m->cs);
     assert_int_equal(qio_pread(m->q, b, m->cs, hk.rb_off), 0);
     hk.disk_at_flush = qcow2_refblock_entry(b, m->h.refcount_order, hk.idx);
@@ -846,8 +848,16 @@ static void test_order_hooks(void **state)
     assert_int_equal(disk_refcount(&t, 0x20000, 5), 1);
     assert_int_equal(hk.forgets, 1);
     assert_int_equal(hk.forgot, 4 * cs);
-    /* writing the refblocks flushes the L2 cache first, while the disk still says 1 */
+    /* writing the refblocks flushes the L2 cache first, while the disk still says 1; if
+     * that fails, no refblock is written and the wait stays */
     assert_int_equal(hk.flushes, 0);
+    hk.fail = 1;
+    assert_int_equal(qcow2_refcount_flush(&t.m), -EIO);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), -EIO);
+    assert_true(t.m.rb.rb_waits_l2);
+    assert_int_equal(disk_refcount(&t, 0x20000, 4), 1);
+    hk.fail = 0;
+    hk.flushes = 0;
     assert_int_equal(qcow2_refcount_flush(&t.m), 0);
     assert_int_equal(hk.flushes, 1);
     assert_int_equal(hk.disk_at_flush, 1);
