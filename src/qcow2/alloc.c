@@ -101,21 +101,29 @@ int qcow2_refcount_cache_flush(struct qcow2_image *m)
 
 int qcow2_l2_depends_on_refblocks(struct qcow2_image *m)
 {
-    int rc = 0;
-    if (m->rb.rb_waits_l2)
-        rc = flush_l2(m);
+    /* the two waits never stand together: a failure leaves the old one alone */
+    if (m->rb.rb_waits_l2) {
+        int rc = flush_l2(m);
+        if (rc < 0)
+            return rc;
+    }
     m->rb.l2_waits_rb = true;
-    return rc;
+    return 0;
 }
 
 /* qemu's qcow2_cache_set_dependency(refcount_block_cache, l2_table_cache), before a
- * decrease: refblocks that L2 tables wait for are flushed first (qemu's errors there are
- * ignored too: a later write reports them). */
-static void refblocks_depend_on_l2(struct qcow2_image *m)
+ * decrease: refblocks that L2 tables wait for are flushed first. qemu ignores a failure
+ * there and decreases anyway, which could put a freed refcount on disk before the table
+ * that dropped the reference; here the decrease fails instead (the clusters leak). */
+static int refblocks_depend_on_l2(struct qcow2_image *m)
 {
-    if (m->rb.l2_waits_rb)
-        (void)qcow2_refcount_cache_flush(m);
+    if (m->rb.l2_waits_rb) {
+        int rc = qcow2_refcount_cache_flush(m);
+        if (rc < 0)
+            return rc;
+    }
     m->rb.rb_waits_l2 = true;
+    return 0;
 }
 
 /* Forget cached blocks at [lo, hi) unwritten: new refblocks of a failed step, which no
@@ -470,8 +478,11 @@ static int update_refcount(struct qcow2_image *m, uint64_t off, uint64_t len, ui
         return 0;
     if (off > MAX_CLUSTER_OFFSET || len > MAX_CLUSTER_OFFSET + 1 - off)
         return -EINVAL;
-    if (decrease)
-        refblocks_depend_on_l2(m);
+    if (decrease) {
+        int rc = refblocks_depend_on_l2(m);
+        if (rc < 0)
+            return rc;
+    }
     m->rb.owner = m;
 
     uint64_t cs = m->cs, cb = m->h.cluster_bits;

@@ -869,6 +869,12 @@ static void test_order_hooks(void **state)
     assert_true(t.m.rb.rb_waits_l2);
     assert_int_equal(qcow2_alloc_clusters(&t.m, cs), 4 * cs);
     hk.idx = 5;
+    hk.fail = 1; /* the two waits never stand together, failures included */
+    assert_int_equal(qcow2_l2_depends_on_refblocks(&t.m), -EIO);
+    assert_true(t.m.rb.rb_waits_l2);
+    assert_false(t.m.rb.l2_waits_rb);
+    hk.fail = 0;
+    hk.flushes--;
     assert_int_equal(qcow2_l2_depends_on_refblocks(&t.m), 0);
     assert_int_equal(hk.flushes, 2);
     assert_int_equal(hk.disk_at_flush, 1);
@@ -878,6 +884,17 @@ static void test_order_hooks(void **state)
     assert_false(t.m.rb.l2_waits_rb);
     assert_int_equal(disk_refcount(&t, 0x20000, 5), 0);
     assert_int_equal(disk_refcount(&t, 0x20000, 4), 1);
+    /* a free that cannot first flush the refblocks the L2 side waits for does not happen
+     * (the cluster leaks; qemu would decrease anyway) */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, cs), 5 * cs);
+    assert_int_equal(qcow2_l2_depends_on_refblocks(&t.m), 0);
+    t.q->writes_left = 1;
+    qcow2_free_clusters(&t.m, 5 * cs, cs, QCOW2_DISCARD_NEVER);
+    assert_int_equal(refcount(&t, 5 * cs), 1);
+    assert_true(t.m.rb.l2_waits_rb);
+    assert_false(t.m.rb.rb_waits_l2);
+    qcow2_free_clusters(&t.m, 5 * cs, cs, QCOW2_DISCARD_NEVER);
+    assert_int_equal(refcount(&t, 5 * cs), 0);
     /* a new refblock: the L2 cache is flushed before the reftable changes */
     int before = hk.flushes;
     assert_int_equal(qcow2_alloc_clusters_at(&t.m, (uint64_t)40000 * cs, 1), 1);
