@@ -589,7 +589,7 @@ static void test_widths(void **state)
             assert_int_equal(qcow2_update_refcount(&t.m, x, cs, 1, QCOW2_DISCARD_NEVER),
                              -EINVAL);
         }
-        char name[32];
+        char name[64];
         snprintf(name, sizeof(name), "widths-%u-leaks", order);
         img_close(&t, name);
     }
@@ -646,7 +646,7 @@ static void test_eio_full_range(void **state)
         for (uint64_t k = 0; k < n + 8; k++)
             assert_int_equal(after[k], before[k]);
         free(after);
-        char name[32];
+        char name[64];
         snprintf(name, sizeof(name), "eio-range-%ld", w);
         img_close(&t, w <= 3 ? name : NULL);
     }
@@ -695,7 +695,7 @@ static void test_eio_alloc(void **state)
         assert_true(b > 0);
         assert_int_equal(after[(uint64_t)b / 512], 0);
         free(after);
-        char name[32];
+        char name[64];
         snprintf(name, sizeof(name), "eio-alloc-%ld-leaks", w);
         img_close(&t, name);
     }
