@@ -50,6 +50,7 @@ def test_unit_images_pass_qemu_check(unit_images):
     assert set(LAYOUTS) <= set(names)
     assert any(n.startswith('eio-alloc-') for n in names)
     assert any(n.startswith('eio-range-') for n in names)
+    assert len([n for n in names if n.startswith('crash-alloc-')]) > 5
     assert len([n for n in names if n.startswith('widths-')]) == 7
     for n in names:
         path = os.path.join(out, n + '.qcow2')
