@@ -90,7 +90,8 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
     }
     uint8_t be[8];
     be64_put(be, size);
-    r = qcow2_meta_pwrite(&s->m, QCOW2_OL_MAIN_HEADER, QCOW2_OFF_SIZE, be, sizeof(be));
+    /* qemu writes the header outside the overlap check */
+    r = qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_SIZE, be, sizeof(be));
     if (r == 0)
         r = qcow2_meta_flush(&s->m);
     if (r < 0) {
