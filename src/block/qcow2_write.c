@@ -15,7 +15,12 @@
 #include "qcow2/alloc.h"
 #include "qcow2/l2.h"
 #include "qcow2/port.h"
+#include "util/err.h"
 #include "util/xalloc.h"
+
+/* i11-rdwr's header side (qcow2/header_write.h): weak until it lands. */
+int qcow2_image_may_write(const struct qcow2_image *m) __attribute__((weak));
+int qcow2_image_mark_dirty(struct qcow2_image *m) __attribute__((weak));
 
 #define INV_OFFSET UINT64_MAX
 /* qemu's BDRV_REQUEST_MAX_BYTES */
@@ -479,8 +484,15 @@ static int link_l2(image_t *img, struct l2meta *m)
     int r = perform_cow(img, m);
     if (r < 0)
         return r;
-    /* the refblocks counting the new clusters reach the disk before this table */
-    if ((r = qcow2_l2_depends_on_refblocks(&s->m)) < 0)
+    /* lazy refcounts: the dirty bit before refcount updates may lag (qemu's
+     * qcow2_mark_dirty); else the refblocks counting the new clusters reach the disk
+     * before this table (qcow2_need_accurate_refcounts) */
+    if (qcow2_image_mark_dirty && s->h.version >= 3 &&
+        (s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
+        (r = qcow2_image_mark_dirty(&s->m)) < 0)
+        return r;
+    if (!(s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        (r = qcow2_l2_depends_on_refblocks(&s->m)) < 0)
         return r;
     uint8_t *t;
     uint64_t idx;
@@ -562,11 +574,21 @@ static int link_pending(image_t *img, struct pending *pd)
  * I/O (a table read or written, a new L2 table), during which the earlier tasks finish.
  * The same order here, so that clusters freed by an early chunk are reused where qemu
  * reuses them. */
+/* 0, or -ENOTSUP when the image may not change (encrypted: no key; consistent persistent
+ * bitmaps qimg cannot keep current, i11-rdwr's qcow2_image_may_write) */
+static int may_write(struct qcow2_state *s)
+{
+    if (s->h.crypt_method != 0)
+        return -ENOTSUP;
+    return qcow2_image_may_write ? qcow2_image_may_write(&s->m) : 0;
+}
+
 int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
-    if (s->h.crypt_method != 0)
-        return -ENOTSUP;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     const uint8_t *p = buf;
     struct pending pd = { 0 };
     int r = 0;
@@ -844,8 +866,9 @@ static int pwrite_zeroes(image_t *img, uint64_t off, uint64_t bytes, bool may_un
 int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
     struct qcow2_state *s = img->priv;
-    if (s->h.crypt_method != 0)
-        return -ENOTSUP;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     const uint64_t align = (uint64_t)1 << sc_bits(s);
     const uint64_t max_transfer = 16u << 20;
     const uint64_t max_zero = (uint64_t)INT_MAX & ~(align - 1);
@@ -884,6 +907,9 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
 {
     struct qcow2_state *s = img->priv;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     if (s->h.version < 3 && img->backing)
         return 0; /* -ENOTSUP, which bdrv_co_pdiscard ignores */
     const uint64_t cs = s->cs;
@@ -950,8 +976,11 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
 int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
-    if (has_data_file(s) || s->h.crypt_method != 0)
+    if (has_data_file(s))
         return -ENOTSUP;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     const uint64_t cs = s->cs;
     if (n == 0) {
         /* qemu aligns the file's end to a sector */
@@ -976,4 +1005,46 @@ int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n
         n -= k;
     }
     return 0;
+}
+
+/* ---- open and close of a writable image ---- */
+
+/* The writer's state after a read-write open: a write-back L2 cache, the refcount table,
+ * the allocator's start and qemu's discard defaults for an image opened with discard=unmap
+ * (qemu-io's, and qimg's: qcow2_update_options' pass-discard-request/-snapshot on, -other
+ * off). */
+int qcow2_writer_init(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    qcow2_l2_cache_init(&s->m, true);
+    int r = qcow2_image_load_reftable(&s->m);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not read refcount table: %s", strerror(-r));
+        return r;
+    }
+    s->free_cluster_index = 0;
+    s->free_byte_offset = 0;
+    s->discard_passthrough[QCOW2_DISCARD_NEVER] = false;
+    s->discard_passthrough[QCOW2_DISCARD_ALWAYS] = true;
+    s->discard_passthrough[QCOW2_DISCARD_REQUEST] = true;
+    s->discard_passthrough[QCOW2_DISCARD_SNAPSHOT] = true;
+    s->discard_passthrough[QCOW2_DISCARD_OTHER] = false;
+    return 0;
+}
+
+/* qemu's qcow2_inactivate and bdrv_close's flush: the caches, then the files, reach the
+ * disk (a file system reports fallocated ranges differently while their pages are dirty). */
+void qcow2_writer_close(image_t *img)
+{
+    struct qcow2_state *s = img->priv;
+    if (!(img->flags & IMG_OPEN_RDWR) || img->broken || !s->l2cache || !s->l2cache->writable)
+        return;
+    int r = qcow2_l2_flush(&s->m);
+    if (r < 0)
+        err_report("Failed to flush the L2 table cache: %s", strerror(-r));
+    if ((r = qcow2_refcount_cache_flush(&s->m)) < 0)
+        err_report("Failed to flush the refcount block cache: %s", strerror(-r));
+    (void)qio_flush(img->file);
+    if (img->data_file && img->data_file != img->file)
+        (void)qio_flush(img->data_file);
 }
