@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "block/qcow2_int.h"
+#include "format/be.h"
 #include "format/qcow2_codec.h"
 #include "qcow2/alloc.h"
 #include "qcow2/l2.h"
@@ -21,8 +22,42 @@
 /* i11-rdwr's header side (qcow2/header_write.h): weak until it lands. */
 int qcow2_image_may_write(const struct qcow2_image *m) __attribute__((weak));
 int qcow2_image_mark_dirty(struct qcow2_image *m) __attribute__((weak));
+int qcow2_image_mark_corrupt(struct qcow2_image *m) __attribute__((weak));
+/* i11-port's overlap guard (qcow2/overlap.h): the class of the first refused write. */
+unsigned qcow2_overlap_refused(const struct qcow2_image *m, unsigned *ign, uint64_t *off,
+                               uint64_t *len) __attribute__((weak));
 
 #define INV_OFFSET UINT64_MAX
+
+static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n);
+
+/* qemu's qcow2_signal_corruption(fatal) after an operation: a write the overlap guard
+ * refused, or metadata found corrupt (image_corrupt), leaves the image unusable (qemu drops
+ * its driver: later requests fail with "No medium found", the caches are not written back)
+ * and, on v3, with the corrupt bit set. */
+static int after_corruption(image_t *img, int r)
+{
+    struct qcow2_state *s = img->priv;
+    if (r != -EIO)
+        return r;
+    if (qcow2_overlap_refused && qcow2_overlap_refused(&s->m, NULL, NULL, NULL)) {
+        img->broken = true; /* the guard printed the event and set the bit */
+        img->corruption_signaled = true;
+        return r;
+    }
+    if (img->broken && s->h.version >= 3 && !(s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)) {
+        if (qcow2_image_mark_corrupt) {
+            (void)qcow2_image_mark_corrupt(&s->m);
+        } else {
+            uint8_t b[8];
+            s->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+            be64_put(b, s->h.incompatible_features);
+            if (qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_INCOMPAT, b, sizeof(b)) == 0)
+                (void)qcow2_meta_flush(&s->m);
+        }
+    }
+    return r;
+}
 /* qemu's BDRV_REQUEST_MAX_BYTES */
 #define REQ_MAX_BYTES ((uint64_t)(INT_MAX & ~511))
 
@@ -583,7 +618,7 @@ static int may_write(struct qcow2_state *s)
     return qcow2_image_may_write ? qcow2_image_may_write(&s->m) : 0;
 }
 
-int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
+static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
     int r0 = may_write(s);
@@ -863,7 +898,7 @@ static int pwrite_zeroes(image_t *img, uint64_t off, uint64_t bytes, bool may_un
 /* bdrv_co_do_pwrite_zeroes' loop with qcow2's alignment (the subcluster): unaligned head
  * and tail pieces alone, each piece zeroed by qcow2 or, where it cannot (-ENOTSUP),
  * written as zero buffers of at most 16 MiB. */
-int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+static int qcow2_write_zeroes_op(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
     struct qcow2_state *s = img->priv;
     int r0 = may_write(s);
@@ -893,7 +928,7 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
                 num = max_transfer;
             if (!zeros)
                 zeros = xcalloc(1, (size_t)max_transfer);
-            r = qcow2_write(img, off, zeros, (size_t)num);
+            r = qcow2_write_op(img, off, zeros, (size_t)num);
         }
         off += num;
         n -= num;
@@ -904,7 +939,7 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 
 /* qemu's bdrv_co_pdiscard split at the cluster size, then qcow2_co_pdiscard: partial
  * clusters are ignored except a last one that ends the image. */
-int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
+static int qcow2_discard_op(image_t *img, uint64_t off, uint64_t n)
 {
     struct qcow2_state *s = img->priv;
     int r0 = may_write(s);
@@ -961,7 +996,7 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
     int r;
     uint64_t host = 0;
     if (len == -ENOSPC) {
-        r = qcow2_write(img, off, src, n); /* does not shrink: written plainly */
+        r = qcow2_write_op(img, off, src, n); /* does not shrink: written plainly */
     } else if (len < 0) {
         r = -EINVAL;
     } else if ((r = alloc_compressed(img, off, (uint64_t)len, &host)) == 0 &&
@@ -973,7 +1008,7 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
     return r;
 }
 
-int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
+static int qcow2_write_compressed_op(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
     if (has_data_file(s))
@@ -1047,4 +1082,24 @@ void qcow2_writer_close(image_t *img)
     (void)qio_flush(img->file);
     if (img->data_file && img->data_file != img->file)
         (void)qio_flush(img->data_file);
+}
+
+int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    return after_corruption(img, qcow2_write_op(img, off, buf, n));
+}
+
+int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+{
+    return after_corruption(img, qcow2_write_zeroes_op(img, off, n, may_unmap));
+}
+
+int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
+{
+    return after_corruption(img, qcow2_discard_op(img, off, n));
+}
+
+int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    return after_corruption(img, qcow2_write_compressed_op(img, off, buf, n));
 }

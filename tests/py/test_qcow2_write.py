@@ -311,3 +311,30 @@ def test_freed_cluster_reuse_across_runs_of_one_request(tmp_path):
                   'write -z -u 0 1', 'write -c -P 175 512 512', 'write -P 19 0 1543',
                   'write -P 17 1536 100', 'write -z 1536 100', 'write -z -u 1163 885',
                   'discard 0 512'])
+
+
+def test_corrupt_entry_stops_the_image(tmp_path):
+    """An unaligned data cluster offset met by a write: qemu's corruption event, the corrupt
+    bit set, the write failed with EIO and every later request with "No medium found"."""
+    def setup(d):
+        p = os.path.join(d, IMG)
+        qemu.make_image(p, '1M')
+        qemu.io(p, 'write -P 1 0 64k')
+        with open(p, 'r+b') as f:          # L2 table at 0x40000, its first entry + 512
+            f.seek(0x40000)
+            e = int.from_bytes(f.read(8), 'big')
+            f.seek(0x40000)
+            f.write((e + 512).to_bytes(8, 'big'))
+
+    res = {}
+    for tool, exe in (('qemu', qemu.QEMU_IO), ('qimg', qimg_io_alias())):
+        d = str(tmp_path / tool)
+        os.mkdir(d)
+        setup(d)
+        rc, out, err = qemu.run(exe, '-f', 'qcow2', *cmds('write -P 2 100 100',
+                                                           'write -P 3 64k 1k', 'read 0 512'),
+                                IMG, cwd=d)
+        with open(os.path.join(d, IMG), 'rb') as f:
+            res[tool] = (rc, out, err.replace('qimg-io', 'qemu-io'), f.read())
+    assert res['qimg'] == res['qemu']
+    assert 'Marking image as corrupt: Data cluster offset 0x50200 unaligned' in res['qemu'][2]
