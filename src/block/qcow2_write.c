@@ -851,6 +851,11 @@ static int subcluster_zeroize(image_t *img, uint64_t off, uint64_t bytes, bool m
     return 0;
 }
 
+int qcow2_discard_full(image_t *img, uint64_t off, uint64_t n)
+{
+    return cluster_discard(img, off, n, QCOW2_DISCARD_ALWAYS, true);
+}
+
 int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n)
 {
     return subcluster_zeroize(img, off, n, false);

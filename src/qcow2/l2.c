@@ -406,3 +406,31 @@ int qcow2_l2_table_for_write(struct qcow2_image *m, uint64_t off, uint8_t **t,
     *l2_index = (off >> cb) & (m->h.l2_entries - 1);
     return 0;
 }
+
+int qcow2_shrink_l1_table(struct qcow2_image *m, uint64_t exact)
+{
+    if (exact >= m->h.l1_size)
+        return 0;
+    /* the tail entries zeroed on disk (the header's l1_size stays), then the tables freed
+     * from the last one down */
+    size_t len = (size_t)(m->h.l1_size - exact) * 8;
+    uint8_t *z = xcalloc(1, len);
+    int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + exact * 8, z, len);
+    free(z);
+    if (r == 0)
+        r = qcow2_meta_flush(m);
+    if (r < 0) {
+        /* a partly written tail: forget it in memory too rather than trust either */
+        memset(m->l1 + exact, 0, len);
+        return r;
+    }
+    for (uint64_t i = m->h.l1_size; i-- > exact;) {
+        uint64_t off = m->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        if (!off)
+            continue;
+        qcow2_free_clusters(m, off, m->cs, QCOW2_DISCARD_ALWAYS);
+        m->l1[i] = 0;
+    }
+    guard_invalidate(m);
+    return 0;
+}

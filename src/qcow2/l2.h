@@ -95,6 +95,10 @@ int qcow2_write_l1_entry(struct qcow2_image *m, uint64_t l1_index);
  * old one freed. */
 int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact);
 
+/* qemu's qcow2_shrink_l1_table: the entries from exact on zeroed on disk (l1_size kept)
+ * and their tables freed (discarded). */
+int qcow2_shrink_l1_table(struct qcow2_image *m, uint64_t exact);
+
 /* qemu's get_cluster_table: the L2 table of guest offset off, made writable first (a
  * table without OFLAG_COPIED in its L1 entry is copied to a new one, l2_allocate, and the
  * old one's reference dropped; the L1 grows when too short). *l2_index is off's entry. */

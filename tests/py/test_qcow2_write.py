@@ -284,13 +284,12 @@ def test_truncate_unaligned_refused(tmp_path):
 
 
 @pytest.mark.parametrize('cmd,msg', [
-    ('truncate 512k', 'qimg cannot shrink qcow2 images yet'),
     ('truncate -m metadata 2M', "qimg cannot preallocate (mode 'metadata') when growing "
                                 "qcow2 images yet"),
 ])
 def test_truncate_not_done_refused(tmp_path, cmd, msg):
-    """Not implemented yet: refused with a message, the image left as it was (qemu shrinks
-    and preallocates; README lists the difference)."""
+    """Not implemented yet: refused with a message, the image left as it was (qemu
+    preallocates; README lists the difference)."""
     p = qemu.make_image(str(tmp_path / IMG), '1M')
     qemu.io(p, 'write -P 1 0 64k')
     with open(p, 'rb') as f:
@@ -338,3 +337,36 @@ def test_corrupt_entry_stops_the_image(tmp_path):
             res[tool] = (rc, out, err.replace('qimg-io', 'qemu-io'), f.read())
     assert res['qimg'] == res['qemu']
     assert 'Marking image as corrupt: Data cluster offset 0x50200 unaligned' in res['qemu'][2]
+
+
+@pytest.mark.parametrize('layout,script', [
+    ('c64k', ['write -P 1 0 4M', 'truncate 1M', 'read -P 1 0 1M']),
+    ('c64k', ['write -P 1 0 3M', 'truncate 1000k', 'truncate 3M', 'write -P 2 2M 64k',
+              'read -P 0 1000k 24k']),
+    ('c512', ['write -P 1 0 4M', 'truncate 100k']),                  # refblocks dropped
+    ('rc64-c4k', ['write -P 1 0 4M', 'truncate 100k', 'write -P 2 50k 10k']),
+    ('extl2-c64k', ['write -P 1 0 2M', 'write -c -P 3 3M 64k', 'truncate 1536k']),
+    ('compat010', ['write -P 1 0 2M', 'truncate 1536k']),
+])
+def test_truncate_shrink(tmp_path, layout, script):
+    """qemu 7.2's shrink: cut clusters freed, L1 tail cleared, unused refblocks dropped, the
+    file cut after its last used cluster."""
+    differential(tmp_path, plain(size='4M', **LAYOUTS[layout]), script)
+
+
+def test_truncate_shrink_with_snapshot(tmp_path):
+    fill = ['write -P 0x11 0 1M']
+    differential(tmp_path, prefilled(fill=fill, snapshot=True),
+                 ['truncate 512k', 'write -P 5 100k 4k'])
+
+
+def test_truncate_shrink_v2_with_snapshot_refused(tmp_path):
+    fill = ['write -P 0x11 0 1M']
+    q = differential(tmp_path, prefilled(fill=fill, snapshot=True, compat='0.10'),
+                     ['truncate 512k'])
+    assert "Can't resize a v2 image which has snapshots" in q['err']
+
+
+def test_truncate_shrink_data_file(tmp_path):
+    differential(tmp_path, data_file_image(False), ['write -P 1 0 2M', 'truncate 1536k'],
+                 extra_files=['img.data'])
