@@ -3,9 +3,9 @@
  * preallocation: growth grows the L1 table where qcow2_grow_l1_table puts it (exact size);
  * shrinking frees the cut clusters, the L1 tail's tables and unused refblocks and cuts the
  * file; an external data file follows; the header's size is written and flushed last.
- * Not done yet, and refused with a message rather than half done: preallocation modes,
- * growing a data-file-raw image (qemu preallocates its metadata), images with persistent
- * bitmaps (qemu resizes the bitmaps). */
+ * Metadata preallocation maps the new clusters (a data-file-raw image always grows so).
+ * Not done yet, and refused with a message rather than half done: falloc and full
+ * preallocation, images with persistent bitmaps (qemu resizes the bitmaps). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,13 +112,9 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
             return r;
         return finish(img, size, old, errmsg);
     }
-    if (prealloc != IMG_PREALLOC_OFF) {
+    if (prealloc != IMG_PREALLOC_OFF && prealloc != IMG_PREALLOC_METADATA) {
         *errmsg = xasprintf("qimg cannot preallocate (mode '%s') when growing qcow2 images "
                             "yet", modes[prealloc]);
-        return -ENOTSUP;
-    }
-    if (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) {
-        *errmsg = xstrdup("qimg cannot grow data-file-raw images yet");
         return -ENOTSUP;
     }
     if (s->ext.has_bitmaps && s->ext.nb_bitmaps) {
@@ -130,7 +126,14 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
         *errmsg = xasprintf("Failed to grow the L1 table: %s", strerror(-r));
         return r;
     }
-    if (s->geom.data_file && img->data_file && (r = qio_truncate(img->data_file, size)) < 0) {
+    /* a data-file-raw image keeps its metadata preallocated (qemu enforces it at create) */
+    if (prealloc == IMG_PREALLOC_OFF && (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW))
+        prealloc = IMG_PREALLOC_METADATA;
+    if (prealloc == IMG_PREALLOC_METADATA) {
+        if ((r = qcow2_preallocate(img, old, size, errmsg)) < 0)
+            return r;
+    } else if (s->geom.data_file && img->data_file &&
+               (r = qio_truncate(img->data_file, size)) < 0) {
         *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
         return r;
     }

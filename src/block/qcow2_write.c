@@ -73,6 +73,7 @@ struct l2meta {
     unsigned nb_clusters;
     bool keep_old;
     bool skip_cow;
+    bool prealloc;           /* metadata preallocation: no subcluster marked written */
     struct cow_region cow_start, cow_end;
     const uint8_t *data;     /* guest data merged into the COW write, or NULL */
 };
@@ -541,7 +542,7 @@ static int link_l2(image_t *img, struct l2meta *m)
         if (e != 0)
             old[j++] = e;
         qcow2_l2_set(&s->m, t, idx + i, off | QCOW2_OFLAG_COPIED);
-        if (s->geom.extended_l2) {
+        if (s->geom.extended_l2 && !m->prealloc) {
             uint64_t bm = qcow2_l2_get_bitmap(&s->m, t, idx + i);
             unsigned from = m->cow_start.offset, to = m->cow_end.offset + m->cow_end.nb_bytes;
             if (from < (i << cb))
@@ -663,6 +664,46 @@ static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
         r = lr;
     free(pd.v);
     return r;
+}
+
+/* qemu's preallocate_co (metadata mode): clusters allocated and mapped over [off, end)
+ * without writing guest data, then the file that holds them grown to their end. */
+int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint64_t host = 0, cur = 0;
+    int r = 0;
+    while (off < end) {
+        uint64_t max = (uint64_t)INT_MAX & ~(s->cs - 1);
+        cur = end - off < max ? end - off : max;
+        struct metas ms = { 0 };
+        r = alloc_host_offset(img, off, &cur, &host, &ms);
+        if (r < 0) {
+            handle_l2meta(img, &ms, false);
+            free(ms.v);
+            *errmsg = xasprintf("Allocating clusters failed: %s", strerror(-r));
+            return r;
+        }
+        for (size_t i = 0; i < ms.n; i++)
+            ms.v[i].prealloc = true;
+        r = handle_l2meta(img, &ms, true);
+        free(ms.v);
+        if (r < 0) {
+            *errmsg = xasprintf("Mapping clusters failed: %s", strerror(-r));
+            return r;
+        }
+        off += cur;
+    }
+    uint64_t len;
+    if ((r = qio_size(img->data_file, &len)) < 0) {
+        *errmsg = xasprintf("Could not get file size: %s", strerror(-r));
+        return r;
+    }
+    if (host + cur > len && (r = qio_truncate(img->data_file, host + cur)) < 0) {
+        *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+        return r;
+    }
+    return 0;
 }
 
 int qcow2_flush(image_t *img)

@@ -284,8 +284,10 @@ def test_truncate_unaligned_refused(tmp_path):
 
 
 @pytest.mark.parametrize('cmd,msg', [
-    ('truncate -m metadata 2M', "qimg cannot preallocate (mode 'metadata') when growing "
-                                "qcow2 images yet"),
+    ('truncate -m falloc 2M', "qimg cannot preallocate (mode 'falloc') when growing "
+                              "qcow2 images yet"),
+    ('truncate -m full 2M', "qimg cannot preallocate (mode 'full') when growing "
+                            "qcow2 images yet"),
 ])
 def test_truncate_not_done_refused(tmp_path, cmd, msg):
     """Not implemented yet: refused with a message, the image left as it was (qemu
@@ -370,3 +372,25 @@ def test_truncate_shrink_v2_with_snapshot_refused(tmp_path):
 def test_truncate_shrink_data_file(tmp_path):
     differential(tmp_path, data_file_image(False), ['write -P 1 0 2M', 'truncate 1536k'],
                  extra_files=['img.data'])
+
+
+@pytest.mark.parametrize('layout,size,script', [
+    ('c64k', '1M', ['write -P 1 0 64k', 'truncate -m metadata 3M', 'write -P 2 2M 64k']),
+    ('c512', '1000k', ['write -P 1 0 64k', 'truncate -m metadata 3000k']),
+    ('extl2-c64k', '1000k', ['write -P 1 0 64k', 'truncate -m metadata 3M',
+                             'write -P 2 2100k 1k']),
+])
+def test_truncate_grow_metadata_prealloc(tmp_path, layout, size, script):
+    """qemu's preallocate_co: the new clusters mapped (no subcluster marked written), the
+    file grown to hold them."""
+    differential(tmp_path, plain(size=size, **LAYOUTS[layout]), script)
+
+
+@pytest.mark.parametrize('opts,script', [
+    (dict(), ['write -P 1 0 64k', 'truncate 6M', 'write -P 2 5M 1k']),
+    (dict(cluster_size=512), ['truncate 6M', 'truncate 2000k']),
+])
+def test_truncate_data_file_raw(tmp_path, opts, script):
+    """A data-file-raw image grows with its metadata preallocated (host offset = guest
+    offset), as qemu enforces."""
+    differential(tmp_path, data_file_image(True, **opts), script, extra_files=['img.data'])
