@@ -255,12 +255,11 @@ int qcow2_l2_flush(struct qcow2_image *m)
 
 int qcow2_write_l1_entry(struct qcow2_image *m, uint64_t l1_index)
 {
-    uint8_t buf[512];
-    memset(buf, 0, sizeof(buf));
-    uint64_t start = l1_index & ~(uint64_t)63;
-    for (uint64_t i = 0; i < 64 && start + i < m->h.l1_size; i++)
-        be64_put(buf + 8 * i, m->l1[start + i]);
-    int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + 8 * start, buf,
+    /* qemu 7.2 writes the file's request alignment's worth of entries: one for a buffered
+     * file (a group of 512 bytes would also grow a file that ends inside the table) */
+    uint8_t buf[8];
+    be64_put(buf, m->l1[l1_index]);
+    int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + 8 * l1_index, buf,
                               sizeof(buf));
     if (r == 0)
         r = qcow2_meta_flush(m);

@@ -86,8 +86,8 @@ static inline void qcow2_l2_set_bitmap(const struct qcow2_image *m, uint8_t *t, 
         be64_put(t + i * 16 + 8, b);
 }
 
-/* qemu's qcow2_write_l1_entry: the 512-byte group of L1 entries holding l1_index, written
- * through the port (ign = QCOW2_OL_ACTIVE_L1) and flushed. */
+/* qemu's qcow2_write_l1_entry: the entry l1_index (8 bytes: a buffered file's request
+ * alignment is 1), written through the port (ign = QCOW2_OL_ACTIVE_L1) and flushed. */
 int qcow2_write_l1_entry(struct qcow2_image *m, uint64_t l1_index);
 
 /* qemu's qcow2_grow_l1_table: at least min_size entries (grown by 3/2 steps unless
