@@ -389,6 +389,8 @@ def test_truncate_grow_metadata_prealloc(tmp_path, layout, size, script):
 @pytest.mark.parametrize('opts,script', [
     (dict(), ['write -P 1 0 64k', 'truncate 6M', 'write -P 2 5M 1k']),
     (dict(cluster_size=512), ['truncate 6M', 'truncate 2000k']),
+    # the L1 grows by one entry; its entry write must not grow the file past the table
+    (dict(cluster_size=512), ['write -P 1 0 1M', 'truncate 4200448']),
 ])
 def test_truncate_data_file_raw(tmp_path, opts, script):
     """A data-file-raw image grows with its metadata preallocated (host offset = guest
