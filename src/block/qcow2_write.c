@@ -605,11 +605,13 @@ static int link_pending(image_t *img, struct pending *pd)
 }
 
 /* qemu's qcow2_co_pwritev_part. A request that takes several allocation runs ("chunks")
- * runs them as parallel tasks in qemu: every chunk's clusters are allocated before the
- * earlier chunks link theirs (and free what they replace), unless an allocation waited for
- * I/O (a table read or written, a new L2 table), during which the earlier tasks finish.
- * The same order here, so that clusters freed by an early chunk are reused where qemu
- * reuses them. */
+ * runs them as parallel write tasks in qemu (at most QCOW2_MAX_WORKERS, 8, at once): a task
+ * starts only when the request's coroutine yields and links its clusters (freeing what they
+ * replace) only after its data write, so the later chunks are allocated before the earlier
+ * ones link, unless the pool is full and the request waits for a task to finish. The same
+ * order here, so that clusters freed by an early chunk are reused where qemu reuses them. */
+#define QCOW2_MAX_WORKERS 8
+
 /* 0, or -ENOTSUP when the image may not change (encrypted: no key; consistent persistent
  * bitmaps qimg cannot keep current, i11-rdwr's qcow2_image_may_write) */
 static int may_write(struct qcow2_state *s)
@@ -631,20 +633,17 @@ static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
     while (n && r == 0) {
         uint64_t cur = n < INT_MAX ? n : INT_MAX, host;
         struct metas ms = { 0 };
-        uint64_t yields = s->l2cache ? s->l2cache->yields : 0;
         r = alloc_host_offset(img, off, &cur, &host, &ms);
-        bool waited = s->l2cache && s->l2cache->yields != yields;
         if (r == 0)
             r = data_overlap_check(s, host, cur);
+        if (r == 0 && pd.n >= QCOW2_MAX_WORKERS) {
+            /* aio_task_pool_wait_slot: the earlier tasks finish first */
+            r = link_pending(img, &pd);
+        }
         if (r == 0)
             r = handle_alloc_space(img, &ms);
         if (r == 0 && !merge_cow(off, cur, p, &ms))
             r = qio_pwrite(img->data_file, p, (size_t)cur, host);
-        if (waited) {
-            int lr = link_pending(img, &pd);
-            if (r == 0)
-                r = lr;
-        }
         if (r < 0) {
             handle_l2meta(img, &ms, false);
             free(ms.v);

@@ -91,7 +91,6 @@ static int write_slot(struct qcow2_image *m, struct qcow2_l2_slot *e)
 static int evict(struct qcow2_image *m, struct qcow2_l2_slot *e)
 {
     if (e->off && e->dirty) {
-        m->l2cache->yields++;
         int r = write_dependencies(m);
         if (r == 0 && e->dirty) /* the refblocks' own wait may have flushed it */
             r = write_slot(m, e);
@@ -173,7 +172,6 @@ int qcow2_l2_load(struct qcow2_image *m, uint64_t off, uint8_t **t)
         return 0;
     }
     if (!hit) {
-        m->l2cache->yields++;
         if ((r = qio_pread(m->q, e->data, (size_t)m->cs, off)) < 0)
             return r;
         e->off = off;
@@ -334,7 +332,6 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
     uint64_t old = m->l1[l1_index];
     uint64_t old_off = old & QCOW2_L1E_OFFSET_MASK;
     qcow2_l2_cache_init(m, true);
-    m->l2cache->yields++;
     int64_t noff = qcow2_alloc_clusters(m, m->h.l2_entries * m->h.l2_entry_size);
     if (noff < 0)
         return (int)noff;
