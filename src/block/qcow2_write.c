@@ -454,13 +454,26 @@ static int handle_alloc_space(image_t *img, struct metas *ms)
         if (!is_zero_fast(img, m->offset + m->cow_start.offset, m->cow_start.nb_bytes) ||
             !is_zero_fast(img, m->offset + m->cow_end.offset, m->cow_end.nb_bytes))
             continue;
-        /* from the start of the first COW region to the end of the last */
-        uint64_t start = m->alloc_offset + m->cow_start.offset;
-        uint64_t len = (uint64_t)m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;
-        int r = data_overlap_check(s, start, len);
-        if (r < 0)
-            return r;
-        r = posix_write_zeroes(img->data_file, start, len, false);
+        /* from the start of the first COW region to the end of the last. Deliberately
+         * not for clusters rewritten in place (qemu 7.2 zeroes that span too, guest data
+         * between the regions included, so a crash before the data write loses data that
+         * was on disk): there each region alone, which reads as zeros already */
+        struct cow_region span = { m->cow_start.offset, m->cow_end.offset +
+                                   m->cow_end.nb_bytes - m->cow_start.offset };
+        const struct cow_region *parts[2] = { &span, NULL };
+        if (m->keep_old) {
+            parts[0] = &m->cow_start;
+            parts[1] = &m->cow_end;
+        }
+        int r = 0;
+        for (int k = 0; k < 2 && r == 0; k++) {
+            if (!parts[k] || !parts[k]->nb_bytes)
+                continue;
+            uint64_t start = m->alloc_offset + parts[k]->offset;
+            if ((r = data_overlap_check(s, start, parts[k]->nb_bytes)) < 0)
+                return r;
+            r = posix_write_zeroes(img->data_file, start, parts[k]->nb_bytes, false);
+        }
         if (r < 0) {
             if (r != -ENOTSUP && r != -EAGAIN)
                 return r;
