@@ -65,6 +65,10 @@ static int open_data_file(struct qcow2_image *m, const struct qcow2_open_opts *o
         return 0;
     if (!m->ext.has_data_file)
         return fail_msg(errmsg, -EINVAL, "'data-file' is required for this image");
+    if (m->data) {
+        m->has_data_file = true; /* a reload (qcow2_image_reload) keeps the open file */
+        return 0;
+    }
     qio_t *d;
     int rc = qio_open_image(m->ext.data_file, o->data_flags, &d, errmsg);
     if (rc < 0)
@@ -148,8 +152,9 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
         /* qemu warns while reading the extensions, text and missing newline included */
         err_report("warning: a program lacking bitmap support modified this file, so all "
                    "bitmaps are now considered inconsistent");
+        /* the command that fixes it: qemu-img's (qemu-io says qemu-img too), or qimg's */
         err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
-                  qimg_progname);
+                  strncmp(qimg_progname, "qemu-", 5) ? "qimg" : "qemu-img");
     }
     /* encrypted images need a key secret for I/O, which qimg does not take (qemu opens the
      * LUKS header while it reads the extensions, before the data file) */
@@ -177,7 +182,13 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
     fmt_error_clear(&e);
     if ((rc = qcow2_backing_name(&m->h, buf, blen, name, &name_len, &has, &e)) < 0)
         goto fail_e;
-    free(buf);
+    /* a header rewrite keeps the unknown parts of cluster 0 (qcow2/header_write.h) */
+    if (o->mode == QCOW2_MODE_READ) {
+        free(buf);
+    } else {
+        m->c0 = buf;
+        m->c0_len = blen;
+    }
     if (has && name[0])
         m->backing_name = xstrdup(name);
     return 0;
@@ -187,8 +198,24 @@ fail_e:
     return fail_fmt(errmsg, &e, rc);
 }
 
+int qcow2_image_reload(struct qcow2_image *m, const struct qcow2_open_opts *o, char **errmsg)
+{
+    struct qcow2_image keep = *m;
+    qcow2_image_close(m);
+    memset(m, 0, sizeof(*m));
+    m->data = keep.data;
+    m->port = keep.port;
+    m->l2_flush = keep.l2_flush;
+    m->rb_flush = keep.rb_flush;
+    memcpy(m->discard_passthrough, keep.discard_passthrough, sizeof(m->discard_passthrough));
+    return qcow2_image_open(m, keep.q, keep.filename, o, errmsg);
+}
+
 void qcow2_image_close(struct qcow2_image *m)
 {
+    free(m->c0);
+    m->c0 = NULL;
+    m->c0_len = 0;
     free(m->l1);
     m->l1 = NULL;
     free(m->rt);
