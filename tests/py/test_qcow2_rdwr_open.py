@@ -443,3 +443,44 @@ def test_dirty_image_read_only_not_repaired(tmp_path):
     res = run_both(tmp_path, _dirty_leak, cmds=('read -P 0x11 0 512',), extra=('-r',))
     assert res['qemu'][0] == 0
     assert res['qimg'][3] == res['orig']
+
+
+# --- check -r rewrites the header with the same function -----------------------------------
+
+@pytest.mark.parametrize('case', ['unknown-autoclear-bit', 'cluster-4k', 'header-length-104',
+                                  'unknown-header-tail', 'no-feature-table',
+                                  'unknown-extensions', 'garbage-after-end', 'backing',
+                                  'data-file'])
+def test_check_repair_header_as_qemu(tmp_path, case):
+    """`check -r all` (no snapshots: qemu's rewrite then loses nothing) leaves the header
+    qemu-img's check -r leaves, and the one a read-write open leaves."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    HEADER_CASES[case](str(orig))
+    out = {}
+    for tool in ('qemu', 'qimg', 'qimg-io'):
+        d = str(tmp_path / tool)
+        shutil.copytree(str(orig), d)
+        if tool == 'qimg-io':
+            rc, o, e = qemu.run(QIMG_IO, '-c', 'flush', IMG, cwd=d)
+        else:
+            rc, o, e = qemu.run(qemu.tool_path(tool), 'check', '-r', 'all', IMG, cwd=d)
+        assert rc == 0, (tool, o, e)
+        out[tool] = files_of(d)
+    assert out['qimg'] == out['qemu']
+    assert out['qimg'] == out['qimg-io']
+
+
+def test_check_repair_dry_run_names_the_header_rewrite(tmp_path):
+    d = str(tmp_path)
+    p = make(d)
+    c = read_c0(p)
+    c['exts'] = [e for e in c['exts'] if e[0] != EXT_FEATURES]
+    write_c0(p, c)
+    set_autoclear(p, 1 << 63)
+    before = open(p, 'rb').read()
+    rc, out, err = qemu.qimg('check', '-r', 'all', '--dry-run', IMG, cwd=d)
+    assert rc == 0, out + err
+    assert 'header: autoclear features 0x8000000000000000 -> 0x0 (unknown bits cleared), as ' \
+        'qemu does on a read-write open' in out, out
+    assert open(p, 'rb').read() == before
