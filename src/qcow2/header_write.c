@@ -206,6 +206,11 @@ int qcow2_image_activate(struct qcow2_image *m, char **errmsg)
     return rc;
 }
 
+int qcow2_image_may_write(const struct qcow2_image *m)
+{
+    return m->ext.has_bitmaps && m->ext.nb_bitmaps > 0 ? -ENOTSUP : 0;
+}
+
 int qcow2_image_mark_dirty(struct qcow2_image *m)
 {
     if (m->h.version < 3)

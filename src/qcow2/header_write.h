@@ -68,6 +68,15 @@ static inline bool qcow2_image_need_accurate_refcounts(const struct qcow2_image 
     return !(m->h.incompatible_features & QCOW2_INCOMPAT_DIRTY);
 }
 
+/* May the image's guest data or metadata change? qemu keeps persistent dirty bitmaps
+ * current: its read-write open marks them in use and its close stores them (new bitmap
+ * tables and directory). qimg does not write bitmaps yet, and a write that leaves a
+ * consistent bitmap stale would make an incremental backup miss it, so an image with
+ * consistent bitmaps (the bitmaps extension, autoclear bit 0) is not written: -ENOTSUP.
+ * The writer calls it before its first change; open, flush and close stay allowed (they
+ * change nothing then). 0 or -ENOTSUP. */
+int qcow2_image_may_write(const struct qcow2_image *m);
+
 /* qemu's qcow2_mark_dirty: set the dirty bit (the 8-byte field alone) and flush, before
  * the first write whose refcount update is deferred. The writer calls it when
  * qcow2_image_lazy_refcounts(m) holds, before it links new clusters into an L2 table (as
