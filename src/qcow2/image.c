@@ -150,8 +150,13 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
         goto fail_e;
     if (m->ext.bitmaps_ignored && !o->no_warnings) {
         /* qemu warns while reading the extensions, text and missing newline included */
-        err_report("warning: a program lacking bitmap support modified this file, so all "
-                   "bitmaps are now considered inconsistent");
+        if (m->h.version < 3) /* qemu is more specific for v2 (no autoclear field) */
+            err_report("warning: This qcow2 v2 image contains bitmaps, but they may have "
+                       "been modified by a program without persistent bitmap support; so "
+                       "now they must all be considered inconsistent");
+        else
+            err_report("warning: a program lacking bitmap support modified this file, so "
+                       "all bitmaps are now considered inconsistent");
         /* the command that fixes it: qemu-img's (qemu-io says qemu-img too), or qimg's */
         err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
                   strncmp(qimg_progname, "qemu-", 5) ? "qimg" : "qemu-img");
