@@ -126,7 +126,7 @@ static void qcow2_close(image_t *img)
     if (!s)
         return;
     /* qemu's qcow2_close of a writable node: qcow2_inactivate (caches, dirty bit) */
-    if (s->active && !img->broken)
+    if (!img->broken)
         qcow2_image_inactivate(&s->m);
     qcow2_map_free(s);
     qcow2_image_close(&s->m);

@@ -269,6 +269,9 @@ int qcow2_image_mark_consistent(struct qcow2_image *m)
 int qcow2_image_inactivate(struct qcow2_image *m)
 {
     int result = 0, rc;
+    if (!m->active)
+        return 0;
+    m->active = false;
     /* persistent bitmaps: qemu stores them here (qcow2_store_persistent_dirty_bitmaps);
      * qimg does not change them (the writer refuses to write over consistent bitmaps) */
     if (m->l2_flush && (rc = m->l2_flush(m)) < 0) {

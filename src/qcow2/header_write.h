@@ -105,7 +105,8 @@ int qcow2_image_flush_caches(struct qcow2_image *m);
 
 /* qemu's qcow2_inactivate (close of a writable image): caches flushed and, if that
  * worked, the dirty bit cleared (qcow2_image_mark_clean). Errors are printed as qemu
- * prints them ("Failed to flush the ... cache: ..."). 0 or -errno. */
+ * prints them ("Failed to flush the ... cache: ..."). Only once, and only for a model
+ * its user marked active (m->active: opened read-write and activated). 0 or -errno. */
 int qcow2_image_inactivate(struct qcow2_image *m);
 
 #endif

@@ -29,7 +29,8 @@ static uint8_t *make_image(uint32_t hl, const uint8_t *exts, size_t exts_len,
     be32_put(img + 100, hl);
     for (uint32_t i = 112; i < hl; i++)
         img[i] = (uint8_t)i;               /* unknown header tail */
-    memcpy(img + hl, exts, exts_len);      /* END follows (zeros) */
+    if (exts_len)
+        memcpy(img + hl, exts, exts_len);  /* END follows (zeros) */
     if (backing) {
         size_t off = hl + exts_len + 8;
         memcpy(img + off, backing, strlen(backing));
@@ -164,6 +165,10 @@ static void test_dirty_bit(void **state)
     assert_int_equal(qio_pread(q, b, 8, 72), 0);
     assert_int_equal(be64_get(b), QCOW2_INCOMPAT_DIRTY);
     assert_false(qcow2_image_need_accurate_refcounts(&m));
+    assert_int_equal(qcow2_image_inactivate(&m), 0); /* not active: nothing */
+    assert_int_equal(qio_pread(q, b, 8, 72), 0);
+    assert_int_equal(be64_get(b), QCOW2_INCOMPAT_DIRTY);
+    m.active = true;
     assert_int_equal(qcow2_image_inactivate(&m), 0);
     assert_int_equal(qio_pread(q, b, 8, 72), 0);
     assert_int_equal(be64_get(b), 0);
