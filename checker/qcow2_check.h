@@ -182,13 +182,10 @@ void qc2_report(struct qc2 *s, struct finding *f);
 int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
                    uint64_t *loaded);
 
-/* Read a whole range (zeros past EOF); 0 or -errno. */
-int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);
-
-/* qc2_read in the shape of the format/ readers' pread callbacks (ctx: the struct qc2). */
-static inline int qc2_pread_cb(void *ctx, void *buf, uint64_t len, uint64_t off)
+/* Read a whole range of the image file (zeros past EOF); 0 or -errno. */
+static inline int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off)
 {
-    return qc2_read(ctx, buf, len, off);
+    return qio_pread_cb(s->q, buf, len, off);
 }
 
 /* The whole qcow2 check. */

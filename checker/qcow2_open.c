@@ -16,13 +16,6 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
-int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off)
-{
-    if (len > SIZE_MAX)
-        return -EINVAL;
-    return qio_pread(s->q, buf, (size_t)len, off);
-}
-
 /* out of line, as qc2_refblock: inline in checker/qcow2_check.h they changed the register
  * allocation of the L1/L2 walk's hot loop (measured: check of a 1 TiB image 5 % slower) */
 int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,

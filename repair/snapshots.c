@@ -95,7 +95,7 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
     }
     s->sn = nb ? xcalloc((size_t)nb, sizeof(*s->sn)) : NULL;
     /* qemu's repair mode: extra data beyond 1024 bytes is skipped, not refused */
-    struct qcow2_sn_source src = { qc2_pread_cb, s, s->h.version, s->h.size & ~(uint64_t)511,
+    struct qcow2_sn_source src = { qio_pread_cb, s->q, s->h.version, s->h.size & ~(uint64_t)511,
                                    QCOW2_SN_TRUNCATE_EXTRA, 0 };
     uint64_t pos = off, table_len = 0;
     int rc = 0;

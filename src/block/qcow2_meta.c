@@ -76,13 +76,6 @@ int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)
     return 0;
 }
 
-static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
-{
-    if (len > SIZE_MAX)
-        return -EINVAL;
-    return qio_pread(ctx, buf, (size_t)len, off);
-}
-
 int qcow2_load_bitmaps(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
@@ -90,7 +83,7 @@ int qcow2_load_bitmaps(image_t *img, char **errmsg)
         return 0;
     struct qcow2_bitmap_dirent *d;
     uint32_t n;
-    int r = qcow2_bitmaps_open(file_read, img->file, s->h.cluster_bits, img->size,
+    int r = qcow2_bitmaps_open(qio_pread_cb, img->file, s->h.cluster_bits, img->size,
                                s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size,
                                s->ext.nb_bitmaps, &d, &n, errmsg);
     if (r < 0)

@@ -7,14 +7,6 @@
 #include "qcow2/image.h"
 #include "util/xalloc.h"
 
-static int model_pread(void *ctx, void *buf, uint64_t len, uint64_t off)
-{
-    struct qcow2_image *m = ctx;
-    if (len > SIZE_MAX)
-        return -EINVAL;
-    return qio_pread(m->q, buf, (size_t)len, off);
-}
-
 static int stop(struct qcow2_sn_error *why, enum qcow2_sn_stop kind, int err, uint64_t i)
 {
     why->kind = kind;
@@ -32,7 +24,7 @@ int qcow2_image_read_snapshots(struct qcow2_image *m, struct qcow2_sn_error *why
     if (!nb)
         return 0;
     m->sn = xcalloc((size_t)nb, sizeof(*m->sn));
-    struct qcow2_sn_source src = { model_pread, m, m->h.version, m->h.size & ~(uint64_t)511,
+    struct qcow2_sn_source src = { qio_pread_cb, m->q, m->h.version, m->h.size & ~(uint64_t)511,
                                    0, 0 };
     uint64_t pos = off;   /* file offset of the running end of the table */
     for (uint64_t i = 0; i < nb; i++) {
