@@ -16,8 +16,8 @@
  * checker in its snapshot pass, so that a bad table is a finding there). Tables are read by
  * the one loader (qcow2/table.h). Left to each user for now: the checker opens the backing
  * chain and keeps the bitmap directory entries it judges, the driver keeps the bitmaps'
- * names for info (both through block/qcow2_bitmap_load.h); repair reads the snapshot table
- * in qemu's repair mode (repair/snapshots.c: extra data truncated, overhang discarded).
+ * names for info (both through block/qcow2_bitmap_load.h). Repair reads the snapshot table
+ * through the same reader in qemu's repair mode (QCOW2_SN_READ_REPAIR).
  *
  * Users embed the model with QCOW2_IMAGE_EMBED, which also lets their code name the model's
  * fields directly (s->h, s->l1) while &s->m is the model passed to model functions. */
@@ -114,6 +114,8 @@ struct qcow2_sn_error {
     enum qcow2_sn_stop kind;
     int err;
     uint32_t index;
+    uint32_t extra;          /* TOO_BIG: the dropped entry's extra_data_size as stored (qemu's
+                              * repair counts that entry's truncated extra data too) */
     struct fmt_error e;
 };
 
@@ -123,6 +125,18 @@ struct qcow2_sn_error {
  * caller validates the table's count and offset first (the header decoder does outside
  * CHECK mode). */
 int qcow2_image_read_snapshots(struct qcow2_image *m, struct qcow2_sn_error *why);
+
+/* qemu's repair mode of qcow2_read_snapshots (qcow2_check_read_snapshot_table under -r all):
+ * extra data past 1024 bytes is truncated (the entry's extra_truncated says so) instead of
+ * refused. A table that passes 64 MiB (truncated extra data counted as 1024 bytes) or
+ * INT_MAX bytes is still -EFBIG with why->kind QCOW2_SN_TOO_BIG in either mode; the entries
+ * before why->index are then kept as a whole table (nb_sn, sn_size), which repair keeps. */
+#define QCOW2_SN_READ_REPAIR 0x1u
+
+/* qcow2_image_read_snapshots for nb entries (at most h.nb_snapshots: repair may cut the
+ * count first) with flags QCOW2_SN_READ_*. */
+int qcow2_image_read_snapshots_opt(struct qcow2_image *m, uint32_t nb, unsigned flags,
+                                   struct qcow2_sn_error *why);
 
 /* Loads the refcount table if not loaded (the driver loads it on demand). 0 or -errno. */
 int qcow2_image_load_reftable(struct qcow2_image *m);
