@@ -4,7 +4,7 @@
  *   qcow2_snapshots.c     §3.1 snapshot table pass
  *   qcow2_refs.c          §3.3 reference counting into the IMRT (inc_refcounts)
  *   qcow2_l1l2.c          §3.4 L1/L2 walk of the active image and each snapshot
- *   qcow2_bitmaps.c       §3.3 step 8 bitmap directory and tables
+ *   qcow2_bitmaps.c       §3.3 step 8 bitmap directory (the model's) and tables
  *   qcow2_refblocks.c     §3.5 refcount table / refblocks
  *   qcow2_compare.c       §3.6 computed vs stored refcounts
  *   qcow2_copied.c        §3.9 OFLAG_COPIED
@@ -60,10 +60,6 @@ struct qc2 {
     unsigned fix;                /* fix mode of the current pass run (0 for check) */
     const struct qc2_fixer *fixer;   /* set by the repair engine when fix != 0 */
     void *fixer_ctx;
-
-    /* bitmap directory, loaded at open (qemu fails the open on a bad one) */
-    struct qcow2_bitmap_dirent *bm;
-    uint32_t nb_bm;
 
     struct imrt imrt;
     struct findings *fl;

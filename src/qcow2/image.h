@@ -11,13 +11,12 @@
  *          snapshot table is left to the checker's snapshot pass)
  *   RDWR   as READ, header validated for writing (the writer comes next)
  * The model holds what every user reads: header, extensions, L2 geometry, file and data file
- * handles, active L1, refcount table with the refblock cache (qcow2/refcount.h) and the
+ * handles, active L1, refcount table with the refblock cache (qcow2/refcount.h), the
  * snapshot table (qcow2_image_read_snapshots: the driver reads it right after open, the
- * checker in its snapshot pass, so that a bad table is a finding there). Tables are read by
- * the one loader (qcow2/table.h). Left to each user for now: the checker opens the backing
- * chain and keeps the bitmap directory entries it judges, the driver keeps the bitmaps'
- * names for info (both through block/qcow2_bitmap_load.h). Repair reads the snapshot table
- * through the same reader in qemu's repair mode (QCOW2_SN_READ_REPAIR).
+ * checker in its snapshot pass, so that a bad table is a finding there; repair in qemu's
+ * repair mode, QCOW2_SN_READ_REPAIR) and the bitmap directory (qcow2_image_load_bitmaps,
+ * qcow2/bitmaps.h: the driver shows it in info, the checker counts its references). Tables
+ * are read by the one loader (qcow2/table.h). Left to the checker: the backing chain.
  *
  * Users embed the model with QCOW2_IMAGE_EMBED, which also lets their code name the model's
  * fields directly (s->h, s->l1) while &s->m is the model passed to model functions. */
@@ -35,6 +34,7 @@
 #include "qcow2/refcount.h"
 
 struct qcow2_port;
+struct qcow2_bitmap_dirent;
 
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
@@ -63,6 +63,9 @@ struct qcow2_port;
     struct qcow2_snapshot *sn;                                                             \
     uint32_t nb_sn;                                                                        \
     uint64_t sn_offset, sn_size;                                                           \
+    /* bitmap directory (qcow2_image_load_bitmaps): nb_bm entries, in directory order */  \
+    struct qcow2_bitmap_dirent *bm;                                                        \
+    uint32_t nb_bm;                                                                        \
     /* writing (RDWR): the allocator's search start and compressed-byte packing point    \
      * (qcow2/alloc.h), which freed clusters qemu would discard (indexed by               \
      * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
@@ -137,6 +140,12 @@ int qcow2_image_read_snapshots(struct qcow2_image *m, struct qcow2_sn_error *why
  * count first) with flags QCOW2_SN_READ_*. */
 int qcow2_image_read_snapshots_opt(struct qcow2_image *m, uint32_t nb, unsigned flags,
                                    struct qcow2_sn_error *why);
+
+/* qemu's qcow2_load_dirty_bitmaps at open (bitmap_list_load, then each bitmap's table as
+ * load_bitmap reads it): m->bm, m->nb_bm. 0, or -errno with *errmsg (malloc'd) the text
+ * qemu prints after "Could not open 'F': ". Memory: one entry (about 1 KiB) per bitmap,
+ * at most 65535. */
+int qcow2_image_load_bitmaps(struct qcow2_image *m, char **errmsg);
 
 /* Loads the refcount table if not loaded (the driver loads it on demand). 0 or -errno. */
 int qcow2_image_load_reftable(struct qcow2_image *m);
