@@ -101,6 +101,9 @@ int qc2_calculate_refcounts(struct qc2 *s);
 
 /* Passes; each returns 0 or a negative errno that aborts the check. */
 int qc2_pass_snapshots(struct qc2 *s, struct check_result *r);
+/* One finding for each v3 snapshot entry lacking the 16 bytes of extra data (the entry's
+ * `incomplete`), with flags (FF_REPAIRING under -r all, which rewrites the table). */
+void qc2_report_incomplete_snapshots(struct qc2 *s, unsigned flags);
 int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot);
 int qc2_pass_l1l2(struct qc2 *s);
 int qc2_pass_bitmaps(struct qc2 *s);

@@ -140,18 +140,7 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
         r->corruptions -= (int64_t)reduced;
         r->corruptions_fixed += (int64_t)reduced;
     }
-    if (s->h.version >= 3) {
-        for (uint32_t i = 0; i < s->nb_sn; i++) {
-            if (!s->sn[i].incomplete)
-                continue;
-            struct finding f = finding_make(FK_SNAP_INCOMPLETE);
-            f.snapshot = (int)i;
-            f.found = s->sn[i].extra_data_size;
-            f.expected = QCOW2_SN_EXTRA_V3_MIN;
-            f.flags |= FF_REPAIRING;
-            qc2_report(s, &f);
-        }
-    }
+    qc2_report_incomplete_snapshots(s, FF_REPAIRING);
 out:
     return rc;
 }
