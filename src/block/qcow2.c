@@ -1,6 +1,6 @@
 /* qcow2 driver: the image model opens the image (qcow2/image.h, qemu's qcow2_do_open
- * order); here the image layer's view of it, the LUKS header for info, the snapshot table
- * and the bitmap directory. */
+ * order); here the image layer's view of it, the LUKS header for info, and the model's
+ * snapshot table and bitmap directory read at open. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,7 +113,7 @@ static int qcow2_open(image_t *img, char **errmsg)
     }
     if ((r = qcow2_load_snapshots(img, errmsg)) < 0)
         return r;
-    if ((r = qcow2_load_bitmaps(img, errmsg)) < 0)
+    if ((r = qcow2_image_load_bitmaps(&s->m, errmsg)) < 0)
         return r;
     if (rdwr && (r = open_rdwr_finish(img, errmsg)) < 0)
         return r;
@@ -130,9 +130,6 @@ static void qcow2_close(image_t *img)
         qcow2_image_inactivate(&s->m);
     qcow2_map_free(s);
     qcow2_image_close(&s->m);
-    for (size_t i = 0; i < s->n_bitmaps; i++)
-        free(s->bitmaps[i].name);
-    free(s->bitmaps);
     free(s->cbuf);
     free(s->dbuf);
     free(s->luks);

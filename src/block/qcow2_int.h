@@ -23,12 +23,6 @@ struct l2_slot {
     uint8_t *data;   /* one cluster, big-endian entries */
 };
 
-struct qcow2_bitmap_info {
-    char *name;
-    uint32_t flags;
-    uint64_t granularity;
-};
-
 struct qcow2_state {
     /* the image model (qcow2/image.h), opened READ or RDWR: s->m, and its fields as s->h,
      * s->ext, s->l1 (all l1_size entries), s->rt (loaded for metadata preallocation
@@ -42,9 +36,6 @@ struct qcow2_state {
     uint64_t l2c_tick;
 
     int prealloc; /* -1 not yet detected, else 0/1 */
-
-    struct qcow2_bitmap_info *bitmaps;
-    size_t n_bitmaps;
 
     /* compressed cluster: input buffer and the last decompressed cluster */
     uint8_t *cbuf;
@@ -71,7 +62,6 @@ int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);
 
 /* Metadata loaded at open (qcow2_meta.c). errmsg like driver open. */
 int qcow2_load_snapshots(image_t *img, char **errmsg);
-int qcow2_load_bitmaps(image_t *img, char **errmsg);
 struct json *qcow2_format_specific(image_t *img);
 int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count);
 

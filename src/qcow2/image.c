@@ -254,4 +254,7 @@ void qcow2_image_close(struct qcow2_image *m)
     free(m->sn);
     m->sn = NULL;
     m->nb_sn = 0;
+    free(m->bm);
+    m->bm = NULL;
+    m->nb_bm = 0;
 }
