@@ -10,22 +10,8 @@
 #include "format/qcow2_header.h"
 #include "checker/render.h"
 #include "repair/apply.h"
+#include "repair/incompat.h"
 #include "repair/repair.h"
-
-/* One write of the incompatible-features field, applied at once. */
-static int set_incompat(qio_t *q, uint64_t value, const char *why)
-{
-    struct plan p;
-    const struct plan_entry *failed;
-    uint8_t b[8];
-    plan_init(&p, q);
-    be64_put(b, value);
-    int rc = plan_write(&p, PC_HEADER, QCOW2_OFF_INCOMPAT, b, 8, "%s", why);
-    if (rc == 0)
-        rc = repair_apply(q, &p, NULL, &failed);
-    plan_free(&p);
-    return rc;
-}
 
 /* qemu's check prints its findings as it goes; so does this one (print), or not. */
 static void sink_stderr(void *opaque, const struct finding *f)
@@ -80,17 +66,11 @@ int repair_dirty_on_open(qio_t *q, const char *filename, bool *consistent)
         rc = -EIO;
     if (rc == 0 && plan.n) {
         /* the crash guard, as in `check -r`: no one writes a half-repaired image */
-        if (!(orig & QCOW2_INCOMPAT_CORRUPT)) {
-            uint8_t b[8];
-            be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
-            plan_prepend_write(&plan, PC_GUARD, QCOW2_OFF_INCOMPAT, b, 8,
-                               "header: set the corrupt bit while the repair is in progress");
-        }
+        repair_incompat_guard(&plan, version, orig);
         const struct plan_entry *failed;
         rc = repair_apply(q, &plan, NULL, &failed);
         if (rc < 0)
-            set_incompat(q, orig, "header: incompatible features put back after a failed "
-                         "write");
+            repair_incompat_restore(q, NULL, version, orig);
     }
     if (rc == 0) {
         /* qemu clears the dirty bit when its fixing pass leaves no corruption; qimg judges
@@ -106,8 +86,7 @@ int repair_dirty_on_open(qio_t *q, const char *filename, bool *consistent)
         uint64_t want = *consistent
                             ? orig & ~(QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY)
                             : orig;
-        if (plan.n || want != orig)
-            rc = set_incompat(q, want, "header: incompatible features after the repair");
+        rc = repair_incompat_settle(q, NULL, version, want);
         if (rc < 0)
             *consistent = false;
     }
