@@ -156,6 +156,23 @@ static void free_entry(struct qcow2_state *s, uint64_t e, enum qcow2_discard_typ
         s->packing_freed = true;
 }
 
+/* Frees the clusters that entries of the L2 cache no longer reference, after those tables
+ * are on disk. Deliberately stricter than qemu 7.2, which frees (and may discard, and may
+ * hand out again) a cluster while the table on disk still maps it: a crash then leaves the
+ * old mapping pointing at a punched hole or at another write's data. */
+static int free_after_flush(struct qcow2_state *s, const uint64_t *old, size_t n,
+                            enum qcow2_discard_type type)
+{
+    if (!n)
+        return 0;
+    int r = qcow2_l2_flush(&s->m);
+    if (r < 0)
+        return r; /* the clusters leak: the tables may still map them */
+    for (size_t i = 0; i < n; i++)
+        free_entry(s, old[i], type);
+    return 0;
+}
+
 /* qemu's calculate_l2_meta: the COW regions of a write of bytes at guest_off into the
  * clusters at host (keep_old: rewritten in place; no entry change unless a subcluster
  * changes type). */
@@ -568,11 +585,9 @@ static int link_l2(image_t *img, struct l2meta *m)
         }
     }
     qcow2_l2_mark_dirty(&s->m, t);
-    if (!m->keep_old)
-        for (unsigned i = 0; i < j; i++)
-            free_entry(s, old[i], QCOW2_DISCARD_NEVER);
+    r = m->keep_old ? 0 : free_after_flush(s, old, j, QCOW2_DISCARD_NEVER);
     free(old);
-    return 0;
+    return r;
 }
 
 /* qemu's qcow2_handle_l2meta: link (newest first, as qemu's list runs) or, after a
@@ -739,6 +754,8 @@ static int64_t discard_in_table(image_t *img, uint64_t off, uint64_t nb,
         return r;
     if (nb > s->h.l2_entries - idx)
         nb = s->h.l2_entries - idx;
+    uint64_t *old = xmalloc((size_t)nb * sizeof(*old));
+    size_t nold = 0;
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t oe = qcow2_l2_get(&s->m, t, idx + i), ob = qcow2_l2_get_bitmap(&s->m, t, idx + i);
         uint64_t ne = oe, nbm = ob;
@@ -758,12 +775,11 @@ static int64_t discard_in_table(image_t *img, uint64_t off, uint64_t nb,
         qcow2_l2_set(&s->m, t, idx + i, ne);
         qcow2_l2_set_bitmap(&s->m, t, idx + i, nbm);
         qcow2_l2_mark_dirty(&s->m, t);
-        free_entry(s, oe, type);
-        /* freeing may evict the table: reload (a hit unless it was written back) */
-        if ((r = get_table(img, off, &t, &idx)) < 0)
-            return r;
+        old[nold++] = oe;
     }
-    return (int64_t)nb;
+    r = free_after_flush(s, old, nold, type);
+    free(old);
+    return r < 0 ? r : (int64_t)nb;
 }
 
 static int cluster_discard(image_t *img, uint64_t off, uint64_t bytes,
@@ -793,6 +809,8 @@ static int64_t zero_in_table(image_t *img, uint64_t off, uint64_t nb, bool may_u
     idx = idx0;
     if (nb > s->h.l2_entries - idx)
         nb = s->h.l2_entries - idx;
+    uint64_t *old = xmalloc((size_t)nb * sizeof(*old));
+    size_t nold = 0;
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t oe = qcow2_l2_get(&s->m, t, idx + i), ob = qcow2_l2_get_bitmap(&s->m, t, idx + i);
         enum qcow2_cluster_type ct = qcow2_l2e_type(&s->geom, oe);
@@ -808,13 +826,12 @@ static int64_t zero_in_table(image_t *img, uint64_t off, uint64_t nb, bool may_u
         qcow2_l2_set(&s->m, t, idx + i, ne);
         qcow2_l2_set_bitmap(&s->m, t, idx + i, nbm);
         qcow2_l2_mark_dirty(&s->m, t);
-        if (unmap) {
-            free_entry(s, oe, QCOW2_DISCARD_REQUEST);
-            if ((r = get_table(img, off, &t, &idx)) < 0)
-                return r;
-        }
+        if (unmap)
+            old[nold++] = oe;
     }
-    return (int64_t)nb;
+    r = free_after_flush(s, old, nold, QCOW2_DISCARD_REQUEST);
+    free(old);
+    return r < 0 ? r : (int64_t)nb;
 }
 
 /* qemu's zero_l2_subclusters: nsc subclusters from off inside one cluster */
