@@ -101,7 +101,7 @@ static int clear_unknown_autoclear(struct qc2 *s)
         return 0;
     uint8_t b[8];
     be64_put(b, (uint64_t)(a & QCOW2_AUTOCLEAR_MASK));
-    int rc = plan_write(rp_plan(s), PC_HEADER, QCOW2_OFF_AUTOCLEAR, b, 8, "header: "
+    int rc = repair_write(s, QCOW2_OL_ALL, PC_HEADER, QCOW2_OFF_AUTOCLEAR, b, 8, "header: "
                         "autoclear features 0x%" PRIx64 " -> 0x%" PRIx64 " (unknown bits "
                         "cleared, as qemu does on a read-write open)", a,
                         (uint64_t)(a & QCOW2_AUTOCLEAR_MASK));
@@ -128,6 +128,10 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
         return rc;
     s.fixer = &repair_fixer;
     s.fixer_ctx = ctx;
+    /* every fix is a metadata write of the model through its port, here the plan */
+    wport_init_plan(&ctx->port, ctx->plan);
+    qcow2_port_set(&s.m, &ctx->port);
+    overlap_guard_attach(&s);
     s.fix = fix;
     rc = clear_unknown_autoclear(&s);
     if (rc < 0)

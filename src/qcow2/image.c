@@ -6,6 +6,7 @@
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/image.h"
+#include "qcow2/overlap.h"
 #include "qcow2/table.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -203,4 +204,5 @@ void qcow2_image_close(struct qcow2_image *m)
     free(m->sn);
     m->sn = NULL;
     m->nb_sn = 0;
+    qcow2_overlap_free(m);
 }

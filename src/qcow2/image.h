@@ -34,7 +34,8 @@
 #include "io/qio.h"
 #include "qcow2/refcount.h"
 
-struct qcow2_port;
+struct wport;
+struct qcow2_overlap;
 
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
@@ -65,10 +66,12 @@ struct qcow2_port;
     uint64_t sn_offset, sn_size;                                                           \
     /* writing (RDWR): the allocator's search start and compressed-byte packing point    \
      * (qcow2/alloc.h), which freed clusters qemu would discard (indexed by               \
-     * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
+     * enum qcow2_discard_type), the metadata write port (qcow2/port.h; NULL: direct) and \
+     * the overlap guard's state (qcow2/overlap.h; built on the first guarded write) */   \
     uint64_t free_cluster_index, free_byte_offset;                                         \
     bool discard_passthrough[5];                                                           \
-    struct qcow2_port *port;
+    struct wport *port;                                                                    \
+    struct qcow2_overlap *ol;
 
 struct qcow2_image {
     QCOW2_IMAGE_FIELDS

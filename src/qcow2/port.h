@@ -9,12 +9,20 @@
  * metadata (overlaps with ...); further corruption events will be suppressed"), the corrupt
  * bit set on v3 images, and -EIO.
  *
- * Backends (one per open image, m->port):
+ * The guard (qcow2/overlap.h) keeps its class ranges cached: a writer that allocates or
+ * moves an L1 table, the refcount table, a refblock, an L2 table or the snapshot table
+ * calls qcow2_overlap_invalidate(m) afterwards.
+ *
+ * Backends (the generic write port, io/wport.h; one per open image, m->port):
  *   direct   writes the image file (flushes are real barriers)
  *   journal  records old and new bytes in the SQLite journal before each write (undo)
  *   plan     records the write instead of making it (dry runs); reads through the model
- *            see the planned bytes
- * With m->port NULL the model writes directly (the direct backend). */
+ *            see the planned bytes when the model reads m->q = plan_overlay_qio(plan)
+ * With m->port NULL the model writes directly on m->q (the direct backend). The caller
+ * labels writes for the plan and the journal with wport_label(m->port, class, reason).
+ *
+ * Writes that qemu makes without the guard (qcow2_update_header and its header fields,
+ * qcow2_mark_corrupt) pass ign = QCOW2_OL_ALL. */
 #ifndef QIMG_QCOW2_PORT_H
 #define QIMG_QCOW2_PORT_H
 
@@ -36,6 +44,9 @@ enum {
     QCOW2_OL_BITMAP_DIRECTORY = 1u << 8,
 };
 #define QCOW2_OL_NONE 0u
+#define QCOW2_OL_ALL (~0u)   /* no check at all (header writes, as qemu) */
+
+struct wport;
 
 /* Write len bytes of metadata at file offset off, guarded as above. 0 or -errno. */
 int qcow2_meta_pwrite(struct qcow2_image *m, unsigned ign, uint64_t off, const void *buf,
@@ -48,5 +59,13 @@ int qcow2_meta_truncate(struct qcow2_image *m, uint64_t size);
 /* The guard alone, for guest data writes into the image file (qemu checks those too):
  * 0, or -EIO after the corruption event. */
 int qcow2_overlap_check(struct qcow2_image *m, unsigned ign, uint64_t off, uint64_t len);
+
+#include "qcow2/image.h"
+
+/* The backend m writes through from now on (NULL: direct on m->q); not owned. */
+static inline void qcow2_port_set(struct qcow2_image *m, struct wport *w)
+{
+    m->port = w;
+}
 
 #endif
