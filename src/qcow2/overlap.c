@@ -16,6 +16,9 @@ struct qcow2_overlap {
     bool built;                          /* the ranges match the metadata */
     unsigned checks;                     /* classes checked (QCOW2_OL_CACHED) */
     struct rangeset cls[QCOW2_OL_NCLASSES - 1];   /* byte ranges per qemu class */
+    /* ranges added since the build (qcow2_overlap_add), checked one by one */
+    struct { unsigned cls; uint64_t start, end; } recent[QCOW2_OL_RECENT_MAX];
+    unsigned nrecent;
     struct qcow2_ol_hook hook;
     bool signaled;                       /* the event was given (qemu's signaled_corruption) */
     unsigned refused, refused_ign;       /* the first refusal */
@@ -95,6 +98,28 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
+void qcow2_overlap_add(struct qcow2_image *m, unsigned cls, uint64_t off, uint64_t len)
+{
+    struct qcow2_overlap *o = m->ol;
+    if (!o || !o->built || !len || !cls || bitnr(cls) >= QCOW2_OL_NCLASSES - 1)
+        return;   /* not built: the next build reads the model, which has it */
+    if (o->nrecent == QCOW2_OL_RECENT_MAX) {
+        o->built = false;   /* rebuild (sorted) on the next check */
+        return;
+    }
+    o->recent[o->nrecent].cls = cls;
+    o->recent[o->nrecent].start = off;
+    o->recent[o->nrecent++].end = sat_add(off, len);
+}
+
+static bool recent_hits(const struct qcow2_overlap *o, unsigned cls, uint64_t a, uint64_t b)
+{
+    for (unsigned i = 0; i < o->nrecent; i++)
+        if ((o->recent[i].cls & cls) && o->recent[i].start < b && o->recent[i].end > a)
+            return true;
+    return false;
+}
+
 static void add(struct qcow2_overlap *o, unsigned cls, uint64_t off, uint64_t len)
 {
     if (len)
@@ -138,6 +163,7 @@ int qcow2_overlap_prepare(struct qcow2_image *m)
         return 0;
     for (int i = 0; i < QCOW2_OL_NCLASSES - 1; i++)
         rangeset_clear(&o->cls[i]);
+    o->nrecent = 0;
     const struct qcow2_header *h = &m->h;
     add(o, QCOW2_OL_MAIN_HEADER, 0, m->cs);
     add(o, QCOW2_OL_ACTIVE_L1, h->l1_table_offset, (uint64_t)h->l1_size * 8);
@@ -181,7 +207,7 @@ int qcow2_overlap_find(struct qcow2_image *m, unsigned ign, uint64_t off, uint64
     b = b > UINT64_MAX - (m->cs - 1) ? UINT64_MAX : (b + m->cs - 1) & ~(m->cs - 1);
     for (size_t i = 0; i < sizeof(class_order) / sizeof(class_order[0]); i++) {
         unsigned c = class_order[i];
-        if ((want & c) && rangeset_hits(&o->cls[bitnr(c)], a, b))
+        if ((want & c) && (rangeset_hits(&o->cls[bitnr(c)], a, b) || recent_hits(o, c, a, b)))
             return (int)c;
     }
     if ((want & QCOW2_OL_EXTRA) && o->hook.hits(o->hook.ctx, a, b))
@@ -196,7 +222,7 @@ bool qcow2_overlap_hits(const struct qcow2_image *m, unsigned cls, uint64_t a, u
     for (unsigned i = 0; i < QCOW2_OL_NCLASSES - 1; i++)
         if ((cls & (1u << i)) && rangeset_hits(&m->ol->cls[i], a, b))
             return true;
-    return false;
+    return recent_hits(m->ol, cls, a, b);
 }
 
 uint64_t qcow2_overlap_count(const struct qcow2_image *m, unsigned cls, uint64_t a,
@@ -204,7 +230,10 @@ uint64_t qcow2_overlap_count(const struct qcow2_image *m, unsigned cls, uint64_t
 {
     if (!m->ol || !cls || bitnr(cls) >= QCOW2_OL_NCLASSES - 1)
         return 0;
-    return rangeset_count(&m->ol->cls[bitnr(cls)], a, b);
+    uint64_t n = rangeset_count(&m->ol->cls[bitnr(cls)], a, b);
+    for (unsigned i = 0; i < m->ol->nrecent; i++)
+        n += m->ol->recent[i].cls == cls && m->ol->recent[i].start < b && m->ol->recent[i].end > a;
+    return n;
 }
 
 unsigned qcow2_overlap_refused(const struct qcow2_image *m, unsigned *ign, uint64_t *off,

@@ -13,10 +13,16 @@
  * qcow2_overlap_set_checks says otherwise.
  *
  * Cost: the class ranges are built once, on the first check, and kept sorted (util/
- * rangeset.h); a check is O(log n) per class. WRITERS MUST CALL qcow2_overlap_invalidate(m)
- * after they change where metadata lies: a new or moved L1 table, refcount table,
- * refblock, L2 table or snapshot table, a new snapshot, a changed bitmap directory
- * (qemu keeps its cached ranges up to date the same way). The next check rebuilds them.
+ * rangeset.h); a check is O(log n) per class. WRITERS MUST TELL THE GUARD when they change
+ * where metadata lies, after updating the model (m->l1, m->rt, h, sn...):
+ *   - new metadata only (a new L2 table, a new refblock): qcow2_overlap_add(m, class, off,
+ *     len), cheap (a short list checked beside the sorted ranges; a full one triggers a
+ *     rebuild);
+ *   - anything moved or freed (L1 table grown and moved, reftable grown, a snapshot
+ *     created or deleted, the snapshot table rewritten, bitmap directory changed, an L2
+ *     table or refblock freed): qcow2_overlap_invalidate(m); the next check rebuilds
+ *     from the model (O(L1 + reftable entries), as one of qemu's own checks costs).
+ * A stale guard refuses writes into freed metadata and misses new metadata.
  *
  * A refusal is qemu's qcow2_signal_corruption: the event
  *   qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with
@@ -42,6 +48,7 @@
 /* qemu's overlap-check=cached (its default) and =all */
 #define QCOW2_OL_CACHED (0x1ffu & ~QCOW2_OL_INACTIVE_L2)
 #define QCOW2_OL_CHECK_ALL 0x1ffu
+#define QCOW2_OL_RECENT_MAX 64   /* qcow2_overlap_add ranges kept before a rebuild */
 
 struct qcow2_ol_hook {
     void *ctx;
@@ -61,6 +68,8 @@ void qcow2_overlap_set_hook(struct qcow2_image *m, const struct qcow2_ol_hook *h
 
 /* The class ranges no longer match the metadata: rebuild them on the next check. */
 void qcow2_overlap_invalidate(struct qcow2_image *m);
+/* New metadata of class cls at [off, off+len) (see above). */
+void qcow2_overlap_add(struct qcow2_image *m, unsigned cls, uint64_t off, uint64_t len);
 /* Build the class ranges now (done lazily by the first check). 0 or -errno. */
 int qcow2_overlap_prepare(struct qcow2_image *m);
 

@@ -191,6 +191,16 @@ static void test_guard_invalidate(void **state)
     qcow2_overlap_invalidate(&f.m);
     assert_int_equal(qcow2_overlap_find(&f.m, 0, 0x90000, 8), QCOW2_OL_ACTIVE_L1);
     assert_int_equal(qcow2_overlap_find(&f.m, 0, 0x30000, 8), 0);
+    /* new metadata added without a rebuild: checked at once, in its class's turn */
+    qcow2_overlap_add(&f.m, QCOW2_OL_ACTIVE_L2, 0x50000, 0x10000);
+    assert_int_equal(qcow2_overlap_find(&f.m, QCOW2_OL_SNAPSHOT_TABLE, 0x50000, 8),
+                     QCOW2_OL_ACTIVE_L2);
+    assert_true(qcow2_overlap_hits(&f.m, QCOW2_OL_ACTIVE_L2, 0x5fff0, 0x60000));
+    assert_int_equal(qcow2_overlap_count(&f.m, QCOW2_OL_ACTIVE_L2, 0, IMG_LEN), 2);
+    /* past the short list: a rebuild from the model, which does not have those ranges */
+    for (unsigned i = 0; i < QCOW2_OL_RECENT_MAX; i++)
+        qcow2_overlap_add(&f.m, QCOW2_OL_ACTIVE_L2, 0x100000 + i * 0x10000ull, 0x10000);
+    assert_int_equal(qcow2_overlap_find(&f.m, QCOW2_OL_SNAPSHOT_TABLE, 0x50000, 8), 0);
     close_fixture(&f);
 }
 
