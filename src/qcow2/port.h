@@ -9,9 +9,10 @@
  * metadata (overlaps with ...); further corruption events will be suppressed"), the corrupt
  * bit set on v3 images, and -EIO.
  *
- * The guard (qcow2/overlap.h) keeps its class ranges cached: a writer that allocates or
- * moves an L1 table, the refcount table, a refblock, an L2 table or the snapshot table
- * calls qcow2_overlap_invalidate(m) afterwards.
+ * The guard (qcow2/overlap.h) keeps its class ranges cached: a writer that allocates a new
+ * L2 table or refblock calls qcow2_overlap_add(m, class, off, len) afterwards; one that
+ * moves or frees metadata (L1 or refcount table growth, snapshots, a freed table) calls
+ * qcow2_overlap_invalidate(m) (overlap.h says which and why).
  *
  * Backends (the generic write port, io/wport.h; one per open image, m->port):
  *   direct   writes the image file (flushes are real barriers)
@@ -31,7 +32,9 @@
 
 struct qcow2_image;
 
-/* qemu's QCow2MetadataOverlap classes, in qemu's test order. */
+/* qemu's QCow2MetadataOverlap classes (bit order; the guard tests them in qemu's order:
+ * header, active L1, refcount table, snapshot table, inactive L1, active L2, refcount
+ * blocks, inactive L2, bitmap directory). */
 enum {
     QCOW2_OL_MAIN_HEADER = 1u << 0,
     QCOW2_OL_ACTIVE_L1 = 1u << 1,
