@@ -129,7 +129,7 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
     s.fixer = &repair_fixer;
     s.fixer_ctx = ctx;
     /* every fix is a metadata write of the model through its port, here the plan */
-    wport_init_plan(&ctx->port, ctx->plan);
+    wport_init_plan(&ctx->port.w, ctx->plan);
     qcow2_port_set(&s.m, &ctx->port);
     overlap_guard_attach(&s);
     s.fix = fix;

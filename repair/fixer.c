@@ -24,7 +24,7 @@ static void sync_size(struct qc2 *s)
 int repair_write(struct qc2 *s, unsigned ign, enum plan_class cls, uint64_t off,
                  const void *buf, size_t len, const char *fmt, ...)
 {
-    struct wport *w = &((struct repair_ctx *)s->fixer_ctx)->port;
+    struct wport *w = &((struct repair_ctx *)s->fixer_ctx)->port.w;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(w->reason, sizeof(w->reason), fmt, ap);
@@ -119,7 +119,7 @@ static int fx_grow_file(struct qc2 *s, uint64_t new_size)
         err_plain("ERROR could not resize image: %s\n", strerror(err));
         return -err;
     }
-    wport_label(&((struct repair_ctx *)s->fixer_ctx)->port, PC_GROW,
+    wport_label(&((struct repair_ctx *)s->fixer_ctx)->port.w, PC_GROW,
                 "grow the file for a refcount block past its end");
     int rc = qcow2_meta_truncate(&s->m, new_size);
     sync_size(s);

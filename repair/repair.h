@@ -34,7 +34,7 @@ int repair_qcow2(const char *filename, const struct repair_opts *o);
 
 struct repair_ctx {
     struct plan *plan;
-    struct wport port;            /* the model's port: the plan backend on plan */
+    struct qcow2_port port;       /* the model's port: the plan backend on plan */
     struct overlap_guard guard;   /* repair's part of the guard (data_guard.h) */
 };
 

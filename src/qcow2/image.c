@@ -6,8 +6,8 @@
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/image.h"
-#include "qcow2/overlap.h"
 #include "qcow2/table.h"
+#include "qcow2/overlap.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -190,6 +190,7 @@ fail_e:
 
 void qcow2_image_close(struct qcow2_image *m)
 {
+    qcow2_overlap_free(m);
     free(m->l1);
     m->l1 = NULL;
     free(m->rt);
@@ -204,5 +205,4 @@ void qcow2_image_close(struct qcow2_image *m)
     free(m->sn);
     m->sn = NULL;
     m->nb_sn = 0;
-    qcow2_overlap_free(m);
 }

@@ -34,8 +34,7 @@
 #include "io/qio.h"
 #include "qcow2/refcount.h"
 
-struct wport;
-struct qcow2_overlap;
+struct qcow2_port;
 
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
@@ -49,6 +48,7 @@ struct qcow2_overlap;
     bool has_data_file;          /* data is open */                                        \
     bool size_wraps;             /* size waived at decode: the user refuses it at the end */ \
     char *backing_name;          /* stored backing file name, NULL if none */             \
+    struct qcow2_overlap *ol;    /* the overlap guard's state (qcow2/overlap.h), lazily */ \
     /* active L1, host order; CHECK: entries past l1_loaded lie beyond EOF and read as 0; \
      * READ/RDWR: all l1_size entries (zeros past EOF) */                                  \
     uint64_t *l1;                                                                          \
@@ -66,12 +66,10 @@ struct qcow2_overlap;
     uint64_t sn_offset, sn_size;                                                           \
     /* writing (RDWR): the allocator's search start and compressed-byte packing point    \
      * (qcow2/alloc.h), which freed clusters qemu would discard (indexed by               \
-     * enum qcow2_discard_type), the metadata write port (qcow2/port.h; NULL: direct) and \
-     * the overlap guard's state (qcow2/overlap.h; built on the first guarded write) */   \
+     * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
     uint64_t free_cluster_index, free_byte_offset;                                         \
     bool discard_passthrough[5];                                                           \
-    struct wport *port;                                                                    \
-    struct qcow2_overlap *ol;
+    struct qcow2_port *port;
 
 struct qcow2_image {
     QCOW2_IMAGE_FIELDS

@@ -260,7 +260,7 @@ static void mark_corrupt(struct qcow2_image *m)
     uint8_t b[8];
     be64_put(b, m->h.incompatible_features);
     if (m->port)
-        wport_label(m->port, WPORT_CLASS_HEADER, "header: set the corrupt bit (a write was "
+        wport_label(&m->port->w, WPORT_CLASS_HEADER, "header: set the corrupt bit (a write was "
                     "refused by the overlap check)");
     if (qcow2_meta_pwrite(m, QCOW2_OL_ALL, QCOW2_OFF_INCOMPAT, b, sizeof(b)) == 0)
         qcow2_meta_flush(m);

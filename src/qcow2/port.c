@@ -11,15 +11,16 @@ int qcow2_meta_pwrite(struct qcow2_image *m, unsigned ign, uint64_t off, const v
     int rc = qcow2_overlap_check(m, ign, off, len);
     if (rc < 0)
         return rc;
-    return m->port ? wport_pwrite(m->port, off, buf, len) : qio_pwrite(m->q, buf, len, off);
+    return m->port ? wport_pwrite(&m->port->w, off, buf, len)
+                   : qio_pwrite(m->q, buf, len, off);
 }
 
 int qcow2_meta_flush(struct qcow2_image *m)
 {
-    return m->port ? wport_flush(m->port) : qio_flush(m->q);
+    return m->port ? wport_flush(&m->port->w) : qio_flush(m->q);
 }
 
 int qcow2_meta_truncate(struct qcow2_image *m, uint64_t size)
 {
-    return m->port ? wport_truncate(m->port, size) : qio_truncate(m->q, size);
+    return m->port ? wport_truncate(&m->port->w, size) : qio_truncate(m->q, size);
 }

@@ -20,7 +20,7 @@
  *   plan     records the write instead of making it (dry runs); reads through the model
  *            see the planned bytes when the model reads m->q = plan_overlay_qio(plan)
  * With m->port NULL the model writes directly on m->q (the direct backend). The caller
- * labels writes for the plan and the journal with wport_label(m->port, class, reason).
+ * labels writes for the plan and the journal with wport_label(&m->port->w, class, reason).
  *
  * Writes that qemu makes without the guard (qcow2_update_header and its header fields,
  * qcow2_mark_corrupt) pass ign = QCOW2_OL_ALL. */
@@ -30,7 +30,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/wport.h"
+
 struct qcow2_image;
+
+/* m->port: a write port (io/wport.h) serving a qcow2 model. */
+struct qcow2_port {
+    struct wport w;
+};
 
 /* qemu's QCow2MetadataOverlap classes (bit order; the guard tests them in qemu's order:
  * header, active L1, refcount table, snapshot table, inactive L1, active L2, refcount
@@ -49,7 +56,6 @@ enum {
 #define QCOW2_OL_NONE 0u
 #define QCOW2_OL_ALL (~0u)   /* no check at all (header writes, as qemu) */
 
-struct wport;
 
 /* Write len bytes of metadata at file offset off, guarded as above. 0 or -errno. */
 int qcow2_meta_pwrite(struct qcow2_image *m, unsigned ign, uint64_t off, const void *buf,
@@ -66,9 +72,9 @@ int qcow2_overlap_check(struct qcow2_image *m, unsigned ign, uint64_t off, uint6
 #include "qcow2/image.h"
 
 /* The backend m writes through from now on (NULL: direct on m->q); not owned. */
-static inline void qcow2_port_set(struct qcow2_image *m, struct wport *w)
+static inline void qcow2_port_set(struct qcow2_image *m, struct qcow2_port *p)
 {
-    m->port = w;
+    m->port = p;
 }
 
 #endif

@@ -423,14 +423,14 @@ static void test_model_plan(void **state)
     struct fixture f;
     open_fixture(&f);
     struct plan p;
-    struct wport w;
+    struct qcow2_port port;
     plan_init(&p, f.q);
-    wport_init_plan(&w, &p);
+    wport_init_plan(&port.w, &p);
     qio_t *ov = plan_overlay_qio(&p);
     qio_t *real = f.m.q;
     f.m.q = ov;
-    qcow2_port_set(&f.m, &w);
-    wport_label(&w, PC_COPIED, "L2 entry");
+    qcow2_port_set(&f.m, &port);
+    wport_label(&port.w, PC_COPIED, "L2 entry");
     uint8_t e[8];
     be64_put(e, 0x123450000ull);
     assert_int_equal(qcow2_meta_pwrite(&f.m, QCOW2_OL_L2_TABLES, 0x40000, e, 8), 0);
