@@ -190,7 +190,6 @@ fail_e:
 
 void qcow2_image_close(struct qcow2_image *m)
 {
-    qcow2_overlap_free(m);
     free(m->l1);
     m->l1 = NULL;
     free(m->rt);
@@ -198,6 +197,7 @@ void qcow2_image_close(struct qcow2_image *m)
     m->rt_loaded = 0;
     qcow2_ext_free(&m->ext);
     qcow2_rb_cache_free(&m->rb);
+    qcow2_overlap_free(m);
     free(m->backing_name);
     m->backing_name = NULL;
     for (uint32_t i = 0; i < m->nb_sn; i++)
