@@ -9,7 +9,10 @@
  *   CHECK  qemu's BDRV_O_CHECK: tolerant, loads what it can and leaves judging to the
  *          checker (tables cut by EOF load partly, the reftable is loaded at open, the
  *          snapshot table is left to the checker's snapshot pass)
- *   RDWR   as READ, header validated for writing (the writer comes next)
+ *   RDWR   as READ, the corrupt bit refused (qemu's "Image is corrupt; cannot be opened
+ *          read/write"); the user then loads the snapshot table and calls
+ *          qcow2_image_activate (qcow2/header_write.h: unknown autoclear bits cleared, the
+ *          header rewritten as qemu does) and repairs a dirty image
  * The model holds what every user reads: header, extensions, L2 geometry, file and data file
  * handles, active L1, refcount table with the refblock cache (qcow2/refcount.h) and the
  * snapshot table (qcow2_image_read_snapshots: the driver reads it right after open, the
@@ -47,6 +50,15 @@ struct qcow2_port;
     uint64_t cs;                 /* cluster size */                                        \
     bool has_data_file;          /* data is open */                                        \
     bool size_wraps;             /* size waived at decode: the user refuses it at the end */ \
+    /* cluster 0 as read at open (CHECK, RDWR): the unknown header tail and extensions   \
+     * that a header rewrite keeps (qcow2/header_write.h) */                               \
+    uint8_t *c0;                                                                           \
+    size_t c0_len;                                                                         \
+    /* the writer's caches (qcow2_image_flush_caches): write its dirty L2 tables / refcount \
+     * blocks; NULL while it caches none */                                                \
+    int (*l2_flush)(struct qcow2_image *);                                                 \
+    int (*rb_flush)(struct qcow2_image *);                                                 \
+    bool active;                 /* open read-write and activated: the close writes */    \
     char *backing_name;          /* stored backing file name, NULL if none */             \
     struct qcow2_overlap *ol;    /* the overlap guard's state (qcow2/overlap.h), lazily */ \
     /* active L1, host order; CHECK: entries past l1_loaded lie beyond EOF and read as 0; \
@@ -54,7 +66,7 @@ struct qcow2_port;
     uint64_t *l1;                                                                          \
     uint64_t l1_loaded;                                                                    \
     /* reftable, host order, entries past rt_loaded read as 0 (qemu's refcount_table_size \
-     * is rt_entries); CHECK loads it at open, the driver when it needs it */              \
+     * is rt_entries); CHECK and RDWR (whole) load it at open, READ when it is needed */    \
     uint64_t *rt;                                                                          \
     uint64_t rt_loaded;                                                                    \
     uint64_t rt_entries;                                                                   \
@@ -99,6 +111,11 @@ struct qcow2_open_opts {
  * qcow2_image_close (and closes m->data). */
 int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
                      const struct qcow2_open_opts *o, char **errmsg);
+/* Reads the image's metadata again after someone else wrote it (the repair of a dirty
+ * image at a read-write open): the model closed and opened again with o, keeping q, the
+ * open data file, the port and the writer's hooks. The snapshot table is the user's to
+ * read again. 0 or -errno with *errmsg as qcow2_image_open. */
+int qcow2_image_reload(struct qcow2_image *m, const struct qcow2_open_opts *o, char **errmsg);
 /* Frees what the model holds (not q, not data). */
 void qcow2_image_close(struct qcow2_image *m);
 
