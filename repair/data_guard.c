@@ -188,8 +188,9 @@ static void hook_refused(void *ctx, unsigned cls, unsigned ign, uint64_t off, ui
 {
     struct qc2 *s = ctx;
     struct overlap_guard *g = guard_of(s);
-    /* the maps are of the image before the repair: before the corrupt bit is planned */
-    if (!g->data_built)
+    /* the maps are of the image before the repair: before the corrupt bit is planned
+     * (a header hit comes before any range is built: then none is, as before) */
+    if (!g->data_built && qcow2_overlap_ready(&s->m))
         overlap_guard_prepare(s, g);
     if (!g->refused) {
         g->refused = cls;
@@ -301,7 +302,7 @@ static int lies_on(struct qc2 *s, const struct overlap_guard *g, uint64_t a, uin
 void overlap_explain(struct qc2 *s)
 {
     struct overlap_guard *g = &((struct repair_ctx *)s->fixer_ctx)->guard;
-    if (!g->refused || overlap_guard_prepare(s, g) < 0)
+    if (!g->refused || !qcow2_overlap_ready(&s->m) || !g->data_built)
         return;
     char what[512];
     int named = 0;   /* L1 tables named as garbage */

@@ -189,6 +189,11 @@ int qcow2_overlap_prepare(struct qcow2_image *m)
     return rc;
 }
 
+bool qcow2_overlap_ready(const struct qcow2_image *m)
+{
+    return m->ol && m->ol->built;
+}
+
 int qcow2_overlap_find(struct qcow2_image *m, unsigned ign, uint64_t off, uint64_t len)
 {
     if (!len)

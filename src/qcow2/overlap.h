@@ -72,6 +72,8 @@ void qcow2_overlap_invalidate(struct qcow2_image *m);
 void qcow2_overlap_add(struct qcow2_image *m, unsigned cls, uint64_t off, uint64_t len);
 /* Build the class ranges now (done lazily by the first check). 0 or -errno. */
 int qcow2_overlap_prepare(struct qcow2_image *m);
+/* Are they built (a check got past the header test since the last invalidation)? */
+bool qcow2_overlap_ready(const struct qcow2_image *m);
 
 /* The class (qemu's order, then QCOW2_OL_EXTRA) that the write [off, off+len) would
  * overlap, ign excluded; 0 if none; -errno if metadata cannot be read. No event. */
