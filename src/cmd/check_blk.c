@@ -13,7 +13,7 @@
 #include "checker/blk_check.h"
 #include "checker/render.h"
 #include "io/wport.h"
-#include "repair/check_cli.h"
+#include "cmd/check_run.h"
 #include "repair/journal.h"
 #include "repair/plan.h"
 #include "util/err.h"
