@@ -65,8 +65,9 @@ int repair_dirty_on_open(qio_t *q, const char *filename, bool *consistent)
     if (rc == 0 && overlap_verify_plan(&ctx.guard, &plan, 1ull << cb) < 0)
         rc = -EIO;
     if (rc == 0 && plan.n) {
-        /* the crash guard, as in `check -r`: no one writes a half-repaired image */
-        repair_incompat_guard(&plan, version, orig);
+        /* no corrupt-bit guard here (unlike `check -r`): the dirty bit stays set until the
+         * repair is done, so after a crash the next read-write open repairs again, as
+         * qemu's does; a corrupt bit would instead lock qemu out of the image */
         const struct plan_entry *failed;
         rc = repair_apply(q, &plan, NULL, &failed);
         if (rc < 0)
