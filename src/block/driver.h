@@ -86,6 +86,10 @@ typedef int64_t (*read_step_fn)(image_t *img, uint64_t off, uint8_t *p, size_t n
 /* Fills [off, off+n) with one step after another: the loop every read shares. */
 int read_in_steps(image_t *img, uint64_t off, void *buf, size_t n, read_step_fn step);
 
+/* file-posix's handle_aiocb_write_zeroes(_unmap) on a file (raw.c): 0, or -ENOTSUP when no
+ * fallocate mode worked (the caller then writes zero buffers unless qemu would not). */
+int posix_write_zeroes(qio_t *f, uint64_t off, uint64_t n, bool may_unmap);
+
 /* Guest bytes this layer does not hold: the backing image's, zeros without one. */
 int read_from_backing(image_t *img, uint64_t off, void *buf, size_t n);
 

@@ -10,19 +10,6 @@
 #include "format/qcow2_l2.h"
 #include "qcow2/image.h"
 
-/* Bounded L2 cache: at most this many bytes of tables, and at least 2 tables. */
-/* L2 cache: at most this much per image, and at most QCOW2_L2_CACHE_TOTAL for all open
- * qcow2 layers together, so that a chain of thousands of images stays in bounded memory
- * (a layer beyond the total reads its tables into one shared scratch buffer instead). */
-#define QCOW2_L2_CACHE_BYTES (8u << 20)
-#define QCOW2_L2_CACHE_TOTAL (32u << 20)
-
-struct l2_slot {
-    uint64_t offset; /* host offset of the table; 0 = empty slot */
-    uint64_t used;   /* LRU stamp */
-    uint8_t *data;   /* one cluster, big-endian entries */
-};
-
 struct qcow2_bitmap_info {
     char *name;
     uint32_t flags;
@@ -34,12 +21,6 @@ struct qcow2_state {
      * s->ext, s->l1 (all l1_size entries), s->rt (loaded for metadata preallocation
      * detection only, and freed after it) ... */
     QCOW2_IMAGE_EMBED;
-
-    struct l2_slot *l2c;
-    size_t l2c_n;
-    size_t l2c_filled;   /* slots 0..l2c_filled-1 hold a table (counted in the process-wide
-                            total); each slot's buffer is allocated when first filled */
-    uint64_t l2c_tick;
 
     int prealloc; /* -1 not yet detected, else 0/1 */
 
@@ -65,6 +46,18 @@ struct qcow2_run {
 
 /* Largest run we look up at once: the rest of one L2 table, capped like qemu's INT_MAX. */
 int qcow2_get_run(image_t *img, uint64_t off, uint64_t bytes, struct qcow2_run *run);
+
+/* qemu's qcow2_get_subcluster_range_type(): the type at sc_from and how many subclusters
+ * from there have it (-EINVAL for an invalid entry). */
+int qcow2_range_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+                     unsigned sc_from, enum qcow2_subcluster_type *type);
+
+/* Write side (qcow2_write.c): the driver's write ops. */
+int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n);
+int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
+int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n);
+int qcow2_discard(image_t *img, uint64_t off, uint64_t n);
+int qcow2_flush(image_t *img);
 
 int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
 int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);

@@ -1,5 +1,6 @@
-/* qcow2 guest-to-host mapping: L1 lookup, bounded L2 cache, qemu's run counting
- * (qcow2_get_host_offset + count_contiguous_subclusters) and block status. */
+/* qcow2 guest-to-host mapping: L1 lookup through the model's L2 cache (qcow2/l2.h),
+ * qemu's run counting (qcow2_get_host_offset + count_contiguous_subclusters) and block
+ * status. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -8,89 +9,14 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_refcount.h"
+#include "qcow2/l2.h"
 #include "qcow2/refcount.h"
 #include "qcow2/table.h"
 #include "util/xalloc.h"
 
-/* Bytes of L2 tables cached by all open qcow2 layers, and the buffer a layer reads into
- * once that total is spent (see QCOW2_L2_CACHE_TOTAL). */
-static size_t l2c_total;
-static uint8_t *l2_scratch;
-static size_t l2_scratch_len;
-
 void qcow2_map_free(struct qcow2_state *s)
 {
-    for (size_t i = 0; i < s->l2c_filled; i++)
-        free(s->l2c[i].data);
-    l2c_total -= s->l2c_filled * s->h.cluster_size;
-    s->l2c_filled = 0;
-    free(s->l2c);
-    s->l2c = NULL;
-    s->l2c_n = 0;
-}
-
-/* One L2 table through the cache; offset is cluster-aligned (checked by the caller). The
- * table stays valid until the next l2_load() of any layer. */
-static int l2_load(image_t *img, uint64_t offset, const uint8_t **out)
-{
-    struct qcow2_state *s = img->priv;
-    size_t cs = s->h.cluster_size;
-    if (!s->l2c) {
-        /* no more slots than the image can have L2 tables (its L1 entries), as qemu sizes
-         * its cache: each layer of a deep chain of small images costs a table or two */
-        size_t n = QCOW2_L2_CACHE_BYTES / cs;
-        if (n > s->h.l1_size)
-            n = (size_t)s->h.l1_size;
-        s->l2c_n = n < 2 ? 2 : n;
-        s->l2c = xcalloc(s->l2c_n, sizeof(*s->l2c));
-    }
-    struct l2_slot *victim = &s->l2c[0];
-    for (size_t i = 0; i < s->l2c_n; i++) {
-        struct l2_slot *e = &s->l2c[i];
-        if (e->data && e->offset == offset) {
-            e->used = ++s->l2c_tick;
-            *out = e->data;
-            return 0;
-        }
-        if (!e->data || e->used < victim->used)
-            victim = e;
-        if (!e->data)
-            break;
-    }
-    if (!victim->data) {
-        if (l2c_total + cs > QCOW2_L2_CACHE_TOTAL) {
-            /* the total is spent: evict our own least recently used table, or, holding
-             * none, read into the shared scratch buffer without caching */
-            if (s->l2c_filled == 0) {
-                if (l2_scratch_len < cs) {
-                    free(l2_scratch);
-                    l2_scratch = xmalloc(cs);
-                    l2_scratch_len = cs;
-                }
-                int r = qio_pread(img->file, l2_scratch, cs, offset);
-                if (r < 0)
-                    return r;
-                *out = l2_scratch;
-                return 0;
-            }
-            victim = &s->l2c[0];
-            for (size_t i = 1; i < s->l2c_filled; i++)
-                if (s->l2c[i].used < victim->used)
-                    victim = &s->l2c[i];
-        } else {
-            victim->data = xmalloc(cs); /* slots are allocated as they are filled */
-            s->l2c_filled++;
-            l2c_total += cs;
-        }
-    }
-    victim->offset = 0;
-    int r = qio_pread(img->file, victim->data, cs, offset);
-    if (r < 0)
-        return r;
-    victim->offset = offset;
-    victim->used = ++s->l2c_tick;
-    *out = victim->data;
-    return 0;
+    qcow2_l2_cache_free(&s->m);
 }
 
 static inline uint64_t l2_entry(const struct qcow2_state *s, const uint8_t *t, uint64_t i)
@@ -110,7 +36,7 @@ static unsigned ctz32(uint32_t v) { return v == 0 ? 32 : (unsigned)__builtin_ctz
 static inline uint32_t low_bits(unsigned n) { return n >= 32 ? UINT32_MAX : (1u << n) - 1; }
 
 /* qemu's qcow2_get_subcluster_range_type(): subclusters of the same type from sc_from. */
-static int range_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
+int qcow2_range_type(const struct qcow2_state *s, uint64_t entry, uint64_t bitmap,
                       unsigned sc_from, enum qcow2_subcluster_type *type)
 {
     *type = qcow2_l2e_subcluster_type(&s->geom, entry, bitmap, sc_from);
@@ -141,7 +67,7 @@ static int count_run(const struct qcow2_state *s, const uint8_t *t, uint64_t nb_
     for (uint64_t i = 0; i < nb_clusters; i++) {
         unsigned first_sc = i == 0 ? sc_index : 0;
         uint64_t e = l2_entry(s, t, l2_index + i);
-        int ret = range_type(s, e, l2_bitmap(s, t, l2_index + i), first_sc, &type);
+        int ret = qcow2_range_type(s, e, l2_bitmap(s, t, l2_index + i), first_sc, &type);
         if (ret < 0) {
             *bad = l2_index + i;
             return -EIO;
@@ -192,8 +118,8 @@ int qcow2_get_run(image_t *img, uint64_t off, uint64_t bytes, struct qcow2_run *
                           (unsigned long long)l2_offset, (unsigned long long)l1_index);
             return -EIO;
         }
-        const uint8_t *t;
-        int r = l2_load(img, l2_offset, &t);
+        uint8_t *t;
+        int r = qcow2_l2_load(&s->m, l2_offset, &t);
         if (r < 0)
             return r;
         unsigned sc_index = (unsigned)((off & (cs - 1)) >> (cb - (s->geom.extended_l2 ? 5 : 0)));
@@ -267,6 +193,8 @@ static int get_refcount(image_t *img, uint64_t k, uint64_t *out)
  * deep chain keeps no copy. */
 static void drop_refcounts(struct qcow2_state *s)
 {
+    if (s->l2cache && s->l2cache->writable)
+        return; /* a writable image keeps them: its allocator works on them */
     free(s->rt);
     s->rt = NULL;
     s->rt_loaded = 0;

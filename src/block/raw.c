@@ -96,32 +96,37 @@ static bool no_fallocate(int r)
  * punched hole; then FALLOC_FL_ZERO_RANGE; then a punched hole re-allocated with
  * fallocate(0); then, past the file's end, fallocate(0) alone. -ENOTSUP when none worked:
  * image.c then writes zero buffers, as qemu's generic layer does. */
-static int raw_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+int posix_write_zeroes(qio_t *f, uint64_t off, uint64_t n, bool may_unmap)
 {
     int r;
     if (may_unmap) {
-        r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off, n);
+        r = qio_fallocate(f, QIO_FALLOC_PUNCH_HOLE, off, n);
         if (!no_fallocate(r) && r != -EBUSY)
             return r;
     }
-    r = qio_fallocate(img->file, QIO_FALLOC_ZERO_RANGE, off, n);
+    r = qio_fallocate(f, QIO_FALLOC_ZERO_RANGE, off, n);
     if (!no_fallocate(r))
         return r;
-    r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off, n);
+    r = qio_fallocate(f, QIO_FALLOC_PUNCH_HOLE, off, n);
     if (r == 0) {
-        r = qio_fallocate(img->file, QIO_FALLOC_ALLOCATE, off, n);
+        r = qio_fallocate(f, QIO_FALLOC_ALLOCATE, off, n);
         if (r != -ENOTSUP)
             return r;
     } else if (!no_fallocate(r)) {
         return r;
     }
     uint64_t size;
-    if (qio_size(img->file, &size) == 0 && off >= size) {
-        r = qio_fallocate(img->file, QIO_FALLOC_ALLOCATE, off, n);
+    if (qio_size(f, &size) == 0 && off >= size) {
+        r = qio_fallocate(f, QIO_FALLOC_ALLOCATE, off, n);
         if (r != -ENOTSUP)
             return r;
     }
     return -ENOTSUP;
+}
+
+static int raw_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+{
+    return posix_write_zeroes(img->file, off, n, may_unmap);
 }
 
 /* handle_aiocb_discard: a punched hole; a file system that cannot punch makes discard the

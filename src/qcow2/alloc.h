@@ -16,6 +16,7 @@
 #ifndef QIMG_QCOW2_ALLOC_H
 #define QIMG_QCOW2_ALLOC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "qcow2/image.h"
@@ -60,7 +61,43 @@ void qcow2_free_clusters(struct qcow2_image *m, uint64_t off, uint64_t size,
 void qcow2_free_any_cluster(struct qcow2_image *m, uint64_t l2_entry,
                             enum qcow2_discard_type type);
 
-/* Write every dirty cached refblock (and nothing else) through the port. */
+/* Write every dirty cached refblock (and nothing else) through the port (qemu's
+ * qcow2_cache_write on the refblock cache: if a refcount was decreased, the L2 cache's
+ * l2_flush hook runs first). */
 int qcow2_refcount_flush(struct qcow2_image *m);
+
+/* qemu's qcow2_cache_flush on the refblock cache: qcow2_refcount_flush, then a barrier
+ * (qcow2_meta_flush). Clears rb.l2_waits_rb: the L2 cache calls this before writing a
+ * table while rb.l2_waits_rb is set. */
+int qcow2_refcount_cache_flush(struct qcow2_image *m);
+
+/* qemu's qcow2_cache_set_dependency(l2_table_cache, refcount_block_cache), for the L2 module
+ * after it takes clusters from the allocator and before it writes entries naming them: L2
+ * tables are written only after the refblocks (rb.l2_waits_rb). A pending opposite order
+ * (a decrease waiting for the L2 cache) is settled first by the l2_flush hook. */
+int qcow2_l2_depends_on_refblocks(struct qcow2_image *m);
+
+/* Writes cache slot `slot` (dirty) through m's port, the L2 cache first when
+ * rb.rb_waits_l2 (the eviction path of qcow2_rb_cache_take). 0 or -errno. */
+int qcow2_refcount_write_slot(struct qcow2_image *m, unsigned slot);
+
+/* qemu's qcow2_refcount_metadata_size: refcount blocks + table bytes that cover `clusters`
+ * clusters and themselves (with generous_increase, room for a table 1.5x as large);
+ * *refblock_count, if not NULL, the number of refblocks. */
+int64_t qcow2_refcount_metadata_size(int64_t clusters, uint64_t cluster_size,
+                                     unsigned refcount_order, bool generous_increase,
+                                     uint64_t *refblock_count);
+
+/* qemu's qcow2_refcount_area: new self-describing refcount structures starting at
+ * start_offset (cluster aligned; only free space from there on): refblocks, then a new
+ * reftable covering them, additional_clusters beyond their end, and the image's current
+ * clusters; exact_size false gives the table 50 % spare entries. A refblock offset
+ * new_rb_offset (not 0) is entered at index new_rb_index. The blocks and the table are
+ * written and flushed, the header switched in one write (refcount_table_offset and
+ * refcount_table_clusters), the model switched (m->rt, rt_entries, the header fields) and
+ * the old table freed. Returns the offset after the new structures or -errno. */
+int64_t qcow2_refcount_area(struct qcow2_image *m, uint64_t start_offset,
+                            uint64_t additional_clusters, bool exact_size,
+                            uint64_t new_rb_index, uint64_t new_rb_offset);
 
 #endif

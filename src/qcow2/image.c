@@ -6,6 +6,7 @@
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/image.h"
+#include "qcow2/l2.h"
 #include "qcow2/table.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -136,10 +137,22 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
                         : xasprintf("Could not read L1 table: %s", strerror(-rc));
         return rc;
     }
-    /* qcow2_refcount_init: the checker needs the reftable; the driver loads it on demand */
+    /* qcow2_refcount_init: the checker needs the reftable, and so does the writer (whole,
+     * zeros past EOF as qemu reads it, so the allocator can hook refblocks up anywhere in
+     * it); the reader loads it on demand */
     if (check && (rc = qcow2_image_load_reftable(m)) < 0) {
         free(buf);
         return fail_msg(errmsg, rc, "Could not read refcount table");
+    }
+    if (o->mode == QCOW2_MODE_RDWR) {
+        m->rt_entries = m->h.reftable_entries;
+        rc = qcow2_table_load(q, m->file_size, m->h.refcount_table_offset, m->rt_entries,
+                              QCOW2_TABLE_PAD, &m->rt, &m->rt_loaded);
+        if (rc < 0) {
+            free(buf);
+            return fail_msg(errmsg, rc, "Could not read refcount table");
+        }
+        m->rt_loaded = m->rt_entries;
     }
     fmt_error_clear(&e);
     if ((rc = qcow2_ext_parse(&m->h, buf, blen, &m->ext, &e)) < 0)
@@ -189,6 +202,7 @@ fail_e:
 
 void qcow2_image_close(struct qcow2_image *m)
 {
+    qcow2_l2_cache_free(m);
     free(m->l1);
     m->l1 = NULL;
     free(m->rt);

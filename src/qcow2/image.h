@@ -35,6 +35,7 @@
 #include "qcow2/refcount.h"
 
 struct qcow2_port;
+struct qcow2_l2_cache;
 
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
@@ -68,7 +69,8 @@ struct qcow2_port;
      * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
     uint64_t free_cluster_index, free_byte_offset;                                         \
     bool discard_passthrough[5];                                                           \
-    struct qcow2_port *port;
+    struct qcow2_port *port;                                                               \
+    struct qcow2_l2_cache *l2cache; /* L2 tables (qcow2/l2.h), NULL until used */
 
 struct qcow2_image {
     QCOW2_IMAGE_FIELDS

@@ -356,17 +356,15 @@ def test_timing_line_is_qemu_io_format(tmp_path):
     assert len(lines) == 6
 
 
-def test_qcow2_writes_not_yet(tmp_path):
-    """qcow2 writes come with the one qcow2 model (issue 11): until then qimg-io reports
-    them unsupported, the way qemu-io prints a failed write, and leaves the image as it was."""
+def test_qcow2_truncate_not_yet(tmp_path):
+    """qcow2 writes, zero writes and discards are tested against qemu-io in
+    test_qcow2_write.py; truncate is not implemented yet: qimg-io reports it unsupported and
+    leaves the image as it was."""
     p = qemu.make_image(str(tmp_path / 'img.qcow2'), '1M')
     with open(p, 'rb') as f:
         before = f.read()
-    rc, out, err = qemu.run(QIMG_IO, '-f', 'qcow2', '-c', 'write 0 4k', '-c', 'write -z 0 4k',
-                            '-c', 'discard 0 4k', '-c', 'truncate 2M', '-c', 'read -P 0 0 4k', p)
+    rc, out, err = qemu.run(QIMG_IO, '-f', 'qcow2', '-c', 'truncate 2M', '-c', 'read -P 0 0 4k', p)
     assert rc == 1
-    assert out.splitlines()[:3] == ['write failed: Operation not supported'] * 2 + [
-        'discard failed: Operation not supported']
     assert 'Image format driver does not support resize' in err
     with open(p, 'rb') as f:
         assert f.read() == before

@@ -1,0 +1,314 @@
+/* The qcow2 allocator and refcount updates (qcow2/alloc.h) on the in-memory backend.
+ *
+ * Images are made as `qemu-img create` makes them (qemu's qcow2_co_create: header, a
+ * one-cluster reftable at cluster 1 naming an empty refblock at cluster 2, then
+ * qcow2_alloc_clusters(3 clusters) and the L1 grown by qcow2_grow_l1_table), and guest
+ * writes are replayed in qemu's allocation order (per L2 table: the table, then the data
+ * clusters). The expected offsets were read from images made by real qemu 7.2:
+ *   qemu-img create -f qcow2 -o cluster_size=C,refcount_bits=R x SIZE
+ *   qemu-io -c 'write 0 LEN' x
+ *   qemu-img map --output=json x; the header and reftable read with od
+ * With QIMG_ALLOC_OUT set to a directory, the resulting images are written there as files;
+ * tests/py/test_qcow2_alloc.py runs the real `qemu-img check` on them and compares them with
+ * qemu's own images (map, reftable, guest bytes). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_format_helpers.h"
+#include "format/be.h"
+#include "format/qcow2_header.h"
+#include "format/qcow2_l2.h"
+#include "qcow2/alloc.h"
+#include "qcow2/image.h"
+
+#define MEM_MAX ((size_t)512 << 20)
+
+struct img {
+    qio_t *q;
+    struct qcow2_image m;
+    uint64_t l1_off, l1_size, size;
+};
+
+static void img_open(struct img *t)
+{
+    char *err = NULL;
+    struct qcow2_open_opts o = { .mode = QCOW2_MODE_RDWR };
+    memset(&t->m, 0, sizeof(t->m));
+    int rc = qcow2_image_open(&t->m, t->q, "x", &o, &err);
+    if (rc < 0)
+        fprintf(stderr, "open: %s\n", err ? err : "?");
+    assert_int_equal(rc, 0);
+}
+
+/* Flush and reopen (qemu-io opens the image qemu-img created anew: free_cluster_index 0). */
+static void img_reopen(struct img *t)
+{
+    assert_int_equal(qcow2_refcount_cache_flush(&t->m), 0);
+    qcow2_image_close(&t->m);
+    img_open(t);
+}
+
+/* qemu-img create -f qcow2 -o cluster_size=1<<cb,refcount_bits=1<<order x size */
+static void img_create(struct img *t, unsigned cb, unsigned order, uint64_t size)
+{
+    uint64_t cs = UINT64_C(1) << cb;
+    uint8_t *b = calloc(1, 3 * cs);
+    be32_put(b + QCOW2_OFF_MAGIC, 0x514649fb);
+    be32_put(b + QCOW2_OFF_VERSION, 3);
+    be32_put(b + QCOW2_OFF_CLUSTER_BITS, cb);
+    be64_put(b + QCOW2_OFF_REFTABLE_OFFSET, cs);
+    be32_put(b + QCOW2_OFF_REFTABLE_CLUSTERS, 1);
+    be32_put(b + QCOW2_OFF_REFCOUNT_ORDER, order);
+    be32_put(b + QCOW2_OFF_HEADER_LENGTH, 112);
+    be64_put(b + cs, 2 * cs);
+    t->q = qio_open_mem(b, 3 * cs, true, MEM_MAX);
+    free(b);
+    img_open(t);
+    /* "Huh, first cluster in empty image is already in use?" otherwise */
+    assert_int_equal(qcow2_alloc_clusters(&t->m, 3 * cs), 0);
+    /* blk_truncate -> qcow2_grow_l1_table(exact size) */
+    uint64_t l2_span = cs * (cs / 8);
+    t->size = size;
+    t->l1_size = (size + l2_span - 1) / l2_span;
+    int64_t l1 = qcow2_alloc_clusters(&t->m, t->l1_size * 8);
+    assert_true(l1 > 0);
+    t->l1_off = (uint64_t)l1;
+    uint8_t *z = calloc(1, t->l1_size * 8 + 1);
+    assert_int_equal(qio_pwrite(t->q, z, t->l1_size * 8, t->l1_off), 0);
+    free(z);
+    uint8_t f[8];
+    be64_put(f, size);
+    assert_int_equal(qio_pwrite(t->q, f, 8, QCOW2_OFF_SIZE), 0);
+    be32_put(f, (uint32_t)t->l1_size);
+    assert_int_equal(qio_pwrite(t->q, f, 4, QCOW2_OFF_L1_SIZE), 0);
+    be64_put(f, t->l1_off);
+    assert_int_equal(qio_pwrite(t->q, f, 8, QCOW2_OFF_L1_OFFSET), 0);
+    img_reopen(t);
+}
+
+static void img_close(struct img *t, const char *name)
+{
+    assert_int_equal(qcow2_refcount_cache_flush(&t->m), 0);
+    const char *dir = getenv("QIMG_ALLOC_OUT");
+    if (dir && name) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s.qcow2", dir, name);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(t->q->mem, 1, t->q->mem_len, f), t->q->mem_len);
+        assert_int_equal(fclose(f), 0);
+    }
+    qcow2_image_close(&t->m);
+    qio_close(t->q);
+}
+
+static uint64_t refcount(struct img *t, uint64_t off)
+{
+    uint64_t v;
+    assert_int_equal(qcow2_image_refcount(&t->m, off >> t->m.h.cluster_bits, &v), 0);
+    return v;
+}
+
+/* The reftable entry ti as the file holds it. */
+static uint64_t disk_rt(struct img *t, uint64_t ti)
+{
+    uint8_t e[8];
+    uint8_t h[64];
+    assert_int_equal(qio_pread(t->q, h, sizeof(h), 0), 0);
+    assert_int_equal(qio_pread(t->q, e, 8, be64_get(h + QCOW2_OFF_REFTABLE_OFFSET) + ti * 8), 0);
+    return be64_get(e);
+}
+
+/* qemu-io -c 'write -P 0xcd off len' on a fresh image (cluster aligned; no L2 tables yet in
+ * the range): per L2 table the table is allocated first (qcow2's l2_allocate), then the
+ * data clusters of that table's part of the request (do_alloc_cluster_offset; the next
+ * table then takes the host offset the request would have continued at, so each table's
+ * data is one allocation). */
+static void guest_write(struct img *t, uint64_t off, uint64_t len)
+{
+    uint64_t cs = t->m.cs, per_l2 = cs / 8;
+    uint8_t *buf = malloc(per_l2 * cs);
+    memset(buf, 0xcd, per_l2 * cs);
+    uint8_t e[8];
+    for (uint64_t g = off; g < off + len;) {
+        uint64_t ci = g / cs, l1i = ci / per_l2, l2i = ci % per_l2;
+        uint64_t n = per_l2 - l2i;
+        if (n > (off + len - g) / cs)
+            n = (off + len - g) / cs;
+        uint8_t l1e[8];
+        assert_int_equal(qio_pread(t->q, l1e, 8, t->l1_off + l1i * 8), 0);
+        uint64_t l2 = be64_get(l1e) & QCOW2_L1E_OFFSET_MASK;
+        if (!l2) {
+            int64_t a = qcow2_alloc_clusters(&t->m, cs);
+            assert_true(a > 0);
+            l2 = (uint64_t)a;
+            uint8_t *z = calloc(1, cs);
+            assert_int_equal(qio_pwrite(t->q, z, cs, l2), 0);
+            free(z);
+            be64_put(e, l2 | QCOW2_OFLAG_COPIED);
+            assert_int_equal(qio_pwrite(t->q, e, 8, t->l1_off + l1i * 8), 0);
+        }
+        int64_t d = qcow2_alloc_clusters(&t->m, n * cs);
+        assert_true(d > 0);
+        assert_int_equal(qio_pwrite(t->q, buf, n * cs, (uint64_t)d), 0);
+        for (uint64_t i = 0; i < n; i++) {
+            be64_put(e, ((uint64_t)d + i * cs) | QCOW2_OFLAG_COPIED);
+            assert_int_equal(qio_pwrite(t->q, e, 8, l2 + (l2i + i) * 8), 0);
+        }
+        g += n * cs;
+    }
+    free(buf);
+}
+
+/* The L2 table offset and the data offset of guest cluster ci. */
+static void lookup(struct img *t, uint64_t ci, uint64_t *l2, uint64_t *data)
+{
+    uint64_t per_l2 = t->m.cs / 8;
+    uint8_t e[8];
+    assert_int_equal(qio_pread(t->q, e, 8, t->l1_off + ci / per_l2 * 8), 0);
+    *l2 = be64_get(e) & QCOW2_L1E_OFFSET_MASK;
+    assert_int_equal(qio_pread(t->q, e, 8, *l2 + ci % per_l2 * 8), 0);
+    *data = be64_get(e) & QCOW2_L2E_OFFSET_MASK;
+}
+
+/* Fresh 1 MiB image, 64 KiB clusters: L1 at cluster 3, the first write's L2 table at 4 and
+ * its data at 5 (qemu: `map` offset 0x50000, L1[0] 0x40000). */
+static void test_fresh_64k(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    assert_int_equal(t.l1_off, 0x30000);
+    guest_write(&t, 0, 65536);
+    uint64_t l2, d;
+    lookup(&t, 0, &l2, &d);
+    assert_int_equal(l2, 0x40000);
+    assert_int_equal(d, 0x50000);
+    assert_int_equal(refcount(&t, 0x50000), 1);
+    assert_int_equal(refcount(&t, 0x60000), 0);
+    img_close(&t, "fresh-64k");
+}
+
+/* 512-byte clusters, refcount_bits=1, 1 MiB, `write 0 64k` (qemu: L1 at 0x600, L2 tables at
+ * 0x800 and 0x8a00, data at 2560 and 35840, the refblock's first bytes ff.. 3f). */
+static void test_fresh_512_r1(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 0, 1 << 20);
+    assert_int_equal(t.l1_off, 0x600);
+    guest_write(&t, 0, 65536);
+    uint64_t l2, d;
+    lookup(&t, 0, &l2, &d);
+    assert_int_equal(l2, 0x800);
+    assert_int_equal(d, 2560);
+    lookup(&t, 64, &l2, &d);
+    assert_int_equal(l2, 0x8a00);
+    assert_int_equal(d, 35840);
+    assert_int_equal(qcow2_refcount_flush(&t.m), 0);
+    uint8_t rb[18];
+    assert_int_equal(qio_pread(t.q, rb, sizeof(rb), 0x400), 0);
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(rb[i], 0xff);
+    assert_int_equal(rb[16], 0x3f);
+    assert_int_equal(rb[17], 0);
+    img_close(&t, "fresh-512-r1");
+}
+
+/* 512-byte clusters, refcount_bits=64 (64 clusters per refblock, 64 refblocks per reftable
+ * cluster), 4 MiB, `write 0 2M`: past the first refblock and past the reftable's first
+ * cluster. qemu: reftable moved to 0x208400 (2 clusters), 68 entries: [1] 0x8c00,
+ * [2] 0x11000, [64] 0x200400, [65] 0x208000, [66] 0x208200, [67] 0x218a00; L1[0..2] 0xa00,
+ * 0x8e00, 0x11200; last L1 entry 0x210800; data of guest 0 at 3072, of 2M-32k at 2165248;
+ * file 2198528 bytes. */
+static void test_growth_512_r64(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 6, 4 << 20);
+    assert_int_equal(t.l1_off, 0x600);
+    guest_write(&t, 0, 2 << 20);
+    assert_int_equal(t.m.h.refcount_table_offset, 0x208400);
+    assert_int_equal(t.m.h.refcount_table_clusters, 2);
+    assert_int_equal(t.m.rt_entries, 128);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    static const struct { uint64_t ti, off; } rt[] = {
+        {0, 0x400}, {1, 0x8c00}, {2, 0x11000}, {64, 0x200400}, {65, 0x208000},
+        {66, 0x208200}, {67, 0x218a00}, {68, 0},
+    };
+    for (size_t i = 0; i < sizeof(rt) / sizeof(rt[0]); i++) {
+        assert_int_equal(t.m.rt[rt[i].ti], rt[i].off);
+        assert_int_equal(disk_rt(&t, rt[i].ti), rt[i].off);
+    }
+    uint64_t l2, d;
+    lookup(&t, 0, &l2, &d);
+    assert_int_equal(l2, 0xa00);
+    assert_int_equal(d, 3072);
+    lookup(&t, 64, &l2, &d);
+    assert_int_equal(l2, 0x8e00);
+    lookup(&t, 128, &l2, &d);
+    assert_int_equal(l2, 0x11200);
+    lookup(&t, 4095, &l2, &d);
+    assert_int_equal(l2, 0x210800);
+    assert_int_equal(d, 2165248 + 32768 - 512);
+    assert_int_equal(t.q->mem_len, 2198528);
+    /* the old one-cluster table at 0x200 is free again, the new one counted */
+    assert_int_equal(refcount(&t, 0x200), 0);
+    assert_int_equal(refcount(&t, 0x208400), 1);
+    assert_int_equal(refcount(&t, 0x208600), 1);
+    /* the header on disk names the new table */
+    uint8_t h[12];
+    assert_int_equal(qio_pread(t.q, h, 12, QCOW2_OFF_REFTABLE_OFFSET), 0);
+    assert_int_equal(be64_get(h), 0x208400);
+    assert_int_equal(be32_get(h + 8), 2);
+    img_close(&t, "growth-512-r64");
+}
+
+/* 512-byte clusters, refcount_bits=1 (4096 clusters per refblock, 64 refblocks per reftable
+ * cluster), 136 MiB, `write 0 130M`. qemu: reftable moved to 0x8200200 (2 clusters), 67
+ * entries: [1] 0x200a00, [63] 0x7e00a00, [64] 0x8000a00, [65] 0x8200000, [66] 0x8400200;
+ * L1[0] 0x8e00, L1[1] 0x11000, last 0x8418a00; data of guest 0 at 36864, of 130M-32k at
+ * 138513408; file 138546176 bytes. */
+static void test_growth_512_r1(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 0, 136 << 20);
+    assert_int_equal(t.l1_off, 0x600);
+    guest_write(&t, 0, 130 << 20);
+    assert_int_equal(t.m.h.refcount_table_offset, 0x8200200);
+    assert_int_equal(t.m.h.refcount_table_clusters, 2);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    static const struct { uint64_t ti, off; } rt[] = {
+        {0, 0x400}, {1, 0x200a00}, {2, 0x400a00}, {63, 0x7e00a00}, {64, 0x8000a00},
+        {65, 0x8200000}, {66, 0x8400200}, {67, 0},
+    };
+    for (size_t i = 0; i < sizeof(rt) / sizeof(rt[0]); i++) {
+        assert_int_equal(t.m.rt[rt[i].ti], rt[i].off);
+        assert_int_equal(disk_rt(&t, rt[i].ti), rt[i].off);
+    }
+    uint64_t l2, d;
+    lookup(&t, 0, &l2, &d);
+    assert_int_equal(l2, 0x8e00);
+    assert_int_equal(d, 36864);
+    lookup(&t, 64, &l2, &d);
+    assert_int_equal(l2, 0x11000);
+    lookup(&t, (130 << 20) / 512 - 1, &l2, &d);
+    assert_int_equal(l2, 0x8418a00);
+    assert_int_equal(d, 138513408 + 32768 - 512);
+    assert_int_equal(t.q->mem_len, 138546176);
+    img_close(&t, "growth-512-r1");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fresh_64k),
+        cmocka_unit_test(test_fresh_512_r1),
+        cmocka_unit_test(test_growth_512_r64),
+        cmocka_unit_test(test_growth_512_r1),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
