@@ -12,6 +12,7 @@
  * tests/py/test_qcow2_alloc.py runs the real `qemu-img check` on them and compares them with
  * qemu's own images (map, reftable, guest bytes). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,356 @@ static void test_growth_512_r1(void **state)
     img_close(&t, "growth-512-r1");
 }
 
+
+/* A copy of t's image bytes as a new image (t stays open). */
+static void img_copy(struct img *dst, struct img *src)
+{
+    assert_int_equal(qcow2_refcount_cache_flush(&src->m), 0);
+    dst->q = qio_open_mem(src->q->mem, src->q->mem_len, true, MEM_MAX);
+    dst->l1_off = src->l1_off;
+    dst->l1_size = src->l1_size;
+    dst->size = src->size;
+    img_open(dst);
+}
+
+/* Refcount i of the refblock at off, as the file holds it. */
+static uint64_t disk_refcount(struct img *t, uint64_t rb_off, uint64_t i)
+{
+    uint8_t *b = malloc(t->m.cs);
+    assert_int_equal(qio_pread(t->q, b, t->m.cs, rb_off), 0);
+    uint64_t v = qcow2_refblock_entry(b, t->m.h.refcount_order, i);
+    free(b);
+    return v;
+}
+
+/* 512-byte clusters, 64-bit refcounts (64 per refblock), 4 MiB: clusters 0..4 in use (header,
+ * reftable, refblock, two L1 clusters). Filling the first refblock's range, the next cluster
+ * (64) needs refblock 1: placed by the allocator at 65, in its own range, it counts itself;
+ * the allocation then starts over and gets 64. */
+static void test_self_describing(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 6, 4 << 20);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 59 * 512), 5 * 512);
+    assert_int_equal(t.m.rt[1], 0);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 512), 64 * 512);
+    assert_int_equal(t.m.rt[1], 65 * 512);
+    assert_int_equal(disk_rt(&t, 1), 65 * 512);
+    assert_int_equal(refcount(&t, 64 * 512), 1);
+    assert_int_equal(refcount(&t, 65 * 512), 1);
+    assert_int_equal(qcow2_refcount_flush(&t.m), 0);
+    assert_int_equal(disk_refcount(&t, 65 * 512, 1), 1);
+    assert_int_equal(disk_refcount(&t, 65 * 512, 0), 1);
+    /* next: 66 */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 512), 66 * 512);
+    img_close(&t, "self-describing-leaks");
+}
+
+/* A refblock that falls outside its own range: a free cluster (10) lies below, the
+ * allocation is at cluster 200 (refblock 3). The new block goes to 10, counted in refblock
+ * 0 first, then hooked up; cluster 200 is taken after the retry. */
+static void test_refblock_elsewhere(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 6, 4 << 20);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 59 * 512), 5 * 512);
+    qcow2_free_clusters(&t.m, 10 * 512, 512, QCOW2_DISCARD_NEVER);
+    assert_int_equal(t.m.free_cluster_index, 10);
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, 200 * 512, 1), 1);
+    assert_int_equal(t.m.rt[3], 10 * 512);
+    assert_int_equal(disk_rt(&t, 3), 10 * 512);
+    assert_int_equal(refcount(&t, 10 * 512), 1);
+    assert_int_equal(refcount(&t, 200 * 512), 1);
+    assert_int_equal(qcow2_refcount_flush(&t.m), 0);
+    assert_int_equal(disk_refcount(&t, 10 * 512, 200 % 64), 1);
+    assert_int_equal(disk_refcount(&t, 0x400, 10), 1);
+    /* in use: nothing allocated there */
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, 199 * 512, 3), 1);
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, 199 * 512, 3), 0);
+    assert_int_equal(qcow2_alloc_clusters_at(&t.m, 513, 1), -EINVAL);
+    /* refblocks 1 and 2 were never needed; the image stays consistent for qemu-img check
+     * once cluster 199..200 are freed again */
+    qcow2_free_clusters(&t.m, 199 * 512, 2 * 512, QCOW2_DISCARD_NEVER);
+    img_close(&t, "refblock-elsewhere-leaks");
+}
+
+/* A range update across a refblock boundary (clusters 60..69 over refblocks 0 and 1), up
+ * and down again. */
+static void test_update_across_blocks(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 9, 6, 4 << 20);
+    int64_t a = qcow2_alloc_clusters(&t.m, 130 * 512);
+    assert_int_equal(a, 5 * 512);
+    /* cluster 5..134 plus refblocks for 64..127 and 128..: 65 (first after the range? no:
+     * the allocator places them before retrying, so the run moves up) */
+    uint64_t before[200];
+    for (uint64_t k = 0; k < 200; k++)
+        before[k] = refcount(&t, k * 512);
+    assert_int_equal(qcow2_update_refcount(&t.m, 60 * 512 + 7, 10 * 512 - 7, 2,
+                                           QCOW2_DISCARD_NEVER), 0);
+    for (uint64_t k = 0; k < 200; k++)
+        assert_int_equal(refcount(&t, k * 512), before[k] + (k >= 60 && k < 70 ? 2 : 0));
+    assert_int_equal(qcow2_refcount_flush(&t.m), 0);
+    assert_int_equal(disk_refcount(&t, 0x400, 63), before[63] + 2);
+    assert_int_equal(disk_refcount(&t, t.m.rt[1], 0), before[64] + 2);
+    assert_int_equal(qcow2_update_refcount(&t.m, 60 * 512, 10 * 512, -2, QCOW2_DISCARD_NEVER),
+                     0);
+    for (uint64_t k = 0; k < 200; k++)
+        assert_int_equal(refcount(&t, k * 512), before[k]);
+    qcow2_free_clusters(&t.m, (uint64_t)a, 130 * 512, QCOW2_DISCARD_NEVER);
+    img_close(&t, "update-across-blocks-leaks");
+}
+
+/* Freed clusters are found again from the lowest (free_cluster_index moves back), a run
+ * that does not fit a hole goes past it. */
+static void test_free_reuse(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    uint64_t cs = 65536;
+    int64_t a = qcow2_alloc_clusters(&t.m, cs), b = qcow2_alloc_clusters(&t.m, cs);
+    int64_t c = qcow2_alloc_clusters(&t.m, cs);
+    assert_int_equal(a, 4 * cs);
+    assert_int_equal(b, 5 * cs);
+    assert_int_equal(c, 6 * cs);
+    qcow2_free_clusters(&t.m, (uint64_t)b, cs, QCOW2_DISCARD_NEVER);
+    assert_int_equal(refcount(&t, (uint64_t)b), 0);
+    assert_int_equal(t.m.free_cluster_index, 5);
+    /* two clusters do not fit the hole at 5 */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 2 * cs), 7 * cs);
+    /* the search went on from 7: the hole is found again only after a free moves back */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, cs), 9 * cs);
+    qcow2_free_clusters(&t.m, (uint64_t)a, cs, QCOW2_DISCARD_NEVER);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 2 * cs), 4 * cs);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 100), 10 * cs);
+    /* an L2 entry frees what it names */
+    qcow2_free_any_cluster(&t.m, (uint64_t)c | QCOW2_OFLAG_COPIED, QCOW2_DISCARD_REQUEST);
+    assert_int_equal(refcount(&t, (uint64_t)c), 0);
+    qcow2_free_any_cluster(&t.m, QCOW2_OFLAG_ZERO, QCOW2_DISCARD_REQUEST);
+    qcow2_free_any_cluster(&t.m, 0, QCOW2_DISCARD_REQUEST);
+    /* unaligned: nothing freed */
+    qcow2_free_any_cluster(&t.m, (7 * cs + 512) | QCOW2_OFLAG_COPIED, QCOW2_DISCARD_REQUEST);
+    assert_int_equal(refcount(&t, 7 * cs), 1);
+    /* zero cluster with allocation */
+    qcow2_free_any_cluster(&t.m, 7 * cs | QCOW2_OFLAG_ZERO, QCOW2_DISCARD_REQUEST);
+    assert_int_equal(refcount(&t, 7 * cs), 0);
+    for (uint64_t k = 4; k < 11; k++)
+        if (refcount(&t, k * cs))
+            qcow2_free_clusters(&t.m, k * cs, cs, QCOW2_DISCARD_NEVER);
+    img_close(&t, "free-reuse");
+}
+
+/* qemu-io 'write -c' of three 64 KiB clusters (patterns 0xcd, 0x11, 0): qemu compresses them
+ * to 79, 79 and 78 bytes and packs them at 0x50000, 0x5004f, 0x5009e (the L2 table at
+ * 0x40000 first); with refcount_bits=1 a cluster cannot be shared, so each goes to a cluster
+ * of its own (0x50000, 0x60000, 0x70000). */
+static void test_alloc_bytes(void **state)
+{
+    (void)state;
+    static const uint64_t sizes[3] = {79, 79, 78};
+    static const uint64_t packed[3] = {0x50000, 0x5004f, 0x5009e};
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 65536), 0x40000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(qcow2_alloc_bytes(&t.m, sizes[i]), packed[i]);
+    assert_int_equal(refcount(&t, 0x50000), 3);
+    assert_int_equal(t.m.free_byte_offset, 0x500ec);
+    /* across the cluster's end: the next cluster is the free one, so it packs on, taking a
+     * reference on both */
+    assert_int_equal(qcow2_alloc_bytes(&t.m, 65536 - 0xec - 10), 0x500ec);
+    assert_int_equal(qcow2_alloc_bytes(&t.m, 100), 0x5fff6);
+    assert_int_equal(refcount(&t, 0x50000), 5);
+    assert_int_equal(refcount(&t, 0x60000), 1);
+    assert_int_equal(t.m.free_byte_offset, 0x6005a);
+    /* the next cluster is taken: a new cluster */
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 65536), 0x70000);
+    assert_int_equal(qcow2_alloc_bytes(&t.m, 65536 - 0x5a + 1), 0x80000);
+    assert_int_equal(qcow2_alloc_bytes(&t.m, 0), -EINVAL);
+    assert_int_equal(qcow2_alloc_bytes(&t.m, 65537), -EINVAL);
+    img_close(&t, NULL);
+
+    img_create(&t, 16, 0, 1 << 20);
+    assert_int_equal(qcow2_alloc_clusters(&t.m, 65536), 0x40000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(qcow2_alloc_bytes(&t.m, sizes[i]), 0x50000 + i * 0x10000);
+    img_close(&t, NULL);
+}
+
+/* Every refcount width: up to the maximum, one more is -EINVAL with the range's earlier
+ * clusters rolled back; below zero likewise; the neighbours in the packed block keep their
+ * values. */
+static void test_widths(void **state)
+{
+    (void)state;
+    for (unsigned order = 0; order <= 6; order++) {
+        struct img t;
+        img_create(&t, 9, order, 1 << 20);
+        uint64_t max = qcow2_refcount_max(order), cs = 512;
+        int64_t a = qcow2_alloc_clusters(&t.m, 4 * cs);
+        assert_true(a > 0);
+        uint64_t x = (uint64_t)a + cs; /* clusters x-1 .. x+2 in use, refcount 1 */
+        /* to the maximum (2^64-1 in int64 steps) */
+        uint64_t left = max - 1;
+        while (left) {
+            int64_t step = left > INT64_MAX ? INT64_MAX : (int64_t)left;
+            assert_int_equal(qcow2_update_refcount(&t.m, x, cs, step, QCOW2_DISCARD_NEVER), 0);
+            left -= (uint64_t)step;
+        }
+        assert_int_equal(refcount(&t, x), max);
+        assert_int_equal(refcount(&t, x - cs), 1);
+        assert_int_equal(refcount(&t, x + cs), 1);
+        /* x-1 first, then x overflows: x-1 is rolled back */
+        assert_int_equal(qcow2_update_refcount(&t.m, x - cs, 3 * cs, 1, QCOW2_DISCARD_NEVER),
+                         -EINVAL);
+        assert_int_equal(refcount(&t, x - cs), 1);
+        assert_int_equal(refcount(&t, x), max);
+        assert_int_equal(refcount(&t, x + cs), 1);
+        assert_int_equal(qcow2_refcount_flush(&t.m), 0);
+        uint64_t k = x / cs;
+        assert_int_equal(disk_refcount(&t, 1024, k), max);
+        assert_int_equal(disk_refcount(&t, 1024, k - 1), 1);
+        assert_int_equal(disk_refcount(&t, 1024, k + 1), 1);
+        /* back down */
+        left = max - 1;
+        while (left) {
+            int64_t step = left > INT64_MAX ? INT64_MAX : (int64_t)left;
+            assert_int_equal(qcow2_update_refcount(&t.m, x, cs, -step, QCOW2_DISCARD_NEVER),
+                             0);
+            left -= (uint64_t)step;
+        }
+        assert_int_equal(refcount(&t, x), 1);
+        /* x+2 -> 0, then x+3 (free) would go below zero: x+2 rolled back to 1 */
+        assert_int_equal(qcow2_update_refcount(&t.m, x + 2 * cs, 2 * cs, -1,
+                                               QCOW2_DISCARD_NEVER), -EINVAL);
+        assert_int_equal(refcount(&t, x + 2 * cs), 1);
+        assert_int_equal(qcow2_update_refcount(&t.m, x + 3 * cs, cs, -1, QCOW2_DISCARD_NEVER),
+                         -EINVAL);
+        if (order == 0) {
+            /* refcount_bits=1: a second reference is an overflow */
+            assert_int_equal(qcow2_update_refcount(&t.m, x, cs, 1, QCOW2_DISCARD_NEVER),
+                             -EINVAL);
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "widths-%u-leaks", order);
+        img_close(&t, name);
+    }
+}
+
+/* The refcounts of clusters [0, n) as a freshly opened model reads them from the file. */
+static uint64_t *disk_refcounts(struct img *t, uint64_t n)
+{
+    struct img r = { .l1_off = t->l1_off };
+    r.q = qio_open_mem(t->q->mem, t->q->mem_len, false, t->q->mem_len);
+    img_open(&r);
+    uint64_t *v = calloc(n, sizeof(*v));
+    for (uint64_t k = 0; k < n; k++)
+        v[k] = refcount(&r, k * r.m.cs);
+    qcow2_image_close(&r.m);
+    qio_close(r.q);
+    return v;
+}
+
+/* A refcount update over the whole file (68 refblocks: more than the cache's 64 slots, so
+ * dirty blocks are written while it runs), with the memory backend failing the n-th write:
+ * the update fails with EIO, is rolled back, and once the writes work again the file holds
+ * exactly the refcounts it held before; without a failure the update is whole. */
+static void test_eio_full_range(void **state)
+{
+    (void)state;
+    struct img base;
+    img_create(&base, 9, 6, 4 << 20);
+    guest_write(&base, 0, 2 << 20);
+    assert_int_equal(qcow2_refcount_cache_flush(&base.m), 0);
+    uint64_t n = base.q->mem_len / 512;
+    uint64_t *before = disk_refcounts(&base, n + 8);
+    bool completed = false;
+    for (long w = 1; w < 200 && !completed; w++) {
+        struct img t;
+        img_copy(&t, &base);
+        t.q->writes_left = w;
+        int rc = qcow2_update_refcount(&t.m, 0, n * 512, 1, QCOW2_DISCARD_NEVER);
+        t.q->writes_left = 0;
+        if (rc == 0) {
+            completed = true;
+            assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+            uint64_t *after = disk_refcounts(&t, n + 8);
+            for (uint64_t k = 0; k < n + 8; k++)
+                assert_int_equal(after[k], before[k] + (k < n));
+            free(after);
+            assert_int_equal(qcow2_update_refcount(&t.m, 0, n * 512, -1, QCOW2_DISCARD_NEVER),
+                             0);
+        } else {
+            assert_int_equal(rc, -EIO);
+        }
+        assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+        uint64_t *after = disk_refcounts(&t, n + 8);
+        for (uint64_t k = 0; k < n + 8; k++)
+            assert_int_equal(after[k], before[k]);
+        free(after);
+        char name[32];
+        snprintf(name, sizeof(name), "eio-range-%ld", w);
+        img_close(&t, w <= 3 ? name : NULL);
+    }
+    assert_true(completed);
+    free(before);
+    img_close(&base, NULL);
+}
+
+/* An allocation that needs new refblocks and a new reftable (2 MiB of 512-byte clusters at
+ * refcount_bits=64 fill the first reftable cluster), with the n-th write failing, for every
+ * n until it succeeds: every cluster in use before keeps its refcount on disk, the model and
+ * the file agree afterwards (new clusters may leak, never the reverse), and the image stays
+ * usable: a second allocation works and lands on clusters free on disk. */
+static void test_eio_alloc(void **state)
+{
+    (void)state;
+    struct img base;
+    img_create(&base, 9, 6, 4 << 20);
+    guest_write(&base, 0, (7 << 20) / 4);
+    assert_int_equal(qcow2_refcount_cache_flush(&base.m), 0);
+    assert_int_equal(base.m.h.refcount_table_clusters, 1);
+    uint64_t n = base.q->mem_len / 512 + 900;
+    uint64_t *before = disk_refcounts(&base, n);
+    bool completed = false;
+    for (long w = 1; w < 200 && !completed; w++) {
+        struct img t;
+        img_copy(&t, &base);
+        t.q->writes_left = w;
+        int64_t a = qcow2_alloc_clusters(&t.m, 600 * 512);
+        t.q->writes_left = 0;
+        if (a >= 0) {
+            completed = true;
+            assert_int_equal(t.m.h.refcount_table_clusters, 2);
+        } else {
+            assert_int_equal(a, -EIO);
+        }
+        assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+        uint64_t *after = disk_refcounts(&t, n);
+        for (uint64_t k = 0; k < n; k++) {
+            /* the old reftable is the one cluster that may be freed (after the switch) */
+            if (before[k] && k * 512 != 0x200)
+                assert_int_equal(after[k], before[k]);
+            assert_int_equal(refcount(&t, k * 512), after[k]);
+        }
+        int64_t b = qcow2_alloc_clusters(&t.m, 512);
+        assert_true(b > 0);
+        assert_int_equal(after[(uint64_t)b / 512], 0);
+        free(after);
+        char name[32];
+        snprintf(name, sizeof(name), "eio-alloc-%ld-leaks", w);
+        img_close(&t, name);
+    }
+    assert_true(completed);
+    free(before);
+    img_close(&base, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +660,14 @@ int main(void)
         cmocka_unit_test(test_fresh_512_r1),
         cmocka_unit_test(test_growth_512_r64),
         cmocka_unit_test(test_growth_512_r1),
+        cmocka_unit_test(test_self_describing),
+        cmocka_unit_test(test_refblock_elsewhere),
+        cmocka_unit_test(test_update_across_blocks),
+        cmocka_unit_test(test_free_reuse),
+        cmocka_unit_test(test_alloc_bytes),
+        cmocka_unit_test(test_widths),
+        cmocka_unit_test(test_eio_full_range),
+        cmocka_unit_test(test_eio_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
