@@ -110,11 +110,16 @@ def test_compressed_reuse_after_free(tmp_path):
     then reports "ERROR OFLAG_COPIED data cluster ... refcount=2" and the data cluster is
     overwritten. qimg's allocator must start a new host cluster instead: clean check, every
     byte readable as written."""
-    layout = LAYOUTS['cs4k']
+    name = 'compressed-reuse'
+    if name not in LAYOUTS:
+        LAYOUTS[name] = writediff.Layout(name, writediff._plain(
+            2 * MIB, 'cluster_size=4k', writes=('write -P 0x5a 0 100k',)), 2 * MIB,
+            cluster=4 * KIB, data=((0, 100 * KIB),))
+    layout = LAYOUTS[name]
     script = ['write -c -P 210 2040k 4k', 'write -P 147 2040k 4k', 'write -P 48 1M 4k',
               'write -c -P 100 2036k 4k']
-    if 'cs4k' in PENDING:
-        pytest.xfail('PENDING: ' + PENDING['cs4k'])
+    if name in PENDING:
+        pytest.xfail('PENDING: ' + PENDING[name])
     # qemu itself: the corruption (so the case stays meaningful)
     q = writediff.run_tool('qemu', layout, script, str(tmp_path))
     rc, j, text = writediff.img_check(layout, q[3])
