@@ -9,8 +9,6 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "io/lock.h"
-#include "qcow2/alloc.h"
-#include "qcow2/l2.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -18,28 +16,6 @@ static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
 {
     (void)filename;
     return len >= 8 && be32_get(buf) == QCOW2_MAGIC && be32_get(buf + 4) >= 2 ? 100 : 0;
-}
-
-/* The writer's state: a write-back L2 cache, the refcount table, the allocator's start
- * and qemu's discard defaults for an image opened with discard=unmap (qemu-io's, and
- * qimg's: qcow2_update_options' pass-discard-request/-snapshot on, -other off). */
-static int rdwr_init(image_t *img, char **errmsg)
-{
-    struct qcow2_state *s = img->priv;
-    qcow2_l2_cache_init(&s->m, true);
-    int r = qcow2_image_load_reftable(&s->m);
-    if (r < 0) {
-        *errmsg = xasprintf("Could not read refcount table: %s", strerror(-r));
-        return r;
-    }
-    s->free_cluster_index = 0;
-    s->free_byte_offset = 0;
-    s->discard_passthrough[QCOW2_DISCARD_NEVER] = false;
-    s->discard_passthrough[QCOW2_DISCARD_ALWAYS] = true;
-    s->discard_passthrough[QCOW2_DISCARD_REQUEST] = true;
-    s->discard_passthrough[QCOW2_DISCARD_SNAPSHOT] = true;
-    s->discard_passthrough[QCOW2_DISCARD_OTHER] = false;
-    return 0;
 }
 
 static int qcow2_open(image_t *img, char **errmsg)
@@ -94,7 +70,7 @@ static int qcow2_open(image_t *img, char **errmsg)
     if ((r = qcow2_load_bitmaps(img, errmsg)) < 0)
         return r;
     if (rdwr)
-        return rdwr_init(img, errmsg);
+        return qcow2_writer_init(img, errmsg);
     return 0;
 }
 
@@ -103,14 +79,7 @@ static void qcow2_close(image_t *img)
     struct qcow2_state *s = img->priv;
     if (!s)
         return;
-    /* qemu's qcow2_inactivate: the caches reach the disk at close */
-    if ((img->flags & IMG_OPEN_RDWR) && !img->broken && s->l2cache) {
-        int r = qcow2_l2_flush(&s->m);
-        if (r < 0)
-            err_report("Failed to flush the L2 table cache: %s", strerror(-r));
-        if ((r = qcow2_refcount_cache_flush(&s->m)) < 0)
-            err_report("Failed to flush the refcount block cache: %s", strerror(-r));
-    }
+    qcow2_writer_close(img);
     qcow2_map_free(s);
     qcow2_image_close(&s->m);
     for (size_t i = 0; i < s->n_bitmaps; i++)
@@ -138,4 +107,5 @@ const struct driver qcow2_driver = {
     .write_compressed = qcow2_write_compressed,
     .discard = qcow2_discard,
     .flush = qcow2_flush,
+    .truncate = qcow2_truncate,
 };

@@ -58,6 +58,15 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap);
 int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n);
 int qcow2_discard(image_t *img, uint64_t off, uint64_t n);
 int qcow2_flush(image_t *img);
+/* qemu's qcow2_subcluster_zeroize without unmapping: off subcluster-aligned, the end too
+ * unless it is the image's. */
+int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n);
+/* After a read-write open: the writer's caches and allocator state. 0 or -errno (*errmsg). */
+int qcow2_writer_init(image_t *img, char **errmsg);
+/* Before close: caches and files flushed (errors reported as qemu's close does). */
+void qcow2_writer_close(image_t *img);
+/* qcow2_truncate.c */
+int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg);
 
 int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st);
 int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);

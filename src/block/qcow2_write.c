@@ -15,7 +15,12 @@
 #include "qcow2/alloc.h"
 #include "qcow2/l2.h"
 #include "qcow2/port.h"
+#include "util/err.h"
 #include "util/xalloc.h"
+
+/* i11-rdwr's header side (qcow2/header_write.h): weak until it lands. */
+int qcow2_image_may_write(const struct qcow2_image *m) __attribute__((weak));
+int qcow2_image_mark_dirty(struct qcow2_image *m) __attribute__((weak));
 
 #define INV_OFFSET UINT64_MAX
 /* qemu's BDRV_REQUEST_MAX_BYTES */
@@ -375,17 +380,20 @@ static int data_overlap_check(struct qcow2_state *s, uint64_t off, uint64_t len)
     return has_data_file(s) ? 0 : qcow2_overlap_check(&s->m, 0, off, len);
 }
 
-/* qemu's is_unallocated: no layer of the chain allocates [off, off+n). */
-static bool is_unallocated(image_t *img, uint64_t off, uint64_t n)
+/* qemu's bdrv_co_is_zero_fast: the chain's block status says [off, off+n) reads as zeros
+ * (zero clusters, unallocated down to a layer without backing), in one run. qimg's block
+ * status is qemu's want_zero form: with metadata preallocation detected it also asks the
+ * file (qemu's fast check does not), a difference only for such images. */
+static bool is_zero_fast(image_t *img, uint64_t off, uint64_t n)
 {
     if (!n)
         return true;
     block_status_t st;
-    return image_block_status_above(img, NULL, off, n, &st) == 0 &&
-           !(st.flags & BS_ALLOCATED) && st.pnum == n;
+    return image_block_status_above(img, NULL, off, n, &st) == 0 && (st.flags & BS_ZERO) &&
+           st.pnum == n;
 }
 
-/* qemu's handle_alloc_space: COW regions that read as unallocated are zeroed with one
+/* qemu's handle_alloc_space: COW regions that read as zeros are zeroed with one
  * fallocate over both regions and the data between instead of written (no fallback:
  * else the COW). */
 static int handle_alloc_space(image_t *img, struct metas *ms)
@@ -395,8 +403,8 @@ static int handle_alloc_space(image_t *img, struct metas *ms)
         struct l2meta *m = &ms->v[i];
         if (!m->cow_start.nb_bytes && !m->cow_end.nb_bytes)
             continue;
-        if (!is_unallocated(img, m->offset + m->cow_start.offset, m->cow_start.nb_bytes) ||
-            !is_unallocated(img, m->offset + m->cow_end.offset, m->cow_end.nb_bytes))
+        if (!is_zero_fast(img, m->offset + m->cow_start.offset, m->cow_start.nb_bytes) ||
+            !is_zero_fast(img, m->offset + m->cow_end.offset, m->cow_end.nb_bytes))
             continue;
         /* from the start of the first COW region to the end of the last */
         uint64_t start = m->alloc_offset + m->cow_start.offset;
@@ -476,8 +484,15 @@ static int link_l2(image_t *img, struct l2meta *m)
     int r = perform_cow(img, m);
     if (r < 0)
         return r;
-    /* the refblocks counting the new clusters reach the disk before this table */
-    if ((r = qcow2_l2_depends_on_refblocks(&s->m)) < 0)
+    /* lazy refcounts: the dirty bit before refcount updates may lag (qemu's
+     * qcow2_mark_dirty); else the refblocks counting the new clusters reach the disk
+     * before this table (qcow2_need_accurate_refcounts) */
+    if (qcow2_image_mark_dirty && s->h.version >= 3 &&
+        (s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
+        (r = qcow2_image_mark_dirty(&s->m)) < 0)
+        return r;
+    if (!(s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        (r = qcow2_l2_depends_on_refblocks(&s->m)) < 0)
         return r;
     uint8_t *t;
     uint64_t idx;
@@ -533,32 +548,85 @@ static int handle_l2meta(image_t *img, struct metas *ms, bool link)
     return ret;
 }
 
+/* Chunks of a request whose data is written and whose L2 updates wait (qemu's write tasks
+ * of one request, each linking its clusters when it gets the lock again). */
+struct pending {
+    struct metas *v;
+    size_t n, cap;
+};
+
+static int link_pending(image_t *img, struct pending *pd)
+{
+    int ret = 0;
+    for (size_t i = 0; i < pd->n; i++) {
+        int r = handle_l2meta(img, &pd->v[i], true);
+        if (ret == 0)
+            ret = r;
+        free(pd->v[i].v);
+    }
+    pd->n = 0;
+    return ret;
+}
+
+/* qemu's qcow2_co_pwritev_part. A request that takes several allocation runs ("chunks")
+ * runs them as parallel tasks in qemu: every chunk's clusters are allocated before the
+ * earlier chunks link theirs (and free what they replace), unless an allocation waited for
+ * I/O (a table read or written, a new L2 table), during which the earlier tasks finish.
+ * The same order here, so that clusters freed by an early chunk are reused where qemu
+ * reuses them. */
+/* 0, or -ENOTSUP when the image may not change (encrypted: no key; consistent persistent
+ * bitmaps qimg cannot keep current, i11-rdwr's qcow2_image_may_write) */
+static int may_write(struct qcow2_state *s)
+{
+    if (s->h.crypt_method != 0)
+        return -ENOTSUP;
+    return qcow2_image_may_write ? qcow2_image_may_write(&s->m) : 0;
+}
+
 int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
-    if (s->h.crypt_method != 0)
-        return -ENOTSUP;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     const uint8_t *p = buf;
-    struct metas ms = { 0 };
+    struct pending pd = { 0 };
     int r = 0;
     while (n && r == 0) {
         uint64_t cur = n < INT_MAX ? n : INT_MAX, host;
-        ms.n = 0;
+        struct metas ms = { 0 };
+        uint64_t yields = s->l2cache ? s->l2cache->yields : 0;
         r = alloc_host_offset(img, off, &cur, &host, &ms);
+        bool waited = s->l2cache && s->l2cache->yields != yields;
         if (r == 0)
             r = data_overlap_check(s, host, cur);
         if (r == 0)
             r = handle_alloc_space(img, &ms);
         if (r == 0 && !merge_cow(off, cur, p, &ms))
             r = qio_pwrite(img->data_file, p, (size_t)cur, host);
-        int lr = handle_l2meta(img, &ms, r == 0);
-        if (r == 0)
-            r = lr;
+        if (waited) {
+            int lr = link_pending(img, &pd);
+            if (r == 0)
+                r = lr;
+        }
+        if (r < 0) {
+            handle_l2meta(img, &ms, false);
+            free(ms.v);
+            break;
+        }
+        if (pd.n == pd.cap) {
+            pd.cap = pd.cap ? 2 * pd.cap : 4;
+            pd.v = xreallocarray(pd.v, pd.cap, sizeof(*pd.v));
+        }
+        pd.v[pd.n++] = ms;
         off += cur;
         p += cur;
         n -= (size_t)cur;
     }
-    free(ms.v);
+    int lr = link_pending(img, &pd);
+    if (r == 0)
+        r = lr;
+    free(pd.v);
     return r;
 }
 
@@ -748,6 +816,11 @@ static int subcluster_zeroize(image_t *img, uint64_t off, uint64_t bytes, bool m
     return 0;
 }
 
+int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n)
+{
+    return subcluster_zeroize(img, off, n, false);
+}
+
 /* qemu's is_zero: [off, off+n) (clamped to the size) reads as zeros by block status. */
 static bool is_zero(image_t *img, uint64_t off, uint64_t n)
 {
@@ -793,8 +866,9 @@ static int pwrite_zeroes(image_t *img, uint64_t off, uint64_t bytes, bool may_un
 int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
     struct qcow2_state *s = img->priv;
-    if (s->h.crypt_method != 0)
-        return -ENOTSUP;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     const uint64_t align = (uint64_t)1 << sc_bits(s);
     const uint64_t max_transfer = 16u << 20;
     const uint64_t max_zero = (uint64_t)INT_MAX & ~(align - 1);
@@ -833,6 +907,9 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
 {
     struct qcow2_state *s = img->priv;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     if (s->h.version < 3 && img->backing)
         return 0; /* -ENOTSUP, which bdrv_co_pdiscard ignores */
     const uint64_t cs = s->cs;
@@ -899,8 +976,11 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
 int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
-    if (has_data_file(s) || s->h.crypt_method != 0)
+    if (has_data_file(s))
         return -ENOTSUP;
+    int r0 = may_write(s);
+    if (r0 < 0)
+        return r0;
     const uint64_t cs = s->cs;
     if (n == 0) {
         /* qemu aligns the file's end to a sector */
@@ -925,4 +1005,46 @@ int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n
         n -= k;
     }
     return 0;
+}
+
+/* ---- open and close of a writable image ---- */
+
+/* The writer's state after a read-write open: a write-back L2 cache, the refcount table,
+ * the allocator's start and qemu's discard defaults for an image opened with discard=unmap
+ * (qemu-io's, and qimg's: qcow2_update_options' pass-discard-request/-snapshot on, -other
+ * off). */
+int qcow2_writer_init(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    qcow2_l2_cache_init(&s->m, true);
+    int r = qcow2_image_load_reftable(&s->m);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not read refcount table: %s", strerror(-r));
+        return r;
+    }
+    s->free_cluster_index = 0;
+    s->free_byte_offset = 0;
+    s->discard_passthrough[QCOW2_DISCARD_NEVER] = false;
+    s->discard_passthrough[QCOW2_DISCARD_ALWAYS] = true;
+    s->discard_passthrough[QCOW2_DISCARD_REQUEST] = true;
+    s->discard_passthrough[QCOW2_DISCARD_SNAPSHOT] = true;
+    s->discard_passthrough[QCOW2_DISCARD_OTHER] = false;
+    return 0;
+}
+
+/* qemu's qcow2_inactivate and bdrv_close's flush: the caches, then the files, reach the
+ * disk (a file system reports fallocated ranges differently while their pages are dirty). */
+void qcow2_writer_close(image_t *img)
+{
+    struct qcow2_state *s = img->priv;
+    if (!(img->flags & IMG_OPEN_RDWR) || img->broken || !s->l2cache || !s->l2cache->writable)
+        return;
+    int r = qcow2_l2_flush(&s->m);
+    if (r < 0)
+        err_report("Failed to flush the L2 table cache: %s", strerror(-r));
+    if ((r = qcow2_refcount_cache_flush(&s->m)) < 0)
+        err_report("Failed to flush the refcount block cache: %s", strerror(-r));
+    (void)qio_flush(img->file);
+    if (img->data_file && img->data_file != img->file)
+        (void)qio_flush(img->data_file);
 }

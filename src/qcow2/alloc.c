@@ -14,6 +14,21 @@
 /* qemu's QCOW_MAX_CLUSTER_OFFSET: host offsets fit 56 bits */
 #define MAX_CLUSTER_OFFSET ((UINT64_C(1) << 56) - 1)
 
+/* Writes qemu makes with bdrv_pwrite_sync on the file, outside the overlap guard (the
+ * reftable entry of a new refblock, a new reftable, the header switch): no class checked. */
+#define UNGUARDED (~0u)
+
+/* The overlap guard (qcow2/overlap.h, i11-port) caches where metadata lies and must hear
+ * when a refblock or the reftable moves; weak, so that this builds before the guard lands
+ * (then: #include "qcow2/overlap.h" and call it directly). */
+void qcow2_overlap_invalidate(struct qcow2_image *m) __attribute__((weak));
+
+static void guard_invalidate(struct qcow2_image *m)
+{
+    if (qcow2_overlap_invalidate)
+        qcow2_overlap_invalidate(m);
+}
+
 static inline uint64_t rb_entries(const struct qcow2_image *m)
 {
     return UINT64_C(1) << m->h.refcount_block_bits;
@@ -31,12 +46,17 @@ static void rb_dirty(struct qcow2_image *m, uint64_t ti)
     m->rb.owner = m;
 }
 
-/* qemu's qcow2_cache_flush of the L2 cache (the hook), clearing the wait first so that the
- * L2 side's own ordering cannot come back here. */
+/* qemu's qcow2_cache_flush of the L2 cache (the hook). The wait is cleared while the hook
+ * runs, so that the L2 side's own ordering cannot come back here, and stays if it fails:
+ * no refblock is written before the tables are (qemu's qcow2_cache_flush_dependency). */
 static int flush_l2(struct qcow2_image *m)
 {
+    bool waited = m->rb.rb_waits_l2;
     m->rb.rb_waits_l2 = false;
-    return m->rb.l2_flush ? m->rb.l2_flush(m) : 0;
+    int rc = m->rb.l2_flush ? m->rb.l2_flush(m) : 0;
+    if (rc < 0)
+        m->rb.rb_waits_l2 = waited;
+    return rc;
 }
 
 int qcow2_refcount_write_slot(struct qcow2_image *m, unsigned slot)
@@ -81,21 +101,29 @@ int qcow2_refcount_cache_flush(struct qcow2_image *m)
 
 int qcow2_l2_depends_on_refblocks(struct qcow2_image *m)
 {
-    int rc = 0;
-    if (m->rb.rb_waits_l2)
-        rc = flush_l2(m);
+    /* the two waits never stand together: a failure leaves the old one alone */
+    if (m->rb.rb_waits_l2) {
+        int rc = flush_l2(m);
+        if (rc < 0)
+            return rc;
+    }
     m->rb.l2_waits_rb = true;
-    return rc;
+    return 0;
 }
 
 /* qemu's qcow2_cache_set_dependency(refcount_block_cache, l2_table_cache), before a
- * decrease: refblocks that L2 tables wait for are flushed first (qemu's errors there are
- * ignored too: a later write reports them). */
-static void refblocks_depend_on_l2(struct qcow2_image *m)
+ * decrease: refblocks that L2 tables wait for are flushed first. qemu ignores a failure
+ * there and decreases anyway, which could put a freed refcount on disk before the table
+ * that dropped the reference; here the decrease fails instead (the clusters leak). */
+static int refblocks_depend_on_l2(struct qcow2_image *m)
 {
-    if (m->rb.l2_waits_rb)
-        (void)qcow2_refcount_cache_flush(m);
+    if (m->rb.l2_waits_rb) {
+        int rc = qcow2_refcount_cache_flush(m);
+        if (rc < 0)
+            return rc;
+    }
     m->rb.rb_waits_l2 = true;
+    return 0;
 }
 
 /* Forget cached blocks at [lo, hi) unwritten: new refblocks of a failed step, which no
@@ -324,14 +352,14 @@ int64_t qcow2_refcount_area(struct qcow2_image *m, uint64_t start_offset,
     uint8_t *raw = xmalloc((size_t)table_size * 8);
     for (uint64_t i = 0; i < table_size; i++)
         be64_put(raw + i * 8, new_table[i]);
-    ret = pwrite_sync(m, QCOW2_OL_REFCOUNT_TABLE, table_offset, raw, (size_t)table_size * 8);
+    ret = pwrite_sync(m, UNGUARDED, table_offset, raw, (size_t)table_size * 8);
     free(raw);
     if (ret < 0)
         goto fail;
     uint8_t hdr[12];
     be64_put(hdr, table_offset);
     be32_put(hdr + 8, (uint32_t)table_clusters);
-    if ((ret = pwrite_sync(m, QCOW2_OL_MAIN_HEADER, QCOW2_OFF_REFTABLE_OFFSET, hdr, 12)) < 0)
+    if ((ret = pwrite_sync(m, UNGUARDED, QCOW2_OFF_REFTABLE_OFFSET, hdr, 12)) < 0)
         goto fail;
 
     uint64_t old_offset = m->h.refcount_table_offset;
@@ -342,6 +370,7 @@ int64_t qcow2_refcount_area(struct qcow2_image *m, uint64_t start_offset,
     m->h.refcount_table_offset = table_offset;
     m->h.refcount_table_clusters = (uint32_t)table_clusters;
     m->h.reftable_entries = table_size;
+    guard_invalidate(m);
     qcow2_free_clusters(m, old_offset, old_size * 8, QCOW2_DISCARD_OTHER);
     return (int64_t)end_offset;
 
@@ -405,11 +434,11 @@ static int alloc_refcount_block(struct qcow2_image *m, uint64_t k, uint8_t **blk
         /* hook the block up in the table */
         uint8_t e[8];
         be64_put(e, new_block);
-        ret = pwrite_sync(m, QCOW2_OL_REFCOUNT_TABLE, m->h.refcount_table_offset + ti * 8, e,
-                          8);
+        ret = pwrite_sync(m, UNGUARDED, m->h.refcount_table_offset + ti * 8, e, 8);
         if (ret < 0)
             goto fail;
         m->rt[ti] = new_block;
+        guard_invalidate(m);
         /* the block may sit where the caller meant to put its clusters */
         return -EAGAIN;
     }
@@ -449,8 +478,11 @@ static int update_refcount(struct qcow2_image *m, uint64_t off, uint64_t len, ui
         return 0;
     if (off > MAX_CLUSTER_OFFSET || len > MAX_CLUSTER_OFFSET + 1 - off)
         return -EINVAL;
-    if (decrease)
-        refblocks_depend_on_l2(m);
+    if (decrease) {
+        int rc = refblocks_depend_on_l2(m);
+        if (rc < 0)
+            return rc;
+    }
     m->rb.owner = m;
 
     uint64_t cs = m->cs, cb = m->h.cluster_bits;

@@ -11,8 +11,12 @@
  *     they count (the L2 cache calls qcow2_refcount_flush first; with lazy refcounts the
  *     image is marked dirty instead).
  * Every function returns 0 (or the offset) or -errno; an impossible metadata state met on
- * the way (a refblock offset unaligned, a refcount overflowing) is qemu's corruption event
- * and -EIO. */
+ * the way (a refblock offset unaligned, a new refblock at offset 0) is qemu's corruption
+ * event and -EIO; a refcount that would overflow or drop below 0 is -EINVAL, as in qemu.
+ * Discards of freed clusters go to the file directly (qio_fallocate punch-hole, errors
+ * ignored as qemu ignores them); the opener sets m->discard_passthrough as qemu's open does
+ * (all false when the file is not opened with discard=unmap: qemu's discards are no-ops
+ * then). */
 #ifndef QIMG_QCOW2_ALLOC_H
 #define QIMG_QCOW2_ALLOC_H
 
@@ -33,7 +37,9 @@ enum qcow2_discard_type {
 /* qemu's update_refcount: add addend (may be negative) to the refcount of every cluster
  * touching [off, off+len); refblocks allocated as needed; rolled back on failure. A
  * refcount that drops to 0 moves free_cluster_index back and, if the discard type passes
- * (m->discard_passthrough), the cluster is discarded in the file. */
+ * (m->discard_passthrough), the cluster is discarded in the file. As in qemu, -EAGAIN
+ * means a new refblock was placed (maybe inside the range) and everything was rolled back:
+ * an allocating caller searches again; the others call again. */
 int qcow2_update_refcount(struct qcow2_image *m, uint64_t off, uint64_t len, int64_t addend,
                           enum qcow2_discard_type type);
 

@@ -54,7 +54,7 @@ struct qcow2_l2_cache;
     uint64_t *l1;                                                                          \
     uint64_t l1_loaded;                                                                    \
     /* reftable, host order, entries past rt_loaded read as 0 (qemu's refcount_table_size \
-     * is rt_entries); CHECK loads it at open, the driver when it needs it */              \
+     * is rt_entries); CHECK and RDWR (whole) load it at open, READ when it is needed */    \
     uint64_t *rt;                                                                          \
     uint64_t rt_loaded;                                                                    \
     uint64_t rt_entries;                                                                   \

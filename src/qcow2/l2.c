@@ -10,6 +10,19 @@
 #include "qcow2/port.h"
 #include "util/xalloc.h"
 
+/* The overlap guard's cached ranges (qcow2/overlap.h, branch i11-port): weak, so that this
+ * builds before the guard lands; with it, a new table is added and moved or freed metadata
+ * makes the guard rebuild its ranges. */
+void qcow2_overlap_invalidate(struct qcow2_image *m) __attribute__((weak));
+void qcow2_overlap_add(struct qcow2_image *m, unsigned cls, uint64_t off, uint64_t len)
+    __attribute__((weak));
+
+static void guard_invalidate(struct qcow2_image *m)
+{
+    if (qcow2_overlap_invalidate)
+        qcow2_overlap_invalidate(m);
+}
+
 /* Bytes of tables cached by all read-only images, and the buffer a read-only image reads
  * into once that total is spent. */
 static size_t l2_total;
@@ -78,6 +91,7 @@ static int write_slot(struct qcow2_image *m, struct qcow2_l2_slot *e)
 static int evict(struct qcow2_image *m, struct qcow2_l2_slot *e)
 {
     if (e->off && e->dirty) {
+        m->l2cache->yields++;
         int r = write_dependencies(m);
         if (r == 0 && e->dirty) /* the refblocks' own wait may have flushed it */
             r = write_slot(m, e);
@@ -159,6 +173,7 @@ int qcow2_l2_load(struct qcow2_image *m, uint64_t off, uint8_t **t)
         return 0;
     }
     if (!hit) {
+        m->l2cache->yields++;
         if ((r = qio_pread(m->q, e->data, (size_t)m->cs, off)) < 0)
             return r;
         e->off = off;
@@ -290,7 +305,8 @@ int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact)
         uint8_t hdr[12];
         be32_put(hdr, (uint32_t)n);
         be64_put(hdr + 4, (uint64_t)noff);
-        r = qcow2_meta_pwrite(m, QCOW2_OL_MAIN_HEADER, QCOW2_OFF_L1_SIZE, hdr, sizeof(hdr));
+        /* qemu writes the header outside the overlap check */
+        r = qcow2_meta_pwrite(m, ~0u, QCOW2_OFF_L1_SIZE, hdr, sizeof(hdr));
         if (r == 0)
             r = qcow2_meta_flush(m);
     }
@@ -306,7 +322,9 @@ int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact)
     m->l1_loaded = n;
     m->h.l1_table_offset = (uint64_t)noff;
     m->h.l1_size = (uint32_t)n;
-    qcow2_free_clusters(m, old_off, old_size * 8, QCOW2_DISCARD_OTHER);
+    guard_invalidate(m);
+    if (old_size)
+        qcow2_free_clusters(m, old_off, old_size * 8, QCOW2_DISCARD_OTHER);
     return 0;
 }
 
@@ -316,6 +334,8 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
 {
     uint64_t old = m->l1[l1_index];
     uint64_t old_off = old & QCOW2_L1E_OFFSET_MASK;
+    qcow2_l2_cache_init(m, true);
+    m->l2cache->yields++;
     int64_t noff = qcow2_alloc_clusters(m, m->h.l2_entries * m->h.l2_entry_size);
     if (noff < 0)
         return (int)noff;
@@ -342,6 +362,8 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
     }
     if (r == 0) {
         qcow2_l2_mark_dirty(m, t);
+        if (qcow2_overlap_add)
+            qcow2_overlap_add(m, QCOW2_OL_ACTIVE_L2, (uint64_t)noff, m->cs);
         r = qcow2_l2_flush(m);
     }
     if (r == 0) {
@@ -353,6 +375,7 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
             qcow2_l2_forget(m, (uint64_t)noff);
         m->l1[l1_index] = old;
         qcow2_free_clusters(m, (uint64_t)noff, m->cs, QCOW2_DISCARD_ALWAYS);
+        guard_invalidate(m);
     }
     return r;
 }
@@ -371,9 +394,11 @@ int qcow2_l2_table_for_write(struct qcow2_image *m, uint64_t off, uint8_t **t,
     if (!(m->l1[l1_index] & QCOW2_OFLAG_COPIED)) {
         if ((r = l2_allocate(m, l1_index)) < 0)
             return r;
-        if (l2_off)
+        if (l2_off) {
             qcow2_free_clusters(m, l2_off, m->h.l2_entries * m->h.l2_entry_size,
                                 QCOW2_DISCARD_OTHER);
+            guard_invalidate(m); /* the old table is no longer active */
+        }
         l2_off = m->l1[l1_index] & QCOW2_L1E_OFFSET_MASK;
     }
     if ((r = qcow2_l2_load(m, l2_off, t)) < 0)

@@ -41,6 +41,9 @@ struct qcow2_l2_cache {
     size_t filled;   /* slots 0..filled-1 have a buffer (counted in the total if !writable) */
     uint64_t tick;
     bool writable;
+    /* times a lookup or allocation waited for I/O (a table read or written back, a new
+     * table): where qemu's request coroutine yields (the writer's task order needs it) */
+    uint64_t yields;
 };
 
 /* Make the cache of a writable image (RDWR open); read-only images get theirs on first

@@ -7,17 +7,22 @@
 #include "qcow2/refcount.h"
 #include "util/xalloc.h"
 
-unsigned qcow2_rb_cache_slot(uint64_t cluster_size, uint64_t ti)
+static inline unsigned rb_slot(uint64_t cluster_size, uint64_t ti)
 {
     uint64_t slots = QCOW2_RB_CACHE_BYTES / cluster_size;
     slots = slots < 1 ? 1 : slots > QCOW2_RB_CACHE_SLOTS ? QCOW2_RB_CACHE_SLOTS : slots;
     return (unsigned)(ti % slots);
 }
 
+unsigned qcow2_rb_cache_slot(uint64_t cluster_size, uint64_t ti)
+{
+    return rb_slot(cluster_size, ti);
+}
+
 int qcow2_rb_cache_take(struct qcow2_rb_cache *c, qio_t *q, uint64_t cluster_size, uint64_t ti,
                         uint64_t off, bool fresh, uint8_t **blk)
 {
-    unsigned slot = qcow2_rb_cache_slot(cluster_size, ti);
+    unsigned slot = rb_slot(cluster_size, ti);
     *blk = NULL;
     if (c->buf[slot] && c->off[slot] == off) {
         if (fresh)
@@ -59,6 +64,12 @@ int qcow2_rb_cache_get(struct qcow2_rb_cache *c, qio_t *q, uint64_t cluster_size
         return 0;
     if (off & (cluster_size - 1))
         return -EIO;
+    /* the checker's per-cluster path: a hit costs no call */
+    unsigned slot = rb_slot(cluster_size, ti);
+    if (c->buf[slot] && c->off[slot] == off) {
+        *blk = c->buf[slot];
+        return 0;
+    }
     return qcow2_rb_cache_take(c, q, cluster_size, ti, off, false, blk);
 }
 

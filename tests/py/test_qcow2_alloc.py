@@ -7,7 +7,7 @@ allocator; with QIMG_ALLOC_OUT it writes the images it made into that directory.
     ends in -leaks may leak clusters by design: failed writes, allocations left unused;
     all others must be clean);
   - the images of the layout scenarios are compared with qemu's own: qemu-img create plus
-    qemu-io 'write -P 0xcd 0 LEN' on the same geometry must give the same file from the
+    the same qemu-io writes and discards on the same geometry must give the same file from the
     second cluster on (header extensions are not the allocator's), the same
     `qemu-img map --output=json`, and the same guest bytes.
 The unit binary is the one `make unit` builds beside $QIMG (build/tests/)."""
@@ -22,12 +22,14 @@ import qemu
 
 UNIT = os.path.join(os.path.dirname(qemu.QIMG), 'tests', 'test_qcow2_alloc')
 
-# name in the unit test -> (cluster_size, refcount_bits, virtual size, bytes written at 0)
+# name in the unit test -> (cluster_size, refcount_bits, virtual size, qemu-io commands)
 LAYOUTS = {
-    'fresh-64k': (65536, 16, '1M', '64k'),
-    'fresh-512-r1': (512, 1, '1M', '64k'),
-    'growth-512-r64': (512, 64, '4M', '2M'),
-    'growth-512-r1': (512, 1, '136M', '130M'),
+    'fresh-64k': (65536, 16, '1M', ['write -P 0xcd 0 64k']),
+    'fresh-512-r1': (512, 1, '1M', ['write -P 0xcd 0 64k']),
+    'growth-512-r64': (512, 64, '4M', ['write -P 0xcd 0 2M']),
+    'growth-512-r1': (512, 1, '136M', ['write -P 0xcd 0 130M']),
+    'reuse-64k': (65536, 16, '8M', ['write -P 0xcd 0 1M', 'discard 0 128k',
+                                    'write -P 0xcd 2M 64k', 'write -P 0xcd 3M 256k']),
 }
 
 
@@ -48,10 +50,12 @@ def test_unit_images_pass_qemu_check(unit_images):
     assert set(LAYOUTS) <= set(names)
     assert any(n.startswith('eio-alloc-') for n in names)
     assert any(n.startswith('eio-range-') for n in names)
+    assert len([n for n in names if n.startswith('crash-alloc-')]) > 5
     assert len([n for n in names if n.startswith('widths-')]) == 7
     for n in names:
         path = os.path.join(out, n + '.qcow2')
         rc, so, se = qemu.qemu_img('check', '--output=json', path)
+        assert so.startswith('{'), (n, rc, so, se)
         d = json.loads(so)
         assert not d.get('corruptions') and not d.get('check-errors'), (n, so, se)
         if n.endswith('-leaks'):
@@ -73,10 +77,10 @@ def _header(path):
 @pytest.mark.parametrize('name', sorted(LAYOUTS))
 def test_layout_matches_qemu(unit_images, tmp_path, name):
     out, _ = unit_images
-    cs, rbits, size, length = LAYOUTS[name]
+    cs, rbits, size, cmds = LAYOUTS[name]
     ref = str(tmp_path / 'qemu.qcow2')
     qemu.make_image(ref, size=size, cluster_size=cs, refcount_bits=rbits)
-    qemu.io(ref, 'write -P 0xcd 0 %s' % length)
+    qemu.io(ref, *cmds)
     ours = os.path.join(out, name + '.qcow2')
     assert _header(ours) == _header(ref)
     with open(ref, 'rb') as f:

@@ -354,17 +354,3 @@ def test_timing_line_is_qemu_io_format(tmp_path):
     assert re.fullmatch(r'1 bytes, 1 ops; .*', lines[3])
     assert lines[4] == 'discard 512/512 bytes at offset 0'
     assert len(lines) == 6
-
-
-def test_qcow2_truncate_not_yet(tmp_path):
-    """qcow2 writes, zero writes and discards are tested against qemu-io in
-    test_qcow2_write.py; truncate is not implemented yet: qimg-io reports it unsupported and
-    leaves the image as it was."""
-    p = qemu.make_image(str(tmp_path / 'img.qcow2'), '1M')
-    with open(p, 'rb') as f:
-        before = f.read()
-    rc, out, err = qemu.run(QIMG_IO, '-f', 'qcow2', '-c', 'truncate 2M', '-c', 'read -P 0 0 4k', p)
-    assert rc == 1
-    assert 'Image format driver does not support resize' in err
-    with open(p, 'rb') as f:
-        assert f.read() == before
