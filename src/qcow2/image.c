@@ -81,13 +81,22 @@ static int open_data_file(struct qcow2_image *m, const struct qcow2_open_opts *o
     return 0;
 }
 
-int qcow2_image_load_reftable(struct qcow2_image *m)
+/* flags QCOW2_TABLE_PAD: the whole table (the writer's), rt_loaded = rt_entries */
+static int load_reftable(struct qcow2_image *m, unsigned flags)
 {
     if (m->rt)
         return 0;
     m->rt_entries = m->h.reftable_entries;
-    return qcow2_table_load(m->q, m->file_size, m->h.refcount_table_offset, m->rt_entries, 0,
-                            &m->rt, &m->rt_loaded);
+    int rc = qcow2_table_load(m->q, m->file_size, m->h.refcount_table_offset, m->rt_entries,
+                              flags, &m->rt, &m->rt_loaded);
+    if (rc == 0 && (flags & QCOW2_TABLE_PAD))
+        m->rt_loaded = m->rt_entries;
+    return rc;
+}
+
+int qcow2_image_load_reftable(struct qcow2_image *m)
+{
+    return load_reftable(m, 0);
 }
 
 int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
@@ -139,20 +148,18 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
     }
     /* qcow2_refcount_init: the checker needs the reftable, and so does the writer (whole,
      * zeros past EOF as qemu reads it, so the allocator can hook refblocks up anywhere in
-     * it); the reader loads it on demand */
-    if (check && (rc = qcow2_image_load_reftable(m)) < 0) {
+     * it); the reader loads it on demand, but fails here where qemu's read would */
+    if (check)
+        rc = load_reftable(m, 0);
+    else if (o->mode == QCOW2_MODE_RDWR)
+        rc = load_reftable(m, QCOW2_TABLE_PAD);
+    else
+        rc = qcow2_table_past_max(m->h.refcount_table_offset, m->h.reftable_entries) ? -EIO
+                                                                                   : 0;
+    if (rc < 0) {
         free(buf);
-        return fail_msg(errmsg, rc, "Could not read refcount table");
-    }
-    if (o->mode == QCOW2_MODE_RDWR) {
-        m->rt_entries = m->h.reftable_entries;
-        rc = qcow2_table_load(q, m->file_size, m->h.refcount_table_offset, m->rt_entries,
-                              QCOW2_TABLE_PAD, &m->rt, &m->rt_loaded);
-        if (rc < 0) {
-            free(buf);
-            return fail_msg(errmsg, rc, "Could not read refcount table");
-        }
-        m->rt_loaded = m->rt_entries;
+        *errmsg = xasprintf("Could not initialize refcount handling: %s", strerror(-rc));
+        return rc;
     }
     fmt_error_clear(&e);
     if ((rc = qcow2_ext_parse(&m->h, buf, blen, &m->ext, &e)) < 0)

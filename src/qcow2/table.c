@@ -13,7 +13,7 @@ int qcow2_table_load(qio_t *q, uint64_t file_size, uint64_t off, uint64_t entrie
     *loaded = 0;
     /* qemu's request check: a read that ends past BDRV_MAX_LENGTH fails, while one merely
      * past EOF reads zeros (a raw snapshot L1 offset can be 0x8000000000090000) */
-    if (entries && (off > QIO_MAX_LENGTH || entries > (QIO_MAX_LENGTH - off) / 8))
+    if (qcow2_table_past_max(off, entries))
         return -EIO;
     uint64_t n = qcow2_table_in_file(off, entries, file_size);
     uint64_t alloc = (flags & QCOW2_TABLE_PAD) ? entries : n;

@@ -21,6 +21,13 @@ static inline uint64_t qcow2_table_in_file(uint64_t off, uint64_t entries, uint6
     return avail < entries ? avail : entries;
 }
 
+/* qemu's request check: reading the table ends past BDRV_MAX_LENGTH, which fails with
+ * -EIO (while a read merely past EOF gives zeros). */
+static inline int qcow2_table_past_max(uint64_t off, uint64_t entries)
+{
+    return entries && (off > QIO_MAX_LENGTH || entries > (QIO_MAX_LENGTH - off) / 8);
+}
+
 /* qcow2_table_load flags */
 enum {
     /* allocate all `entries` (zeros past EOF) so callers may index the whole table;

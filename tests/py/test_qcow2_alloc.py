@@ -97,3 +97,19 @@ def test_layout_matches_qemu(unit_images, tmp_path, name):
     assert rc1 == 0 and rc2 == 0 and m1 == m2
     rc, so, se = qemu.qemu_img('compare', ref, ours)
     assert rc == 0, so + se
+
+
+@pytest.mark.parametrize('cmd', [['check'], ['info'], ['map'], ['check', '-r', 'all']])
+def test_reftable_past_max_length(tmp_path, qimg_binary, cmd):
+    """A reftable ending past qemu's BDRV_MAX_LENGTH: qemu's qcow2_refcount_init read fails
+    in every open mode, read-only ones included (the model loads it for check and read-write,
+    and checks the range for read-only opens)."""
+    img = str(tmp_path / 'x.qcow2')
+    qemu.make_image(img, size='1M')
+    with open(img, 'r+b') as f:
+        f.seek(48)
+        f.write(struct.pack('>Q', 0x7fffffffc0000000))
+    rq, oq, eq = qemu.qemu_img(*cmd, img, cwd=str(tmp_path))
+    ri, oi, ei = qemu.qimg(*cmd, img, cwd=str(tmp_path))
+    assert 'Could not initialize refcount handling: Input/output error' in eq
+    assert (ri, oi, ei.replace('qimg:', 'qemu-img:')) == (rq, oq, eq)

@@ -1024,6 +1024,49 @@ static void test_crash_alloc(void **state)
     img_close(&base, NULL);
 }
 
+/* The read-write open loads the whole reftable (zeros past EOF, as qemu's bdrv_pread), so
+ * a table cut by EOF is complete in the model; a table the file cannot hold at all is
+ * qemu's "Could not initialize refcount handling". */
+static void test_rdwr_reftable(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    assert_int_equal(qcow2_refcount_cache_flush(&t.m), 0);
+    size_t len = t.q->mem_len;
+    uint8_t *b = malloc(len);
+    memcpy(b, t.q->mem, len);
+    img_close(&t, NULL);
+    /* a 2-cluster table whose second cluster lies past EOF (the file ends in the L1) */
+    be32_put(b + QCOW2_OFF_REFTABLE_CLUSTERS, 2);
+    be64_put(b + QCOW2_OFF_REFTABLE_OFFSET, 0x30000);
+    be64_put(b + 0x30000, 0x20000);
+    qio_t *q = qio_open_mem(b, 0x30000 + 8, true, MEM_MAX);
+    struct qcow2_image m = {0};
+    char *err = NULL;
+    struct qcow2_open_opts o = { .mode = QCOW2_MODE_RDWR };
+    assert_int_equal(qcow2_image_open(&m, q, "x", &o, &err), 0);
+    assert_int_equal(m.rt_entries, 16384);
+    assert_int_equal(m.rt_loaded, 16384);
+    assert_int_equal(m.rt[0], 0x20000);
+    assert_int_equal(m.rt[16383], 0);
+    qcow2_image_close(&m);
+    qio_close(q);
+    /* ending past qemu's BDRV_MAX_LENGTH */
+    be64_put(b + QCOW2_OFF_REFTABLE_OFFSET, 0x7fffffffc0000000ull);
+    be32_put(b + QCOW2_OFF_REFTABLE_CLUSTERS, 1);
+    q = qio_open_mem(b, len, true, MEM_MAX);
+    memset(&m, 0, sizeof(m));
+    /* qemu-io on such an image: "can't open device F: Could not initialize refcount
+     * handling: Input/output error" */
+    assert_int_equal(qcow2_image_open(&m, q, "x", &o, &err), -EIO);
+    assert_string_equal(err, "Could not initialize refcount handling: Input/output error");
+    free(err);
+    qcow2_image_close(&m);
+    qio_close(q);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1042,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_eio_full_range),
         cmocka_unit_test(test_discard),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_rdwr_reftable),
         cmocka_unit_test(test_order_hooks),
         cmocka_unit_test(test_eio_alloc),
         cmocka_unit_test(test_crash_alloc),
