@@ -21,7 +21,7 @@ import pytest
 
 import qemu
 import writediff
-from writediff import KIB, MIB, LAYOUTS, PENDING_OPS, SCALE
+from writediff import KIB, MIB, LAYOUTS, SCALE
 
 SEEDS = range(5 * SCALE)
 
@@ -51,41 +51,48 @@ def test_random_script(tmp_path, layout, seed):
 
 
 # -- truncate ------------------------------------------------------------------------------
-# grow (a new L1 table when the old one is too small), write past the old end, shrink (the
-# clusters past the new end freed; refused with snapshots), a size that is not a multiple
-# of 512 (refused). On qcow2 this is also left out of the random scripts while 'truncate' is
-# in writediff.PENDING_OPS; then these cases are strict expected failures.
+# grow: a new L1 table when the old one is too small (512-byte clusters), writes past the
+# old end; shrink: the clusters past the new end freed (and with snapshots qemu's answer),
+# a size that is not a multiple of 512 (refused). While a kind is in writediff.PENDING_OPS,
+# the random scripts leave it out on qcow2 and its case here is a strict expected failure.
 
 TRUNCATE_LAYOUTS = ['raw', 'cs512', 'cs64k', 'compat010', 'extl2', 'snapshots', 'chain',
-                    'datafile', 'datafile-raw', 'rc64', 'lazy']
+                    'datafile', 'datafile-raw', 'rc64', 'lazy', 'compressed']
+
+
+def truncate_script(layout, kind):
+    size, cs = layout.size, layout.cluster
+    grown = size + 40 * MIB
+    if kind == 'grow':
+        return ['write -P 1 %d %d' % (size - cs, cs), 'truncate %d' % grown,
+                'write -P 2 %d %d' % (size - 512, cs + 1024),
+                'read -P 0 %d 4k' % (grown - 4096), 'truncate %d' % (grown + 100),
+                'write -P 3 %d 1k' % (grown - 1024), 'truncate %d' % (grown + cs)]
+    return ['write -P 1 %d %d' % (size - 2 * cs, 2 * cs), 'truncate %d' % (size // 2 + 512),
+            'write -P 3 %d 1k' % (size // 2 - 512), 'truncate %d' % (size // 2 + 100),
+            'truncate %d' % (size + cs), 'read -P 0 %d 512' % (size - 512),
+            'write -P 4 %d 512' % (size // 2 + 1024), 'truncate %d' % (size // 4)]
 
 
 def truncate_params():
     out = []
-    for name in TRUNCATE_LAYOUTS:
-        marks = writediff.pending_mark('truncate:' + name)
-        if not marks and LAYOUTS[name].fmt == 'qcow2' and 'truncate' in PENDING_OPS:
-            marks = [pytest.mark.xfail(reason='PENDING_OPS: ' + PENDING_OPS['truncate'],
-                                       strict=True)]
-        out.append(pytest.param(LAYOUTS[name], id=name, marks=marks))
+    for kind in ('grow', 'shrink'):
+        for name in TRUNCATE_LAYOUTS:
+            marks = writediff.pending_mark('truncate:%s:%s' % (kind, name))
+            op = writediff.pending_op(LAYOUTS[name], 'truncate-' + kind)
+            if not marks and op:
+                marks = [pytest.mark.xfail(reason='PENDING_OPS: ' + op, strict=True)]
+            out.append(pytest.param(LAYOUTS[name], kind, id='%s-%s' % (kind, name),
+                                    marks=marks))
     return out
 
 
-def truncate_script(layout):
-    size, cs = layout.size, layout.cluster
-    grown = size + 40 * MIB                     # 512-byte clusters: a bigger L1 table
-    return ['write -P 1 %d %d' % (size - cs, cs), 'truncate %d' % grown,
-            'write -P 2 %d %d' % (size - 512, cs + 1024), 'read -P 0 %d 4k' % (grown - 4096),
-            'truncate %d' % (size // 2 + 512), 'write -P 3 %d 1k' % (size // 2 - 512),
-            'truncate %d' % (size // 2 + 100), 'truncate %d' % (size + cs),
-            'write -P 4 %d 512' % (size // 2 + 1024)]
-
-
-@pytest.mark.parametrize('layout', truncate_params())
-def test_truncate(tmp_path, layout):
-    msg = writediff.check_seed(layout, 'truncate', str(tmp_path), script=truncate_script(layout),
-                               shrink=writediff.pending_reason('truncate:' + layout.name) is None
-                               and 'truncate' not in PENDING_OPS)
+@pytest.mark.parametrize('layout,kind', truncate_params())
+def test_truncate(tmp_path, layout, kind):
+    pending = (writediff.pending_reason('truncate:%s:%s' % (kind, layout.name)) or
+               writediff.pending_op(layout, 'truncate-' + kind))
+    msg = writediff.check_seed(layout, 'truncate-' + kind, str(tmp_path),
+                               script=truncate_script(layout, kind), shrink=not pending)
     assert msg is None, msg
 
 
@@ -127,7 +134,7 @@ GROWTH = {
 def test_refcount_growth(tmp_path, bits):
     size, script = GROWTH[bits]
     layout = _growth_layout(bits, size)
-    script = [c for c in script if c.split()[0] not in PENDING_OPS]
+    script = writediff.drop_pending(layout, script)
     msg = writediff.check_seed(layout, 'growth', str(tmp_path), script=script,
                                qemu_args=['-t', 'unsafe'])
     assert msg is None, msg
