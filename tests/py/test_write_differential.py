@@ -50,6 +50,34 @@ def test_random_script(tmp_path, layout, seed):
     assert msg is None, msg
 
 
+# -- cases the harness found --------------------------------------------------------------------
+# Minimized scripts of failures this harness found in the writer (the F numbers of the
+# i11-difftest notes), kept as regression cases; random seeds move when the generator
+# changes, these do not.
+
+FOUND = {
+    # an allocating write into a cluster whose host range was punched: qemu zeroes the new
+    # cluster with fallocate (handle_alloc_space) and skips the zero copy-on-write
+    'F2-cs2m': ('cs2m', ['discard 4194304 2M', 'write -P 165 4M 512']),
+    'F2-cs64k': ('cs64k', ['write -P 241 1408k 193k', 'discard 1491456 130560',
+                           'write -P 2 1441792 66048']),
+    # a compressed cluster replaced mid-request: when qemu reuses its host cluster
+    'F4-chain-extl2': ('chain-extl2', ['write -c -P 212 0 16k', 'write -P 171 0 64k']),
+    # after an L1 growth: when qemu reuses the old L1 table's cluster
+    'F5-rc64': ('rc64', ['truncate 2101248', 'write -c -P 89 2084864 4096',
+                         'write -P 130 2088448 12800']),
+}
+
+
+@pytest.mark.parametrize('case', [pytest.param(k, id=k, marks=writediff.pending_mark(
+    'found:' + k)) for k in sorted(FOUND)])
+def test_found(tmp_path, case):
+    name, script = FOUND[case]
+    msg = writediff.check_seed(LAYOUTS[name], case, str(tmp_path), script=script,
+                               shrink=writediff.pending_reason('found:' + case) is None)
+    assert msg is None, msg
+
+
 # -- truncate ------------------------------------------------------------------------------
 # grow: a new L1 table when the old one is too small (512-byte clusters), writes past the
 # old end; shrink: the clusters past the new end freed (and with snapshots qemu's answer),
@@ -94,6 +122,26 @@ def test_truncate(tmp_path, layout, kind):
     msg = writediff.check_seed(layout, 'truncate-' + kind, str(tmp_path),
                                script=truncate_script(layout, kind), shrink=not pending)
     assert msg is None, msg
+
+
+# -- compressed writes of several clusters ---------------------------------------------------
+# qemu compresses each cluster of a request in its own task, up to 8 in parallel, and places
+# them in the order they finish (qcow2_co_pwritev_compressed_part): the host offsets are not
+# deterministic, so these cases compare guest bytes, exit status, output, a clean check and
+# the map less its offsets. Every target cluster is unallocated (an allocated one fails with
+# EIO, and which of the parallel tasks then still ran is not deterministic either).
+
+@pytest.mark.parametrize('name', ['cs4k', 'zstd', 'extl2-cs16k', 'snapshots', 'chain',
+                                  'compat010-cs4k'])
+def test_compressed_multi_cluster(tmp_path, name):
+    layout = LAYOUTS[name]
+    cs, far = layout.cluster, layout.size // 2 + 4 * layout.cluster
+    script = ['write -c -P 0x61 %d %d' % (far, 8 * cs), 'write -P 0x62 %d %d' % (far + cs, 512),
+              'write -c -P 0x63 %d %d' % (far + 16 * cs, 3 * cs),
+              'write -z %d %d' % (far + 2 * cs, 2 * cs), 'discard %d %d' % (far + 17 * cs, cs),
+              'write -P 0x64 %d %d' % (far + 18 * cs - 100, 200)]
+    out = writediff.run_case(layout, script, str(tmp_path), exact_layout=False)
+    assert out, writediff.repro_text(layout, 'compressed-multi', script, out, script)
 
 
 # -- growth past the first refcount block and the refcount table's first cluster ------------
