@@ -65,6 +65,11 @@ int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n);
 int qcow2_writer_init(image_t *img, char **errmsg);
 /* Before close: caches and files flushed (errors reported as qemu's close does). */
 void qcow2_writer_close(image_t *img);
+/* qemu's qcow2_cluster_discard(QCOW2_DISCARD_ALWAYS, full_discard): off cluster-aligned,
+ * the end too unless it is the image's. */
+int qcow2_discard_full(image_t *img, uint64_t off, uint64_t n);
+/* qemu's preallocate_co for metadata preallocation of [off, end). errmsg as truncate. */
+int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg);
 /* qcow2_truncate.c */
 int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg);
 

@@ -1,11 +1,11 @@
 /* qcow2 resize (qemu 7.2's qcow2_co_truncate, with the generic bdrv_co_truncate's rule that
- * the new area is zeroed when a longer backing file would show through). Growth only,
- * without preallocation: the L1 table grows where qcow2_grow_l1_table puts it (exact size),
- * an external data file is grown with the image, the header's size is written and flushed.
- * Not done yet, and refused with a message rather than half done: shrinking (qemu frees the
- * cropped clusters, shrinks the L1 and refcount tables and cuts the file), preallocation
- * modes, growing a data-file-raw image (qemu preallocates its metadata), images with
- * persistent bitmaps (qemu resizes the bitmaps). */
+ * the new area is zeroed when a longer backing file would show through), without
+ * preallocation: growth grows the L1 table where qcow2_grow_l1_table puts it (exact size);
+ * shrinking frees the cut clusters, the L1 tail's tables and unused refblocks and cuts the
+ * file; an external data file follows; the header's size is written and flushed last.
+ * Metadata preallocation maps the new clusters (a data-file-raw image always grows so).
+ * Not done yet, and refused with a message rather than half done: falloc and full
+ * preallocation, images with persistent bitmaps (qemu resizes the bitmaps). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +13,79 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "qcow2/l2.h"
+#include "qcow2/alloc.h"
 #include "qcow2/port.h"
+#include "qcow2/shrink.h"
+#include "util/err.h"
 #include "util/xalloc.h"
+
+/* The header's size written and flushed, the new size taken. */
+static int finish(image_t *img, uint64_t size, uint64_t old, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint8_t be[8];
+    be64_put(be, size);
+    /* qemu writes the header outside the overlap check */
+    int r = qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_SIZE, be, sizeof(be));
+    if (r == 0)
+        r = qcow2_meta_flush(&s->m);
+    if (r < 0) {
+        img->size = old;
+        *errmsg = xasprintf("Failed to update the image size: %s", strerror(-r));
+        return r;
+    }
+    s->h.size = size;
+    img->size = size;
+    return 0;
+}
+
+/* qemu 7.2's shrinking: the cut clusters discarded (entries cleared, clusters freed and
+ * punched), the L1 tail cleared and its tables freed, unused refblocks dropped, the file
+ * cut after its last used cluster (a failure there is a warning), the data file cut. */
+static int shrink(image_t *img, uint64_t size, uint64_t new_l1, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint64_t old = img->size, cs = s->cs;
+    uint64_t from = (size + cs - 1) & ~(cs - 1);
+    int r = from < old ? qcow2_discard_full(img, from, old - from) : 0;
+    if (r < 0) {
+        *errmsg = xasprintf("Failed to discard cropped clusters: %s", strerror(-r));
+        return r;
+    }
+    if ((r = qcow2_shrink_l1_table(&s->m, new_l1)) < 0) {
+        *errmsg = xasprintf("Failed to reduce the number of L2 tables: %s", strerror(-r));
+        return r;
+    }
+    if ((r = qcow2_l2_flush(&s->m)) < 0 || (r = qcow2_shrink_reftable(&s->m)) < 0) {
+        *errmsg = xasprintf("Failed to discard unused refblocks: %s", strerror(-r));
+        return r;
+    }
+    uint64_t file_size;
+    if ((r = qio_size(img->file, &file_size)) < 0) {
+        *errmsg = xasprintf("Failed to inquire current file length: %s", strerror(-r));
+        return r;
+    }
+    int64_t last = qcow2_get_last_cluster(&s->m, file_size);
+    if (last < 0) {
+        if (last == -EIO)
+            image_corrupt(img, "There are no references in the refcount table.");
+        *errmsg = xasprintf("Failed to find the last cluster: %s", strerror((int)-last));
+        return (int)last;
+    }
+    if ((uint64_t)(last + 1) * cs < file_size) {
+        /* the refblocks reach the disk before the file is cut under them */
+        if ((r = qcow2_refcount_cache_flush(&s->m)) == 0)
+            r = qcow2_meta_truncate(&s->m, (uint64_t)(last + 1) * cs);
+        if (r < 0)
+            err_report("warning: Failed to truncate the tail of the image: %s",
+                       strerror(-r));
+    }
+    if (s->geom.data_file && img->data_file && (r = qio_truncate(img->data_file, size)) < 0) {
+        *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+        return r;
+    }
+    return 0;
+}
 
 int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg)
 {
@@ -33,31 +104,36 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
         *errmsg = xstrdup("Preallocation can't be used for shrinking an image");
         return -EINVAL;
     }
+    unsigned shift = s->h.cluster_bits + s->h.l2_bits;
+    uint64_t new_l1 = shift >= 64 ? 1 : (size + (UINT64_C(1) << shift) - 1) >> shift;
+    int r;
     if (size < old) {
-        *errmsg = xstrdup("qimg cannot shrink qcow2 images yet");
-        return -ENOTSUP;
+        if ((r = shrink(img, size, new_l1, errmsg)) < 0)
+            return r;
+        return finish(img, size, old, errmsg);
     }
-    if (prealloc != IMG_PREALLOC_OFF) {
+    if (prealloc != IMG_PREALLOC_OFF && prealloc != IMG_PREALLOC_METADATA) {
         *errmsg = xasprintf("qimg cannot preallocate (mode '%s') when growing qcow2 images "
                             "yet", modes[prealloc]);
-        return -ENOTSUP;
-    }
-    if (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) {
-        *errmsg = xstrdup("qimg cannot grow data-file-raw images yet");
         return -ENOTSUP;
     }
     if (s->ext.has_bitmaps && s->ext.nb_bitmaps) {
         *errmsg = xstrdup("qimg cannot resize qcow2 images with persistent bitmaps yet");
         return -ENOTSUP;
     }
-    unsigned shift = s->h.cluster_bits + s->h.l2_bits;
-    uint64_t new_l1 = shift >= 64 ? 1 : (size + (UINT64_C(1) << shift) - 1) >> shift;
-    int r = qcow2_grow_l1_table(&s->m, new_l1, true);
+    r = qcow2_grow_l1_table(&s->m, new_l1, true);
     if (r < 0) {
         *errmsg = xasprintf("Failed to grow the L1 table: %s", strerror(-r));
         return r;
     }
-    if (s->geom.data_file && img->data_file && (r = qio_truncate(img->data_file, size)) < 0) {
+    /* a data-file-raw image keeps its metadata preallocated (qemu enforces it at create) */
+    if (prealloc == IMG_PREALLOC_OFF && (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW))
+        prealloc = IMG_PREALLOC_METADATA;
+    if (prealloc == IMG_PREALLOC_METADATA) {
+        if ((r = qcow2_preallocate(img, old, size, errmsg)) < 0)
+            return r;
+    } else if (s->geom.data_file && img->data_file &&
+               (r = qio_truncate(img->data_file, size)) < 0) {
         *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
         return r;
     }
@@ -88,18 +164,5 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
             }
         }
     }
-    uint8_t be[8];
-    be64_put(be, size);
-    /* qemu writes the header outside the overlap check */
-    r = qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_SIZE, be, sizeof(be));
-    if (r == 0)
-        r = qcow2_meta_flush(&s->m);
-    if (r < 0) {
-        img->size = old;
-        *errmsg = xasprintf("Failed to update the image size: %s", strerror(-r));
-        return r;
-    }
-    s->h.size = size;
-    img->size = size;
-    return 0;
+    return finish(img, size, old, errmsg);
 }

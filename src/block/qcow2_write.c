@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "block/qcow2_int.h"
+#include "format/be.h"
 #include "format/qcow2_codec.h"
 #include "qcow2/alloc.h"
 #include "qcow2/l2.h"
@@ -21,8 +22,42 @@
 /* i11-rdwr's header side (qcow2/header_write.h): weak until it lands. */
 int qcow2_image_may_write(const struct qcow2_image *m) __attribute__((weak));
 int qcow2_image_mark_dirty(struct qcow2_image *m) __attribute__((weak));
+int qcow2_image_mark_corrupt(struct qcow2_image *m) __attribute__((weak));
+/* i11-port's overlap guard (qcow2/overlap.h): the class of the first refused write. */
+unsigned qcow2_overlap_refused(const struct qcow2_image *m, unsigned *ign, uint64_t *off,
+                               uint64_t *len) __attribute__((weak));
 
 #define INV_OFFSET UINT64_MAX
+
+static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n);
+
+/* qemu's qcow2_signal_corruption(fatal) after an operation: a write the overlap guard
+ * refused, or metadata found corrupt (image_corrupt), leaves the image unusable (qemu drops
+ * its driver: later requests fail with "No medium found", the caches are not written back)
+ * and, on v3, with the corrupt bit set. */
+static int after_corruption(image_t *img, int r)
+{
+    struct qcow2_state *s = img->priv;
+    if (r != -EIO)
+        return r;
+    if (qcow2_overlap_refused && qcow2_overlap_refused(&s->m, NULL, NULL, NULL)) {
+        img->broken = true; /* the guard printed the event and set the bit */
+        img->corruption_signaled = true;
+        return r;
+    }
+    if (img->broken && s->h.version >= 3 && !(s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)) {
+        if (qcow2_image_mark_corrupt) {
+            (void)qcow2_image_mark_corrupt(&s->m);
+        } else {
+            uint8_t b[8];
+            s->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+            be64_put(b, s->h.incompatible_features);
+            if (qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_INCOMPAT, b, sizeof(b)) == 0)
+                (void)qcow2_meta_flush(&s->m);
+        }
+    }
+    return r;
+}
 /* qemu's BDRV_REQUEST_MAX_BYTES */
 #define REQ_MAX_BYTES ((uint64_t)(INT_MAX & ~511))
 
@@ -38,6 +73,7 @@ struct l2meta {
     unsigned nb_clusters;
     bool keep_old;
     bool skip_cow;
+    bool prealloc;           /* metadata preallocation: no subcluster marked written */
     struct cow_region cow_start, cow_end;
     const uint8_t *data;     /* guest data merged into the COW write, or NULL */
 };
@@ -506,7 +542,7 @@ static int link_l2(image_t *img, struct l2meta *m)
         if (e != 0)
             old[j++] = e;
         qcow2_l2_set(&s->m, t, idx + i, off | QCOW2_OFLAG_COPIED);
-        if (s->geom.extended_l2) {
+        if (s->geom.extended_l2 && !m->prealloc) {
             uint64_t bm = qcow2_l2_get_bitmap(&s->m, t, idx + i);
             unsigned from = m->cow_start.offset, to = m->cow_end.offset + m->cow_end.nb_bytes;
             if (from < (i << cb))
@@ -569,11 +605,13 @@ static int link_pending(image_t *img, struct pending *pd)
 }
 
 /* qemu's qcow2_co_pwritev_part. A request that takes several allocation runs ("chunks")
- * runs them as parallel tasks in qemu: every chunk's clusters are allocated before the
- * earlier chunks link theirs (and free what they replace), unless an allocation waited for
- * I/O (a table read or written, a new L2 table), during which the earlier tasks finish.
- * The same order here, so that clusters freed by an early chunk are reused where qemu
- * reuses them. */
+ * runs them as parallel write tasks in qemu (at most QCOW2_MAX_WORKERS, 8, at once): a task
+ * starts only when the request's coroutine yields and links its clusters (freeing what they
+ * replace) only after its data write, so the later chunks are allocated before the earlier
+ * ones link, unless the pool is full and the request waits for a task to finish. The same
+ * order here, so that clusters freed by an early chunk are reused where qemu reuses them. */
+#define QCOW2_MAX_WORKERS 8
+
 /* 0, or -ENOTSUP when the image may not change (encrypted: no key; consistent persistent
  * bitmaps qimg cannot keep current, i11-rdwr's qcow2_image_may_write) */
 static int may_write(struct qcow2_state *s)
@@ -583,7 +621,7 @@ static int may_write(struct qcow2_state *s)
     return qcow2_image_may_write ? qcow2_image_may_write(&s->m) : 0;
 }
 
-int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
+static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
     int r0 = may_write(s);
@@ -595,20 +633,17 @@ int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
     while (n && r == 0) {
         uint64_t cur = n < INT_MAX ? n : INT_MAX, host;
         struct metas ms = { 0 };
-        uint64_t yields = s->l2cache ? s->l2cache->yields : 0;
         r = alloc_host_offset(img, off, &cur, &host, &ms);
-        bool waited = s->l2cache && s->l2cache->yields != yields;
         if (r == 0)
             r = data_overlap_check(s, host, cur);
+        if (r == 0 && pd.n >= QCOW2_MAX_WORKERS) {
+            /* aio_task_pool_wait_slot: the earlier tasks finish first */
+            r = link_pending(img, &pd);
+        }
         if (r == 0)
             r = handle_alloc_space(img, &ms);
         if (r == 0 && !merge_cow(off, cur, p, &ms))
             r = qio_pwrite(img->data_file, p, (size_t)cur, host);
-        if (waited) {
-            int lr = link_pending(img, &pd);
-            if (r == 0)
-                r = lr;
-        }
         if (r < 0) {
             handle_l2meta(img, &ms, false);
             free(ms.v);
@@ -628,6 +663,46 @@ int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
         r = lr;
     free(pd.v);
     return r;
+}
+
+/* qemu's preallocate_co (metadata mode): clusters allocated and mapped over [off, end)
+ * without writing guest data, then the file that holds them grown to their end. */
+int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint64_t host = 0, cur = 0;
+    int r = 0;
+    while (off < end) {
+        uint64_t max = (uint64_t)INT_MAX & ~(s->cs - 1);
+        cur = end - off < max ? end - off : max;
+        struct metas ms = { 0 };
+        r = alloc_host_offset(img, off, &cur, &host, &ms);
+        if (r < 0) {
+            handle_l2meta(img, &ms, false);
+            free(ms.v);
+            *errmsg = xasprintf("Allocating clusters failed: %s", strerror(-r));
+            return r;
+        }
+        for (size_t i = 0; i < ms.n; i++)
+            ms.v[i].prealloc = true;
+        r = handle_l2meta(img, &ms, true);
+        free(ms.v);
+        if (r < 0) {
+            *errmsg = xasprintf("Mapping clusters failed: %s", strerror(-r));
+            return r;
+        }
+        off += cur;
+    }
+    uint64_t len;
+    if ((r = qio_size(img->data_file, &len)) < 0) {
+        *errmsg = xasprintf("Could not get file size: %s", strerror(-r));
+        return r;
+    }
+    if (host + cur > len && (r = qio_truncate(img->data_file, host + cur)) < 0) {
+        *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+        return r;
+    }
+    return 0;
 }
 
 int qcow2_flush(image_t *img)
@@ -816,6 +891,11 @@ static int subcluster_zeroize(image_t *img, uint64_t off, uint64_t bytes, bool m
     return 0;
 }
 
+int qcow2_discard_full(image_t *img, uint64_t off, uint64_t n)
+{
+    return cluster_discard(img, off, n, QCOW2_DISCARD_ALWAYS, true);
+}
+
 int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n)
 {
     return subcluster_zeroize(img, off, n, false);
@@ -863,7 +943,7 @@ static int pwrite_zeroes(image_t *img, uint64_t off, uint64_t bytes, bool may_un
 /* bdrv_co_do_pwrite_zeroes' loop with qcow2's alignment (the subcluster): unaligned head
  * and tail pieces alone, each piece zeroed by qcow2 or, where it cannot (-ENOTSUP),
  * written as zero buffers of at most 16 MiB. */
-int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+static int qcow2_write_zeroes_op(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
     struct qcow2_state *s = img->priv;
     int r0 = may_write(s);
@@ -893,7 +973,7 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
                 num = max_transfer;
             if (!zeros)
                 zeros = xcalloc(1, (size_t)max_transfer);
-            r = qcow2_write(img, off, zeros, (size_t)num);
+            r = qcow2_write_op(img, off, zeros, (size_t)num);
         }
         off += num;
         n -= num;
@@ -904,7 +984,7 @@ int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 
 /* qemu's bdrv_co_pdiscard split at the cluster size, then qcow2_co_pdiscard: partial
  * clusters are ignored except a last one that ends the image. */
-int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
+static int qcow2_discard_op(image_t *img, uint64_t off, uint64_t n)
 {
     struct qcow2_state *s = img->priv;
     int r0 = may_write(s);
@@ -961,7 +1041,7 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
     int r;
     uint64_t host = 0;
     if (len == -ENOSPC) {
-        r = qcow2_write(img, off, src, n); /* does not shrink: written plainly */
+        r = qcow2_write_op(img, off, src, n); /* does not shrink: written plainly */
     } else if (len < 0) {
         r = -EINVAL;
     } else if ((r = alloc_compressed(img, off, (uint64_t)len, &host)) == 0 &&
@@ -973,7 +1053,7 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
     return r;
 }
 
-int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
+static int qcow2_write_compressed_op(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
     if (has_data_file(s))
@@ -1047,4 +1127,24 @@ void qcow2_writer_close(image_t *img)
     (void)qio_flush(img->file);
     if (img->data_file && img->data_file != img->file)
         (void)qio_flush(img->data_file);
+}
+
+int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    return after_corruption(img, qcow2_write_op(img, off, buf, n));
+}
+
+int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
+{
+    return after_corruption(img, qcow2_write_zeroes_op(img, off, n, may_unmap));
+}
+
+int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
+{
+    return after_corruption(img, qcow2_discard_op(img, off, n));
+}
+
+int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    return after_corruption(img, qcow2_write_compressed_op(img, off, buf, n));
 }

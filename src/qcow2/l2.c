@@ -91,7 +91,6 @@ static int write_slot(struct qcow2_image *m, struct qcow2_l2_slot *e)
 static int evict(struct qcow2_image *m, struct qcow2_l2_slot *e)
 {
     if (e->off && e->dirty) {
-        m->l2cache->yields++;
         int r = write_dependencies(m);
         if (r == 0 && e->dirty) /* the refblocks' own wait may have flushed it */
             r = write_slot(m, e);
@@ -173,7 +172,6 @@ int qcow2_l2_load(struct qcow2_image *m, uint64_t off, uint8_t **t)
         return 0;
     }
     if (!hit) {
-        m->l2cache->yields++;
         if ((r = qio_pread(m->q, e->data, (size_t)m->cs, off)) < 0)
             return r;
         e->off = off;
@@ -255,12 +253,11 @@ int qcow2_l2_flush(struct qcow2_image *m)
 
 int qcow2_write_l1_entry(struct qcow2_image *m, uint64_t l1_index)
 {
-    uint8_t buf[512];
-    memset(buf, 0, sizeof(buf));
-    uint64_t start = l1_index & ~(uint64_t)63;
-    for (uint64_t i = 0; i < 64 && start + i < m->h.l1_size; i++)
-        be64_put(buf + 8 * i, m->l1[start + i]);
-    int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + 8 * start, buf,
+    /* qemu 7.2 writes the file's request alignment's worth of entries: one for a buffered
+     * file (a group of 512 bytes would also grow a file that ends inside the table) */
+    uint8_t buf[8];
+    be64_put(buf, m->l1[l1_index]);
+    int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + 8 * l1_index, buf,
                               sizeof(buf));
     if (r == 0)
         r = qcow2_meta_flush(m);
@@ -335,7 +332,6 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
     uint64_t old = m->l1[l1_index];
     uint64_t old_off = old & QCOW2_L1E_OFFSET_MASK;
     qcow2_l2_cache_init(m, true);
-    m->l2cache->yields++;
     int64_t noff = qcow2_alloc_clusters(m, m->h.l2_entries * m->h.l2_entry_size);
     if (noff < 0)
         return (int)noff;
@@ -404,5 +400,33 @@ int qcow2_l2_table_for_write(struct qcow2_image *m, uint64_t off, uint8_t **t,
     if ((r = qcow2_l2_load(m, l2_off, t)) < 0)
         return r;
     *l2_index = (off >> cb) & (m->h.l2_entries - 1);
+    return 0;
+}
+
+int qcow2_shrink_l1_table(struct qcow2_image *m, uint64_t exact)
+{
+    if (exact >= m->h.l1_size)
+        return 0;
+    /* the tail entries zeroed on disk (the header's l1_size stays), then the tables freed
+     * from the last one down */
+    size_t len = (size_t)(m->h.l1_size - exact) * 8;
+    uint8_t *z = xcalloc(1, len);
+    int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + exact * 8, z, len);
+    free(z);
+    if (r == 0)
+        r = qcow2_meta_flush(m);
+    if (r < 0) {
+        /* a partly written tail: forget it in memory too rather than trust either */
+        memset(m->l1 + exact, 0, len);
+        return r;
+    }
+    for (uint64_t i = m->h.l1_size; i-- > exact;) {
+        uint64_t off = m->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        if (!off)
+            continue;
+        qcow2_free_clusters(m, off, m->cs, QCOW2_DISCARD_ALWAYS);
+        m->l1[i] = 0;
+    }
+    guard_invalidate(m);
     return 0;
 }

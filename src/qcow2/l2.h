@@ -41,9 +41,6 @@ struct qcow2_l2_cache {
     size_t filled;   /* slots 0..filled-1 have a buffer (counted in the total if !writable) */
     uint64_t tick;
     bool writable;
-    /* times a lookup or allocation waited for I/O (a table read or written back, a new
-     * table): where qemu's request coroutine yields (the writer's task order needs it) */
-    uint64_t yields;
 };
 
 /* Make the cache of a writable image (RDWR open); read-only images get theirs on first
@@ -86,14 +83,18 @@ static inline void qcow2_l2_set_bitmap(const struct qcow2_image *m, uint8_t *t, 
         be64_put(t + i * 16 + 8, b);
 }
 
-/* qemu's qcow2_write_l1_entry: the 512-byte group of L1 entries holding l1_index, written
- * through the port (ign = QCOW2_OL_ACTIVE_L1) and flushed. */
+/* qemu's qcow2_write_l1_entry: the entry l1_index (8 bytes: a buffered file's request
+ * alignment is 1), written through the port (ign = QCOW2_OL_ACTIVE_L1) and flushed. */
 int qcow2_write_l1_entry(struct qcow2_image *m, uint64_t l1_index);
 
 /* qemu's qcow2_grow_l1_table: at least min_size entries (grown by 3/2 steps unless
  * exact); the new table allocated, written and flushed, the header pointed at it, the
  * old one freed. */
 int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact);
+
+/* qemu's qcow2_shrink_l1_table: the entries from exact on zeroed on disk (l1_size kept)
+ * and their tables freed (discarded). */
+int qcow2_shrink_l1_table(struct qcow2_image *m, uint64_t exact);
 
 /* qemu's get_cluster_table: the L2 table of guest offset off, made writable first (a
  * table without OFLAG_COPIED in its L1 entry is copied to a new one, l2_allocate, and the

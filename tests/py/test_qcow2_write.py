@@ -284,13 +284,14 @@ def test_truncate_unaligned_refused(tmp_path):
 
 
 @pytest.mark.parametrize('cmd,msg', [
-    ('truncate 512k', 'qimg cannot shrink qcow2 images yet'),
-    ('truncate -m metadata 2M', "qimg cannot preallocate (mode 'metadata') when growing "
-                                "qcow2 images yet"),
+    ('truncate -m falloc 2M', "qimg cannot preallocate (mode 'falloc') when growing "
+                              "qcow2 images yet"),
+    ('truncate -m full 2M', "qimg cannot preallocate (mode 'full') when growing "
+                            "qcow2 images yet"),
 ])
 def test_truncate_not_done_refused(tmp_path, cmd, msg):
-    """Not implemented yet: refused with a message, the image left as it was (qemu shrinks
-    and preallocates; README lists the difference)."""
+    """Not implemented yet: refused with a message, the image left as it was (qemu
+    preallocates; README lists the difference)."""
     p = qemu.make_image(str(tmp_path / IMG), '1M')
     qemu.io(p, 'write -P 1 0 64k')
     with open(p, 'rb') as f:
@@ -311,3 +312,87 @@ def test_freed_cluster_reuse_across_runs_of_one_request(tmp_path):
                   'write -z -u 0 1', 'write -c -P 175 512 512', 'write -P 19 0 1543',
                   'write -P 17 1536 100', 'write -z 1536 100', 'write -z -u 1163 885',
                   'discard 0 512'])
+
+
+def test_corrupt_entry_stops_the_image(tmp_path):
+    """An unaligned data cluster offset met by a write: qemu's corruption event, the corrupt
+    bit set, the write failed with EIO and every later request with "No medium found"."""
+    def setup(d):
+        p = os.path.join(d, IMG)
+        qemu.make_image(p, '1M')
+        qemu.io(p, 'write -P 1 0 64k')
+        with open(p, 'r+b') as f:          # L2 table at 0x40000, its first entry + 512
+            f.seek(0x40000)
+            e = int.from_bytes(f.read(8), 'big')
+            f.seek(0x40000)
+            f.write((e + 512).to_bytes(8, 'big'))
+
+    res = {}
+    for tool, exe in (('qemu', qemu.QEMU_IO), ('qimg', qimg_io_alias())):
+        d = str(tmp_path / tool)
+        os.mkdir(d)
+        setup(d)
+        rc, out, err = qemu.run(exe, '-f', 'qcow2', *cmds('write -P 2 100 100',
+                                                           'write -P 3 64k 1k', 'read 0 512'),
+                                IMG, cwd=d)
+        with open(os.path.join(d, IMG), 'rb') as f:
+            res[tool] = (rc, out, err.replace('qimg-io', 'qemu-io'), f.read())
+    assert res['qimg'] == res['qemu']
+    assert 'Marking image as corrupt: Data cluster offset 0x50200 unaligned' in res['qemu'][2]
+
+
+@pytest.mark.parametrize('layout,script', [
+    ('c64k', ['write -P 1 0 4M', 'truncate 1M', 'read -P 1 0 1M']),
+    ('c64k', ['write -P 1 0 3M', 'truncate 1000k', 'truncate 3M', 'write -P 2 2M 64k',
+              'read -P 0 1000k 24k']),
+    ('c512', ['write -P 1 0 4M', 'truncate 100k']),                  # refblocks dropped
+    ('rc64-c4k', ['write -P 1 0 4M', 'truncate 100k', 'write -P 2 50k 10k']),
+    ('extl2-c64k', ['write -P 1 0 2M', 'write -c -P 3 3M 64k', 'truncate 1536k']),
+    ('compat010', ['write -P 1 0 2M', 'truncate 1536k']),
+])
+def test_truncate_shrink(tmp_path, layout, script):
+    """qemu 7.2's shrink: cut clusters freed, L1 tail cleared, unused refblocks dropped, the
+    file cut after its last used cluster."""
+    differential(tmp_path, plain(size='4M', **LAYOUTS[layout]), script)
+
+
+def test_truncate_shrink_with_snapshot(tmp_path):
+    fill = ['write -P 0x11 0 1M']
+    differential(tmp_path, prefilled(fill=fill, snapshot=True),
+                 ['truncate 512k', 'write -P 5 100k 4k'])
+
+
+def test_truncate_shrink_v2_with_snapshot_refused(tmp_path):
+    fill = ['write -P 0x11 0 1M']
+    q = differential(tmp_path, prefilled(fill=fill, snapshot=True, compat='0.10'),
+                     ['truncate 512k'])
+    assert "Can't resize a v2 image which has snapshots" in q['err']
+
+
+def test_truncate_shrink_data_file(tmp_path):
+    differential(tmp_path, data_file_image(False), ['write -P 1 0 2M', 'truncate 1536k'],
+                 extra_files=['img.data'])
+
+
+@pytest.mark.parametrize('layout,size,script', [
+    ('c64k', '1M', ['write -P 1 0 64k', 'truncate -m metadata 3M', 'write -P 2 2M 64k']),
+    ('c512', '1000k', ['write -P 1 0 64k', 'truncate -m metadata 3000k']),
+    ('extl2-c64k', '1000k', ['write -P 1 0 64k', 'truncate -m metadata 3M',
+                             'write -P 2 2100k 1k']),
+])
+def test_truncate_grow_metadata_prealloc(tmp_path, layout, size, script):
+    """qemu's preallocate_co: the new clusters mapped (no subcluster marked written), the
+    file grown to hold them."""
+    differential(tmp_path, plain(size=size, **LAYOUTS[layout]), script)
+
+
+@pytest.mark.parametrize('opts,script', [
+    (dict(), ['write -P 1 0 64k', 'truncate 6M', 'write -P 2 5M 1k']),
+    (dict(cluster_size=512), ['truncate 6M', 'truncate 2000k']),
+    # the L1 grows by one entry; its entry write must not grow the file past the table
+    (dict(cluster_size=512), ['write -P 1 0 1M', 'truncate 4200448']),
+])
+def test_truncate_data_file_raw(tmp_path, opts, script):
+    """A data-file-raw image grows with its metadata preallocated (host offset = guest
+    offset), as qemu enforces."""
+    differential(tmp_path, data_file_image(True, **opts), script, extra_files=['img.data'])
