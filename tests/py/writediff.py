@@ -215,9 +215,6 @@ LAYOUTS = _layouts()
 # on qcow2 layouts (raw keeps them); test_write_differential.py::test_truncate has them as
 # strict expected failures.
 PENDING_OPS = {
-    'truncate-shrink': 'qcow2 shrink: "qimg cannot shrink qcow2 images yet" (i11-writes ee1d4fc)',
-    'truncate-grow@datafile-raw': 'data_file_raw grow: "qimg cannot grow data-file-raw images '
-                                  'yet" (i11-writes ee1d4fc)',
 }
 # PENDING: single test cases, by id ('random:LAYOUT:SEED', 'found:NAME', 'growth:rcN',
 # 'fault:LAYOUT', 'fault:LAYOUT:SEED', 'compressed-reuse', 'truncate:KIND:LAYOUT'), one line
@@ -225,8 +222,6 @@ PENDING_OPS = {
 PENDING = {
     'compressed-reuse': 'F3: qimg packs compressed bytes into a freed host cluster reused for '
                         'data, as qemu 7.2 does (check: OFLAG_COPIED refcount=2)',
-    'found:F5-rc64': 'F5: after an L1 growth (truncate) qimg reuses the old L1 cluster for data '
-                     'where qemu allocates at the end',
     'fault:fault-cs512-rc64': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
     'fault:cs4k': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
     'fault:snapshots': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
