@@ -48,7 +48,8 @@ def filter_io(out):
 # -- layouts ---------------------------------------------------------------------------------
 # The matrix of tests/py/test_info.py's CASES (cluster sizes 512 B..2 MiB, compat 0.10/1.1,
 # refcount_bits 1..64, extended_l2, zstd, lazy_refcounts, backing chains, data_file,
-# data_file_raw, internal snapshots, compressed clusters, raw), each built by the real
+# data_file_raw, internal snapshots, compressed clusters, persistent bitmaps, metadata
+# preallocation, an empty image, a dirty and a corrupt one, raw), each built by the real
 # qemu-img/qemu-io with some data already in place, so scripts overwrite allocated clusters,
 # clusters shared with snapshots, compressed clusters and backing data.
 
@@ -150,6 +151,34 @@ def _compressed(d):
     os.unlink(os.path.join(d, 'src.qcow2'))
 
 
+def _bitmaps(d):
+    _create(d, 'img.qcow2', 2 * MIB, 'cluster_size=4k')
+    _io(d, 'img.qcow2', 'write -P 1 0 64k')
+    qemu.qemu_img('bitmap', '--add', 'img.qcow2', 'bm0', cwd=d, check=True)
+    qemu.qemu_img('bitmap', '--add', '-g', '128k', 'img.qcow2', 'bm-disabled', cwd=d,
+                  check=True)
+    qemu.qemu_img('bitmap', '--disable', 'img.qcow2', 'bm-disabled', cwd=d, check=True)
+
+
+def _dirty(d):
+    """A lazy_refcounts image left dirty by a crashed qemu-io (its `abort` command): the
+    refcounts of the last writes are missing, and a read-write open repairs them first."""
+    _create(d, 'img.qcow2', 2 * MIB, 'lazy_refcounts=on', 'cluster_size=4k')
+    _io(d, 'img.qcow2', 'write -P 1 0 64k')
+    qemu.qemu_io('-f', 'qcow2', '-c', 'write -P 2 1M 20k', '-c', 'write -P 3 32k 8k',
+                 '-c', 'abort', 'img.qcow2', cwd=d)
+    with open(os.path.join(d, 'img.qcow2'), 'rb') as f:
+        f.seek(72)
+        assert int.from_bytes(f.read(8), 'big') & 1, 'qemu-io abort left no dirty bit'
+
+
+def _corrupt(d):
+    _plain(MIB, writes=('write -P 0x5a 0 64k',))(d)
+    with open(os.path.join(d, 'img.qcow2'), 'r+b') as f:
+        f.seek(72)
+        f.write((2).to_bytes(8, 'big'))
+
+
 def _raw(d):
     qemu.qemu_img('create', '-q', '-f', 'raw', 'img.raw', str(4 * MIB), cwd=d, check=True)
     _io(d, 'img.raw', 'write -P 1 4k 60k', 'write -P 2 1M 100k', fmt='raw')
@@ -199,6 +228,13 @@ def _layouts():
         data=((64 * KIB, 64 * KIB), (1000 * KIB, 5 * KIB)))
     add('compressed', _compressed, 2 * MIB, cluster=4 * KIB,
         data=((0, 200 * KIB), (MIB, 20 * KIB)))
+    add('bitmaps', _bitmaps, 2 * MIB, cluster=4 * KIB, data=((0, 64 * KIB),))
+    add('prealloc', _plain(2 * MIB, 'preallocation=metadata', 'cluster_size=4k'), 2 * MIB,
+        cluster=4 * KIB, data=_data_ranges(2 * MIB))
+    add('empty', _plain(2 * MIB, writes=()), 2 * MIB)
+    add('dirty', _dirty, 2 * MIB, cluster=4 * KIB, lazy=True,
+        data=((0, 64 * KIB), (MIB, 20 * KIB)))
+    add('corrupt', _corrupt, MIB, data=((0, 64 * KIB),))
     add('everything', _everything, 4 * MIB, cluster=32 * KIB, subclusters=True,
         data=((0, 160 * KIB),), lazy=True)
     return {l.name: l for l in L}
@@ -217,11 +253,16 @@ LAYOUTS = _layouts()
 PENDING_OPS = {
 }
 # PENDING: single test cases, by id ('random:LAYOUT:SEED', 'found:NAME', 'growth:rcN',
-# 'fault:LAYOUT', 'fault:LAYOUT:SEED', 'compressed-reuse', 'truncate:KIND:LAYOUT'), one line
-# each: what fails (F numbers: the reports in the i11-difftest notes).
+# 'fault:LAYOUT', 'fault:LAYOUT:SEED', 'compressed-reuse', 'truncate:KIND:LAYOUT'; a last
+# part '*' for all of a group, e.g. 'random:dirty:*'), one line each: what fails (F numbers:
+# the reports in the i11-difftest notes).
 PENDING = {
     'compressed-reuse': 'F3: qimg packs compressed bytes into a freed host cluster reused for '
                         'data, as qemu 7.2 does (check: OFLAG_COPIED refcount=2)',
+    'random:bitmaps:*': 'F9: writes leave enabled persistent bitmaps unchanged (qemu sets the '
+                        'written ranges\' bits and stores the bitmaps at close)',
+    'random:dirty:*': 'F8: a dirty lazy_refcounts image is written without the repair qemu '
+                      'runs at open: new clusters land on clusters in use (L1 overwritten)',
     'fault:fault-cs512-rc64': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
     'fault:cs4k': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
     'fault:snapshots': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
@@ -230,6 +271,10 @@ PENDING = {
     'fault:datafile-raw': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
     'fault:cs4k:100': 'F7: a freed compressed cluster is punched before the L2 table dropping it '
                       'is on disk (cut: EIO)',
+    'fault:chain:101': 'F7: a freed compressed cluster is punched before the L2 table dropping '
+                       'it is on disk (cut: EIO)',
+    'fault:chain-extl2:101': 'F10: a cluster freed by a discard not yet on disk is reused for '
+                             'new data (cut: the discarded offset reads the new data)',
 }
 
 
@@ -241,7 +286,8 @@ def pending_op(layout, kind):
 
 
 def pending_reason(case_id):
-    return PENDING.get(case_id)
+    """PENDING's reason for a case id, or for its group ('random:LAYOUT:*')."""
+    return PENDING.get(case_id) or PENDING.get(case_id.rsplit(':', 1)[0] + ':*')
 
 
 def pending_mark(case_id):
@@ -534,9 +580,65 @@ def compare_guest(layout, da, db):
         i, j, a[i:i + 8].hex(), b[i:i + 8].hex())
 
 
+def bitmaps(layout, d):
+    """The persistent dirty bitmaps of a qcow2 image as {name: (flags, granularity bits,
+    bits as bytes)}, read from the file (the qcow2 spec's bitmaps extension); {} without.
+    qemu sets the bits of every written range in an enabled bitmap and stores the bitmaps
+    when it closes the image; where they are stored is compared by the check counters."""
+    out = {}
+    if layout.fmt != 'qcow2':
+        return out
+    with open(os.path.join(d, layout.image), 'rb') as f:
+        h = f.read(4096)
+        cbits = int.from_bytes(h[20:24], 'big')
+        cs = 1 << cbits
+        size = int.from_bytes(h[24:32], 'big')
+        if int.from_bytes(h[4:8], 'big') < 3:
+            return out
+        pos = int.from_bytes(h[100:104], 'big')          # header_length
+        ext = None
+        while pos + 8 <= len(h):
+            t, n = int.from_bytes(h[pos:pos + 4], 'big'), int.from_bytes(h[pos + 4:pos + 8], 'big')
+            if t == 0:
+                break
+            if t == 0x23852875:
+                ext = h[pos + 8:pos + 8 + n]
+            pos += 8 + (n + 7) // 8 * 8
+        if ext is None:
+            return out
+        nb = int.from_bytes(ext[0:4], 'big')
+        dsize, doff = int.from_bytes(ext[8:16], 'big'), int.from_bytes(ext[16:24], 'big')
+        f.seek(doff)
+        dirb = f.read(dsize)
+        p = 0
+        for _ in range(nb):
+            toff = int.from_bytes(dirb[p:p + 8], 'big')
+            tsize = int.from_bytes(dirb[p + 8:p + 12], 'big')
+            flags = int.from_bytes(dirb[p + 12:p + 16], 'big')
+            gbits = dirb[p + 17]
+            nlen = int.from_bytes(dirb[p + 18:p + 20], 'big')
+            extra = int.from_bytes(dirb[p + 20:p + 24], 'big')
+            name = dirb[p + 24 + extra:p + 24 + extra + nlen].decode('utf-8', 'replace')
+            p += (24 + extra + nlen + 7) // 8 * 8
+            f.seek(toff)
+            table = f.read(8 * tsize)
+            bits = bytearray()
+            for i in range(tsize):
+                e = int.from_bytes(table[8 * i:8 * i + 8], 'big')
+                off = e & 0x00fffffffffffe00
+                if off:
+                    f.seek(off)
+                    bits += f.read(cs)
+                else:
+                    bits += (b'\xff' if e & 1 else b'\0') * cs
+            nbits = (size + (1 << gbits) - 1) >> gbits
+            out[name] = (flags, gbits, bytes(bits[:(nbits + 7) // 8]))
+    return out
+
+
 class Outcome:
     """The differences between the two runs: failures = [(kind, text)] in a fixed order."""
-    KINDS = ('guest', 'check', 'rc', 'output', 'map', 'layout')
+    KINDS = ('guest', 'check', 'rc', 'output', 'map', 'layout', 'bitmaps')
 
     def __init__(self):
         self.failures = []
@@ -575,6 +677,15 @@ def _map_diff(a, b):
     return 'same'
 
 
+def _bm_text(b):
+    if b is None:
+        return 'none'
+    flags, gbits, bits = b
+    ones = [i for i in range(len(bits) * 8) if bits[i // 8] >> (i % 8) & 1]
+    return 'flags %#x, granularity 2^%d, %d bits set (first %s)' % (
+        flags, gbits, len(ones), ones[:4])
+
+
 def run_case(layout, script, workdir, qemu_args=(), exact_layout=True):
     """Runs the script with both tools and compares; returns an Outcome. exact_layout=False
     (where qemu's own layout is not deterministic) skips the check counters and the map's
@@ -610,6 +721,12 @@ def run_case(layout, script, workdir, qemu_args=(), exact_layout=True):
     qm, qerr = img_map(layout, q[3])
     im, ierr = img_map(layout, i[3])
     assert qm is not None, 'qemu-img map of qemu-io\'s image failed: %s' % qerr
+    qb, ib = bitmaps(layout, q[3]), bitmaps(layout, i[3])
+    if qb != ib:
+        diff = sorted(k for k in set(qb) | set(ib) if qb.get(k) != ib.get(k))
+        res.fail('bitmaps', 'persistent bitmaps differ: %s' % '; '.join(
+            '%s: qemu %s, qimg %s' % (k, _bm_text(qb.get(k)), _bm_text(ib.get(k)))
+            for k in diff))
     if not exact_layout and im is not None:
         qm = [{k: v for k, v in e.items() if k != 'offset'} for e in qm]
         im = [{k: v for k, v in e.items() if k != 'offset'} for e in im]
