@@ -257,8 +257,9 @@ RANDOM_FAULT_LAYOUTS = ['cs4k', 'snapshots', 'chain-extl2', 'everything', 'cs512
                         'compressed', 'lazy', 'compat010-cs4k', 'rc64']
 
 
-# seeds that found writer bugs (F7, F10 of the i11-difftest notes), kept at every scale
-FOUND_FAULT_SEEDS = [('chain', 101), ('chain-extl2', 101)]
+# seeds that found writer bugs (F6, F7, F10 of the i11-difftest notes), kept at every scale
+FOUND_FAULT_SEEDS = [('chain', 101), ('chain-extl2', 101), ('everything', 101), ('cs64k', 101),
+                     ('rc32', 102)]
 
 
 def random_fault_params():

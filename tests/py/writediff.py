@@ -275,6 +275,12 @@ PENDING = {
                        'it is on disk (cut: EIO)',
     'fault:chain-extl2:101': 'F10: a cluster freed by a discard not yet on disk is reused for '
                              'new data (cut: the discarded offset reads the new data)',
+    'fault:rc32:102': 'F10: a cluster freed by a discard not yet on disk is reused for new data '
+                      '(cut: the discarded offset reads the new data)',
+    'fault:cs64k:101': 'F7: a freed compressed cluster is punched before the L2 table dropping '
+                       'it is on disk (cut: EIO)',
+    'fault:everything:101': 'F6: the in-flight write\'s range reads 00 after a cut (extended L2, '
+                            'snapshot, lazy refcounts)',
 }
 
 
