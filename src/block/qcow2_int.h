@@ -23,6 +23,7 @@ struct qcow2_state {
     QCOW2_IMAGE_EMBED;
 
     int prealloc; /* -1 not yet detected, else 0/1 */
+    bool packing_freed; /* the compressed-packing cluster (free_byte_offset) was freed */
 
     struct qcow2_bitmap_info *bitmaps;
     size_t n_bitmaps;

@@ -155,6 +155,18 @@ static enum qcow2_subcluster_type sc_type(const struct qcow2_state *s, const uin
                                      qcow2_l2_get_bitmap(&s->m, t, idx), sc);
 }
 
+/* qemu's qcow2_free_any_cluster, noting when the host cluster that compressed clusters
+ * are packed into (free_byte_offset) loses its last reference: see alloc_compressed. */
+static void free_entry(struct qcow2_state *s, uint64_t e, enum qcow2_discard_type type)
+{
+    qcow2_free_any_cluster(&s->m, e, type);
+    uint64_t rc;
+    if (s->free_byte_offset && !s->packing_freed &&
+        qcow2_image_refcount(&s->m, s->free_byte_offset >> s->h.cluster_bits, &rc) == 0 &&
+        rc == 0)
+        s->packing_freed = true;
+}
+
 /* qemu's calculate_l2_meta: the COW regions of a write of bytes at guest_off into the
  * clusters at host (keep_old: rewritten in place; no entry change unless a subcluster
  * changes type). */
@@ -442,13 +454,26 @@ static int handle_alloc_space(image_t *img, struct metas *ms)
         if (!is_zero_fast(img, m->offset + m->cow_start.offset, m->cow_start.nb_bytes) ||
             !is_zero_fast(img, m->offset + m->cow_end.offset, m->cow_end.nb_bytes))
             continue;
-        /* from the start of the first COW region to the end of the last */
-        uint64_t start = m->alloc_offset + m->cow_start.offset;
-        uint64_t len = (uint64_t)m->cow_end.offset + m->cow_end.nb_bytes - m->cow_start.offset;
-        int r = data_overlap_check(s, start, len);
-        if (r < 0)
-            return r;
-        r = posix_write_zeroes(img->data_file, start, len, false);
+        /* from the start of the first COW region to the end of the last. Deliberately
+         * not for clusters rewritten in place (qemu 7.2 zeroes that span too, guest data
+         * between the regions included, so a crash before the data write loses data that
+         * was on disk): there each region alone, which reads as zeros already */
+        struct cow_region span = { m->cow_start.offset, m->cow_end.offset +
+                                   m->cow_end.nb_bytes - m->cow_start.offset };
+        const struct cow_region *parts[2] = { &span, NULL };
+        if (m->keep_old) {
+            parts[0] = &m->cow_start;
+            parts[1] = &m->cow_end;
+        }
+        int r = 0;
+        for (int k = 0; k < 2 && r == 0; k++) {
+            if (!parts[k] || !parts[k]->nb_bytes)
+                continue;
+            uint64_t start = m->alloc_offset + parts[k]->offset;
+            if ((r = data_overlap_check(s, start, parts[k]->nb_bytes)) < 0)
+                return r;
+            r = posix_write_zeroes(img->data_file, start, parts[k]->nb_bytes, false);
+        }
         if (r < 0) {
             if (r != -ENOTSUP && r != -EAGAIN)
                 return r;
@@ -558,7 +583,7 @@ static int link_l2(image_t *img, struct l2meta *m)
     qcow2_l2_mark_dirty(&s->m, t);
     if (!m->keep_old)
         for (unsigned i = 0; i < j; i++)
-            qcow2_free_any_cluster(&s->m, old[i], QCOW2_DISCARD_NEVER);
+            free_entry(s, old[i], QCOW2_DISCARD_NEVER);
     free(old);
     return 0;
 }
@@ -747,7 +772,7 @@ static int64_t discard_in_table(image_t *img, uint64_t off, uint64_t nb,
         qcow2_l2_set(&s->m, t, idx + i, ne);
         qcow2_l2_set_bitmap(&s->m, t, idx + i, nbm);
         qcow2_l2_mark_dirty(&s->m, t);
-        qcow2_free_any_cluster(&s->m, oe, type);
+        free_entry(s, oe, type);
         /* freeing may evict the table: reload (a hit unless it was written back) */
         if ((r = get_table(img, off, &t, &idx)) < 0)
             return r;
@@ -798,7 +823,7 @@ static int64_t zero_in_table(image_t *img, uint64_t off, uint64_t nb, bool may_u
         qcow2_l2_set_bitmap(&s->m, t, idx + i, nbm);
         qcow2_l2_mark_dirty(&s->m, t);
         if (unmap) {
-            qcow2_free_any_cluster(&s->m, oe, QCOW2_DISCARD_REQUEST);
+            free_entry(s, oe, QCOW2_DISCARD_REQUEST);
             if ((r = get_table(img, off, &t, &idx)) < 0)
                 return r;
         }
@@ -1013,7 +1038,18 @@ static int alloc_compressed(image_t *img, uint64_t off, uint64_t len, uint64_t *
         return r;
     if (qcow2_l2_get(&s->m, t, idx) & QCOW2_L2E_OFFSET_MASK)
         return -EIO;
+    /* Deliberately better than qemu 7.2: qemu goes on packing into free_byte_offset's
+     * cluster after that cluster was freed and taken again for other data (a data cluster,
+     * a table), so the compressed bytes overwrite it and its refcount is too high (check:
+     * "ERROR OFLAG_COPIED data cluster ... refcount=2"). Such a cluster is left; a freed
+     * one not yet taken is packed into as qemu does. */
+    uint64_t prc;
+    if (s->packing_freed && s->free_byte_offset &&
+        qcow2_image_refcount(&s->m, s->free_byte_offset >> s->h.cluster_bits, &prc) == 0 &&
+        prc > 0)
+        s->free_byte_offset = 0;
     int64_t co = qcow2_alloc_bytes(&s->m, len);
+    s->packing_freed = false;
     if (co < 0)
         return (int)co;
     if ((r = get_table(img, off, &t, &idx)) < 0)
