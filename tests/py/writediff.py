@@ -257,18 +257,10 @@ PENDING_OPS = {
 # part '*' for all of a group, e.g. 'random:dirty:*'), one line each: what fails (F numbers:
 # the reports in the i11-difftest notes).
 PENDING = {
-    'compressed-reuse': 'F3: qimg packs compressed bytes into a freed host cluster reused for '
-                        'data, as qemu 7.2 does (check: OFLAG_COPIED refcount=2)',
     'random:bitmaps:*': 'F9: writes leave enabled persistent bitmaps unchanged (qemu sets the '
                         'written ranges\' bits and stores the bitmaps at close)',
     'random:dirty:*': 'F8: a dirty lazy_refcounts image is written without the repair qemu '
                       'runs at open: new clusters land on clusters in use (L1 overwritten)',
-    'fault:fault-cs512-rc64': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
-    'fault:cs4k': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
-    'fault:snapshots': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
-    'fault:chain': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
-    'fault:lazy': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
-    'fault:datafile-raw': 'F6: an in-place write zeroes its host range before writing (cut: 00)',
     'fault:cs4k:100': 'F7: a freed compressed cluster is punched before the L2 table dropping it '
                       'is on disk (cut: EIO)',
     'fault:chain:101': 'F7: a freed compressed cluster is punched before the L2 table dropping '
@@ -279,8 +271,6 @@ PENDING = {
                       '(cut: the discarded offset reads the new data)',
     'fault:cs64k:101': 'F7: a freed compressed cluster is punched before the L2 table dropping '
                        'it is on disk (cut: EIO)',
-    'fault:everything:101': 'F6: the in-flight write\'s range reads 00 after a cut (extended L2, '
-                            'snapshot, lazy refcounts)',
 }
 
 
