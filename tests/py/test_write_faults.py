@@ -137,7 +137,8 @@ def judge_cut(layout, script, refs, d, out):
     path = os.path.join(d, layout.image)
     if layout.fmt == 'qcow2':
         incompat = header_flags(path)
-        if incompat & 2:
+        if incompat & 2 and not header_flags(os.path.join(writediff.base_image(layout),
+                                                          layout.image)) & 2:
             return 'corrupt bit set'
         if incompat & 1:
             if not layout.lazy:
