@@ -773,6 +773,11 @@ def repro_text(layout, seed, script, outcome, minimal):
     return '\n'.join(lines)
 
 
+# failing cases minimized per process (each up to 60 s x SCALE): a broad regression then
+# costs minutes, not hours; the rest print their whole script
+_minimize_left = 4 * SCALE
+
+
 def check_seed(layout, seed, workdir, script=None, qemu_args=(), shrink=True):
     """Runs layout/seed (or a given script); returns None or the assertion message.
     shrink=False skips the minimizer (expected failures: fail fast)."""
@@ -780,8 +785,11 @@ def check_seed(layout, seed, workdir, script=None, qemu_args=(), shrink=True):
     out = run_case(layout, script, workdir, qemu_args)
     if out:
         return None
-    if not shrink:
-        return repro_text(layout, seed, script, out, script)
+    global _minimize_left
+    if not shrink or _minimize_left <= 0:
+        return repro_text(layout, seed, script, out, script) + (
+            '' if not shrink else '\n(not minimized: the run\'s minimizer budget is spent)')
+    _minimize_left -= 1
     minimal = minimize(layout, script, out.kinds()[0], workdir, qemu_args=qemu_args)
     mout = run_case(layout, minimal, workdir, qemu_args)
     msg = repro_text(layout, seed, script, out, minimal)
