@@ -1,41 +1,11 @@
-#include "checker/qcow2_bitmaps.h"
-
+/* §3.3 step 8: references of the bitmap directory the model loaded at open
+ * (qcow2_image_load_bitmaps, qcow2/bitmaps.c, shared with info and map), counted as qemu's
+ * qcow2_check_bitmaps_refcounts. */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "block/qcow2_bitmap_load.h"
 #include "checker/qcow2_check.h"
-
-/* The open-time load is block/qcow2_bitmap_load.c (shared with info and map); the pass
- * below counts references as qemu's qcow2_check_bitmaps_refcounts. */
-static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
-{
-    return qc2_read(ctx, buf, len, off);
-}
-
-int qc2_bitmaps_load(struct qc2 *s, char *msg, size_t msg_len)
-{
-    if (!s->ext.has_bitmaps || s->ext.nb_bitmaps == 0)
-        return 0;
-    char *err = NULL;
-    int rc = qcow2_bitmaps_open(file_read, s, s->h.cluster_bits, s->h.size & ~(uint64_t)511,
-                                s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size,
-                                s->ext.nb_bitmaps, &s->bm, &s->nb_bm, &err);
-    if (rc < 0) {
-        snprintf(msg, msg_len, "%s", err ? err : strerror(-rc));
-        free(err);
-    }
-    return rc;
-}
-
-void qc2_bitmaps_free(struct qc2 *s)
-{
-    free(s->bm);
-    s->bm = NULL;
-    s->nb_bm = 0;
-}
+#include "qcow2/bitmaps.h"
 
 /* qcow2_check_bitmaps_refcounts(): the directory, each table and each data cluster. */
 int qc2_pass_bitmaps(struct qc2 *s)
@@ -51,7 +21,7 @@ int qc2_pass_bitmaps(struct qc2 *s)
         rc = qc2_inc_refs(s, e->bitmap_table_offset, (uint64_t)e->bitmap_table_size * 8, -1);
         if (rc < 0)
             return rc;
-        rc = qcow2_bitmap_table_load(file_read, s, s->h.cluster_bits, e, &t, &bad);
+        rc = qcow2_bitmap_table_load(qio_pread_cb, s->q, s->h.cluster_bits, e, &t, &bad);
         if (rc < 0) {
             struct finding f = finding_make(FK_BITMAP_TABLE_BROKEN);
             f.offset = e->bitmap_table_offset;

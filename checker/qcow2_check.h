@@ -4,7 +4,7 @@
  *   qcow2_snapshots.c     §3.1 snapshot table pass
  *   qcow2_refs.c          §3.3 reference counting into the IMRT (inc_refcounts)
  *   qcow2_l1l2.c          §3.4 L1/L2 walk of the active image and each snapshot
- *   qcow2_bitmaps.c       §3.3 step 8 bitmap directory and tables
+ *   qcow2_bitmaps.c       §3.3 step 8 bitmap directory (the model's) and tables
  *   qcow2_refblocks.c     §3.5 refcount table / refblocks
  *   qcow2_compare.c       §3.6 computed vs stored refcounts
  *   qcow2_copied.c        §3.9 OFLAG_COPIED
@@ -61,10 +61,6 @@ struct qc2 {
     const struct qc2_fixer *fixer;   /* set by the repair engine when fix != 0 */
     void *fixer_ctx;
 
-    /* bitmap directory, loaded at open (qemu fails the open on a bad one) */
-    struct qcow2_bitmap_dirent *bm;
-    uint32_t nb_bm;
-
     struct imrt imrt;
     struct findings *fl;
     struct check_result *res;
@@ -105,6 +101,9 @@ int qc2_calculate_refcounts(struct qc2 *s);
 
 /* Passes; each returns 0 or a negative errno that aborts the check. */
 int qc2_pass_snapshots(struct qc2 *s, struct check_result *r);
+/* One finding for each v3 snapshot entry lacking the 16 bytes of extra data (the entry's
+ * `incomplete`), with flags (FF_REPAIRING under -r all, which rewrites the table). */
+void qc2_report_incomplete_snapshots(struct qc2 *s, unsigned flags);
 int qc2_inc_refs(struct qc2 *s, uint64_t offset, uint64_t size, int snapshot);
 int qc2_pass_l1l2(struct qc2 *s);
 int qc2_pass_bitmaps(struct qc2 *s);
@@ -182,13 +181,10 @@ void qc2_report(struct qc2 *s, struct finding *f);
 int qc2_load_table(struct qc2 *s, uint64_t off, uint64_t entries, uint64_t **out,
                    uint64_t *loaded);
 
-/* Read a whole range (zeros past EOF); 0 or -errno. */
-int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off);
-
-/* qc2_read in the shape of the format/ readers' pread callbacks (ctx: the struct qc2). */
-static inline int qc2_pread_cb(void *ctx, void *buf, uint64_t len, uint64_t off)
+/* Read a whole range of the image file (zeros past EOF); 0 or -errno. */
+static inline int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off)
 {
-    return qc2_read(ctx, buf, len, off);
+    return qio_pread_cb(s->q, buf, len, off);
 }
 
 /* The whole qcow2 check. */

@@ -1,27 +1,19 @@
 /* Open a qcow2 image the way qemu-img check does (BDRV_O_CHECK): the model opens it in
  * CHECK mode (qcow2/image.h: header, L1, reftable, extensions, data file, backing name);
- * here the backing chain is opened and the bitmap directory loaded for judging, failing
- * with qemu's "Could not open 'F': <msg>". */
+ * here the backing chain is opened and the model's bitmap directory loaded, failing with
+ * qemu's "Could not open 'F': <msg>". */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/image.h"
-#include "checker/qcow2_bitmaps.h"
 #include "checker/qcow2_check.h"
 #include "format/be.h"
 #include "format/probe.h"
 #include "io/lock.h"
 #include "util/err.h"
 #include "util/xalloc.h"
-
-int qc2_read(struct qc2 *s, void *buf, uint64_t len, uint64_t off)
-{
-    if (len > SIZE_MAX)
-        return -EINVAL;
-    return qio_pread(s->q, buf, (size_t)len, off);
-}
 
 /* out of line, as qc2_refblock: inline in checker/qcow2_check.h they changed the register
  * allocation of the L1/L2 walk's hot loop (measured: check of a 1 TiB image 5 % slower) */
@@ -64,7 +56,6 @@ static int open_backing(struct qc2 *s)
 
 int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o)
 {
-    char msg[FMT_ERROR_MSG_MAX + 64];
     s->opts = o;
     struct qcow2_open_opts oo = {
         .mode = QCOW2_MODE_CHECK,
@@ -81,9 +72,12 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
     }
     if ((rc = open_backing(s)) < 0)
         return rc;
-    rc = qc2_bitmaps_load(s, msg, sizeof(msg));
-    if (rc < 0)
-        return open_fail(filename, rc, msg);
+    /* the model's bitmap directory (qemu fails the open on a bad one) */
+    if ((rc = qcow2_image_load_bitmaps(&s->m, &err)) < 0) {
+        rc = open_fail(filename, rc, err);
+        free(err);
+        return rc;
+    }
     if (s->size_wraps || (s->h.size & ~(uint64_t)511) > IMG_MAX_LENGTH)
         return open_fail(filename, -EFBIG, "Could not refresh total sector count: File too large");
     return 0;
@@ -92,7 +86,6 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
 void qc2_close(struct qc2 *s)
 {
     qcow2_image_close(&s->m);
-    qc2_bitmaps_free(s);
     imrt_free(&s->imrt);
     free(s->copied_suspect);
     s->copied_suspect = NULL;

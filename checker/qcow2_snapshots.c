@@ -47,16 +47,20 @@ int qc2_pass_snapshots(struct qc2 *s, struct check_result *r)
             abort_finding(s, FK_SNAP_TABLE_POINTER_READ, rc, -1, FIND_NONE);
         return rc;
     }
-    if (s->h.version >= 3) {
-        for (uint32_t i = 0; i < s->nb_sn; i++) {
-            if (s->sn[i].extra_data_size >= QCOW2_SN_EXTRA_V3_MIN)
-                continue;
-            struct finding f = finding_make(FK_SNAP_INCOMPLETE);
-            f.snapshot = (int)i;
-            f.found = s->sn[i].extra_data_size;
-            f.expected = QCOW2_SN_EXTRA_V3_MIN;
-            qc2_report(s, &f);
-        }
-    }
+    qc2_report_incomplete_snapshots(s, 0);
     return 0;
+}
+
+void qc2_report_incomplete_snapshots(struct qc2 *s, unsigned flags)
+{
+    for (uint32_t i = 0; i < s->nb_sn; i++) {
+        if (!s->sn[i].incomplete)
+            continue;
+        struct finding f = finding_make(FK_SNAP_INCOMPLETE);
+        f.snapshot = (int)i;
+        f.found = s->sn[i].extra_data_size;
+        f.expected = QCOW2_SN_EXTRA_V3_MIN;
+        f.flags |= flags;
+        qc2_report(s, &f);
+    }
 }

@@ -4,10 +4,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "format/be.h"
 #include "format/qcow2_header.h"
+#include "qcow2/header_write.h"
 #include "repair/repair.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -92,21 +95,40 @@ static int refcount_pass(struct qc2 *s, unsigned fix)
     return 0;
 }
 
-/* qemu's qcow2_do_open clears autoclear bits it does not know whenever it opens an image
- * read-write, as the spec asks of a writer that does not maintain those features' data. */
-static int clear_unknown_autoclear(struct qc2 *s)
+/* qemu's read-write open rewrites the header when it clears unknown autoclear bits or
+ * drops an ignored bitmaps extension (qcow2_header_open_update, the block driver's
+ * read-write open uses it too). Planned as one write of the bytes that change, the header
+ * built as qemu's qcow2_update_header builds it, but with the snapshot table kept: qemu's
+ * check mode has not read it at that point and writes nb_snapshots 0 (README). */
+static int header_open_update(struct qc2 *s)
 {
     uint64_t a = s->h.autoclear_features;
-    if (s->h.version < 3 || !(a & ~QCOW2_AUTOCLEAR_MASK))
+    bool dropped = s->ext.bitmaps_ignored;
+    if (!qcow2_header_open_update(&s->m))
         return 0;
-    uint8_t b[8];
-    be64_put(b, (uint64_t)(a & QCOW2_AUTOCLEAR_MASK));
-    int rc = plan_write(rp_plan(s), PC_HEADER, QCOW2_OFF_AUTOCLEAR, b, 8, "header: "
-                        "autoclear features 0x%" PRIx64 " -> 0x%" PRIx64 " (unknown bits "
-                        "cleared, as qemu does on a read-write open)", a,
-                        (uint64_t)(a & QCOW2_AUTOCLEAR_MASK));
+    size_t cs = (size_t)s->cs, from, to;
+    uint8_t *cur = xmalloc(cs), *now = xmalloc(cs);
+    uint64_t boff;
+    uint32_t bsize;
+    int rc = qcow2_header_build(&s->m, now, cs, &boff, &bsize);
     if (rc == 0)
-        s->h.autoclear_features = a & QCOW2_AUTOCLEAR_MASK;
+        rc = qc2_read(s, cur, cs, 0);
+    if (rc == 0) {
+        qcow2_header_diff(cur, now, cs, s->file_size, &from, &to);
+        char what[160] = "";
+        if (a != s->h.autoclear_features)
+            snprintf(what, sizeof(what), "autoclear features 0x%" PRIx64 " -> 0x%" PRIx64
+                     " (unknown bits cleared)%s", a, s->h.autoclear_features,
+                     dropped ? ", " : "");
+        if (dropped)
+            snprintf(what + strlen(what), sizeof(what) - strlen(what),
+                     "ignored bitmaps extension dropped");
+        if (to > from)
+            rc = plan_write(rp_plan(s), PC_HEADER, from, now + from, to - from,
+                            "header: %s, as qemu does on a read-write open", what);
+    }
+    free(cur);
+    free(now);
     return rc;
 }
 
@@ -129,7 +151,7 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
     s.fixer = &repair_fixer;
     s.fixer_ctx = ctx;
     s.fix = fix;
-    rc = clear_unknown_autoclear(&s);
+    rc = header_open_update(&s);
     if (rc < 0)
         goto out;
 

@@ -1,13 +1,15 @@
-/* The repair engine: `check -r leaks|all` for qcow2 (digest §3, §4).
+/* The repair engine behind `check -r leaks|all` for qcow2 (digest §3, §4); the command
+ * (src/cmd/check_repair.c) opens and locks the image, drives these steps and prints.
  *
- * 1. Plan: the first pass runs the checker's passes with qemu's fix mode on an overlay
- *    of the image (repair/plan.h); every fix qemu would write is recorded as a plan entry
- *    instead, so the passes read back their own fixes exactly as qemu's in-place repair
- *    does, and nothing touches the file.
+ * 1. Plan: the first pass (repair_first_pass) runs the checker's passes with qemu's fix
+ *    mode on an overlay of the image (repair/plan.h); every fix qemu would write is
+ *    recorded as a plan entry instead, so the passes read back their own fixes exactly as
+ *    qemu's in-place repair does, and nothing touches the file.
  * 2. Dry run: print the plan, write nothing.
- * 3. Apply (repair/apply.c): set the corrupt bit first, journal each write before making
- *    it (repair/journal.h), flush between dependent steps, then run the double check on
- *    the real file, and clear the corrupt/dirty bits only if it passes. */
+ * 3. Apply (repair/apply.c): set the corrupt bit first (repair/incompat.h), journal each
+ *    write before making it (repair/journal.h), flush between dependent steps, then run
+ *    the double check on the real file, and clear the corrupt/dirty bits only if it
+ *    passes. */
 #ifndef QIMG_REPAIR_REPAIR_H
 #define QIMG_REPAIR_REPAIR_H
 
@@ -17,19 +19,6 @@
 #include "checker/qcow2_check.h"
 #include "repair/overlap.h"
 #include "repair/plan.h"
-
-struct repair_opts {
-    unsigned fix;              /* CHECK_FIX_* */
-    bool dry_run;
-    const char *journal;       /* --journal FILE, or NULL */
-    bool json, quiet;
-    struct check_opts check;   /* -U is refused before we get here */
-};
-
-/* `qimg check -r` of a qcow2 image; returns the exit code. */
-int repair_qcow2(const char *filename, const struct repair_opts *o);
-
-/* --- internals shared by the repair files ----------------------------------------- */
 
 struct repair_ctx {
     struct plan *plan;

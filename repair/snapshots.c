@@ -1,5 +1,7 @@
 /* The snapshot table under -r all: qemu's qcow2_check_read_snapshot_table in repair mode
- * (digest §3.1) and qcow2_check_fix_snapshot_table's rewrite (§3 step 3, §1.8).
+ * (digest §3.1; the entries are read by the model's one reader, qcow2/snapshots.c, with
+ * QCOW2_SN_READ_REPAIR: here its messages, counts and the count written back) and
+ * qcow2_check_fix_snapshot_table's rewrite (§3 step 3, §1.8).
  *
  * One deliberate difference (README, "Differences from qemu-img"; digest §13.12): when
  * nb_snapshots exceeds 65536 the count itself is garbage, and qemu goes on to "repair"
@@ -59,6 +61,13 @@ static uint32_t plausible_prefix(struct qc2 *s, uint64_t nb, const char **why, u
     return i;
 }
 
+/* qemu's message for an entry whose extra data it truncates. */
+static void say_extra_dropped(uint32_t i, uint32_t extra)
+{
+    err_plain("Discarding too much extra metadata in snapshot table entry %" PRIu32 " (%" PRIu32
+              " > %u)\n", i, extra, QCOW2_MAX_SNAPSHOT_EXTRA);
+}
+
 static int write_nb(struct qc2 *s, uint32_t nb, const char *why)
 {
     uint8_t b[4];
@@ -93,44 +102,33 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
         qc2_report(s, &f);
         return -EINVAL;
     }
-    s->sn = nb ? xcalloc((size_t)nb, sizeof(*s->sn)) : NULL;
-    /* qemu's repair mode: extra data beyond 1024 bytes is skipped, not refused */
-    struct qcow2_sn_source src = { qc2_pread_cb, s, s->h.version, s->h.size & ~(uint64_t)511,
-                                   QCOW2_SN_TRUNCATE_EXTRA, 0 };
-    uint64_t pos = off, table_len = 0;
-    int rc = 0;
-    for (uint64_t i = 0; i < nb; i++) {
-        uint64_t at = (pos + 7) & ~7ull;
-        struct qcow2_sn_extent x;
-        table_len = (table_len + 7) & ~7ull;
-        rc = qcow2_snapshot_read(&src, at, (unsigned)i, &s->sn[i], &x, NULL);
-        if (rc < 0) {
-            struct finding f = finding_make(FK_SNAP_TABLE_POINTER_READ);
-            f.err = rc;
-            qc2_report(s, &f);
-            goto out;
-        }
+    /* the model's reader in qemu's repair mode: extra data beyond 1024 bytes is truncated,
+     * not refused, and a table too big keeps the entries before the one that overflows */
+    struct qcow2_sn_error why;
+    int rc = qcow2_image_read_snapshots_opt(&s->m, (uint32_t)nb, QCOW2_SN_READ_REPAIR, &why);
+    /* qemu says so of each entry as it reads it, the one it then drops included */
+    for (uint32_t i = 0; i < s->nb_sn; i++) {
         if (s->sn[i].extra_truncated) {
-            err_plain("Discarding too much extra metadata in snapshot table entry %" PRIu64
-                      " (%" PRIu32 " > %u)\n", i, s->sn[i].extra_data_size,
-                      QCOW2_MAX_SNAPSHOT_EXTRA);
+            say_extra_dropped(i, s->sn[i].extra_data_size);
             dropped++;
         }
-        /* qemu's qcow2_do_read_snapshots measures the table as it will be rewritten, with
-         * truncated extra data counted as 1024 bytes; the real extent must fit in an int */
-        table_len += x.kept_len;
-        if (qcow2_snapshot_table_too_big(table_len) || at + x.len - off > INT_MAX) {
-            err_plain("Discarding %" PRIu64 " overhanging snapshots (snapshot table is too "
-                      "big)\n", nb - i);
-            reduced += nb - i;
-            qcow2_snapshot_free(&s->sn[i]);
-            nb = i;
-            break;
-        }
-        s->nb_sn = (uint32_t)(i + 1);
-        pos = at + x.len;
     }
-    s->sn_size = pos - off;
+    if (rc < 0 && why.kind == QCOW2_SN_TOO_BIG) {
+        if (why.extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
+            say_extra_dropped(why.index, why.extra);
+            dropped++;
+        }
+        err_plain("Discarding %" PRIu64 " overhanging snapshots (snapshot table is too "
+                  "big)\n", nb - why.index);
+        reduced += nb - why.index;
+        nb = why.index;
+        rc = 0;
+    } else if (rc < 0) {
+        struct finding f = finding_make(FK_SNAP_TABLE_POINTER_READ);
+        f.err = rc;
+        qc2_report(s, &f);
+        goto out;
+    }
     r->corruptions += (int64_t)(reduced + dropped);
     if (reduced) {
         rc = write_nb(s, (uint32_t)nb, "overhanging snapshots discarded");
@@ -142,18 +140,7 @@ int repair_snapshot_pass(struct qc2 *s, struct check_result *r)
         r->corruptions -= (int64_t)reduced;
         r->corruptions_fixed += (int64_t)reduced;
     }
-    if (s->h.version >= 3) {
-        for (uint32_t i = 0; i < s->nb_sn; i++) {
-            if (!s->sn[i].incomplete)
-                continue;
-            struct finding f = finding_make(FK_SNAP_INCOMPLETE);
-            f.snapshot = (int)i;
-            f.found = s->sn[i].extra_data_size;
-            f.expected = QCOW2_SN_EXTRA_V3_MIN;
-            f.flags |= FF_REPAIRING;
-            qc2_report(s, &f);
-        }
-    }
+    qc2_report_incomplete_snapshots(s, FF_REPAIRING);
 out:
     return rc;
 }

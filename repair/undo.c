@@ -1,4 +1,6 @@
-/* `qimg undo JOURNAL IMAGE`, in three steps, and nothing is written before the last:
+/* The engine of `qimg undo JOURNAL IMAGE` (the command, src/cmd/undo.c, opens and locks
+ * the image between the first step and the others, and prints), in three steps, and
+ * nothing is written before the last:
  *
  * 1. the journal alone: schema version, status, every row's op, class, offset, length,
  *    sizes and blob lengths in bounds, sizes chained from pre_size, old bytes consistent
@@ -21,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/lock.h"
 #include "io/qio.h"
 #include "repair/journal.h"
 #include "repair/plan.h"
@@ -511,55 +512,61 @@ static int restore(struct undo *u)
     return 0;
 }
 
-int repair_undo(const char *journal, const char *image)
+int undo_open(const char *journal, const char *image, struct undo **out)
 {
-    struct undo u;
-    memset(&u, 0, sizeof(u));
-    u.jpath = journal;
-    u.image = image;
+    struct undo *u = xcalloc(1, sizeof(*u));
+    u->jpath = journal;
+    u->image = image;
+    *out = NULL;
     int ret;
-    if (sqlite3_open_v2(journal, &u.db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(journal, &u->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
         err_report("Could not open journal '%s': %s", journal,
-                   u.db ? sqlite3_errmsg(u.db) : "out of memory");
+                   u->db ? sqlite3_errmsg(u->db) : "out of memory");
         ret = UNDO_JOURNAL;
-        goto out;
+        goto fail;
     }
-    sqlite3_exec(u.db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
-    if ((ret = validate_journal(&u)))
-        goto out;
-    if (!strcmp(u.m.status, "undone")) {
+    sqlite3_exec(u->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    if ((ret = validate_journal(u)))
+        goto fail;
+    if (!strcmp(u->m.status, "undone")) {
         err_report("the repair recorded in '%s' has already been undone", journal);
         ret = UNDO_IMAGE;
-        goto out;
+        goto fail;
     }
-    int rc = qio_open_file(image, QIO_RDWR, &u.q);
-    if (rc < 0) {
-        err_report("Could not open '%s': %s", image, strerror(-rc));
-        ret = UNDO_IMAGE;
-        goto out;
-    }
-    const char *perm;
-    if ((rc = qio_lock_for_repair(u.q, &perm)) < 0) {
-        err_report("Could not open '%s': Failed to get \"%s\" lock\nIs another process using "
-                   "the image [%s]?", image, perm, image);
-        ret = UNDO_IMAGE;
-        goto out;
-    }
-    if ((ret = validate_image(&u)) || (ret = restore(&u)))
-        goto out;
-    printf("Restored '%s' to its state before the repair (%zu write%s undone).\n", image, u.n,
-           u.n == 1 ? "" : "s");
-out:
-    undo_model_free(&u.model);
-    for (size_t i = 0; i < u.n; i++) {
-        free(u.rows[i].old);
-        free(u.rows[i].new_);
-    }
-    free(u.rows);
-    free(u.m.status);
-    free(u.m.post_mtime);
-    if (u.q)
-        qio_close(u.q);
-    sqlite3_close(u.db);
+    *out = u;
+    return 0;
+fail:
+    undo_close(u);
     return ret;
+}
+
+int undo_restore(struct undo *u, qio_t *q)
+{
+    u->q = q;
+    int ret = validate_image(u);
+    if (!ret)
+        ret = restore(u);
+    u->q = NULL;
+    return ret;
+}
+
+size_t undo_writes(const struct undo *u)
+{
+    return u->n;
+}
+
+void undo_close(struct undo *u)
+{
+    if (!u)
+        return;
+    undo_model_free(&u->model);
+    for (size_t i = 0; i < u->n; i++) {
+        free(u->rows[i].old);
+        free(u->rows[i].new_);
+    }
+    free(u->rows);
+    free(u->m.status);
+    free(u->m.post_mtime);
+    sqlite3_close(u->db);
+    free(u);
 }

@@ -1,6 +1,6 @@
 /* qcow2 driver: the image model opens the image (qcow2/image.h, qemu's qcow2_do_open
- * order); here the image layer's view of it, the LUKS header for info, the snapshot table
- * and the bitmap directory. */
+ * order); here the image layer's view of it, the LUKS header for info, and the model's
+ * snapshot table and bitmap directory read at open. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,8 @@
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "io/lock.h"
+#include "qcow2/header_write.h"
+#include "repair/dirty_open.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -18,6 +20,56 @@ static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
     return len >= 8 && be32_get(buf) == QCOW2_MAGIC && be32_get(buf + 4) >= 2 ? 100 : 0;
 }
 
+static struct qcow2_open_opts open_opts(const image_t *img)
+{
+    bool rdwr = (img->flags & IMG_OPEN_RDWR) != 0;
+    return (struct qcow2_open_opts){
+        .mode = rdwr ? QCOW2_MODE_RDWR : QCOW2_MODE_READ,
+        .no_io = (img->flags & IMG_OPEN_NO_IO) != 0,
+        .data_flags = (rdwr ? QIO_RDWR : QIO_RDONLY) |
+                      ((img->flags & IMG_OPEN_SHARE) ? QIO_SHARE : 0),
+        .data_lock_write = rdwr,
+    };
+}
+
+/* The end of qemu's qcow2_do_open for a writable image: the header update (unknown
+ * autoclear bits), then the repair of a dirty image, which qemu runs as its check with
+ * BDRV_FIX_ERRORS | BDRV_FIX_LEAKS and which qimg runs with check -r's engine. */
+static int open_rdwr_finish(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    int r = qcow2_image_activate(&s->m, errmsg);
+    if (r < 0)
+        return r;
+    if (!(s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        s->active = true;
+        return 0;
+    }
+    bool consistent;
+    r = repair_dirty_on_open(img->file, img->filename, &consistent);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not repair dirty image: %s", strerror(-r));
+        return r;
+    }
+    /* the repair wrote past the model: read it again, forget cached tables */
+    struct qcow2_open_opts oo = open_opts(img);
+    qcow2_map_free(s);
+    s->prealloc = -1;
+    s->dbuf_entry = 0;
+    oo.no_warnings = true;
+    if ((r = qcow2_image_reload(&s->m, &oo, errmsg)) < 0 ||
+        (r = qcow2_load_snapshots(img, errmsg)) < 0)
+        return r;
+    img->dirty = (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
+    /* qemu's qcow2_mark_clean after its check rewrites the whole header */
+    if (consistent && (r = qcow2_image_update_header(&s->m)) < 0) {
+        *errmsg = xasprintf("Could not repair dirty image: %s", strerror(-r));
+        return r;
+    }
+    s->active = true;
+    return 0;
+}
+
 static int qcow2_open(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = xcalloc(1, sizeof(*s));
@@ -25,13 +77,7 @@ static int qcow2_open(image_t *img, char **errmsg)
     s->prealloc = -1;
     bool rdwr = (img->flags & IMG_OPEN_RDWR) != 0;
     bool no_io = (img->flags & IMG_OPEN_NO_IO) != 0;
-    struct qcow2_open_opts oo = {
-        .mode = rdwr ? QCOW2_MODE_RDWR : QCOW2_MODE_READ,
-        .no_io = no_io,
-        .data_flags = (rdwr ? QIO_RDWR : QIO_RDONLY) |
-                      ((img->flags & IMG_OPEN_SHARE) ? QIO_SHARE : 0),
-        .data_lock_write = rdwr,
-    };
+    struct qcow2_open_opts oo = open_opts(img);
     int r = qcow2_image_open(&s->m, img->file, img->filename, &oo, errmsg);
     /* img->data_file is the image file unless the image has an external data file: then
      * the model's (the image layer owns and closes it), or none for info (NO_IO) */
@@ -67,7 +113,9 @@ static int qcow2_open(image_t *img, char **errmsg)
     }
     if ((r = qcow2_load_snapshots(img, errmsg)) < 0)
         return r;
-    if ((r = qcow2_load_bitmaps(img, errmsg)) < 0)
+    if ((r = qcow2_image_load_bitmaps(&s->m, errmsg)) < 0)
+        return r;
+    if (rdwr && (r = open_rdwr_finish(img, errmsg)) < 0)
         return r;
     if (rdwr)
         return qcow2_writer_init(img, errmsg);
@@ -79,12 +127,12 @@ static void qcow2_close(image_t *img)
     struct qcow2_state *s = img->priv;
     if (!s)
         return;
+    /* qemu's qcow2_close of a writable node: qcow2_inactivate (caches, dirty bit) */
+    if (!img->broken)
+        qcow2_image_inactivate(&s->m);
     qcow2_writer_close(img);
     qcow2_map_free(s);
     qcow2_image_close(&s->m);
-    for (size_t i = 0; i < s->n_bitmaps; i++)
-        free(s->bitmaps[i].name);
-    free(s->bitmaps);
     free(s->cbuf);
     free(s->dbuf);
     free(s->luks);

@@ -10,12 +10,6 @@
 #include "format/qcow2_l2.h"
 #include "qcow2/image.h"
 
-struct qcow2_bitmap_info {
-    char *name;
-    uint32_t flags;
-    uint64_t granularity;
-};
-
 struct qcow2_state {
     /* the image model (qcow2/image.h), opened READ or RDWR: s->m, and its fields as s->h,
      * s->ext, s->l1 (all l1_size entries), s->rt (loaded for metadata preallocation
@@ -24,9 +18,6 @@ struct qcow2_state {
 
     int prealloc; /* -1 not yet detected, else 0/1 */
     bool packing_freed; /* the compressed-packing cluster (free_byte_offset) was freed */
-
-    struct qcow2_bitmap_info *bitmaps;
-    size_t n_bitmaps;
 
     /* compressed cluster: input buffer and the last decompressed cluster */
     uint8_t *cbuf;
@@ -64,7 +55,7 @@ int qcow2_flush(image_t *img);
 int qcow2_zeroize(image_t *img, uint64_t off, uint64_t n);
 /* After a read-write open: the writer's caches and allocator state. 0 or -errno (*errmsg). */
 int qcow2_writer_init(image_t *img, char **errmsg);
-/* Before close: caches and files flushed (errors reported as qemu's close does). */
+/* At close, after qcow2_image_inactivate (the caches): the files flushed. */
 void qcow2_writer_close(image_t *img);
 /* qemu's qcow2_cluster_discard(QCOW2_DISCARD_ALWAYS, full_discard): off cluster-aligned,
  * the end too unless it is the image's. */
@@ -79,7 +70,6 @@ int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n);
 
 /* Metadata loaded at open (qcow2_meta.c). errmsg like driver open. */
 int qcow2_load_snapshots(image_t *img, char **errmsg);
-int qcow2_load_bitmaps(image_t *img, char **errmsg);
 struct json *qcow2_format_specific(image_t *img);
 int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count);
 

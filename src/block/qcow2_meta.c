@@ -1,11 +1,10 @@
 /* qcow2 metadata that open reads besides the mapping: the snapshot table (qemu's
- * qcow2_read_snapshots) and the bitmap directory (bitmap_list_load + bitmap tables), and the
- * format-specific info built from them (qcow2_get_specific_info). */
+ * qcow2_read_snapshots, through the model) with its open's messages, and the format-specific
+ * info built from it and the model's bitmap directory (qcow2_get_specific_info). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/qcow2_bitmap_load.h"
 #include "block/luks.h"
 #include "block/qcow2_int.h"
 #include "format/be.h"
@@ -76,36 +75,6 @@ int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)
     return 0;
 }
 
-static int file_read(void *ctx, void *buf, uint64_t len, uint64_t off)
-{
-    if (len > SIZE_MAX)
-        return -EINVAL;
-    return qio_pread(ctx, buf, (size_t)len, off);
-}
-
-int qcow2_load_bitmaps(image_t *img, char **errmsg)
-{
-    struct qcow2_state *s = img->priv;
-    if (!s->ext.has_bitmaps || s->ext.nb_bitmaps == 0)
-        return 0;
-    struct qcow2_bitmap_dirent *d;
-    uint32_t n;
-    int r = qcow2_bitmaps_open(file_read, img->file, s->h.cluster_bits, img->size,
-                               s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size,
-                               s->ext.nb_bitmaps, &d, &n, errmsg);
-    if (r < 0)
-        return r;
-    s->bitmaps = xcalloc(n, sizeof(*s->bitmaps));
-    for (uint32_t i = 0; i < n; i++) {
-        struct qcow2_bitmap_info *b = &s->bitmaps[s->n_bitmaps++];
-        b->name = xstrdup(d[i].name);
-        b->flags = d[i].flags;
-        b->granularity = 1ull << d[i].granularity_bits;
-    }
-    free(d);
-    return 0;
-}
-
 /* qemu's qcow2_get_specific_info(); keys are set in QAPI field order, the JSON writer
  * then orders them like qemu's QDict. */
 json_t *qcow2_format_specific(image_t *img)
@@ -120,18 +89,19 @@ json_t *qcow2_format_specific(image_t *img)
         json_set(data, "compat", json_string("1.1"));
         json_set(data, "lazy-refcounts",
                  json_bool(s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS));
-        if (s->n_bitmaps) {
+        if (s->nb_bm) {
             json_t *list = json_array();
-            for (size_t i = 0; i < s->n_bitmaps; i++) {
+            for (uint32_t i = 0; i < s->nb_bm; i++) {
+                const struct qcow2_bitmap_dirent *e = &s->bm[i];
                 json_t *b = json_object();
                 json_t *flags = json_array();
-                if (s->bitmaps[i].flags & QCOW2_BME_FLAG_IN_USE)
+                if (e->flags & QCOW2_BME_FLAG_IN_USE)
                     json_append(flags, json_string("in-use"));
-                if (s->bitmaps[i].flags & QCOW2_BME_FLAG_AUTO)
+                if (e->flags & QCOW2_BME_FLAG_AUTO)
                     json_append(flags, json_string("auto"));
                 json_set(b, "flags", flags);
-                json_set(b, "name", json_string(s->bitmaps[i].name));
-                json_set(b, "granularity", json_uint(s->bitmaps[i].granularity));
+                json_set(b, "name", json_string(e->name));
+                json_set(b, "granularity", json_uint(1ull << e->granularity_bits));
                 json_append(list, b);
             }
             json_set(data, "bitmaps", list);

@@ -14,15 +14,12 @@
 #include "format/be.h"
 #include "format/qcow2_codec.h"
 #include "qcow2/alloc.h"
+#include "qcow2/header_write.h"
 #include "qcow2/l2.h"
 #include "qcow2/port.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
-/* i11-rdwr's header side (qcow2/header_write.h): weak until it lands. */
-int qcow2_image_may_write(const struct qcow2_image *m) __attribute__((weak));
-int qcow2_image_mark_dirty(struct qcow2_image *m) __attribute__((weak));
-int qcow2_image_mark_corrupt(struct qcow2_image *m) __attribute__((weak));
 /* i11-port's overlap guard (qcow2/overlap.h): the class of the first refused write. */
 unsigned qcow2_overlap_refused(const struct qcow2_image *m, unsigned *ign, uint64_t *off,
                                uint64_t *len) __attribute__((weak));
@@ -46,15 +43,7 @@ static int after_corruption(image_t *img, int r)
         return r;
     }
     if (img->broken && s->h.version >= 3 && !(s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)) {
-        if (qcow2_image_mark_corrupt) {
-            (void)qcow2_image_mark_corrupt(&s->m);
-        } else {
-            uint8_t b[8];
-            s->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
-            be64_put(b, s->h.incompatible_features);
-            if (qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_INCOMPAT, b, sizeof(b)) == 0)
-                (void)qcow2_meta_flush(&s->m);
-        }
+        (void)qcow2_image_mark_corrupt(&s->m);
     }
     return r;
 }
@@ -165,6 +154,23 @@ static void free_entry(struct qcow2_state *s, uint64_t e, enum qcow2_discard_typ
         qcow2_image_refcount(&s->m, s->free_byte_offset >> s->h.cluster_bits, &rc) == 0 &&
         rc == 0)
         s->packing_freed = true;
+}
+
+/* Frees the clusters that entries of the L2 cache no longer reference, after those tables
+ * are on disk. Deliberately stricter than qemu 7.2, which frees (and may discard, and may
+ * hand out again) a cluster while the table on disk still maps it: a crash then leaves the
+ * old mapping pointing at a punched hole or at another write's data. */
+static int free_after_flush(struct qcow2_state *s, const uint64_t *old, size_t n,
+                            enum qcow2_discard_type type)
+{
+    if (!n)
+        return 0;
+    int r = qcow2_l2_flush(&s->m);
+    if (r < 0)
+        return r; /* the clusters leak: the tables may still map them */
+    for (size_t i = 0; i < n; i++)
+        free_entry(s, old[i], type);
+    return 0;
 }
 
 /* qemu's calculate_l2_meta: the COW regions of a write of bytes at guest_off into the
@@ -548,11 +554,9 @@ static int link_l2(image_t *img, struct l2meta *m)
     /* lazy refcounts: the dirty bit before refcount updates may lag (qemu's
      * qcow2_mark_dirty); else the refblocks counting the new clusters reach the disk
      * before this table (qcow2_need_accurate_refcounts) */
-    if (qcow2_image_mark_dirty && s->h.version >= 3 &&
-        (s->h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
-        (r = qcow2_image_mark_dirty(&s->m)) < 0)
+    if (qcow2_image_lazy_refcounts(&s->m) && (r = qcow2_image_mark_dirty(&s->m)) < 0)
         return r;
-    if (!(s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+    if (qcow2_image_need_accurate_refcounts(&s->m) &&
         (r = qcow2_l2_depends_on_refblocks(&s->m)) < 0)
         return r;
     uint8_t *t;
@@ -581,11 +585,9 @@ static int link_l2(image_t *img, struct l2meta *m)
         }
     }
     qcow2_l2_mark_dirty(&s->m, t);
-    if (!m->keep_old)
-        for (unsigned i = 0; i < j; i++)
-            free_entry(s, old[i], QCOW2_DISCARD_NEVER);
+    r = m->keep_old ? 0 : free_after_flush(s, old, j, QCOW2_DISCARD_NEVER);
     free(old);
-    return 0;
+    return r;
 }
 
 /* qemu's qcow2_handle_l2meta: link (newest first, as qemu's list runs) or, after a
@@ -643,7 +645,7 @@ static int may_write(struct qcow2_state *s)
 {
     if (s->h.crypt_method != 0)
         return -ENOTSUP;
-    return qcow2_image_may_write ? qcow2_image_may_write(&s->m) : 0;
+    return qcow2_image_may_write(&s->m);
 }
 
 static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
@@ -732,11 +734,10 @@ int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg)
 
 int qcow2_flush(image_t *img)
 {
+    /* qemu's qcow2_write_caches: L2 tables, then refblocks unless lazy refcounts let them
+     * wait (the dirty bit is set) */
     struct qcow2_state *s = img->priv;
-    int r = qcow2_l2_flush(&s->m);
-    if (r == 0)
-        r = qcow2_refcount_cache_flush(&s->m);
-    return r;
+    return qcow2_image_flush_caches(&s->m);
 }
 
 /* ---- discard and zero writes (qemu's qcow2_cluster_discard, qcow2_subcluster_zeroize) */
@@ -753,6 +754,8 @@ static int64_t discard_in_table(image_t *img, uint64_t off, uint64_t nb,
         return r;
     if (nb > s->h.l2_entries - idx)
         nb = s->h.l2_entries - idx;
+    uint64_t *old = xmalloc((size_t)nb * sizeof(*old));
+    size_t nold = 0;
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t oe = qcow2_l2_get(&s->m, t, idx + i), ob = qcow2_l2_get_bitmap(&s->m, t, idx + i);
         uint64_t ne = oe, nbm = ob;
@@ -772,12 +775,11 @@ static int64_t discard_in_table(image_t *img, uint64_t off, uint64_t nb,
         qcow2_l2_set(&s->m, t, idx + i, ne);
         qcow2_l2_set_bitmap(&s->m, t, idx + i, nbm);
         qcow2_l2_mark_dirty(&s->m, t);
-        free_entry(s, oe, type);
-        /* freeing may evict the table: reload (a hit unless it was written back) */
-        if ((r = get_table(img, off, &t, &idx)) < 0)
-            return r;
+        old[nold++] = oe;
     }
-    return (int64_t)nb;
+    r = free_after_flush(s, old, nold, type);
+    free(old);
+    return r < 0 ? r : (int64_t)nb;
 }
 
 static int cluster_discard(image_t *img, uint64_t off, uint64_t bytes,
@@ -807,6 +809,8 @@ static int64_t zero_in_table(image_t *img, uint64_t off, uint64_t nb, bool may_u
     idx = idx0;
     if (nb > s->h.l2_entries - idx)
         nb = s->h.l2_entries - idx;
+    uint64_t *old = xmalloc((size_t)nb * sizeof(*old));
+    size_t nold = 0;
     for (uint64_t i = 0; i < nb; i++) {
         uint64_t oe = qcow2_l2_get(&s->m, t, idx + i), ob = qcow2_l2_get_bitmap(&s->m, t, idx + i);
         enum qcow2_cluster_type ct = qcow2_l2e_type(&s->geom, oe);
@@ -822,13 +826,12 @@ static int64_t zero_in_table(image_t *img, uint64_t off, uint64_t nb, bool may_u
         qcow2_l2_set(&s->m, t, idx + i, ne);
         qcow2_l2_set_bitmap(&s->m, t, idx + i, nbm);
         qcow2_l2_mark_dirty(&s->m, t);
-        if (unmap) {
-            free_entry(s, oe, QCOW2_DISCARD_REQUEST);
-            if ((r = get_table(img, off, &t, &idx)) < 0)
-                return r;
-        }
+        if (unmap)
+            old[nold++] = oe;
     }
-    return (int64_t)nb;
+    r = free_after_flush(s, old, nold, QCOW2_DISCARD_REQUEST);
+    free(old);
+    return r < 0 ? r : (int64_t)nb;
 }
 
 /* qemu's zero_l2_subclusters: nsc subclusters from off inside one cluster */
@@ -1145,21 +1148,21 @@ int qcow2_writer_init(image_t *img, char **errmsg)
     s->discard_passthrough[QCOW2_DISCARD_REQUEST] = true;
     s->discard_passthrough[QCOW2_DISCARD_SNAPSHOT] = true;
     s->discard_passthrough[QCOW2_DISCARD_OTHER] = false;
+    /* the model's cache hooks (qcow2_image_flush_caches, _inactivate: qemu's
+     * qcow2_write_caches order, L2 tables then refblocks) */
+    s->m.l2_flush = qcow2_l2_flush;
+    s->m.rb_flush = qcow2_refcount_flush;
     return 0;
 }
 
-/* qemu's qcow2_inactivate and bdrv_close's flush: the caches, then the files, reach the
- * disk (a file system reports fallocated ranges differently while their pages are dirty). */
+/* bdrv_close's flush after qcow2_inactivate (which wrote the caches through the model's
+ * hooks): the files reach the disk (a file system reports fallocated ranges differently
+ * while their pages are dirty). */
 void qcow2_writer_close(image_t *img)
 {
     struct qcow2_state *s = img->priv;
     if (!(img->flags & IMG_OPEN_RDWR) || img->broken || !s->l2cache || !s->l2cache->writable)
         return;
-    int r = qcow2_l2_flush(&s->m);
-    if (r < 0)
-        err_report("Failed to flush the L2 table cache: %s", strerror(-r));
-    if ((r = qcow2_refcount_cache_flush(&s->m)) < 0)
-        err_report("Failed to flush the refcount block cache: %s", strerror(-r));
     (void)qio_flush(img->file);
     if (img->data_file && img->data_file != img->file)
         (void)qio_flush(img->data_file);

@@ -1,5 +1,5 @@
 /* qimg check: option parsing as qemu-img's img_check, then the format's checker, then
- * qemu-img's report and exit code (digest §4). */
+ * qemu-img's report and exit code (digest §4); -r of a qcow2 image is check_repair.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +10,12 @@
 #include "checker/blk_check.h"
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
+#include "cmd/check_repair.h"
+#include "cmd/check_run.h"
 #include "cmd/commands.h"
 #include "format/probe.h"
 #include "io/lock.h"
 #include "io/qio.h"
-#include "repair/repair.h"
-#include "repair/check_cli.h"
 #include "util/cache.h"
 #include "util/err.h"
 #include "util/opts.h"
@@ -223,7 +223,7 @@ int cmd_check(int argc, char **argv)
     if (fix) {
         qio_close(q);
         struct repair_opts ro = { (unsigned)fix, dry_run, journal, json, quiet, o };
-        return repair_qcow2(filename, &ro);
+        return check_repair_qcow2(filename, &ro);
     }
     char *lockmsg = NULL;
     if (qio_lock_image(q, false, true, o.share, filename, &lockmsg) < 0) {

@@ -13,6 +13,13 @@ int qio_pread(qio_t *q, void *buf, size_t n, uint64_t off)
     return q->ops->pread(q, buf, n, off);
 }
 
+int qio_pread_cb(void *q, void *buf, uint64_t len, uint64_t off)
+{
+    if (len > SIZE_MAX)
+        return -EINVAL;
+    return qio_pread(q, buf, (size_t)len, off);
+}
+
 int qio_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
 {
     if (!q->writable)

@@ -75,6 +75,10 @@ int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg);
 qio_t *qio_open_mem(const void *data, size_t len, bool writable, size_t max_len);
 
 int qio_pread(qio_t *q, void *buf, size_t n, uint64_t off);
+/* qio_pread in the shape of the readers' pread callbacks (format/qcow2_snapshot.h,
+ * qcow2/bitmaps.h): ctx is the qio_t, a length beyond size_t is -EINVAL. The one such
+ * wrapper: the model, the checker and the driver all read through it. */
+int qio_pread_cb(void *q, void *buf, uint64_t len, uint64_t off);
 int qio_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off);
 int qio_size(qio_t *q, uint64_t *out);
 int qio_truncate(qio_t *q, uint64_t size);

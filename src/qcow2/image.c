@@ -66,6 +66,10 @@ static int open_data_file(struct qcow2_image *m, const struct qcow2_open_opts *o
         return 0;
     if (!m->ext.has_data_file)
         return fail_msg(errmsg, -EINVAL, "'data-file' is required for this image");
+    if (m->data) {
+        m->has_data_file = true; /* a reload (qcow2_image_reload) keeps the open file */
+        return 0;
+    }
     qio_t *d;
     int rc = qio_open_image(m->ext.data_file, o->data_flags, &d, errmsg);
     if (rc < 0)
@@ -166,10 +170,16 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
         goto fail_e;
     if (m->ext.bitmaps_ignored && !o->no_warnings) {
         /* qemu warns while reading the extensions, text and missing newline included */
-        err_report("warning: a program lacking bitmap support modified this file, so all "
-                   "bitmaps are now considered inconsistent");
+        if (m->h.version < 3) /* qemu is more specific for v2 (no autoclear field) */
+            err_report("warning: This qcow2 v2 image contains bitmaps, but they may have "
+                       "been modified by a program without persistent bitmap support; so "
+                       "now they must all be considered inconsistent");
+        else
+            err_report("warning: a program lacking bitmap support modified this file, so "
+                       "all bitmaps are now considered inconsistent");
+        /* the command that fixes it: qemu-img's (qemu-io says qemu-img too), or qimg's */
         err_plain("Some clusters may be leaked, run '%s check -r' on the image file to fix.",
-                  qimg_progname);
+                  strncmp(qimg_progname, "qemu-", 5) ? "qimg" : "qemu-img");
     }
     /* encrypted images need a key secret for I/O, which qimg does not take (qemu opens the
      * LUKS header while it reads the extensions, before the data file) */
@@ -197,7 +207,13 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
     fmt_error_clear(&e);
     if ((rc = qcow2_backing_name(&m->h, buf, blen, name, &name_len, &has, &e)) < 0)
         goto fail_e;
-    free(buf);
+    /* a header rewrite keeps the unknown parts of cluster 0 (qcow2/header_write.h) */
+    if (o->mode == QCOW2_MODE_READ) {
+        free(buf);
+    } else {
+        m->c0 = buf;
+        m->c0_len = blen;
+    }
     if (has && name[0])
         m->backing_name = xstrdup(name);
     return 0;
@@ -207,9 +223,25 @@ fail_e:
     return fail_fmt(errmsg, &e, rc);
 }
 
+int qcow2_image_reload(struct qcow2_image *m, const struct qcow2_open_opts *o, char **errmsg)
+{
+    struct qcow2_image keep = *m;
+    qcow2_image_close(m);
+    memset(m, 0, sizeof(*m));
+    m->data = keep.data;
+    m->port = keep.port;
+    m->l2_flush = keep.l2_flush;
+    m->rb_flush = keep.rb_flush;
+    memcpy(m->discard_passthrough, keep.discard_passthrough, sizeof(m->discard_passthrough));
+    return qcow2_image_open(m, keep.q, keep.filename, o, errmsg);
+}
+
 void qcow2_image_close(struct qcow2_image *m)
 {
     qcow2_l2_cache_free(m);
+    free(m->c0);
+    m->c0 = NULL;
+    m->c0_len = 0;
     free(m->l1);
     m->l1 = NULL;
     free(m->rt);
@@ -224,4 +256,7 @@ void qcow2_image_close(struct qcow2_image *m)
     free(m->sn);
     m->sn = NULL;
     m->nb_sn = 0;
+    free(m->bm);
+    m->bm = NULL;
+    m->nb_bm = 0;
 }

@@ -9,15 +9,17 @@
  *   CHECK  qemu's BDRV_O_CHECK: tolerant, loads what it can and leaves judging to the
  *          checker (tables cut by EOF load partly, the reftable is loaded at open, the
  *          snapshot table is left to the checker's snapshot pass)
- *   RDWR   as READ, header validated for writing (the writer comes next)
+ *   RDWR   as READ, the corrupt bit refused (qemu's "Image is corrupt; cannot be opened
+ *          read/write"); the user then loads the snapshot table and calls
+ *          qcow2_image_activate (qcow2/header_write.h: unknown autoclear bits cleared, the
+ *          header rewritten as qemu does) and repairs a dirty image
  * The model holds what every user reads: header, extensions, L2 geometry, file and data file
- * handles, active L1, refcount table with the refblock cache (qcow2/refcount.h) and the
+ * handles, active L1, refcount table with the refblock cache (qcow2/refcount.h), the
  * snapshot table (qcow2_image_read_snapshots: the driver reads it right after open, the
- * checker in its snapshot pass, so that a bad table is a finding there). Tables are read by
- * the one loader (qcow2/table.h). Left to each user for now: the checker opens the backing
- * chain and keeps the bitmap directory entries it judges, the driver keeps the bitmaps'
- * names for info (both through block/qcow2_bitmap_load.h); repair reads the snapshot table
- * in qemu's repair mode (repair/snapshots.c: extra data truncated, overhang discarded).
+ * checker in its snapshot pass, so that a bad table is a finding there; repair in qemu's
+ * repair mode, QCOW2_SN_READ_REPAIR) and the bitmap directory (qcow2_image_load_bitmaps,
+ * qcow2/bitmaps.h: the driver shows it in info, the checker counts its references). Tables
+ * are read by the one loader (qcow2/table.h). Left to the checker: the backing chain.
  *
  * Users embed the model with QCOW2_IMAGE_EMBED, which also lets their code name the model's
  * fields directly (s->h, s->l1) while &s->m is the model passed to model functions. */
@@ -36,6 +38,7 @@
 
 struct qcow2_port;
 struct qcow2_l2_cache;
+struct qcow2_bitmap_dirent;
 
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
@@ -48,6 +51,15 @@ struct qcow2_l2_cache;
     uint64_t cs;                 /* cluster size */                                        \
     bool has_data_file;          /* data is open */                                        \
     bool size_wraps;             /* size waived at decode: the user refuses it at the end */ \
+    /* cluster 0 as read at open (CHECK, RDWR): the unknown header tail and extensions   \
+     * that a header rewrite keeps (qcow2/header_write.h) */                               \
+    uint8_t *c0;                                                                           \
+    size_t c0_len;                                                                         \
+    /* the writer's caches (qcow2_image_flush_caches): write its dirty L2 tables / refcount \
+     * blocks; NULL while it caches none */                                                \
+    int (*l2_flush)(struct qcow2_image *);                                                 \
+    int (*rb_flush)(struct qcow2_image *);                                                 \
+    bool active;                 /* open read-write and activated: the close writes */    \
     char *backing_name;          /* stored backing file name, NULL if none */             \
     /* active L1, host order; CHECK: entries past l1_loaded lie beyond EOF and read as 0; \
      * READ/RDWR: all l1_size entries (zeros past EOF) */                                  \
@@ -64,6 +76,9 @@ struct qcow2_l2_cache;
     struct qcow2_snapshot *sn;                                                             \
     uint32_t nb_sn;                                                                        \
     uint64_t sn_offset, sn_size;                                                           \
+    /* bitmap directory (qcow2_image_load_bitmaps): nb_bm entries, in directory order */  \
+    struct qcow2_bitmap_dirent *bm;                                                        \
+    uint32_t nb_bm;                                                                        \
     /* writing (RDWR): the allocator's search start and compressed-byte packing point    \
      * (qcow2/alloc.h), which freed clusters qemu would discard (indexed by               \
      * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
@@ -100,6 +115,11 @@ struct qcow2_open_opts {
  * qcow2_image_close (and closes m->data). */
 int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
                      const struct qcow2_open_opts *o, char **errmsg);
+/* Reads the image's metadata again after someone else wrote it (the repair of a dirty
+ * image at a read-write open): the model closed and opened again with o, keeping q, the
+ * open data file, the port and the writer's hooks. The snapshot table is the user's to
+ * read again. 0 or -errno with *errmsg as qcow2_image_open. */
+int qcow2_image_reload(struct qcow2_image *m, const struct qcow2_open_opts *o, char **errmsg);
 /* Frees what the model holds (not q, not data). */
 void qcow2_image_close(struct qcow2_image *m);
 
@@ -116,6 +136,8 @@ struct qcow2_sn_error {
     enum qcow2_sn_stop kind;
     int err;
     uint32_t index;
+    uint32_t extra;          /* TOO_BIG: the dropped entry's extra_data_size as stored (qemu's
+                              * repair counts that entry's truncated extra data too) */
     struct fmt_error e;
 };
 
@@ -125,6 +147,24 @@ struct qcow2_sn_error {
  * caller validates the table's count and offset first (the header decoder does outside
  * CHECK mode). */
 int qcow2_image_read_snapshots(struct qcow2_image *m, struct qcow2_sn_error *why);
+
+/* qemu's repair mode of qcow2_read_snapshots (qcow2_check_read_snapshot_table under -r all):
+ * extra data past 1024 bytes is truncated (the entry's extra_truncated says so) instead of
+ * refused. A table that passes 64 MiB (truncated extra data counted as 1024 bytes) or
+ * INT_MAX bytes is still -EFBIG with why->kind QCOW2_SN_TOO_BIG in either mode; the entries
+ * before why->index are then kept as a whole table (nb_sn, sn_size), which repair keeps. */
+#define QCOW2_SN_READ_REPAIR 0x1u
+
+/* qcow2_image_read_snapshots for nb entries (at most h.nb_snapshots: repair may cut the
+ * count first) with flags QCOW2_SN_READ_*. */
+int qcow2_image_read_snapshots_opt(struct qcow2_image *m, uint32_t nb, unsigned flags,
+                                   struct qcow2_sn_error *why);
+
+/* qemu's qcow2_load_dirty_bitmaps at open (bitmap_list_load, then each bitmap's table as
+ * load_bitmap reads it): m->bm, m->nb_bm. 0, or -errno with *errmsg (malloc'd) the text
+ * qemu prints after "Could not open 'F': ". Memory: one entry (about 1 KiB) per bitmap,
+ * at most 65535. */
+int qcow2_image_load_bitmaps(struct qcow2_image *m, char **errmsg);
 
 /* Loads the refcount table if not loaded (the driver loads it on demand). 0 or -errno. */
 int qcow2_image_load_reftable(struct qcow2_image *m);

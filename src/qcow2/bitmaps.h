@@ -1,8 +1,9 @@
 /* The persistent bitmaps qemu loads when it opens a qcow2 image (qcow2_load_dirty_bitmaps,
- * qemu-img info, map, check and the rest alike), shared by the block layer and the
- * checker so both refuse the same images with the same message. */
-#ifndef QIMG_BLOCK_QCOW2_BITMAP_LOAD_H
-#define QIMG_BLOCK_QCOW2_BITMAP_LOAD_H
+ * qemu-img info, map, check and the rest alike): the model loads the directory once
+ * (qcow2_image_load_bitmaps, qcow2/image.h) for the block layer and the checker, so both
+ * refuse the same images with the same message and read the same entries. */
+#ifndef QIMG_QCOW2_BITMAPS_H
+#define QIMG_QCOW2_BITMAPS_H
 
 #include <stdint.h>
 

@@ -1,8 +1,8 @@
-/* A check run as `qimg check` drives it, with or without -r: started with qemu-img's
- * stderr lines, ended with qemu-img's report and exit code. One copy, so a plain check and
- * a repair cannot disagree on either. */
-#ifndef QIMG_REPAIR_CHECK_CLI_H
-#define QIMG_REPAIR_CHECK_CLI_H
+/* A check run as `qimg check` drives it, with or without -r (src/cmd/check.c,
+ * src/cmd/check_repair.c): started with qemu-img's stderr lines, ended with qemu-img's report
+ * and exit code. One copy, so a plain check and a repair cannot disagree on either. */
+#ifndef QIMG_CMD_CHECK_RUN_H
+#define QIMG_CMD_CHECK_RUN_H
 
 #include <stdbool.h>
 

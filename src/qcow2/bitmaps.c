@@ -1,4 +1,5 @@
-#include "block/qcow2_bitmap_load.h"
+/* The bitmap directory and tables as qemu loads them at open (see bitmaps.h). */
+#include "qcow2/bitmaps.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -7,6 +8,7 @@
 
 #include "format/be.h"
 #include "format/qcow2_ext.h"
+#include "qcow2/image.h"
 #include "util/xalloc.h"
 
 int qcow2_bitmap_table_load(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bits,
@@ -181,4 +183,17 @@ int qcow2_bitmaps_open(qcow2_bitmap_pread_fn rd, void *ctx, uint32_t cluster_bit
     *out = bm;
     *n_out = nb_bitmaps;
     return 0;
+}
+
+int qcow2_image_load_bitmaps(struct qcow2_image *m, char **errmsg)
+{
+    *errmsg = NULL;
+    if (!m->ext.has_bitmaps || m->ext.nb_bitmaps == 0)
+        return 0;
+    int rc = qcow2_bitmaps_open(qio_pread_cb, m->q, m->h.cluster_bits, m->h.size & ~(uint64_t)511,
+                                m->ext.bitmap_directory_offset, m->ext.bitmap_directory_size,
+                                m->ext.nb_bitmaps, &m->bm, &m->nb_bm, errmsg);
+    if (rc < 0 && !*errmsg)
+        *errmsg = xstrdup(strerror(-rc));
+    return rc;
 }

@@ -1,19 +1,20 @@
-/* `qimg check -r leaks|all` for qcow2: plan on an overlay, then dry-run or apply with the
- * crash guard, journal and double check (see repair.h). Output and exit codes are
- * qemu-img's (digest §4). */
+/* `qimg check -r leaks|all` for qcow2: open and lock, plan on an overlay (repair/repair.h),
+ * then dry-run or apply with the crash guard (repair/incompat.h), journal and double check.
+ * Output and exit codes are qemu-img's (digest §4). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "checker/render.h"
-#include "format/be.h"
+#include "cmd/check_repair.h"
+#include "cmd/check_run.h"
 #include "format/qcow2_header.h"
 #include "io/lock.h"
 #include "repair/apply.h"
+#include "repair/incompat.h"
 #include "repair/journal.h"
 #include "repair/repair.h"
-#include "repair/check_cli.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -35,34 +36,12 @@ static void add_plan(json_t *j, const void *ctx)
     json_set(j, "repair-plan", a);
 }
 
-/* incompatible_features as the header holds them now (v2: none). */
-static int read_incompat(qio_t *q, uint32_t version, uint64_t *out)
-{
-    uint8_t b[8];
-    *out = 0;
-    if (version < 3)
-        return 0;
-    int rc = qio_pread(q, b, 8, 72);
-    if (rc == 0)
-        *out = be64_get(b);
-    return rc;
-}
-
 /* The plain (non-fixing) check of what q holds now; diagnostics printed if print. */
 static int plain_check(qio_t *q, const char *filename, const struct check_opts *o, bool print,
                        struct check_run *run)
 {
     check_run_start(run, o, print);
     return qcow2_check_run(q, filename, o, run);
-}
-
-/* Header bits after the repair: corrupt and dirty cleared iff the result is consistent
- * (qemu's rule, judged on the double check), otherwise as they were before. */
-static uint64_t final_incompat(uint64_t orig, int rc, const struct check_result *r)
-{
-    if (rc == 0 && !r->corruptions && !r->check_errors)
-        return orig & ~(QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DIRTY);
-    return orig;
 }
 
 static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *filename,
@@ -73,20 +52,9 @@ static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *
     struct check_run after;
     int arc = plain_check(ov, filename, &o->check, false, &after);
     qio_close(ov);
-    uint64_t fin = final_incompat(orig, arc, &after.res), cur = orig;
-    if (version >= 3 && p->n && !(orig & QCOW2_INCOMPAT_CORRUPT)) {
-        uint8_t b[8];
-        cur = orig | QCOW2_INCOMPAT_CORRUPT;
-        be64_put(b, cur);
-        plan_prepend_write(p, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
-                           "repair is in progress");
-    }
-    if (version >= 3 && fin != cur) {
-        uint8_t b[8];
-        be64_put(b, fin);
-        plan_write(p, PC_HEADER, 72, b, 8, "header: incompatible features 0x%" PRIx64
-                   " -> 0x%" PRIx64, cur, fin);
-    }
+    uint64_t fin = repair_incompat_final(orig, arc, &after.res);
+    uint64_t cur = repair_incompat_guard(p, version, orig);
+    repair_incompat_plan(p, version, cur, fin);
     if (!o->json && !o->quiet) {
         plan_print(p, stdout);
         if (run->res.corruptions_fixed || run->res.leaks_fixed)
@@ -138,57 +106,7 @@ static void report_write_error(const struct plan_entry *e, int rc)
     err_report("Check failed: %s", err);
 }
 
-/* One journaled write of the header's incompatible-features field (offset 72), outside
- * the repair plan: the guard's corrupt bit set, put back or cleared. 0 or -errno. */
-static int write_incompat(qio_t *q, journal_t *j, uint64_t value, const char *reason)
-{
-    struct plan hp;
-    const struct plan_entry *failed;
-    plan_init(&hp, q);
-    uint8_t b[8];
-    be64_put(b, value);
-    int rc = plan_write(&hp, PC_HEADER, 72, b, 8, "%s", reason);
-    if (rc == 0)
-        rc = repair_apply(q, &hp, j, &failed);
-    plan_free(&hp);
-    return rc;
-}
-
-/* After a failed write: put the incompatible features (the corrupt bit the guard set)
- * back as they were before the repair, journaled like every write. The writes made so
- * far are ordered so that the image is no worse than before (README, crash safety), so
- * the guard need not stay; qemu, which has no guard, leaves the bit as it was too. */
-static void restore_incompat(qio_t *q, journal_t *j, uint32_t version, uint64_t orig,
-                             const char *filename)
-{
-    uint64_t now;
-    if (version < 3 || (read_incompat(q, version, &now) == 0 && now == orig))
-        return;
-    char why[96];
-    snprintf(why, sizeof(why), "header: incompatible features put back to 0x%" PRIx64
-             " after a failed write", orig);
-    int rc = write_incompat(q, j, orig, why);
-    if (rc < 0)
-        err_report("Could not restore the header of '%s' (the corrupt bit stays set): %s",
-                   filename, strerror(-rc));
-}
-
-/* The overlap guard refused a fix: qemu's qcow2_signal_corruption marks the image corrupt
- * (v3: the incompatible-features field alone; v2 has no such bit) and its in-place fixes
- * so far stay written. qimg writes none of its planned fixes, only the corrupt bit
- * (journaled when asked), so the image keeps every byte it had and qemu refuses to open
- * it read-write until it is repaired. */
-static void mark_corrupt(qio_t *q, journal_t *j, uint32_t version, uint64_t orig)
-{
-    if (version < 3 || (orig & QCOW2_INCOMPAT_CORRUPT))
-        return;
-    int rc = write_incompat(q, j, orig | QCOW2_INCOMPAT_CORRUPT, "header: set the corrupt "
-                            "bit (a fix was refused by the overlap check)");
-    if (j)
-        journal_finish(j, q, rc == 0);
-}
-
-int repair_qcow2(const char *filename, const struct repair_opts *o)
+int check_repair_qcow2(const char *filename, const struct repair_opts *o)
 {
     qio_t *q;
     int rc = qio_open_file(filename, o->dry_run ? QIO_RDONLY : QIO_RDWR, &q);
@@ -229,23 +147,17 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         ret = 1;
         goto out;
     }
-    struct qcow2_header h;
-    {
-        uint8_t hb[112];
-        memset(hb, 0, sizeof(hb));
-        qio_pread(q, hb, sizeof(hb), 0);
-        h.version = be32_get(hb + 4);
-        h.cluster_bits = be32_get(hb + 20);
-    }
+    struct { uint32_t version, cluster_bits; } h;
+    repair_header_peek(q, &h.version, &h.cluster_bits);
     uint64_t orig;
-    if (read_incompat(q, h.version, &orig) < 0)
+    if (repair_incompat_read(q, h.version, &orig) < 0)
         orig = 0;
     if (rc < 0) {
         /* nothing is applied when the fixing pass itself fails (README); a refused write
          * marks the image corrupt, as qemu's overlap check does */
         if (ctx.guard.refused && !o->dry_run && h.version >= 3 &&
             !(orig & QCOW2_INCOMPAT_CORRUPT)) {
-            mark_corrupt(q, j, h.version, orig);
+            repair_mark_corrupt(q, j, h.version, orig);
         } else {
             journal_discard(j);
             j = NULL;
@@ -266,17 +178,15 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         goto out;
     }
 
-    if (h.version >= 3 && plan.n && !(orig & QCOW2_INCOMPAT_CORRUPT)) {
-        uint8_t b[8];
-        be64_put(b, orig | QCOW2_INCOMPAT_CORRUPT);
-        plan_prepend_write(&plan, PC_GUARD, 72, b, 8, "header: set the corrupt bit while the "
-                           "repair is in progress");
-    }
+    repair_incompat_guard(&plan, h.version, orig);
     const struct plan_entry *failed;
     rc = repair_apply(q, &plan, j, &failed);
     if (rc < 0) {
         report_write_error(failed, rc);
-        restore_incompat(q, j, h.version, orig, filename);
+        int rrc = repair_incompat_restore(q, j, h.version, orig);
+        if (rrc < 0)
+            err_report("Could not restore the header of '%s' (the corrupt bit stays set): %s",
+                       filename, strerror(-rrc));
         if (j)
             journal_finish(j, q, false);
         ret = 1;
@@ -300,15 +210,9 @@ int repair_qcow2(const char *filename, const struct repair_opts *o)
         fin = &second;
     }
     /* clear the guard (and corrupt/dirty if consistent) only now */
-    uint64_t want = final_incompat(orig, frc, &fin->res), now;
-    if (h.version >= 3 && read_incompat(q, h.version, &now) == 0 && now != want) {
-        char why[96];
-        snprintf(why, sizeof(why), "header: incompatible features 0x%" PRIx64 " -> 0x%"
-                 PRIx64, now, want);
-        rc = write_incompat(q, j, want, why);
-        if (rc < 0)
-            err_report("Could not update the header of '%s': %s", filename, strerror(-rc));
-    }
+    rc = repair_incompat_settle(q, j, h.version, repair_incompat_final(orig, frc, &fin->res));
+    if (rc < 0)
+        err_report("Could not update the header of '%s': %s", filename, strerror(-rc));
     if (j && rc == 0)
         journal_finish(j, q, true);
     ret = check_run_report(fin, frc, filename, o->json, o->quiet, NULL, NULL);

@@ -1,4 +1,4 @@
-#include "repair/check_cli.h"
+#include "cmd/check_run.h"
 
 #include <stdio.h>
 #include <string.h>
