@@ -259,18 +259,6 @@ PENDING_OPS = {
 PENDING = {
     'random:bitmaps:*': 'F9: writes leave enabled persistent bitmaps unchanged (qemu sets the '
                         'written ranges\' bits and stores the bitmaps at close)',
-    'random:dirty:*': 'F8: a dirty lazy_refcounts image is written without the repair qemu '
-                      'runs at open: new clusters land on clusters in use (L1 overwritten)',
-    'fault:cs4k:100': 'F7: a freed compressed cluster is punched before the L2 table dropping it '
-                      'is on disk (cut: EIO)',
-    'fault:chain:101': 'F7: a freed compressed cluster is punched before the L2 table dropping '
-                       'it is on disk (cut: EIO)',
-    'fault:chain-extl2:101': 'F10: a cluster freed by a discard not yet on disk is reused for '
-                             'new data (cut: the discarded offset reads the new data)',
-    'fault:rc32:102': 'F10: a cluster freed by a discard not yet on disk is reused for new data '
-                      '(cut: the discarded offset reads the new data)',
-    'fault:cs64k:101': 'F7: a freed compressed cluster is punched before the L2 table dropping '
-                       'it is on disk (cut: EIO)',
 }
 
 
