@@ -93,6 +93,7 @@ CASES = {
     'snapshots': (lambda: LAYOUTS['snapshots'], workload),
     'chain': (lambda: LAYOUTS['chain'], workload),
     'lazy': (lambda: LAYOUTS['lazy'], workload),
+    'dirty': (lambda: LAYOUTS['dirty'], workload),      # repaired at open, then written
     'datafile-raw': (lambda: LAYOUTS['datafile-raw'], workload),
     'raw': (lambda: LAYOUTS['raw'], workload),
 }
