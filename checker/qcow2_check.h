@@ -66,7 +66,6 @@ struct qc2 {
     struct check_result *res;
 
     bool signaled_corruption;
-    bool signaled_overlap;       /* repair: qemu's "Marking image as corrupt" said once */
 
     /* read-only check (qcow2_check_run with fix 0, not deep: no refcount changes between
      * the L1/L2 walk and pass_copied): the walk judges OFLAG_COPIED too, and per active L1

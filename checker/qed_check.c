@@ -4,14 +4,15 @@
  * cluster_size - 1, so our counts match qemu's even where that quirk invents a leak.
  *
  * Writes (fix mode only): the whole L2 table holding a zeroed entry, the whole L1 table,
- * and the header (NEED_CHECK cleared). They go straight to the file: the repair journal
- * (repair/) has no API yet; route them through it once it does. */
+ * and the header (NEED_CHECK cleared), through the write port (io/wport.h): direct, or
+ * journaled (--journal) or planned (--dry-run) as the caller chose. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/qed_int.h"
 #include "checker/blk_check.h"
+#include "io/wport.h"
 #include "util/xalloc.h"
 
 struct qc {
@@ -20,6 +21,7 @@ struct qc {
     const struct qed_header *h;
     struct check_run *run;
     bool fix;
+    struct wport *w;        /* where fixes are written (fix mode) */
     uint64_t nclusters;     /* qemu's (quirky) cluster count of the file */
     uint32_t *used;         /* referenced-cluster bitmap, nclusters bits */
     uint64_t *l2;           /* the L2 table being checked */
@@ -95,6 +97,22 @@ static unsigned check_l2(struct qc *c, uint64_t l1i, uint64_t l2_off)
     return invalid;
 }
 
+/* qemu's qed_write_table of a whole table, through the port. */
+static int write_table(struct qc *c, uint64_t off, const uint64_t *t, const char *what,
+                       unsigned cleared)
+{
+    size_t n = c->h->table_bytes;
+    uint8_t *raw = xmalloc(n);
+    for (uint32_t i = 0; i < c->h->table_nelems; i++)
+        for (int b = 0; b < 8; b++)
+            raw[(size_t)i * 8 + b] = (uint8_t)(t[i] >> (8 * b));   /* little endian */
+    wport_label(c->w, PC_TABLE, "%s at 0x%llx: %u invalid entr%s cleared", what,
+                (unsigned long long)off, cleared, cleared == 1 ? "y" : "ies");
+    int rc = wport_pwrite(c->w, off, raw, n);
+    free(raw);
+    return rc;
+}
+
 static void io_error(struct qc *c, enum finding_kind k, uint64_t off, uint64_t l1i, int err)
 {
     struct finding f = finding_make(k);
@@ -147,7 +165,7 @@ static int check_l1(struct qc *c)
         unsigned invalid = check_l2(c, i, off);
         if (invalid && c->fix) {
             c->s->l2_offset = 0; /* the driver's cached copy is stale now */
-            rc = qed_write_table(c->img->file, h, off, c->l2);
+            rc = write_table(c, off, c->l2, "L2 table", invalid);
             if (rc < 0) {
                 io_error(c, FK_QED_WRITE_ERROR, off, i, rc);
                 last_error = rc;
@@ -155,7 +173,7 @@ static int check_l1(struct qc *c)
         }
     }
     if (invalid_l1 && c->fix) {
-        int rc = qed_write_table(c->img->file, h, h->l1_table_offset, c->s->l1);
+        int rc = write_table(c, h->l1_table_offset, c->s->l1, "L1 table", invalid_l1);
         if (rc < 0) {
             io_error(c, FK_QED_WRITE_ERROR, h->l1_table_offset, FIND_NONE, rc);
             last_error = rc;
@@ -176,6 +194,17 @@ static void check_leaks(struct qc *c)
     }
 }
 
+/* The header with NEED_CHECK cleared, after a flush (qemu ignores a failure). */
+static void clear_need_check(struct qed_state *s, struct wport *w, const char *why)
+{
+    wport_flush(w);
+    s->h.features &= ~QED_F_NEED_CHECK;
+    uint8_t hb[QED_HEADER_LEN];
+    qed_header_encode(&s->h, hb);
+    wport_label(w, PC_HEADER, "header: NEED_CHECK cleared%s", why);
+    (void)wport_pwrite(w, 0, hb, sizeof(hb));
+}
+
 /* qemu's qed_check_mark_clean(). */
 static void mark_clean(struct qc *c)
 {
@@ -184,14 +213,24 @@ static void mark_clean(struct qc *c)
         return;
     if (!(c->s->h.features & QED_F_NEED_CHECK))
         return;
-    qio_flush(c->img->file);
-    c->s->h.features &= ~QED_F_NEED_CHECK;
-    uint8_t hb[QED_HEADER_LEN];
-    qed_header_encode(&c->s->h, hb);
-    (void)qio_pwrite(c->img->file, hb, sizeof(hb), 0); /* qemu ignores a failure here */
+    clear_need_check(c->s, c->w, "");
+}
+
+void qed_check_close_clean(image_t *img, struct wport *w)
+{
+    struct qed_state *s = img->priv;
+    if ((img->flags & IMG_OPEN_RDWR) && s && s->l1 && (s->h.features & QED_F_NEED_CHECK))
+        clear_need_check(s, w, " (the read-write close)");
 }
 
 int qed_check_pass(image_t *img, unsigned fix, struct check_run *run)
+{
+    struct wport w;
+    int rc = fix ? wport_init_direct(&w, img->file) : 0;
+    return rc < 0 ? rc : qed_check_pass_port(img, fix, run, &w);
+}
+
+int qed_check_pass_port(image_t *img, unsigned fix, struct check_run *run, struct wport *w)
 {
     struct qc c;
     memset(&c, 0, sizeof(c));
@@ -200,6 +239,7 @@ int qed_check_pass(image_t *img, unsigned fix, struct check_run *run)
     c.h = &c.s->h;
     c.run = run;
     c.fix = fix != 0;
+    c.w = w;
     /* bounded by the file: about one bit per cluster of the file */
     c.nclusters = qed_bytes_to_clusters_quirk(c.h, c.h->file_size);
     c.used = xcalloc((size_t)(c.nclusters / 32 + 1), sizeof(uint32_t));

@@ -124,8 +124,8 @@ static int header_open_update(struct qc2 *s)
             snprintf(what + strlen(what), sizeof(what) - strlen(what),
                      "ignored bitmaps extension dropped");
         if (to > from)
-            rc = plan_write(rp_plan(s), PC_HEADER, from, now + from, to - from,
-                            "header: %s, as qemu does on a read-write open", what);
+            rc = repair_write(s, QCOW2_OL_ALL, PC_HEADER, from, now + from, to - from,
+                              "header: %s, as qemu does on a read-write open", what);
     }
     free(cur);
     free(now);
@@ -150,6 +150,10 @@ int repair_first_pass(qio_t *overlay, const char *filename, const struct check_o
         return rc;
     s.fixer = &repair_fixer;
     s.fixer_ctx = ctx;
+    /* every fix is a metadata write of the model through its port, here the plan */
+    wport_init_plan(&ctx->port.w, ctx->plan);
+    qcow2_port_set(&s.m, &ctx->port);
+    overlap_guard_attach(&s);
     s.fix = fix;
     rc = header_open_update(&s);
     if (rc < 0)

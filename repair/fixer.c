@@ -2,9 +2,12 @@
  * in-memory state the passes use (L1, refblock cache, file size) follows the plan. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "format/be.h"
+#include "qcow2/port.h"
 #include "repair/repair.h"
 #include "util/err.h"
 
@@ -16,6 +19,18 @@ void repair_drop_rb_cache(struct qc2 *s)
 static void sync_size(struct qc2 *s)
 {
     s->file_size = rp_plan(s)->size;
+}
+
+int repair_write(struct qc2 *s, unsigned ign, enum plan_class cls, uint64_t off,
+                 const void *buf, size_t len, const char *fmt, ...)
+{
+    struct wport *w = &((struct repair_ctx *)s->fixer_ctx)->port.w;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->reason, sizeof(w->reason), fmt, ap);
+    va_end(ap);
+    w->cls = cls;
+    return qcow2_meta_pwrite(&s->m, ign, off, buf, len);
 }
 
 int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_class cls,
@@ -35,11 +50,9 @@ int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_cla
     size_t nbytes;
     qcow2_refblock_entry_bytes(s->h.refcount_order, idx, &byte, &nbytes);
     uint64_t off = (s->rt[ti] & QCOW2_REFT_OFFSET_MASK) + byte;
-    /* qemu checks the whole refblock when its cache writes it back */
-    rc = overlap_pre_write(s, OL_REFCOUNT_BLOCK, off & ~(s->cs - 1), s->cs);
-    if (rc < 0)
-        return rc;
-    rc = plan_write(rp_plan(s), cls, off, blk + byte, (size_t)nbytes,
+    /* qemu checks the whole refblock when its cache writes it back: the guard rounds
+     * the write out to its cluster */
+    rc = repair_write(s, QCOW2_OL_REFCOUNT_BLOCK, cls, off, blk + byte, (size_t)nbytes,
                     "refcount of cluster %" PRIu64 ": %" PRIu64 " -> %" PRIu64 " (%s)", k, old,
                     value, why);
     sync_size(s);
@@ -67,11 +80,11 @@ static int fx_zero_l2_entry(struct qc2 *s, const struct finding *f, uint64_t bmp
         be64_put(b, s->h.version >= 3 || !data ? QCOW2_OFLAG_ZERO : 0);
     }
     /* fix_l2_entry_by_zero: every class but the L2 tables */
-    if (overlap_pre_write(s, OL_L2_TABLES, f->entry_offset, n) < 0) {
+    if (qcow2_overlap_check(&s->m, QCOW2_OL_L2_TABLES, f->entry_offset, n) < 0) {
         err_plain("ERROR: Overlap check failed\n");
         return -EIO;
     }
-    int rc = plan_write(rp_plan(s), PC_L2_ZERO, f->entry_offset, b, n,
+    int rc = repair_write(s, QCOW2_OL_L2_TABLES, PC_L2_ZERO, f->entry_offset, b, n,
                         "L2 entry %" PRIx64 " -> zero cluster (%s at unaligned offset 0x%" PRIx64 ")",
                         f->entry, data ? "data cluster" : "preallocated zero cluster", f->offset);
     if (rc < 0) {
@@ -106,7 +119,9 @@ static int fx_grow_file(struct qc2 *s, uint64_t new_size)
         err_plain("ERROR could not resize image: %s\n", strerror(err));
         return -err;
     }
-    int rc = plan_truncate(p, PC_GROW, new_size, "grow the file for a refcount block past its end");
+    wport_label(&((struct repair_ctx *)s->fixer_ctx)->port.w, PC_GROW,
+                "grow the file for a refcount block past its end");
+    int rc = qcow2_meta_truncate(&s->m, new_size);
     sync_size(s);
     return rc;
 }
@@ -116,10 +131,7 @@ static int fx_write_l1_entry(struct qc2 *s, uint64_t i, uint64_t e)
     uint8_t b[8];
     be64_put(b, e);
     /* qcow2_write_l1_entry: every class but the active L1 (no message of its own) */
-    int orc = overlap_pre_write(s, OL_ACTIVE_L1, s->h.l1_table_offset + i * 8, 8);
-    if (orc < 0)
-        return orc;
-    int rc = plan_write(rp_plan(s), PC_COPIED, s->h.l1_table_offset + i * 8, b, 8,
+    int rc = repair_write(s, QCOW2_OL_ACTIVE_L1, PC_COPIED, s->h.l1_table_offset + i * 8, b, 8,
                         "OFLAG_COPIED of L1[%" PRIu64 "]: %" PRIx64 " -> %" PRIx64, i, s->l1[i], e);
     if (rc == 0)
         s->l1[i] = e;
@@ -132,13 +144,13 @@ static int fx_write_l2_entries(struct qc2 *s, uint64_t l2, const uint8_t *t, uin
 {
     uint64_t esz = s->h.l2_entry_size;
     /* check_oflag_copied checks the whole table, ignoring the L2 classes */
-    int orc = overlap_pre_write(s, OL_L2_TABLES, l2, s->cs);
+    int orc = qcow2_overlap_check(&s->m, QCOW2_OL_L2_TABLES, l2, s->cs);
     if (orc < 0) {
         err_plain("ERROR: Could not write L2 table; metadata overlap check failed: %s\n",
                   strerror(-orc));
         return orc;
     }
-    int rc = plan_write(rp_plan(s), PC_COPIED, l2 + first * esz, t + first * esz,
+    int rc = repair_write(s, QCOW2_OL_L2_TABLES, PC_COPIED, l2 + first * esz, t + first * esz,
                         (size_t)(n * esz), "OFLAG_COPIED of L2 table 0x%" PRIx64 " entries %"
                         PRIu64 "..%" PRIu64, l2, first, first + n - 1);
     if (rc < 0)

@@ -14,14 +14,10 @@
 static struct meta_range *add(struct metamap *m, uint64_t first, uint64_t end,
                               const char *what)
 {
-    if (first >= end)
-        return NULL;
-    if (m->n == m->alloc) {
-        m->alloc = m->alloc ? m->alloc * 2 : 64;
-        m->v = xreallocarray(m->v, m->alloc, sizeof(*m->v));
-    }
-    m->v[m->n] = (struct meta_range){ first, end, what, 0, 0, false };
-    return &m->v[m->n++];
+    struct meta_range *r = rangeset_add(&m->rs, first, end);
+    if (r)
+        r->what = what;
+    return r;
 }
 
 /* Bytes [off, off+len) as whole clusters; nothing for an empty or absurd range. */
@@ -68,15 +64,9 @@ static int add_table_entries(struct metamap *m, struct qc2 *s, uint64_t off, uin
     return rc;
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-    const struct meta_range *x = a, *y = b;
-    return x->first < y->first ? -1 : x->first > y->first;
-}
-
 int metamap_build(struct metamap *m, struct qc2 *s)
 {
-    memset(m, 0, sizeof(*m));
+    rangeset_init(&m->rs, sizeof(struct meta_range));
     const struct qcow2_header *h = &s->h;
     int rc = 0;
 
@@ -142,63 +132,35 @@ int metamap_build(struct metamap *m, struct qc2 *s)
         return rc;
     }
 
-    qsort(m->v, m->n, sizeof(*m->v), cmp_range);
-    m->max_end = xreallocarray(NULL, m->n ? m->n : 1, sizeof(*m->max_end));
-    for (size_t i = 0; i < m->n; i++)
-        m->max_end[i] = i && m->max_end[i - 1] > m->v[i].end ? m->max_end[i - 1] : m->v[i].end;
+    rangeset_seal(&m->rs);
     return 0;
 }
 
 void metamap_free(struct metamap *m)
 {
-    free(m->v);
-    free(m->max_end);
-    memset(m, 0, sizeof(*m));
-}
-
-/* Number of ranges with first < k. */
-static size_t count_before(const struct metamap *m, uint64_t k)
-{
-    size_t lo = 0, hi = m->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (m->v[mid].first < k)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    rangeset_free(&m->rs);
 }
 
 uint64_t metamap_skip(const struct metamap *m, uint64_t k)
 {
-    size_t i = count_before(m, k + 1);   /* ranges with first <= k */
-    /* the range reaching max_end[i-1] starts at or before k, so it covers [k, max_end) */
-    return i && m->max_end[i - 1] > k ? m->max_end[i - 1] : k;
+    return rangeset_skip(&m->rs, k);
 }
 
 const char *metamap_overlap(const struct metamap *m, uint64_t first, uint64_t end)
 {
-    if (first >= end)
-        return NULL;
-    size_t i = count_before(m, end);     /* ranges with first < end */
-    if (!i || m->max_end[i - 1] <= first)
-        return NULL;
-    while (i--)
-        if (m->v[i].end > first)
-            return m->v[i].what;
-    return NULL;
+    const struct meta_range *r = rangeset_find(&m->rs, first, end);
+    return r ? r->what : NULL;
 }
 
 const char *metamap_shares_header(const struct metamap *m)
 {
     /* the refcount structures are replaced by the rebuild itself; anything else in
      * cluster 0 shares bytes with the header fields the rebuild rewrites */
-    for (size_t i = 0; i < m->n && m->v[i].first == 0; i++) {
-        const char *w = m->v[i].what;
-        if (strcmp(w, "qcow2_header") && strcmp(w, "refcount table") &&
-            strcmp(w, "refcount block") && m->v[i].end > 0)
-            return w;
+    for (size_t i = 0; i < m->rs.n && metamap_at(m, i)->r.start == 0; i++) {
+        const struct meta_range *r = metamap_at(m, i);
+        if (strcmp(r->what, "qcow2_header") && strcmp(r->what, "refcount table") &&
+            strcmp(r->what, "refcount block") && r->r.end > 0)
+            return r->what;
     }
     return NULL;
 }

@@ -1,6 +1,6 @@
 /* Live metadata of a qcow2 image as cluster ranges (repair/metamap.c), for the refcount
  * rebuild (§3.8): its allocator never hands out a cluster in one of these ranges (its
- * writes then go through the overlap guard, repair/overlap.h, like every repair write).
+ * writes then go through the overlap guard, qcow2/overlap.h, like every repair write).
  *
  * The IMRT alone is not enough: metadata whose reference the check did not count (it lies
  * past EOF, or its entry is damaged) looks free there, and qemu's rebuild then writes
@@ -12,9 +12,10 @@
 #include <stdint.h>
 
 #include "checker/qcow2_check.h"
+#include "util/rangeset.h"
 
 struct meta_range {
-    uint64_t first, end;   /* clusters [first, end) */
+    struct rs_range r;     /* clusters [r.start, r.end) */
     const char *what;      /* qemu's class name ("active L1 table", ...) */
     /* a reference the check did not count because it lies past EOF: its bytes
      * [ref_off, ref_end) (ref_end 0: not such a reference) */
@@ -23,10 +24,13 @@ struct meta_range {
 };
 
 struct metamap {
-    struct meta_range *v;  /* sorted by first */
-    uint64_t *max_end;     /* max_end[i] = max of v[0..i].end */
-    size_t n, alloc;
+    struct rangeset rs;    /* of struct meta_range, sorted by start once built */
 };
+
+static inline struct meta_range *metamap_at(const struct metamap *m, size_t i)
+{
+    return rangeset_at(&m->rs, i);
+}
 
 /* Collect every live metadata range of s as it is now (header, active L1 and L2 tables,
  * reftable and refblocks, snapshot table, snapshot L1 and L2 tables, bitmap directory

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/json.h"
 #include "util/xalloc.h"
 
 /* Writes merge into their predecessor only up to this size, so one entry stays small. */
@@ -272,7 +273,8 @@ qio_t *plan_overlay_qio(struct plan *p)
 const char *plan_class_name(enum plan_class c)
 {
     static const char *const names[] = { "guard", "snapshot", "l2-zero", "grow", "rebuild",
-                                         "rebuild-header", "refcount", "copied", "header" };
+                                         "rebuild-header", "refcount", "copied", "header",
+                                         "table" };
     return (unsigned)c < sizeof(names) / sizeof(names[0]) ? names[c] : "?";
 }
 
@@ -300,4 +302,21 @@ void plan_print(const struct plan *p, FILE *out)
     if (p->size != p->base_size)
         fprintf(out, "The image file would grow from %" PRIu64 " to %" PRIu64 " bytes.\n",
                 p->base_size, p->size);
+}
+
+void plan_add_json(json_t *j, const void *ctx)
+{
+    const struct plan *p = ctx;
+    json_t *a = json_array();
+    for (size_t i = 0; i < p->n; i++) {
+        const struct plan_entry *e = &p->v[i];
+        json_t *w = json_object_ordered(); /* qimg's own: op, offset, length, class, reason */
+        json_set(w, "op", json_string(e->op == PLAN_WRITE ? "write" : "truncate"));
+        json_set(w, "offset", json_uint(e->offset));
+        json_set(w, "length", json_uint(e->op == PLAN_WRITE ? e->len : 0));
+        json_set(w, "class", json_string(plan_class_name(e->cls)));
+        json_set(w, "reason", json_string(e->reason));
+        json_append(a, w);
+    }
+    json_set(j, "repair-plan", a);
 }

@@ -30,7 +30,9 @@ enum plan_class {
     PC_REFCOUNT,     /* a stored refcount set to the computed one */
     PC_COPIED,       /* OFLAG_COPIED in L1/L2 */
     PC_HEADER,       /* final header bits (corrupt/dirty) */
+    PC_TABLE,        /* QED: an L1 or L2 table with its invalid entries cleared */
 };
+#define PC_LAST PC_TABLE
 
 struct plan_entry {
     enum plan_op op;
@@ -74,6 +76,9 @@ int plan_read(struct plan *p, void *buf, size_t n, uint64_t off);
 qio_t *plan_overlay_qio(struct plan *p);
 
 const char *plan_class_name(enum plan_class c);
+/* The plan as JSON, key "repair-plan" of object j (ctx: the plan): a dry run's report. */
+struct json;
+void plan_add_json(struct json *j, const void *ctx);
 void plan_print(const struct plan *p, FILE *out);
 uint64_t plan_bytes(const struct plan *p);
 

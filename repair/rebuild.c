@@ -9,8 +9,8 @@
  * ...) that lies past EOF (repair/metamap.h). qemu picks such clusters and then its
  * overlap check refuses the write, failing the repair ("Check failed") with the image
  * marked corrupt; qimg places the new structure elsewhere. Every write still goes through
- * the overlap guard (repair/overlap.h); a hit fails the fixing pass, and of the plan only
- * the corrupt bit is written, as qemu marks the image. */
+ * the overlap guard (qcow2/overlap.h, repair/data_guard.h); a hit fails the fixing pass,
+ * and of the plan only the corrupt bit is written, as qemu marks the image. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -83,7 +83,7 @@ static int alloc_imrt(struct rb *b, uint64_t count, uint64_t *first, uint64_t *o
  * picks metadata, so this fires only on what the allocator cannot know about. */
 static int overlap_check(struct rb *b, uint64_t off, uint64_t len)
 {
-    return overlap_pre_write(b->s, 0, off, len);
+    return qcow2_overlap_check(&b->s->m, QCOW2_OL_NONE, off, len);
 }
 
 static int write_block(struct rb *b, uint64_t ri, uint64_t off)
@@ -99,7 +99,7 @@ static int write_block(struct rb *b, uint64_t ri, uint64_t off)
     int rc = overlap_check(b, off, s->cs);
     if (rc < 0)
         return rc;
-    return plan_write(rp_plan(s), PC_REBUILD, off, b->blk, (size_t)s->cs,
+    return repair_write(s, QCOW2_OL_NONE, PC_REBUILD, off, b->blk, (size_t)s->cs,
                       "new refcount block %" PRIu64 " (clusters %" PRIu64 "..%" PRIu64 ")", ri,
                       base, base + per - 1);
 }
@@ -176,21 +176,21 @@ static int count_now_inside(struct rb *b, uint64_t rt_end)
     for (bool again = true; again;) {
         again = false;
         uint64_t fsize = rp_plan(s)->size > rt_end ? rp_plan(s)->size : rt_end;
-        for (size_t i = 0; i < b->mm.n; i++) {
-            struct meta_range *r = &b->mm.v[i];
+        for (size_t i = 0; i < b->mm.rs.n; i++) {
+            struct meta_range *r = metamap_at(&b->mm, i);
             if (!r->ref_end || r->counted ||
                 (int64_t)r->ref_end - (int64_t)fsize >= (int64_t)s->cs)
                 continue;
             r->counted = true;
             again = true;
-            if (r->end > s->imrt.n && imrt_grow(&s->imrt, r->end - 1) < 0)
+            if (r->r.end > s->imrt.n && imrt_grow(&s->imrt, r->r.end - 1) < 0)
                 return -ENOMEM;
-            for (uint64_t k = r->first; k < r->end; k++) {
+            for (uint64_t k = r->r.start; k < r->r.end; k++) {
                 uint64_t v = imrt_get(&s->imrt, k);
                 if (v < s->imrt.max)
                     imrt_set(&s->imrt, k, v + 1);
             }
-            int rc = write_refblocks(b, r->first, r->end);
+            int rc = write_refblocks(b, r->r.start, r->r.end);
             if (rc < 0)
                 return rc;
             grown |= rc;
@@ -205,7 +205,7 @@ static int count_now_inside(struct rb *b, uint64_t rt_end)
 int repair_rebuild(struct qc2 *s)
 {
     struct overlap_guard *g = &((struct repair_ctx *)s->fixer_ctx)->guard;
-    struct rb b = { s, { 0 }, g, NULL, 0, NULL };
+    struct rb b = { s, { { 0 } }, g, NULL, 0, NULL };
     int rc;
     reserve_old_refblocks(s);
     /* built from the old in-memory metadata, before anything is allocated */
@@ -267,7 +267,7 @@ int repair_rebuild(struct qc2 *s)
     uint8_t *raw = xcalloc(1, (size_t)(rt_clusters * s->cs));
     for (uint64_t i = 0; i < b.rt_n; i++)
         be64_put(raw + i * 8, b.rt[i]);
-    rc = plan_write(rp_plan(s), PC_REBUILD, rt_off, raw, (size_t)(b.rt_n * 8),
+    rc = repair_write(s, QCOW2_OL_NONE, PC_REBUILD, rt_off, raw, (size_t)(b.rt_n * 8),
                     "new refcount table (%" PRIu64 " entries)", b.rt_n);
     free(raw);
     if (rc < 0) {
@@ -277,7 +277,7 @@ int repair_rebuild(struct qc2 *s)
     uint8_t hdr[12];
     be64_put(hdr, rt_off);
     be32_put(hdr + 8, (uint32_t)rt_clusters);
-    rc = plan_write(rp_plan(s), PC_REBUILD_HDR, HDR_REFTABLE_FIELDS_OFF, hdr, sizeof(hdr),
+    rc = repair_write(s, QCOW2_OL_ALL, PC_REBUILD_HDR, HDR_REFTABLE_FIELDS_OFF, hdr, sizeof(hdr),
                     "header: refcount table at 0x%" PRIx64 ", %" PRIu64 " cluster(s)", rt_off,
                     rt_clusters);
     if (rc < 0) {
@@ -293,7 +293,7 @@ int repair_rebuild(struct qc2 *s)
     s->h.reftable_entries = b.rt_n;
     s->file_size = rp_plan(s)->size;
     repair_drop_rb_cache(s);
-    overlap_guard_invalidate(g);
+    qcow2_overlap_invalidate(&s->m);   /* the refcount structures moved */
 out:
     metamap_free(&b.mm);
     free(b.rt);

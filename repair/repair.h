@@ -17,12 +17,14 @@
 
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
-#include "repair/overlap.h"
+#include "io/wport.h"
+#include "repair/data_guard.h"
 #include "repair/plan.h"
 
 struct repair_ctx {
     struct plan *plan;
-    struct overlap_guard guard;   /* every fix write is checked here first (overlap.h) */
+    struct qcow2_port port;       /* the model's port: the plan backend on plan */
+    struct overlap_guard guard;   /* repair's part of the guard (data_guard.h) */
 };
 
 static inline struct plan *rp_plan(struct qc2 *s)
@@ -42,6 +44,12 @@ int repair_snapshot_rewrite(struct qc2 *s);
 
 /* §3.8 (repair/rebuild.c): new refblocks and reftable from the IMRT. */
 int repair_rebuild(struct qc2 *s);
+
+/* A fix: the model's guarded metadata write (qcow2_meta_pwrite, ign as qemu's) through
+ * the port, labelled cls and reason (printf-style) for the plan. 0 or -errno. */
+int repair_write(struct qc2 *s, unsigned ign, enum plan_class cls, uint64_t off,
+                 const void *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
 
 /* Write refcount of cluster k through the plan (and the refblock cache). */
 int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_class cls,

@@ -72,7 +72,7 @@ static int write_nb(struct qc2 *s, uint32_t nb, const char *why)
 {
     uint8_t b[4];
     be32_put(b, nb);
-    return plan_write(rp_plan(s), PC_SNAPSHOT, 60, b, 4, "header: nb_snapshots %" PRIu32
+    return repair_write(s, QCOW2_OL_ALL, PC_SNAPSHOT, 60, b, 4, "header: nb_snapshots %" PRIu32
                       " -> %" PRIu32 " (%s)", s->h.nb_snapshots, nb, why);
 }
 
@@ -203,9 +203,7 @@ int repair_snapshot_rewrite(struct qc2 *s)
          * switch leaves at most a leak that a check can see */
         new_off = k << s->h.cluster_bits;
         if (rc >= 0)   /* qcow2_write_snapshots: every class */
-            rc = overlap_pre_write(s, 0, new_off, size);
-        if (rc >= 0)
-            rc = plan_write(rp_plan(s), PC_SNAPSHOT, new_off, t, (size_t)size,
+            rc = repair_write(s, QCOW2_OL_NONE, PC_SNAPSHOT, new_off, t, (size_t)size,
                             "new snapshot table (%" PRIu32 " entries)", s->nb_sn);
         s->file_size = rp_plan(s)->size;
         for (uint64_t i = 0; rc >= 0 && i < n; i++)
@@ -216,7 +214,7 @@ int repair_snapshot_rewrite(struct qc2 *s)
         uint8_t h[12];
         be32_put(h, s->nb_sn);
         be64_put(h + 4, new_off);
-        rc = plan_write(rp_plan(s), PC_SNAPSHOT, 60, h, 12, "header: %" PRIu32 " snapshot(s), "
+        rc = repair_write(s, QCOW2_OL_ALL, PC_SNAPSHOT, 60, h, 12, "header: %" PRIu32 " snapshot(s), "
                         "table at 0x%" PRIx64, s->nb_sn, new_off);
     }
     if (rc >= 0 && s->sn_size) {

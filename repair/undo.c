@@ -219,7 +219,7 @@ static int col_u64(sqlite3_stmt *st, int c, uint64_t max, uint64_t *out)
 
 static bool known_class(const char *c)
 {
-    for (int k = PC_GUARD; k <= PC_HEADER; k++)
+    for (int k = PC_GUARD; k <= PC_LAST; k++)
         if (!strcmp(c, plan_class_name((enum plan_class)k)))
             return true;
     return false;

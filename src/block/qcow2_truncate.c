@@ -26,7 +26,7 @@ static int finish(image_t *img, uint64_t size, uint64_t old, char **errmsg)
     uint8_t be[8];
     be64_put(be, size);
     /* qemu writes the header outside the overlap check */
-    int r = qcow2_meta_pwrite(&s->m, ~0u, QCOW2_OFF_SIZE, be, sizeof(be));
+    int r = qcow2_meta_pwrite(&s->m, QCOW2_OL_ALL, QCOW2_OFF_SIZE, be, sizeof(be));
     if (r == 0)
         r = qcow2_meta_flush(&s->m);
     if (r < 0) {

@@ -16,13 +16,11 @@
 #include "qcow2/alloc.h"
 #include "qcow2/header_write.h"
 #include "qcow2/l2.h"
+#include "qcow2/overlap.h"
 #include "qcow2/port.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
-/* i11-port's overlap guard (qcow2/overlap.h): the class of the first refused write. */
-unsigned qcow2_overlap_refused(const struct qcow2_image *m, unsigned *ign, uint64_t *off,
-                               uint64_t *len) __attribute__((weak));
 
 #define INV_OFFSET UINT64_MAX
 
@@ -37,7 +35,7 @@ static int after_corruption(image_t *img, int r)
     struct qcow2_state *s = img->priv;
     if (r != -EIO)
         return r;
-    if (qcow2_overlap_refused && qcow2_overlap_refused(&s->m, NULL, NULL, NULL)) {
+    if (qcow2_overlap_refused(&s->m, NULL, NULL, NULL)) {
         img->broken = true; /* the guard printed the event and set the bit */
         img->corruption_signaled = true;
         return r;

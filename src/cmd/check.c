@@ -13,6 +13,7 @@
 #include "cmd/check_repair.h"
 #include "cmd/check_run.h"
 #include "cmd/commands.h"
+#include "cmd/check_blk.h"
 #include "format/probe.h"
 #include "io/lock.h"
 #include "io/qio.h"
@@ -35,52 +36,6 @@ static int check_report(struct check_run *run, int rc, const char *filename, boo
     int ret = check_run_report(run, rc, filename, json, quiet, NULL, NULL);
     check_run_free(run);
     return ret;
-}
-
-typedef int (*blk_pass_fn)(image_t *, unsigned, struct check_run *);
-
-/* One pass of a block-layer checker on a fresh run. */
-static int blk_pass(image_t *img, blk_pass_fn pass, unsigned fix, const struct check_opts *o,
-                    struct check_run *run)
-{
-    check_run_start(run, o, true);
-    run->format = img->format;
-    run->opened = true;
-    return pass(img, fix, run);
-}
-
-/* Formats checked through the block layer (QED, VDI): open as qemu-img check does (backing
- * chain too, read-write under -r), run a pass with the fix mode and, if it fixed anything,
- * a second pass without, reporting the second with the first's *_fixed counts. */
-static int check_blk(const char *filename, const char *fmt, int fix, bool json, bool quiet,
-                     const struct check_opts *o)
-{
-    int flags = (fix ? IMG_OPEN_RDWR : 0) | (o->share ? IMG_OPEN_SHARE : 0);
-    image_t *img = image_open_or_report(filename, fmt, flags);
-    if (!img)
-        return 1;
-    blk_pass_fn pass = !strcmp(fmt, "qed") ? qed_check_pass : vdi_check_pass;
-    struct check_run run;
-    int rc = blk_pass(img, pass, (unsigned)fix, o, &run);
-    if (rc == -ENOTSUP) {
-        err_report("This image format does not support checks");
-        check_run_free(&run);
-        image_close(img);
-        return 63;
-    }
-    if (rc == 0 && (run.res.corruptions_fixed || run.res.leaks_fixed)) {
-        int64_t cf = run.res.corruptions_fixed, lf = run.res.leaks_fixed;
-        if (!json && !quiet)
-            printf("The following inconsistencies were found and repaired:\n\n"
-                   "    %lld leaked clusters\n    %lld corruptions\n\n"
-                   "Double checking the fixed image now...\n", (long long)lf, (long long)cf);
-        check_run_free(&run);
-        rc = blk_pass(img, pass, 0, o, &run);
-        run.res.corruptions_fixed = cf;
-        run.res.leaks_fixed = lf;
-    }
-    image_close(img);
-    return check_report(&run, rc, filename, json, quiet);
 }
 
 int cmd_check(int argc, char **argv)
@@ -184,13 +139,13 @@ int cmd_check(int argc, char **argv)
             err_report("Could not open '%s': Unknown driver '%s'", filename, fmt);
             return 1;
         }
-        if ((!strcmp(fmt, "qed") || !strcmp(fmt, "vdi")) && (dry_run || journal)) {
-            /* their repair writes in place: a dry run or a journal would be ignored */
-            err_report("--dry-run and --journal are only supported for qcow2 images");
+        if (!strcmp(fmt, "vdi") && (dry_run || journal)) {
+            /* VDI has no repair: a dry run or a journal would be ignored */
+            err_report("--dry-run and --journal are only supported for qcow2 and qed images");
             return 1;
         }
         if (!strcmp(fmt, "qed") || !strcmp(fmt, "vdi"))
-            return check_blk(filename, fmt, fix, json, quiet, &o);
+            return check_blk(filename, fmt, fix, json, quiet, &o, dry_run, journal);
         if (!strcmp(fmt, "luks")) {
             /* qemu's open for I/O asks for the key before it reads the header */
             err_report("Could not open '%s': %s", filename, LUKS_NO_KEY_MSG);

@@ -18,24 +18,6 @@
 #include "util/err.h"
 #include "util/json.h"
 
-/* The dry run's JSON report also lists the plan it would apply. */
-static void add_plan(json_t *j, const void *ctx)
-{
-    const struct plan *dry = ctx;
-    json_t *a = json_array();
-    for (size_t i = 0; i < dry->n; i++) {
-        const struct plan_entry *e = &dry->v[i];
-        json_t *w = json_object_ordered(); /* qimg's own: op, offset, length, class, reason */
-        json_set(w, "op", json_string(e->op == PLAN_WRITE ? "write" : "truncate"));
-        json_set(w, "offset", json_uint(e->offset));
-        json_set(w, "length", json_uint(e->op == PLAN_WRITE ? e->len : 0));
-        json_set(w, "class", json_string(plan_class_name(e->cls)));
-        json_set(w, "reason", json_string(e->reason));
-        json_append(a, w);
-    }
-    json_set(j, "repair-plan", a);
-}
-
 /* The plain (non-fixing) check of what q holds now; diagnostics printed if print. */
 static int plain_check(qio_t *q, const char *filename, const struct check_opts *o, bool print,
                        struct check_run *run)
@@ -69,7 +51,7 @@ static int dry_run(qio_t *q, struct plan *p, struct check_run *run, const char *
     /* report and exit code: the image as it is (nothing was changed) */
     struct check_run now;
     int rc = plain_check(q, filename, &o->check, false, &now);
-    int ret = check_run_report(&now, rc, filename, o->json, o->quiet, add_plan, p);
+    int ret = check_run_report(&now, rc, filename, o->json, o->quiet, plan_add_json, p);
     check_run_free(&now);
     return ret;
 }

@@ -8,6 +8,7 @@
 
 #include "format/be.h"
 #include "qcow2/alloc.h"
+#include "qcow2/overlap.h"
 #include "qcow2/port.h"
 #include "util/xalloc.h"
 
@@ -16,17 +17,13 @@
 
 /* Writes qemu makes with bdrv_pwrite_sync on the file, outside the overlap guard (the
  * reftable entry of a new refblock, a new reftable, the header switch): no class checked. */
-#define UNGUARDED (~0u)
+#define UNGUARDED QCOW2_OL_ALL
 
-/* The overlap guard (qcow2/overlap.h, i11-port) caches where metadata lies and must hear
- * when a refblock or the reftable moves; weak, so that this builds before the guard lands
- * (then: #include "qcow2/overlap.h" and call it directly). */
-void qcow2_overlap_invalidate(struct qcow2_image *m) __attribute__((weak));
-
+/* The overlap guard caches where metadata lies and must hear when a refblock or the
+ * reftable moves. */
 static void guard_invalidate(struct qcow2_image *m)
 {
-    if (qcow2_overlap_invalidate)
-        qcow2_overlap_invalidate(m);
+    qcow2_overlap_invalidate(m);
 }
 
 static inline uint64_t rb_entries(const struct qcow2_image *m)

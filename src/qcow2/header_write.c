@@ -12,7 +12,7 @@
 
 /* qemu writes the header with bdrv_pwrite on the image file, outside the overlap check:
  * the write may overlap every class. */
-#define HEADER_IGN (~0u)
+#define HEADER_IGN QCOW2_OL_ALL
 
 /* The bytes [off, off+len) of cluster 0 as read at open; zeros where it held none. */
 static void c0_copy(const struct qcow2_image *m, uint64_t off, uint64_t len, uint8_t *dst)

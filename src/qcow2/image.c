@@ -8,6 +8,7 @@
 #include "qcow2/image.h"
 #include "qcow2/l2.h"
 #include "qcow2/table.h"
+#include "qcow2/overlap.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -249,6 +250,7 @@ void qcow2_image_close(struct qcow2_image *m)
     m->rt_loaded = 0;
     qcow2_ext_free(&m->ext);
     qcow2_rb_cache_free(&m->rb);
+    qcow2_overlap_free(m);
     free(m->backing_name);
     m->backing_name = NULL;
     for (uint32_t i = 0; i < m->nb_sn; i++)

@@ -61,6 +61,7 @@ struct qcow2_bitmap_dirent;
     int (*rb_flush)(struct qcow2_image *);                                                 \
     bool active;                 /* open read-write and activated: the close writes */    \
     char *backing_name;          /* stored backing file name, NULL if none */             \
+    struct qcow2_overlap *ol;    /* the overlap guard's state (qcow2/overlap.h), lazily */ \
     /* active L1, host order; CHECK: entries past l1_loaded lie beyond EOF and read as 0; \
      * READ/RDWR: all l1_size entries (zeros past EOF) */                                  \
     uint64_t *l1;                                                                          \

@@ -7,20 +7,15 @@
 #include "format/qcow2_l2.h"
 #include "qcow2/alloc.h"
 #include "qcow2/l2.h"
+#include "qcow2/overlap.h"
 #include "qcow2/port.h"
 #include "util/xalloc.h"
 
-/* The overlap guard's cached ranges (qcow2/overlap.h, branch i11-port): weak, so that this
- * builds before the guard lands; with it, a new table is added and moved or freed metadata
- * makes the guard rebuild its ranges. */
-void qcow2_overlap_invalidate(struct qcow2_image *m) __attribute__((weak));
-void qcow2_overlap_add(struct qcow2_image *m, unsigned cls, uint64_t off, uint64_t len)
-    __attribute__((weak));
-
+/* The overlap guard (qcow2/overlap.h) keeps cached ranges: a new table is added, moved or
+ * freed metadata makes it rebuild them. */
 static void guard_invalidate(struct qcow2_image *m)
 {
-    if (qcow2_overlap_invalidate)
-        qcow2_overlap_invalidate(m);
+    qcow2_overlap_invalidate(m);
 }
 
 /* Bytes of tables cached by all read-only images, and the buffer a read-only image reads
@@ -303,7 +298,7 @@ int qcow2_grow_l1_table(struct qcow2_image *m, uint64_t min_size, bool exact)
         be32_put(hdr, (uint32_t)n);
         be64_put(hdr + 4, (uint64_t)noff);
         /* qemu writes the header outside the overlap check */
-        r = qcow2_meta_pwrite(m, ~0u, QCOW2_OFF_L1_SIZE, hdr, sizeof(hdr));
+        r = qcow2_meta_pwrite(m, QCOW2_OL_ALL, QCOW2_OFF_L1_SIZE, hdr, sizeof(hdr));
         if (r == 0)
             r = qcow2_meta_flush(m);
     }
@@ -358,8 +353,7 @@ static int l2_allocate(struct qcow2_image *m, uint64_t l1_index)
     }
     if (r == 0) {
         qcow2_l2_mark_dirty(m, t);
-        if (qcow2_overlap_add)
-            qcow2_overlap_add(m, QCOW2_OL_ACTIVE_L2, (uint64_t)noff, m->cs);
+        qcow2_overlap_add(m, QCOW2_OL_ACTIVE_L2, (uint64_t)noff, m->cs);
         r = qcow2_l2_flush(m);
     }
     if (r == 0) {

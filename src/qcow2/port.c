@@ -1,8 +1,9 @@
-/* The metadata write port (see port.h). Provisional direct backend: the overlap guard, the
- * journal and plan backends replace these bodies (issue 11, branch i11-port); callers do
- * not change. */
-#include "qcow2/image.h"
+/* The metadata write port of the qcow2 model (see port.h): the overlap guard, then the
+ * backend (io/wport.h), or the image file itself when no port is set. */
 #include "qcow2/port.h"
+
+#include "io/wport.h"
+#include "qcow2/image.h"
 
 int qcow2_meta_pwrite(struct qcow2_image *m, unsigned ign, uint64_t off, const void *buf,
                       size_t len)
@@ -10,21 +11,16 @@ int qcow2_meta_pwrite(struct qcow2_image *m, unsigned ign, uint64_t off, const v
     int rc = qcow2_overlap_check(m, ign, off, len);
     if (rc < 0)
         return rc;
-    return qio_pwrite(m->q, buf, len, off);
+    return m->port ? wport_pwrite(&m->port->w, off, buf, len)
+                   : qio_pwrite(m->q, buf, len, off);
 }
 
 int qcow2_meta_flush(struct qcow2_image *m)
 {
-    return qio_flush(m->q);
+    return m->port ? wport_flush(&m->port->w) : qio_flush(m->q);
 }
 
 int qcow2_meta_truncate(struct qcow2_image *m, uint64_t size)
 {
-    return qio_truncate(m->q, size);
-}
-
-int qcow2_overlap_check(struct qcow2_image *m, unsigned ign, uint64_t off, uint64_t len)
-{
-    (void)m, (void)ign, (void)off, (void)len;
-    return 0;
+    return m->port ? wport_truncate(&m->port->w, size) : qio_truncate(m->q, size);
 }

@@ -1,5 +1,6 @@
-/* The overlap guard of repair writes (see overlap.h). */
-#include "repair/overlap.h"
+/* Repair's guest-data class and refusal diagnosis on the model's guard (see
+ * data_guard.h). */
+#include "repair/data_guard.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -14,150 +15,12 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
-/* qemu's metadata_ol_names, then qimg's own class */
-static const char *const class_names[OL_NCLASSES] = {
-    "qcow2_header", "active L1 table", "active L2 table", "refcount table",
-    "refcount block", "snapshot table", "inactive L1 table", "inactive L2 table",
-    "bitmap directory", "guest data",
-};
-
-/* qemu's test order (qcow2_check_metadata_overlap), guest data last */
-static const unsigned class_order[] = {
-    OL_MAIN_HEADER, OL_ACTIVE_L1, OL_REFCOUNT_TABLE, OL_SNAPSHOT_TABLE, OL_INACTIVE_L1,
-    OL_ACTIVE_L2, OL_REFCOUNT_BLOCK, OL_INACTIVE_L2, OL_BITMAP_DIRECTORY, OL_GUEST_DATA,
-};
-
-static unsigned bitnr(unsigned cls)
-{
-    return (unsigned)__builtin_ctz(cls);
-}
-
-const char *overlap_class_name(unsigned cls)
-{
-    return cls && bitnr(cls) < OL_NCLASSES ? class_names[bitnr(cls)] : "?";
-}
-
-/* --- range sets -------------------------------------------------------------------- */
-
 static uint64_t sat_add(uint64_t a, uint64_t b)
 {
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-static void set_add(struct ol_set *t, uint64_t start, uint64_t len)
-{
-    if (!len)
-        return;
-    if (t->n == t->alloc) {
-        t->alloc = t->alloc ? t->alloc * 2 : 16;
-        t->v = xreallocarray(t->v, t->alloc, sizeof(*t->v));
-    }
-    t->v[t->n++] = (struct ol_range){ start, sat_add(start, len) };
-}
-
-static int cmp_range(const void *a, const void *b)
-{
-    const struct ol_range *x = a, *y = b;
-    return x->start < y->start ? -1 : x->start > y->start;
-}
-
-static void set_seal(struct ol_set *t)
-{
-    if (t->n)
-        qsort(t->v, t->n, sizeof(*t->v), cmp_range);
-    t->max_end = xreallocarray(t->max_end, t->n ? t->n : 1, sizeof(*t->max_end));
-    for (size_t i = 0; i < t->n; i++)
-        t->max_end[i] = i && t->max_end[i - 1] > t->v[i].end ? t->max_end[i - 1] : t->v[i].end;
-}
-
-static void set_free(struct ol_set *t)
-{
-    free(t->v);
-    free(t->max_end);
-    memset(t, 0, sizeof(*t));
-}
-
-/* Does any range overlap [a, b)? */
-static bool set_hits(const struct ol_set *t, uint64_t a, uint64_t b)
-{
-    size_t lo = 0, hi = t->n;   /* count ranges with start < b */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->v[mid].start < b)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo && t->max_end[lo - 1] > a;
-}
-
-/* How many ranges overlap [a, b) (diagnosis only). */
-static uint64_t set_count(const struct ol_set *t, uint64_t a, uint64_t b)
-{
-    uint64_t n = 0;
-    for (size_t i = 0; i < t->n && t->v[i].start < b; i++)
-        n += t->v[i].end > a;
-    return n;
-}
-
 /* --- building ---------------------------------------------------------------------- */
-
-/* The snapshots whose tables the check walks (aligned L1, l1_size within qemu's limit). */
-static bool walked_snapshot(const struct qc2 *s, const struct qcow2_snapshot *sn)
-{
-    return !(sn->l1_table_offset & (s->cs - 1)) && sn->l1_size <= QCOW2_MAX_L1_SIZE / 8;
-}
-
-/* The entries of snapshot sn's L1 table that the inactive-L1 class covers: all of them
- * (qemu), except for an l1_size past qemu's limit, which the check reports as corrupt and
- * never walks: then only the entries its virtual disk needs. */
-static uint64_t guarded_l1_entries(const struct qc2 *s, const struct qcow2_snapshot *sn)
-{
-    if (sn->l1_size <= QCOW2_MAX_L1_SIZE / 8)
-        return sn->l1_size;
-    uint64_t need = qcow2_size_to_l1(&s->h, sn->has_disk_size ? sn->disk_size : s->h.size);
-    return need < sn->l1_size ? need : sn->l1_size;
-}
-
-static int build_classes(struct qc2 *s, struct overlap_guard *g)
-{
-    for (int i = 0; i < OL_NCLASSES; i++)
-        g->cls[i].n = 0;
-    const struct qcow2_header *h = &s->h;
-    set_add(&g->cls[bitnr(OL_ACTIVE_L1)], h->l1_table_offset, (uint64_t)h->l1_size * 8);
-    if (s->rt_entries <= UINT64_MAX / 8)
-        set_add(&g->cls[bitnr(OL_REFCOUNT_TABLE)], h->refcount_table_offset, s->rt_entries * 8);
-    set_add(&g->cls[bitnr(OL_SNAPSHOT_TABLE)], s->sn_offset, s->sn_size);
-    for (uint32_t i = 0; i < s->nb_sn; i++)
-        set_add(&g->cls[bitnr(OL_INACTIVE_L1)], s->sn[i].l1_table_offset,
-                guarded_l1_entries(s, &s->sn[i]) * 8);
-    for (uint64_t i = 0; i < s->l1_loaded; i++)
-        if (s->l1[i] & QCOW2_L1E_OFFSET_MASK)
-            set_add(&g->cls[bitnr(OL_ACTIVE_L2)], s->l1[i] & QCOW2_L1E_OFFSET_MASK, s->cs);
-    for (uint64_t i = 0; i < s->rt_loaded; i++)
-        if (s->rt[i] & QCOW2_REFT_OFFSET_MASK)
-            set_add(&g->cls[bitnr(OL_REFCOUNT_BLOCK)], s->rt[i] & QCOW2_REFT_OFFSET_MASK, s->cs);
-    int rc = 0;
-    /* inactive L2 tables need every snapshot L1 read: only when the class is checked */
-    for (uint32_t i = 0; (OL_DEFAULT & OL_INACTIVE_L2) && i < s->nb_sn && rc == 0; i++) {
-        const struct qcow2_snapshot *sn = &s->sn[i];
-        if (!walked_snapshot(s, sn))
-            continue;
-        uint64_t *l1 = NULL, n = 0;
-        rc = qc2_load_table(s, sn->l1_table_offset, sn->l1_size, &l1, &n);
-        for (uint64_t j = 0; rc == 0 && j < n; j++)
-            if (l1[j] & QCOW2_L1E_OFFSET_MASK)
-                set_add(&g->cls[bitnr(OL_INACTIVE_L2)], l1[j] & QCOW2_L1E_OFFSET_MASK, s->cs);
-        free(l1);
-    }
-    if (s->ext.has_bitmaps && (h->autoclear_features & 1))
-        set_add(&g->cls[bitnr(OL_BITMAP_DIRECTORY)], s->ext.bitmap_directory_offset,
-                s->ext.bitmap_directory_size);
-    for (int i = 0; i < OL_NCLASSES; i++)
-        set_seal(&g->cls[i]);
-    g->built = rc == 0;
-    return rc;
-}
 
 static void bit_set(uint8_t *m, uint64_t k)
 {
@@ -201,16 +64,17 @@ static void map_l2(struct qc2 *s, struct overlap_guard *g, const uint8_t *t, uin
 static bool active_metadata(struct qc2 *s, const struct overlap_guard *g, uint64_t off)
 {
     static const unsigned classes[] = {
-        OL_ACTIVE_L1, OL_ACTIVE_L2, OL_REFCOUNT_TABLE, OL_REFCOUNT_BLOCK, OL_SNAPSHOT_TABLE,
-        OL_BITMAP_DIRECTORY,
+        QCOW2_OL_ACTIVE_L1, QCOW2_OL_ACTIVE_L2, QCOW2_OL_REFCOUNT_TABLE,
+        QCOW2_OL_REFCOUNT_BLOCK, QCOW2_OL_SNAPSHOT_TABLE, QCOW2_OL_BITMAP_DIRECTORY,
     };
     uint64_t a = off & ~(s->cs - 1), b = sat_add(off, s->cs);
+    (void)g;
     if (a < s->cs)
         return true;
+    unsigned any = 0;
     for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
-        if (set_hits(&g->cls[bitnr(classes[i])], a, b))
-            return true;
-    return false;
+        any |= classes[i];
+    return qcow2_overlap_hits(&s->m, any, a, b);
 }
 
 static int map_l1(struct qc2 *s, struct overlap_guard *g, const uint64_t *l1, uint64_t n,
@@ -258,7 +122,7 @@ static int build_data(struct qc2 *s, struct overlap_guard *g)
         if (sn->l1_table_offset & (s->cs - 1))
             continue;
         uint64_t *l1 = NULL, n = 0;
-        rc = qc2_load_table(s, sn->l1_table_offset, guarded_l1_entries(s, sn), &l1, &n);
+        rc = qc2_load_table(s, sn->l1_table_offset, qcow2_overlap_snapshot_l1_entries(&s->m, sn), &l1, &n);
         if (rc == 0)
             rc = map_l1(s, g, l1, n, g->data_snap, seen, buf);
         free(l1);
@@ -270,26 +134,17 @@ static int build_data(struct qc2 *s, struct overlap_guard *g)
 
 int overlap_guard_prepare(struct qc2 *s, struct overlap_guard *g)
 {
-    int rc = 0;
-    if (!g->built && (rc = build_classes(s, g)) < 0)
-        return rc;
-    if (!g->data_built)
+    int rc = qcow2_overlap_prepare(&s->m);
+    if (rc == 0 && !g->data_built)
         rc = build_data(s, g);   /* after the classes: it consults them */
     return rc;
 }
 
 void overlap_guard_free(struct overlap_guard *g)
 {
-    for (int i = 0; i < OL_NCLASSES; i++)
-        set_free(&g->cls[i]);
     free(g->data_active);
     free(g->data_snap);
     memset(g, 0, sizeof(*g));
-}
-
-void overlap_guard_invalidate(struct overlap_guard *g)
-{
-    g->built = false;
 }
 
 bool overlap_data_cluster(const struct overlap_guard *g, uint64_t k)
@@ -307,28 +162,64 @@ static bool data_hits(const struct overlap_guard *g, uint64_t k0, uint64_t k1)
     return false;
 }
 
+static struct overlap_guard *guard_of(struct qc2 *s)
+{
+    return &((struct repair_ctx *)s->fixer_ctx)->guard;
+}
+
 int overlap_find(struct qc2 *s, struct overlap_guard *g, unsigned ign, uint64_t off,
                  uint64_t len)
 {
-    if (!len)
-        return 0;
-    if (!(ign & OL_MAIN_HEADER) && off < s->cs)
-        return OL_MAIN_HEADER;
     int rc = overlap_guard_prepare(s, g);
-    if (rc < 0)
-        return rc;
-    /* qemu rounds the write out to whole clusters, not the metadata ranges */
-    uint64_t a = off & ~(s->cs - 1), b = sat_add(off, len);
-    b = b > UINT64_MAX - (s->cs - 1) ? UINT64_MAX : (b + s->cs - 1) & ~(s->cs - 1);
-    for (size_t i = 1; i < sizeof(class_order) / sizeof(class_order[0]); i++) {
-        unsigned c = class_order[i];
-        if ((ign & c) || !(OL_DEFAULT & c))
-            continue;
-        if (c == OL_GUEST_DATA ? data_hits(g, a >> s->h.cluster_bits, b >> s->h.cluster_bits)
-                               : set_hits(&g->cls[bitnr(c)], a, b))
-            return (int)c;
+    return rc < 0 ? rc : qcow2_overlap_find(&s->m, ign, off, len);
+}
+
+/* The model's hooks (qcow2_ol_hook), ctx the qc2 */
+static bool hook_hits(void *ctx, uint64_t a, uint64_t b)
+{
+    struct qc2 *s = ctx;
+    struct overlap_guard *g = guard_of(s);
+    if (!g->data_built && overlap_guard_prepare(s, g) < 0)
+        return false;
+    return data_hits(g, a >> s->h.cluster_bits, b >> s->h.cluster_bits);
+}
+
+static void hook_refused(void *ctx, unsigned cls, unsigned ign, uint64_t off, uint64_t len)
+{
+    struct qc2 *s = ctx;
+    struct overlap_guard *g = guard_of(s);
+    /* the maps are of the image before the repair: before the corrupt bit is planned
+     * (a header hit comes before any range is built: then none is, as before) */
+    if (!g->data_built && qcow2_overlap_ready(&s->m))
+        overlap_guard_prepare(s, g);
+    if (!g->refused) {
+        g->refused = cls;
+        g->refused_off = off;
+        g->refused_len = len;
+        g->refused_ign = ign;
     }
-    return 0;
+}
+
+static void data_owner(struct qc2 *s, uint64_t k, char *out, size_t n);
+
+static bool hook_event(void *ctx, unsigned cls, uint64_t off, uint64_t len)
+{
+    struct qc2 *s = ctx;
+    (void)len;
+    if (cls != OL_GUEST_DATA)
+        return false;
+    char why[128];
+    data_owner(s, off >> s->h.cluster_bits, why, sizeof(why));
+    err_plain("qcow2: Marking image as corrupt: Preventing invalid write on guest data "
+              "(cluster 0x%" PRIx64 ": %s); further corruption events will be "
+              "suppressed\n", off & ~(s->cs - 1), why);
+    return true;
+}
+
+void overlap_guard_attach(struct qc2 *s)
+{
+    struct qcow2_ol_hook h = { s, hook_hits, hook_refused, hook_event };
+    qcow2_overlap_set_hook(&s->m, &h);
 }
 
 /* The first L2 entry (active image first) that maps cluster k as guest data. */
@@ -354,38 +245,8 @@ static void data_owner(struct qc2 *s, uint64_t k, char *out, size_t n)
         }
     }
     free(buf);
-    if (bit_get(((struct repair_ctx *)s->fixer_ctx)->guard.data_snap, k))
+    if (bit_get(guard_of(s)->data_snap, k))
         snprintf(out, n, "it holds guest data of a snapshot");
-}
-
-int overlap_pre_write(struct qc2 *s, unsigned ign, uint64_t off, uint64_t len)
-{
-    struct repair_ctx *ctx = s->fixer_ctx;
-    struct overlap_guard *g = &ctx->guard;
-    int c = overlap_find(s, g, ign, off, len);
-    if (c <= 0)
-        return c;
-    if (!g->refused) {
-        g->refused = (unsigned)c;
-        g->refused_off = off;
-        g->refused_len = len;
-        g->refused_ign = ign;
-    }
-    if (!s->signaled_overlap) {
-        if (c == OL_GUEST_DATA) {
-            char why[128];
-            data_owner(s, off >> s->h.cluster_bits, why, sizeof(why));
-            err_plain("qcow2: Marking image as corrupt: Preventing invalid write on guest data "
-                      "(cluster 0x%" PRIx64 ": %s); further corruption events will be "
-                      "suppressed\n", off & ~(s->cs - 1), why);
-        } else {
-            err_plain("qcow2: Marking image as corrupt: Preventing invalid write on metadata "
-                      "(overlaps with %s); further corruption events will be suppressed\n",
-                      overlap_class_name((unsigned)c));
-        }
-        s->signaled_overlap = true;
-    }
-    return -EIO;
 }
 
 /* --- diagnosis --------------------------------------------------------------------- */
@@ -404,8 +265,8 @@ static int lies_on(struct qc2 *s, const struct overlap_guard *g, uint64_t a, uin
                    bool active, char *out, size_t n)
 {
     static const unsigned classes[] = {
-        OL_ACTIVE_L1, OL_REFCOUNT_TABLE, OL_SNAPSHOT_TABLE, OL_ACTIVE_L2, OL_REFCOUNT_BLOCK,
-        OL_BITMAP_DIRECTORY,
+        QCOW2_OL_ACTIVE_L1, QCOW2_OL_REFCOUNT_TABLE, QCOW2_OL_SNAPSHOT_TABLE,
+        QCOW2_OL_ACTIVE_L2, QCOW2_OL_REFCOUNT_BLOCK, QCOW2_OL_BITMAP_DIRECTORY,
     };
     size_t len = 0;
     int hits = 0;
@@ -415,18 +276,18 @@ static int lies_on(struct qc2 *s, const struct overlap_guard *g, uint64_t a, uin
         hits++;
     }
     for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]) && len < n; i++) {
-        if (active && classes[i] == OL_ACTIVE_L1)
+        if (active && classes[i] == QCOW2_OL_ACTIVE_L1)
             continue;
-        uint64_t c = set_count(&g->cls[bitnr(classes[i])], a, b);
+        uint64_t c = qcow2_overlap_count(&s->m, classes[i], a, b);
         if (!c)
             continue;
-        bool one = classes[i] != OL_ACTIVE_L2 && classes[i] != OL_REFCOUNT_BLOCK;
+        bool one = classes[i] != QCOW2_OL_ACTIVE_L2 && classes[i] != QCOW2_OL_REFCOUNT_BLOCK;
         if (one)
             len += (size_t)snprintf(out + len, n - len, "%sthe %s", hits ? ", " : "",
-                                    overlap_class_name(classes[i]));
+                                    qcow2_overlap_class_name(classes[i]));
         else
             len += (size_t)snprintf(out + len, n - len, "%s%" PRIu64 " %s%s", hits ? ", " : "",
-                                    c, overlap_class_name(classes[i]), c > 1 ? "s" : "");
+                                    c, qcow2_overlap_class_name(classes[i]), c > 1 ? "s" : "");
         hits++;
     }
     uint64_t d = data_count(g->data_active, g, a, b, s->h.cluster_bits);
@@ -441,14 +302,14 @@ static int lies_on(struct qc2 *s, const struct overlap_guard *g, uint64_t a, uin
 void overlap_explain(struct qc2 *s)
 {
     struct overlap_guard *g = &((struct repair_ctx *)s->fixer_ctx)->guard;
-    if (!g->refused || !g->built || !g->data_built)
+    if (!g->refused || !qcow2_overlap_ready(&s->m) || !g->data_built)
         return;
     char what[512];
     int named = 0;   /* L1 tables named as garbage */
     for (uint32_t i = 0; i < s->nb_sn; i++) {
         const struct qcow2_snapshot *sn = &s->sn[i];
         uint64_t a = sn->l1_table_offset & ~(s->cs - 1);
-        uint64_t b = sat_add(sn->l1_table_offset, guarded_l1_entries(s, sn) * 8);
+        uint64_t b = sat_add(sn->l1_table_offset, qcow2_overlap_snapshot_l1_entries(&s->m, sn) * 8);
         if (!sn->l1_size || !lies_on(s, g, a, b, false, what, sizeof(what)))
             continue;
         err_report("snapshot %s (%s): its L1 table at 0x%" PRIx64 " (%" PRIu32 " entries) "
@@ -484,9 +345,9 @@ void overlap_explain(struct qc2 *s)
     if (named || g->refused != OL_GUEST_DATA)
         return;
     /* no table is impossible as a whole: one cluster has two owners */
-    const char *role = (g->refused_ign & OL_L2_TABLES) ? "an L2 table being fixed"
-                       : (g->refused_ign & OL_REFCOUNT_BLOCK) ? "a refcount block"
-                       : (g->refused_ign & OL_ACTIVE_L1) ? "the active L1 table"
+    const char *role = (g->refused_ign & QCOW2_OL_L2_TABLES) ? "an L2 table being fixed"
+                       : (g->refused_ign & QCOW2_OL_REFCOUNT_BLOCK) ? "a refcount block"
+                       : (g->refused_ign & QCOW2_OL_ACTIVE_L1) ? "the active L1 table"
                        : "where the repair would place a new structure";
     char why[128];
     data_owner(s, g->refused_off >> s->h.cluster_bits, why, sizeof(why));
