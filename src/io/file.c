@@ -12,11 +12,16 @@
 #include "util/xalloc.h"
 
 /* Test-only crash injection (QIMG_FAULT_AFTER_WRITES=N): the process dies, without
- * flushing or cleaning up, right after its Nth completed write or truncate to a file
- * opened read-write, as if killed or powered off there. Exit status 86. */
+ * flushing or cleaning up, right after its Nth completed write, truncate or fallocate to
+ * a file opened read-write, as if killed or powered off there. Exit status 86. One count
+ * for the whole process, so a cut can fall between any two writes of an image and its
+ * data file. */
+static long fault_writes_left = -1; /* -1: QIMG_FAULT_AFTER_WRITES not read yet */
+
 static void crash_point(qio_t *q)
 {
-    if (q->writes_left > 0 && --q->writes_left == 0)
+    (void)q;
+    if (fault_writes_left > 0 && --fault_writes_left == 0)
         _exit(86);
 }
 
@@ -189,9 +194,10 @@ static qio_t *wrap_fd(int fd, const char *path, int flags)
     q->fd = fd;
     q->path = xstrdup(path);
     q->writable = (flags & QIO_RDWR) != 0;
-    const char *fault = getenv("QIMG_FAULT_AFTER_WRITES"); /* test-only crash injection */
-    if (fault && q->writable)
-        q->writes_left = strtol(fault, NULL, 10);
+    if (q->writable && fault_writes_left < 0) { /* test-only crash injection */
+        const char *fault = getenv("QIMG_FAULT_AFTER_WRITES");
+        fault_writes_left = fault ? strtol(fault, NULL, 10) : 0;
+    }
     return q;
 }
 

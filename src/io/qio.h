@@ -52,8 +52,8 @@ struct qio {
     /* memory backend */
     unsigned char *mem;
     size_t mem_len, mem_cap, mem_max;
-    /* crash injection (QIMG_FAULT_AFTER_WRITES, file backend: _exit after this many writes;
-     * memory backend: fail them with EIO); 0 = off */
+    /* memory backend: fail the writes after this many with EIO (tests); 0 = off. The file
+     * backend's crash injection (QIMG_FAULT_AFTER_WRITES) counts per process, in file.c. */
     long writes_left;
     /* qemu's block-status cache (bdrv_bsc_*): the last data extent [bsc_lo, bsc_hi) found by
      * qio_extent, so a file without holes costs one SEEK_DATA/SEEK_HOLE pair, not one per
