@@ -259,8 +259,6 @@ PENDING_OPS = {
 PENDING = {
     'random:bitmaps:*': 'F9: writes to an image with persistent bitmaps fail (Operation not '
                         'supported); qemu writes and sets the bits of the enabled bitmap',
-    'fault:dirty': 'F11: a cut during the repair at open of a dirty image leaves the corrupt '
-                   'bit set (qemu\'s open-time repair does not set it)',
 }
 
 
