@@ -188,7 +188,7 @@ static void discard_run(struct qcow2_image *m, struct discards *d, int ret)
 {
     if (ret >= 0)
         for (size_t i = 0; i < d->n; i++)
-            (void)qio_fallocate(m->q, QIO_FALLOC_PUNCH_HOLE, d->off[i], d->len[i]);
+            (void)qcow2_port_discard(m, m->q, d->off[i], d->len[i]);
     free(d->off);
     free(d->len);
     memset(d, 0, sizeof(*d));
@@ -654,7 +654,7 @@ void qcow2_free_any_cluster(struct qcow2_image *m, uint64_t l2_entry,
         /* data clusters of an external file carry no refcount: only the discard */
         if (m->discard_passthrough[type] && m->data &&
             (t == QCOW2_CLUSTER_NORMAL || t == QCOW2_CLUSTER_ZERO_ALLOC))
-            (void)qio_fallocate(m->data, QIO_FALLOC_PUNCH_HOLE, off, m->cs);
+            (void)qcow2_port_discard(m, m->data, off, m->cs);
         return;
     }
     switch (t) {

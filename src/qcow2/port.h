@@ -71,6 +71,17 @@ int qcow2_overlap_check(struct qcow2_image *m, unsigned ign, uint64_t off, uint6
 
 #include "qcow2/image.h"
 
+/* A discard (hole punched in the image or data file) is a hint that may be dropped, and one
+ * that neither a journal nor a plan could record or undo: only the direct backend passes it
+ * down (a journaled or planned run keeps the freed bytes; they stay free in the refcounts). */
+static inline int qcow2_port_discard(struct qcow2_image *m, qio_t *q, uint64_t off,
+                                     uint64_t len)
+{
+    if (m->port && m->port->w.kind != WPORT_DIRECT)
+        return 0;
+    return qio_fallocate(q, QIO_FALLOC_PUNCH_HOLE, off, len);
+}
+
 /* The backend m writes through from now on (NULL: direct on m->q); not owned. */
 static inline void qcow2_port_set(struct qcow2_image *m, struct qcow2_port *p)
 {
