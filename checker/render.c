@@ -1,6 +1,7 @@
 #include "checker/render.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util/err.h"
@@ -332,4 +333,23 @@ json_t *check_to_json(const char *filename, const char *format, const struct che
             json_set(o, "findings-omitted", json_uint(fl->total - fl->n));
     }
     return o;
+}
+
+static void sink_stderr(void *opaque, const struct finding *f)
+{
+    const struct check_run *run = opaque;
+    char buf[1024];
+    finding_format(f, &run->names, buf, sizeof(buf));
+    if (buf[0])
+        fputs(buf, stderr);
+}
+
+void check_run_start(struct check_run *run, const struct check_opts *o, bool print)
+{
+    memset(run, 0, sizeof(*run));
+    findings_init(&run->findings, o->findings_cap ? o->findings_cap : 100000);
+    if (print) {
+        run->findings.sink = sink_stderr;
+        run->findings.sink_opaque = run;
+    }
 }

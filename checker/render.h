@@ -23,4 +23,9 @@ json_t *check_to_json(const char *filename, const char *format, const struct che
 /* One finding as a JSON object. */
 json_t *finding_to_json(const struct finding *f, const struct finding_names *nm);
 
+/* Clears run and sets up its findings (cap from o, 0 = 100000); with print, each finding
+ * is also written to stderr as qemu-img prints it, as soon as it is found (qemu's check
+ * prints as it goes; so do `qimg check` and the repair of a dirty image at open). */
+void check_run_start(struct check_run *run, const struct check_opts *o, bool print);
+
 #endif

@@ -13,26 +13,6 @@
 #include "repair/incompat.h"
 #include "repair/repair.h"
 
-/* qemu's check prints its findings as it goes; so does this one (print), or not. */
-static void sink_stderr(void *opaque, const struct finding *f)
-{
-    const struct check_run *run = opaque;
-    char buf[1024];
-    finding_format(f, &run->names, buf, sizeof(buf));
-    if (buf[0])
-        fputs(buf, stderr);
-}
-
-static void run_start(struct check_run *run, bool print)
-{
-    memset(run, 0, sizeof(*run));
-    findings_init(&run->findings, 100000);
-    if (print) {
-        run->findings.sink = sink_stderr;
-        run->findings.sink_opaque = run;
-    }
-}
-
 int repair_dirty_on_open(qio_t *q, const char *filename, bool *consistent)
 {
     /* the caller holds the image's, data file's and backing chain's locks: the check's
@@ -55,7 +35,7 @@ int repair_dirty_on_open(qio_t *q, const char *filename, bool *consistent)
     struct repair_ctx ctx = { .plan = &plan };
     qio_t *ov = plan_overlay_qio(&plan);
     struct check_run run, after;
-    run_start(&run, true); /* qemu's check prints its findings on this path */
+    check_run_start(&run, &o, true); /* qemu's check prints its findings on this path */
     rc = repair_first_pass(ov, filename, &o, o.fix, &ctx, &run);
     qio_close(ov);
     if (rc == 0 && !run.opened)
@@ -79,7 +59,7 @@ int repair_dirty_on_open(qio_t *q, const char *filename, bool *consistent)
         struct check_opts co = o;
         co.fix = 0;
         co.quiet_diag = true;
-        run_start(&after, false);
+        check_run_start(&after, &co, false);
         int arc = qcow2_check_run(q, filename, &co, &after);
         *consistent = arc == 0 && after.opened && !after.res.corruptions &&
                       !after.res.check_errors;

@@ -6,25 +6,6 @@
 #include "checker/render.h"
 #include "util/err.h"
 
-static void sink_stderr(void *opaque, const struct finding *f)
-{
-    const struct check_run *run = opaque;
-    char buf[1024];
-    finding_format(f, &run->names, buf, sizeof(buf));
-    if (buf[0])
-        fputs(buf, stderr);
-}
-
-void check_run_start(struct check_run *run, const struct check_opts *o, bool print)
-{
-    memset(run, 0, sizeof(*run));
-    findings_init(&run->findings, o->findings_cap ? o->findings_cap : 100000);
-    if (print) {
-        run->findings.sink = sink_stderr;
-        run->findings.sink_opaque = run;
-    }
-}
-
 int check_run_report(const struct check_run *run, int rc, const char *filename, bool json,
                      bool quiet, check_json_amend_fn amend, const void *ctx)
 {

@@ -7,11 +7,8 @@
 #include <stdbool.h>
 
 #include "checker/check.h"
+#include "checker/render.h"
 #include "util/json.h"
-
-/* Clears run and sets up its findings (cap from o, 0 = 100000); with print, each finding
- * is also written to stderr as qemu-img prints it, as soon as it is found. */
-void check_run_start(struct check_run *run, const struct check_opts *o, bool print);
 
 /* Adds to the JSON report before it is printed (the dry run adds its plan). */
 typedef void (*check_json_amend_fn)(json_t *report, const void *ctx);
