@@ -219,3 +219,54 @@ def test_cut_between_header_and_map(tmp_path):
     assert rc == 86
     assert writediff.img_check(layout, d)[0] == 0
     shutil.rmtree(d)
+
+
+# Damaged maps (test_qed_vdi's VDI damage): both tools write the same bytes; qemu-img check
+# reports the same on both results.
+import test_qed_vdi as tqv  # noqa: E402
+
+HOSTILE = ['dup', 'too_large', 'mismatch', 'discarded', 'map_past_eof']
+
+
+def _hostile_layout(damage):
+    def build(d):
+        tqv.vdi_base(d, 'img.vdi')
+        tqv.VDI_DAMAGE[damage](os.path.join(d, 'img.vdi'))
+    return writediff.Layout('vdi-hostile-' + damage, build, 10 * MIB, cluster=MIB, fmt='vdi',
+                            image='img.vdi', compressed=False)
+
+
+@pytest.mark.parametrize('damage', HOSTILE)
+def test_damaged_map(tmp_path, damage):
+    layout = _hostile_layout(damage)
+    script = ['write -P 0x91 2M 4k', 'write -P 0x92 5M 8k', 'write -P 0x93 0 512',
+              'read -P 0x92 5M 8k', 'write -z 8M 1k']
+    q = writediff.run_tool('qemu', layout, script, str(tmp_path))
+    m = writediff.run_tool('qimg', layout, script, str(tmp_path))
+    assert (m[0], m[1], m[2]) == (q[0], q[1], q[2]), 'qemu-io:\n%s%s\nqimg-io:\n%s%s' % (
+        q[1], q[2], m[1], m[2])
+    assert read_file(q[3], layout) == read_file(m[3], layout)
+    cq = qemu.qemu_img('check', layout.image, cwd=q[3])
+    cm = qemu.qemu_img('check', layout.image, cwd=m[3])
+    assert cq == cm
+
+
+def test_no_block_left(tmp_path):
+    """Deliberate difference: blocks_allocated already at blocks_in_image with a block
+    still unallocated (an inconsistent header). qemu allocates block index
+    blocks_in_image anyway, which its own check then calls "too large"; qimg refuses the
+    allocation (EIO) and leaves the file as it was. In-place writes still work."""
+    def build(d):
+        writediff._create(d, 'img.vdi', 3 * MIB, fmt='vdi')
+        tqv.wr(os.path.join(d, 'img.vdi'), 0x184, '<I', 3)
+    layout = writediff.Layout('vdi-full', build, 3 * MIB, cluster=MIB, fmt='vdi',
+                              image='img.vdi', compressed=False)
+    script = ['write -P 0x11 1M 4k']
+    q = writediff.run_tool('qemu', layout, script, str(tmp_path))
+    assert q[0] == 0
+    rc, out, err = qemu.qemu_img('check', layout.image, cwd=q[3])
+    assert rc == 2 and 'ERROR: block index 1 too large, is 3' in out + err, out + err
+    m = writediff.run_tool('qimg', layout, script, str(tmp_path))
+    assert m[0] == 1
+    assert m[1] + m[2] == 'write failed: Input/output error\n'
+    assert read_file(m[3], layout) == read_file(writediff.base_image(layout), layout)
