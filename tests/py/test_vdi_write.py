@@ -79,6 +79,10 @@ def scripts(layout):
         'truncate': ['write -P 0x51 0 4k', 'truncate %d' % (size + MIB), 'truncate 1M',
                      'write -P 0x52 4k 4k'],
         'random': random_script(layout, 7),
+        'random2': random_script(layout, 23),
+        # qemu's VDI has neither discard (a no-op that reports success) nor compressed writes
+        'unsupported': ['write -P 0x81 0 4k', 'discard 0 1M', 'write -c -P 0x82 1M 1M',
+                        'read -P 0x81 0 4k'],
     }
     if layout.size > 200 * MIB:
         s['far'] = ['write -P 0x61 %d 1M' % (size - 3 * MIB), 'write -P 0x62 200M 4k',
@@ -141,6 +145,20 @@ def test_truncate_message(tmp_path):
     assert err == 'qemu-io: Image format driver does not support resize\n'
     base = read_file(writediff.base_image(layout), layout)
     assert read_file(d, layout) == base
+
+
+def test_read_only(tmp_path):
+    """-r: the write is refused before the driver, with qemu-io's message and status."""
+    layout = LAYOUTS['dyn-data']
+    res = []
+    for tool in ('qemu', 'qimg'):
+        d = os.path.join(str(tmp_path), tool)
+        writediff.copy_image_dir(writediff.base_image(layout), d, sync=False)
+        exe = qemu.QEMU_IO if tool == 'qemu' else writediff.qimg_io_alias()
+        res.append(qemu.run(exe, '-r', '-f', 'vdi', '-c', 'write -P 1 0 4k', '-c',
+                            'write -z 1M 4k', layout.image, cwd=d) + (read_file(d, layout),))
+    assert res[0][0] == 1 and 'read-only' in res[0][2]
+    assert res[1] == res[0]
 
 
 def fault_workload(layout):
