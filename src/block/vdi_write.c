@@ -12,7 +12,13 @@
  * starts right after the header (every qemu-made image) and the span up to the last
  * changed sector is at most VDI_META_MERGE_MAX, header and map go in one write, so a
  * killed process leaves old or new metadata, never a mismatch. Otherwise a flush orders
- * the header before the map (qemu has none there).
+ * the header before the map (qemu has none there). Also stricter than qemu: the new blocks
+ * are flushed before the metadata that maps them.
+ *
+ * Only the metadata goes through the write port (so journal and plan backends can take it
+ * later); guest data is written to the file directly, as the qcow2 writer does, so the
+ * port's idea of the file size may lag behind the data's growth (harmless for the direct
+ * port, which is the only one used here).
  *
  * Deliberately different from qemu: an allocation when blocks_allocated already reaches
  * blocks_in_image fails with EIO (qemu would write an entry its own check calls "block
@@ -144,5 +150,10 @@ int vdi_write(image_t *img, uint64_t off, const void *buf, size_t n)
         return r;
     }
     free(fresh);
-    return first == UINT64_MAX ? 0 : write_meta(s, first, last);
+    if (first == UINT64_MAX)
+        return 0;
+    /* new blocks on disk before a map entry names them (qemu leaves that to the guest's
+     * flushes), as qimg's qcow2 writer does before an L2 table */
+    r = qio_flush(img->file);
+    return r < 0 ? r : write_meta(s, first, last);
 }
