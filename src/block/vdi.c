@@ -1,6 +1,7 @@
 /* VDI driver (read side): qemu 7.2's vdi_open checks via the pure decoder, then guest reads
  * and block status through the block map. Unallocated and discarded blocks read as zeros
- * (VDI has no backing file); static images ask the file about holes (RECURSE). */
+ * (VDI has no backing file); static images ask the file about holes (RECURSE). Writes:
+ * vdi_write.c. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "block/driver.h"
 #include "block/vdi_int.h"
 #include "format/be.h"
+#include "io/wport.h"
 #include "util/xalloc.h"
 
 static int vdi_probe(const uint8_t *buf, size_t len, const char *filename)
@@ -24,6 +26,7 @@ int vdi_load(qio_t *f, struct vdi_state *s, char **errmsg)
         *errmsg = xasprintf("Could not read VDI header: %s", strerror(-r));
         return r;
     }
+    memcpy(s->raw_header, buf, sizeof(buf));
     struct fmt_error e;
     fmt_error_clear(&e);
     r = vdi_header_decode(buf, sizeof(buf), &s->h, &e);
@@ -59,6 +62,12 @@ int vdi_load(qio_t *f, struct vdi_state *s, char **errmsg)
             return r;
         }
     }
+    uint64_t used = (uint64_t)s->h.blocks_in_image * 4; /* pad < 512: bmap_bytes rounds */
+    r = qio_pread(f, s->map_pad, (size_t)(s->h.bmap_bytes - used), s->h.offset_bmap + used);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not read block map: %s", strerror(-r));
+        return r;
+    }
     return 0;
 }
 
@@ -71,6 +80,14 @@ static int vdi_open(image_t *img, char **errmsg)
         return r;
     img->size = s->h.disk_size;
     img->cluster_size = s->h.block_size;
+    if (img->flags & IMG_OPEN_RDWR) {
+        s->port = xcalloc(1, sizeof(*s->port));
+        r = wport_init_direct(s->port, img->file);
+        if (r < 0) {
+            *errmsg = xasprintf("Could not get file size: %s", strerror(-r));
+            return r;
+        }
+    }
     return 0;
 }
 
@@ -80,6 +97,7 @@ static void vdi_close(image_t *img)
     if (!s)
         return;
     free(s->bmap);
+    free(s->port);
     free(s);
     img->priv = NULL;
 }
@@ -134,4 +152,8 @@ const struct driver vdi_driver = {
     .close = vdi_close,
     .read = vdi_read,
     .block_status = vdi_block_status,
+    /* qemu's VDI has no write_zeroes (image.c writes zero buffers, allocating as qemu's
+     * fallback does), no truncate (image.c: "Image format driver does not support
+     * resize") and no flush of its own (the file is flushed). */
+    .write = vdi_write,
 };
