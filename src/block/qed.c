@@ -3,8 +3,8 @@
  * runs stop at an L2 boundary and at any break in a contiguous host run; only the first
  * cluster of a run is validated, as in qemu).
  *
- * Not done here: qemu's automatic check-and-repair when an image with NEED_CHECK is opened
- * read-write outside `check` (no write path exists yet; `qimg check -r` does the repair). */
+ * The write side is qed_write.c. Not done: qemu's automatic check-and-repair when an image
+ * with NEED_CHECK is opened read-write outside `check` (`qimg check -r` does the repair). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,13 +100,15 @@ static int qed_open(image_t *img, char **errmsg)
         if (r < 0)
             return r;
     }
+    if ((img->flags & IMG_OPEN_RDWR) && (r = wport_init_direct(&s->w, img->file)) < 0) {
+        *errmsg = xstrdup("Failed to get file length");
+        return r;
+    }
     /* qemu knocks out unknown autoclear bits when it may write */
     if ((img->flags & IMG_OPEN_RDWR) &&
         (s->h.autoclear_features & ~QED_AUTOCLEAR_FEATURE_MASK)) {
         s->h.autoclear_features &= QED_AUTOCLEAR_FEATURE_MASK;
-        uint8_t hb[QED_HEADER_LEN];
-        qed_header_encode(&s->h, hb);
-        r = qio_pwrite(img->file, hb, sizeof(hb), 0);
+        r = qed_write_header(s);
         if (r < 0) {
             *errmsg = xstrdup("Failed to update header");
             return r;
@@ -136,9 +138,7 @@ static void qed_close(image_t *img)
     if ((img->flags & IMG_OPEN_RDWR) && s->l1 && (s->h.features & QED_F_NEED_CHECK)) {
         qio_flush(img->file);
         s->h.features &= ~QED_F_NEED_CHECK;
-        uint8_t hb[QED_HEADER_LEN];
-        qed_header_encode(&s->h, hb);
-        (void)qio_pwrite(img->file, hb, sizeof(hb), 0); /* qemu ignores a failure too */
+        (void)qed_write_header(s); /* qemu ignores a failure too */
     }
     free(s->l1);
     free(s->l2);
@@ -147,9 +147,7 @@ static void qed_close(image_t *img)
 }
 
 /* qemu's qed_find_cluster(): classify the run starting at pos, at most *len bytes. */
-enum { QED_FOUND, QED_ZERO, QED_UNALLOC };
-
-static int find_cluster(image_t *img, uint64_t pos, uint64_t *len, uint64_t *host)
+int qed_find_cluster(image_t *img, uint64_t pos, uint64_t *len, uint64_t *host)
 {
     struct qed_state *s = img->priv;
     const struct qed_header *h = &s->h;
@@ -206,7 +204,7 @@ static int64_t qed_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct qed_state *s = img->priv;
     uint64_t len = n, host = 0;
-    int t = find_cluster(img, off, &len, &host);
+    int t = qed_find_cluster(img, off, &len, &host);
     if (t < 0)
         return t;
     int r = 0;
@@ -228,7 +226,7 @@ static int qed_block_status(image_t *img, uint64_t off, uint64_t bytes, block_st
 {
     struct qed_state *s = img->priv;
     uint64_t len = bytes, host = 0;
-    int t = find_cluster(img, off, &len, &host);
+    int t = qed_find_cluster(img, off, &len, &host);
     if (t < 0)
         return t;
     st->pnum = len;
@@ -251,4 +249,7 @@ const struct driver qed_driver = {
     .close = qed_close,
     .read = qed_read,
     .block_status = qed_block_status,
+    .write = qed_write,
+    .write_zeroes = qed_write_zeroes,
+    .truncate = qed_truncate,
 };
