@@ -298,8 +298,9 @@ def test_zero_cluster_cow_keeps_zeros(tmp_path):
     assert len(i['file']) == len(q['file'])
 
 
-def poke_l2_entry(value):
-    """setup: a 4k-cluster image with one written cluster whose L2 entry is then value."""
+def poke_l2_entry(value, need_check=False):
+    """setup: a 4k-cluster image with one written cluster whose L2 entry is then value
+    (and NEED_CHECK set, need_check)."""
     def setup(d):
         path = os.path.join(d, IMG)
         prefilled('12M', ('write -P 0x81 0 8k',), cluster_size=4096, table_size=2)(d)
@@ -309,6 +310,9 @@ def poke_l2_entry(value):
         with open(path, 'r+b') as f:
             f.seek(l2 + 8)
             f.write(value.to_bytes(8, 'little'))
+            if need_check:
+                f.seek(16)
+                f.write((int.from_bytes(data[16:24], 'little') | 2).to_bytes(8, 'little'))
     return setup
 
 
@@ -319,6 +323,29 @@ def test_hostile_l2_entry(tmp_path, value):
     differential(tmp_path, poke_l2_entry(value),
                  ['write -P 0x82 4k 4k', 'write -P 0x83 0 4k', 'write -P 0x84 8k 4k'],
                  clean=False)
+
+
+@pytest.mark.parametrize('value', [1 << 40, 4097])
+def test_need_check_repaired_at_open(tmp_path, value):
+    """NEED_CHECK set: a read-write open checks and fixes first (bdrv_qed_do_open), so the
+    invalid entry is zeroed and the writes succeed; the leak stays (qemu never fixes it)."""
+    q, i = differential(tmp_path, poke_l2_entry(value, need_check=True),
+                        ['write -P 0x82 4k 4k', 'read -P 0x81 0 4k', 'write -P 0x84 8k 4k'],
+                        clean=False)
+    assert q['rc'] == 0 and 'failed' not in q['out']
+    rc, js, out, err = qemu.check_json('qemu', IMG, cwd=i['dir'])
+    assert rc == 3 and js['leaks'] == 1 and not js.get('corruptions'), out
+
+
+def test_need_check_check_does_not_repair_at_open(tmp_path):
+    """`qimg check -r` opens read-write but reports what it finds itself (BDRV_O_CHECK)."""
+    d = str(tmp_path)
+    poke_l2_entry(1 << 40, need_check=True)(d)
+    rq = qemu.check('qemu', IMG, '-r', 'all', cwd=d)
+    poke_l2_entry(1 << 40, need_check=True)(d)
+    ri = qemu.check('qimg', IMG, '-r', 'all', cwd=d)
+    assert ri == rq
+    assert '1 corruptions' in rq[1], rq
 
 
 # -- fault injection --------------------------------------------------------------------
