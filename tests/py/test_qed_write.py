@@ -138,6 +138,8 @@ OVERLAPPING = [
     'write -P 0x26 4095k 3k',        # across the L2 boundary at 4 MiB
     'read -P 0x22 8k 12k',
     'read -P 0x23 100 300',
+    'discard 0 64k',                 # QED has no discard: a no-op that succeeds
+    'read -P 0x23 100 300',
 ]
 
 ZEROES = [
@@ -252,6 +254,7 @@ def test_prefilled_image(tmp_path):
     ['truncate 4G', 'write -P 0x72 4095M 64k'],    # the largest size for cs64k t4: 4 TiB
     ['truncate 4T'],
     ['truncate 4398046511616'],                    # 4 TiB + 512
+    ['write -P 0x74 4M 512', 'write -z 4M 512'],   # past the end: EIO before the driver
 ])
 def test_truncate(tmp_path, script):
     differential(tmp_path, plain('4M'), script)
