@@ -29,6 +29,8 @@ enum {
     IMG_OPEN_SHARE = 1 << 2,      /* -U / force-share: take no locks, tolerate others' locks */
     IMG_OPEN_NO_IO = 1 << 3,      /* metadata only (info): a missing external data file is
                                      tolerated, guest I/O then fails with -ENOMEDIUM */
+    IMG_OPEN_CHECK = 1 << 4,      /* opened by check (qemu's BDRV_O_CHECK): no repair at
+                                     open, check does it (QED's NEED_CHECK) */
 };
 
 /* Most backing files below an image. qemu-img 7.2 has no designed limit (its compare

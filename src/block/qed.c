@@ -3,14 +3,15 @@
  * runs stop at an L2 boundary and at any break in a contiguous host run; only the first
  * cluster of a run is validated, as in qemu).
  *
- * Not done here: qemu's automatic check-and-repair when an image with NEED_CHECK is opened
- * read-write outside `check` (no write path exists yet; `qimg check -r` does the repair). */
+ * The write side is qed_write.c; a read-write open outside `check` repairs an image left
+ * with NEED_CHECK first, as qemu does (repair_at_open). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/driver.h"
 #include "block/qed_int.h"
+#include "checker/blk_check.h"
 #include "format/be.h"
 #include "util/xalloc.h"
 
@@ -88,6 +89,20 @@ static int read_backing_name(image_t *img, const struct qed_header *h, char **er
     return 0;
 }
 
+/* bdrv_qed_do_open: an image left with NEED_CHECK is checked with fixes (invalid table
+ * entries zeroed, NEED_CHECK cleared when nothing is left; leaks stay) before a read-write
+ * open uses it, silently. */
+static int repair_at_open(image_t *img)
+{
+    struct check_run run;
+    memset(&run, 0, sizeof(run));
+    findings_init(&run.findings, 0);
+    run.format = "qed";
+    int r = qed_check_pass_port(img, 1, &run, &((struct qed_state *)img->priv)->w);
+    check_run_free(&run);
+    return r;
+}
+
 static int qed_open(image_t *img, char **errmsg)
 {
     struct qed_state *s = xcalloc(1, sizeof(*s));
@@ -100,13 +115,15 @@ static int qed_open(image_t *img, char **errmsg)
         if (r < 0)
             return r;
     }
+    if ((img->flags & IMG_OPEN_RDWR) && (r = wport_init_direct(&s->w, img->file)) < 0) {
+        *errmsg = xstrdup("Failed to get file length");
+        return r;
+    }
     /* qemu knocks out unknown autoclear bits when it may write */
     if ((img->flags & IMG_OPEN_RDWR) &&
         (s->h.autoclear_features & ~QED_AUTOCLEAR_FEATURE_MASK)) {
         s->h.autoclear_features &= QED_AUTOCLEAR_FEATURE_MASK;
-        uint8_t hb[QED_HEADER_LEN];
-        qed_header_encode(&s->h, hb);
-        r = qio_pwrite(img->file, hb, sizeof(hb), 0);
+        r = qed_write_header(s);
         if (r < 0) {
             *errmsg = xstrdup("Failed to update header");
             return r;
@@ -121,6 +138,11 @@ static int qed_open(image_t *img, char **errmsg)
         return r;
     }
     s->l2 = xmalloc((size_t)s->h.table_nelems * 8);
+    if ((img->flags & IMG_OPEN_RDWR) && !(img->flags & IMG_OPEN_CHECK) &&
+        (s->h.features & QED_F_NEED_CHECK) && (r = repair_at_open(img)) < 0) {
+        *errmsg = xstrdup(strerror(-r)); /* qemu: "Could not open 'F': <strerror>" */
+        return r;
+    }
     img->size = s->h.image_size;
     img->cluster_size = s->h.cluster_size;
     return 0;
@@ -136,9 +158,7 @@ static void qed_close(image_t *img)
     if ((img->flags & IMG_OPEN_RDWR) && s->l1 && (s->h.features & QED_F_NEED_CHECK)) {
         qio_flush(img->file);
         s->h.features &= ~QED_F_NEED_CHECK;
-        uint8_t hb[QED_HEADER_LEN];
-        qed_header_encode(&s->h, hb);
-        (void)qio_pwrite(img->file, hb, sizeof(hb), 0); /* qemu ignores a failure too */
+        (void)qed_write_header(s); /* qemu ignores a failure too */
     }
     free(s->l1);
     free(s->l2);
@@ -147,9 +167,7 @@ static void qed_close(image_t *img)
 }
 
 /* qemu's qed_find_cluster(): classify the run starting at pos, at most *len bytes. */
-enum { QED_FOUND, QED_ZERO, QED_UNALLOC };
-
-static int find_cluster(image_t *img, uint64_t pos, uint64_t *len, uint64_t *host)
+int qed_find_cluster(image_t *img, uint64_t pos, uint64_t *len, uint64_t *host)
 {
     struct qed_state *s = img->priv;
     const struct qed_header *h = &s->h;
@@ -206,7 +224,7 @@ static int64_t qed_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
 {
     struct qed_state *s = img->priv;
     uint64_t len = n, host = 0;
-    int t = find_cluster(img, off, &len, &host);
+    int t = qed_find_cluster(img, off, &len, &host);
     if (t < 0)
         return t;
     int r = 0;
@@ -228,7 +246,7 @@ static int qed_block_status(image_t *img, uint64_t off, uint64_t bytes, block_st
 {
     struct qed_state *s = img->priv;
     uint64_t len = bytes, host = 0;
-    int t = find_cluster(img, off, &len, &host);
+    int t = qed_find_cluster(img, off, &len, &host);
     if (t < 0)
         return t;
     st->pnum = len;
@@ -251,4 +269,7 @@ const struct driver qed_driver = {
     .close = qed_close,
     .read = qed_read,
     .block_status = qed_block_status,
+    .write = qed_write,
+    .write_zeroes = qed_write_zeroes,
+    .truncate = qed_truncate,
 };

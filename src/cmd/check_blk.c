@@ -65,7 +65,8 @@ static int blk_dry_run(image_t *img, struct plan *p, struct check_run *run,
 int check_blk(const char *filename, const char *fmt, int fix, bool json, bool quiet,
               const struct check_opts *o, bool dry_run, const char *journal)
 {
-    int flags = (fix && !dry_run ? IMG_OPEN_RDWR : 0) | (o->share ? IMG_OPEN_SHARE : 0);
+    int flags = (fix && !dry_run ? IMG_OPEN_RDWR : 0) | (o->share ? IMG_OPEN_SHARE : 0) |
+                IMG_OPEN_CHECK;
     /* the journal first: a refused journal stops the repair before anything is printed
      * or written (a read-write QED open clears NEED_CHECK when it closes) */
     journal_t *j = NULL;
