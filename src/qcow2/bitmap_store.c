@@ -66,6 +66,49 @@ struct qcow2_dbitmap *qcow2_dbitmap_add(struct qcow2_image *m, const char *name,
     return b;
 }
 
+int qcow2_bitmaps_truncate_check(struct qcow2_image *m, char **errmsg)
+{
+    for (uint32_t i = 0; i < m->nb_bm; i++) {
+        const struct qcow2_dbitmap *b = qcow2_dbitmap_find(m, m->bm[i].name);
+        if (!b) {
+            *errmsg = xstrdup("Cannot resize qcow2 with persistent bitmaps that were not "
+                              "loaded into memory");
+            return -ENOTSUP;
+        }
+        if (b->inconsistent) {
+            /* bdrv_dirty_bitmap_check's error and hint */
+            *errmsg = xasprintf("Bitmap '%s' is inconsistent and cannot be used\n"
+                                "Try block-dirty-bitmap-remove to delete this bitmap from disk",
+                                b->name);
+            return -ENOTSUP;
+        }
+    }
+    return 0;
+}
+
+int qcow2_bitmaps_resize(struct qcow2_image *m, uint64_t size)
+{
+    for (uint32_t i = 0; m->dbm && i < m->dbm->n; i++) {
+        struct qcow2_dbitmap *b = &m->dbm->v[i], nb = *b;
+        dbitmap_geometry(&nb, size & ~(uint64_t)511);
+        if (!b->bits) {
+            *b = nb;
+            continue;
+        }
+        uint8_t *p = realloc(b->bits, (size_t)(nb.nbytes ? nb.nbytes : 1));
+        if (!p)
+            return -ENOMEM;
+        if (nb.nbytes > b->nbytes)
+            memset(p + b->nbytes, 0, (size_t)(nb.nbytes - b->nbytes));
+        uint64_t keep = nb.nbits < b->nbits ? nb.nbits : b->nbits;
+        for (uint64_t k = keep; k < nb.nbytes * 8; k++)
+            p[k / 8] &= (uint8_t)~(1u << (k % 8));
+        nb.bits = p;
+        *b = nb;
+    }
+    return 0;
+}
+
 void qcow2_bitmaps_free(struct qcow2_image *m)
 {
     if (!m->dbm)

@@ -60,6 +60,14 @@ struct qcow2_dbitmap *qcow2_dbitmap_find(struct qcow2_image *m, const char *name
 struct qcow2_dbitmap *qcow2_dbitmap_add(struct qcow2_image *m, const char *name,
                                         uint32_t gran_bits, bool enabled);
 
+/* qemu's qcow2_truncate_bitmaps_check: every bitmap of the directory must be in memory
+ * and usable (not inconsistent). 0, or -ENOTSUP with *errmsg. */
+int qcow2_bitmaps_truncate_check(struct qcow2_image *m, char **errmsg);
+
+/* bdrv_dirty_bitmap_truncate after a resize to size bytes: bits past the end cleared,
+ * new bits clear. 0 or -ENOMEM (the bitmaps keep their old size then). */
+int qcow2_bitmaps_resize(struct qcow2_image *m, uint64_t size);
+
 /* Frees m->dbm. */
 void qcow2_bitmaps_free(struct qcow2_image *m);
 
