@@ -201,9 +201,15 @@ int qcow2_image_activate(struct qcow2_image *m, char **errmsg)
 {
     bool update = qcow2_header_open_update(m), updated;
     /* qcow2_load_dirty_bitmaps: its in-place directory update rewrites the header too */
-    int rc = qcow2_bitmaps_load_rw(m, &updated, errmsg);
-    if (rc < 0)
+    char *msg = NULL;
+    int rc = qcow2_bitmaps_load_rw(m, &updated, &msg);
+    if (rc < 0) {
+        if (errmsg)
+            *errmsg = msg;
+        else
+            free(msg);
         return rc;
+    }
     if (!update || updated)
         return 0;
     rc = qcow2_image_update_header(m);
