@@ -194,3 +194,15 @@ def test_truncate_resizes_bitmaps(tmp_path, size):
     assert _info_bitmaps(ip) == _info_bitmaps(qp)
     assert _same_file(qp, ip)
     _check_clean(ip)
+
+
+@pytest.mark.parametrize('seed', [100, 101])
+def test_cut_at_every_write(tmp_path, seed):
+    """Crash safety with bitmaps: qimg-io killed after each of its writes (the open's
+    in-place directory update, the guest writes, the store at close) leaves an image
+    qemu-img check finds consistent (leaks allowed) with every completed write's data."""
+    import test_write_faults as twf
+    layout = twf.LAYOUTS['bitmaps']
+    script = [c for c in writediff.case_script(layout, seed) if c.split()[0] != 'truncate']
+    twf.cut_every_write(str(tmp_path), 'bitmaps seed %d' % seed, layout, script,
+                        'python3 -m pytest tests/py/test_qcow2_bitmap_write.py -k %d' % seed)
