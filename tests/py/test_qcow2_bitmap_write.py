@@ -206,3 +206,30 @@ def test_cut_at_every_write(tmp_path, seed):
     script = [c for c in writediff.case_script(layout, seed) if c.split()[0] != 'truncate']
     twf.cut_every_write(str(tmp_path), 'bitmaps seed %d' % seed, layout, script,
                         'python3 -m pytest tests/py/test_qcow2_bitmap_write.py -k %d' % seed)
+
+
+def test_dirty_image_with_bitmaps(tmp_path):
+    """A dirty lazy_refcounts image: qemu loads (and marks) the bitmaps, then repairs the
+    image, then stores the bitmaps it loaded before the repair at close; an inconsistent
+    bitmap stays, the consistent one is updated, the file is qemu-io's."""
+    base = str(tmp_path / 'base')
+    os.makedirs(base)
+    p = os.path.join(base, IMG)
+    qemu.make_image(p, size='2M', cluster_size='4k', lazy_refcounts='on')
+    qemu.io(p, 'write -P 1 0 64k')
+    assert qemu.qemu_img('bitmap', '--add', p, 'a')[0] == 0
+    _run(qemu.QEMU_IO, p, ['write -P 9 64k 8k', 'abort'])    # dirty, 'a' in use
+    assert qemu.qemu_img('bitmap', '--add', '-g', '8k', p, 'b')[0] == 0
+    with open(p, 'r+b') as f:                                  # dirty again
+        f.seek(79)
+        v = f.read(1)[0]
+        f.seek(79)
+        f.write(bytes([v | 1]))
+    qp, ip, rq, ri = _both(tmp_path, base, ['write -P 1 100k 1k', 'write -P 2 1M 70k'])
+    assert rq[0] == 0 and ri[0] == 0, (rq, ri)
+    assert ri[2] == rq[2]
+    got = writediff.bitmaps(LAYOUT, os.path.dirname(ip))
+    assert got == writediff.bitmaps(LAYOUT, os.path.dirname(qp))
+    assert sorted(got) == ['a', 'b'] and got['a'][0] & 1 and got['b'][0] == 2
+    assert _same_file(qp, ip)
+    _check_clean(ip)
