@@ -58,7 +58,8 @@ static int open_rdwr_finish(image_t *img, char **errmsg)
     s->dbuf_entry = 0;
     oo.no_warnings = true;
     if ((r = qcow2_image_reload(&s->m, &oo, errmsg)) < 0 ||
-        (r = qcow2_load_snapshots(img, errmsg)) < 0)
+        (r = qcow2_load_snapshots(img, errmsg)) < 0 ||
+        (r = qcow2_image_load_bitmaps(&s->m, errmsg)) < 0) /* the store at close uses it */
         return r;
     img->dirty = (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     /* qemu's qcow2_mark_clean after its check rewrites the whole header */

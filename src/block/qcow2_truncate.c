@@ -4,8 +4,8 @@
  * shrinking frees the cut clusters, the L1 tail's tables and unused refblocks and cuts the
  * file; an external data file follows; the header's size is written and flushed last.
  * Metadata preallocation maps the new clusters (a data-file-raw image always grows so).
- * Not done yet, and refused with a message rather than half done: falloc and full
- * preallocation, images with persistent bitmaps (qemu resizes the bitmaps). */
+ * Persistent bitmaps are resized in memory (stored at close). Not done yet, and refused
+ * with a message rather than half done: falloc and full preallocation. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +14,7 @@
 #include "format/be.h"
 #include "qcow2/l2.h"
 #include "qcow2/alloc.h"
+#include "qcow2/bitmap_store.h"
 #include "qcow2/port.h"
 #include "qcow2/shrink.h"
 #include "util/err.h"
@@ -36,6 +37,11 @@ static int finish(image_t *img, uint64_t size, uint64_t old, char **errmsg)
     }
     s->h.size = size;
     img->size = size;
+    /* bdrv_co_write_req_finish: bdrv_dirty_bitmap_truncate */
+    if ((r = qcow2_bitmaps_resize(&s->m, size)) < 0) {
+        *errmsg = xasprintf("Could not resize the dirty bitmaps: %s", strerror(-r));
+        return r;
+    }
     return 0;
 }
 
@@ -99,6 +105,10 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
         *errmsg = xstrdup("Can't resize a v2 image which has snapshots");
         return -ENOTSUP;
     }
+    /* qemu's qcow2_truncate_bitmaps_check; the bitmaps follow the size in finish() */
+    int rb = qcow2_bitmaps_truncate_check(&s->m, errmsg);
+    if (rb < 0)
+        return rb;
     uint64_t old = img->size;
     if (size < old && prealloc != IMG_PREALLOC_OFF) {
         *errmsg = xstrdup("Preallocation can't be used for shrinking an image");
@@ -115,10 +125,6 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
     if (prealloc != IMG_PREALLOC_OFF && prealloc != IMG_PREALLOC_METADATA) {
         *errmsg = xasprintf("qimg cannot preallocate (mode '%s') when growing qcow2 images "
                             "yet", modes[prealloc]);
-        return -ENOTSUP;
-    }
-    if (s->ext.has_bitmaps && s->ext.nb_bitmaps) {
-        *errmsg = xstrdup("qimg cannot resize qcow2 images with persistent bitmaps yet");
         return -ENOTSUP;
     }
     r = qcow2_grow_l1_table(&s->m, new_l1, true);

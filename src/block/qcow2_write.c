@@ -14,6 +14,7 @@
 #include "format/be.h"
 #include "format/qcow2_codec.h"
 #include "qcow2/alloc.h"
+#include "qcow2/bitmap_store.h"
 #include "qcow2/header_write.h"
 #include "qcow2/l2.h"
 #include "qcow2/overlap.h"
@@ -1166,22 +1167,33 @@ void qcow2_writer_close(image_t *img)
         (void)qio_flush(img->data_file);
 }
 
+/* Each request marks its whole range in the enabled persistent bitmaps, failed or not, as
+ * qemu's bdrv_co_write_req_finish does for writes, zero writes and discards. */
+static int dirty(image_t *img, uint64_t off, uint64_t n, int r)
+{
+    struct qcow2_state *s = img->priv;
+    qcow2_bitmaps_set_dirty(&s->m, off, n);
+    return r;
+}
+
 int qcow2_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
-    return after_corruption(img, qcow2_write_op(img, off, buf, n));
+    return after_corruption(img, dirty(img, off, n, qcow2_write_op(img, off, buf, n)));
 }
 
 int qcow2_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
-    return after_corruption(img, qcow2_write_zeroes_op(img, off, n, may_unmap));
+    return after_corruption(img, dirty(img, off, n,
+                                       qcow2_write_zeroes_op(img, off, n, may_unmap)));
 }
 
 int qcow2_discard(image_t *img, uint64_t off, uint64_t n)
 {
-    return after_corruption(img, qcow2_discard_op(img, off, n));
+    return after_corruption(img, dirty(img, off, n, qcow2_discard_op(img, off, n)));
 }
 
 int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
 {
-    return after_corruption(img, qcow2_write_compressed_op(img, off, buf, n));
+    return after_corruption(img, dirty(img, off, n,
+                                       qcow2_write_compressed_op(img, off, buf, n)));
 }

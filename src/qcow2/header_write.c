@@ -5,6 +5,7 @@
 
 #include "format/be.h"
 #include "format/qcow2_ext.h"
+#include "qcow2/bitmap_store.h"
 #include "qcow2/header_write.h"
 #include "qcow2/port.h"
 #include "util/err.h"
@@ -198,9 +199,20 @@ int qcow2_image_update_header(struct qcow2_image *m)
 
 int qcow2_image_activate(struct qcow2_image *m, char **errmsg)
 {
-    if (!qcow2_header_open_update(m))
+    bool update = qcow2_header_open_update(m), updated;
+    /* qcow2_load_dirty_bitmaps: its in-place directory update rewrites the header too */
+    char *msg = NULL;
+    int rc = qcow2_bitmaps_load_rw(m, &updated, &msg);
+    if (rc < 0) {
+        if (errmsg)
+            *errmsg = msg;
+        else
+            free(msg);
+        return rc;
+    }
+    if (!update || updated)
         return 0;
-    int rc = qcow2_image_update_header(m);
+    rc = qcow2_image_update_header(m);
     if (rc < 0)
         *errmsg = xasprintf("Could not update qcow2 header: %s", strerror(-rc));
     return rc;
@@ -208,7 +220,8 @@ int qcow2_image_activate(struct qcow2_image *m, char **errmsg)
 
 int qcow2_image_may_write(const struct qcow2_image *m)
 {
-    return m->ext.has_bitmaps && m->ext.nb_bitmaps > 0 ? -ENOTSUP : 0;
+    (void)m;
+    return 0;
 }
 
 int qcow2_image_mark_dirty(struct qcow2_image *m)
@@ -272,8 +285,13 @@ int qcow2_image_inactivate(struct qcow2_image *m)
     if (!m->active)
         return 0;
     m->active = false;
-    /* persistent bitmaps: qemu stores them here (qcow2_store_persistent_dirty_bitmaps);
-     * qimg does not change them (the writer refuses to write over consistent bitmaps) */
+    /* qemu stores the persistent bitmaps first (qcow2_store_persistent_dirty_bitmaps);
+     * a failure loses them (their autoclear bit or IN_USE flags say so), as in qemu */
+    char *msg = NULL;
+    if (qcow2_bitmaps_store(m, &msg) < 0)
+        err_report("Lost persistent bitmaps during inactivation of node '%s': %s",
+                   m->filename ? m->filename : "", msg ? msg : "");
+    free(msg);
     if (m->l2_flush && (rc = m->l2_flush(m)) < 0) {
         result = rc;
         err_report("Failed to flush the L2 table cache: %s", strerror(-rc));

@@ -48,7 +48,9 @@ bool qcow2_header_open_update(struct qcow2_image *m);
 int qcow2_image_update_header(struct qcow2_image *m);
 
 /* The tail of qemu's qcow2_do_open for a writable image (after the snapshot table and the
- * bitmaps are loaded): qcow2_header_open_update and, if needed, the header rewrite.
+ * bitmaps are loaded): qcow2_header_open_update, the persistent bitmaps loaded and marked
+ * in use (qcow2_bitmaps_load_rw, which may rewrite the header itself) and, if still
+ * needed, the header rewrite.
  * 0 or -errno with *errmsg ("Could not update qcow2 header: ..."). */
 int qcow2_image_activate(struct qcow2_image *m, char **errmsg);
 
@@ -68,13 +70,10 @@ static inline bool qcow2_image_need_accurate_refcounts(const struct qcow2_image 
     return !(m->h.incompatible_features & QCOW2_INCOMPAT_DIRTY);
 }
 
-/* May the image's guest data or metadata change? qemu keeps persistent dirty bitmaps
- * current: its read-write open marks them in use and its close stores them (new bitmap
- * tables and directory). qimg does not write bitmaps yet, and a write that leaves a
- * consistent bitmap stale would make an incremental backup miss it, so an image with
- * consistent bitmaps (the bitmaps extension, autoclear bit 0) is not written: -ENOTSUP.
- * The writer calls it before its first change; open, flush and close stay allowed (they
- * change nothing then). 0 or -ENOTSUP. */
+/* May the image's guest data or metadata change? Always 0 now: persistent dirty bitmaps
+ * are kept current as qemu keeps them (qcow2/bitmap_store.h: loaded and marked in use by
+ * qcow2_image_activate, their bits set by every write, stored by qcow2_image_inactivate).
+ * Kept as the writer's one place to refuse an image. */
 int qcow2_image_may_write(const struct qcow2_image *m);
 
 /* qemu's qcow2_mark_dirty: set the dirty bit (the 8-byte field alone) and flush, before

@@ -5,6 +5,7 @@
 
 #include "format/be.h"
 #include "io/lock.h"
+#include "qcow2/bitmap_store.h"
 #include "qcow2/image.h"
 #include "qcow2/l2.h"
 #include "qcow2/table.h"
@@ -227,8 +228,10 @@ fail_e:
 int qcow2_image_reload(struct qcow2_image *m, const struct qcow2_open_opts *o, char **errmsg)
 {
     struct qcow2_image keep = *m;
+    m->dbm = NULL; /* the bitmaps in memory stay (loaded before qemu's dirty repair) */
     qcow2_image_close(m);
     memset(m, 0, sizeof(*m));
+    m->dbm = keep.dbm;
     m->data = keep.data;
     m->port = keep.port;
     m->l2_flush = keep.l2_flush;
@@ -261,4 +264,5 @@ void qcow2_image_close(struct qcow2_image *m)
     free(m->bm);
     m->bm = NULL;
     m->nb_bm = 0;
+    qcow2_bitmaps_free(m);
 }

@@ -39,6 +39,7 @@
 struct qcow2_port;
 struct qcow2_l2_cache;
 struct qcow2_bitmap_dirent;
+struct qcow2_dbitmaps;
 
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
@@ -80,6 +81,8 @@ struct qcow2_bitmap_dirent;
     /* bitmap directory (qcow2_image_load_bitmaps): nb_bm entries, in directory order */  \
     struct qcow2_bitmap_dirent *bm;                                                        \
     uint32_t nb_bm;                                                                        \
+    /* their contents in memory, writable images (qcow2/bitmap_store.h); NULL if none */   \
+    struct qcow2_dbitmaps *dbm;                                                            \
     /* writing (RDWR): the allocator's search start and compressed-byte packing point    \
      * (qcow2/alloc.h), which freed clusters qemu would discard (indexed by               \
      * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \

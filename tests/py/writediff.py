@@ -257,8 +257,6 @@ PENDING_OPS = {
 # part '*' for all of a group, e.g. 'random:dirty:*'), one line each: what fails (F numbers:
 # the reports in the i11-difftest notes).
 PENDING = {
-    'random:bitmaps:*': 'F9: writes to an image with persistent bitmaps fail (Operation not '
-                        'supported); qemu writes and sets the bits of the enabled bitmap',
 }
 
 
