@@ -144,41 +144,56 @@ static struct member *members_sorted(const json_t *v)
     return sorted;
 }
 
-/* Decodes one UTF-8 sequence; returns its length, or 0 (and U+FFFD) when invalid. */
-static size_t utf8_next(const unsigned char *s, size_t left, uint32_t *cp)
+/* One code point as qemu's mod_utf8_codepoint decodes it for its JSON output (qemu's
+ * qjson.c to_json): always consumes at least one byte and returns how many; *cp is -1 for
+ * an invalid sequence (printed as U+FFFD). A bad lead byte or continuation byte costs one
+ * byte; a sequence broken by a non-continuation byte costs the bytes before it; bytes past
+ * the end read as NUL, as at the end of qemu's C string. Modified UTF-8 is accepted as qemu
+ * accepts it (C0 80 is NUL; 5- and 6-byte forms decode and then fail the range check);
+ * surrogates, noncharacters and overlong forms are invalid. */
+static size_t utf8_next(const unsigned char *s, size_t left, int32_t *cp)
 {
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t v, min;
-    if (c < 0x80) { *cp = c; return 1; }
-    if ((c & 0xe0) == 0xc0) { n = 2; v = c & 0x1f; min = 0x80; }
-    else if ((c & 0xf0) == 0xe0) { n = 3; v = c & 0x0f; min = 0x800; }
-    else if ((c & 0xf8) == 0xf0) { n = 4; v = c & 0x07; min = 0x10000; }
-    else { *cp = 0xfffd; return 0; }
-    if (n > left) { *cp = 0xfffd; return 0; }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) { *cp = 0xfffd; return 0; }
-        v = (v << 6) | (s[i] & 0x3f);
+    static const uint32_t min_cp[5] = { 0x80, 0x800, 0x10000, 0x200000, 0x4000000 };
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = (int32_t)c;
+        return 1;
     }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) { *cp = 0xfffd; return 0; }
-    *cp = v;
-    return n;
+    if (c >= 0xfe || !(c & 0x40)) { /* impossible byte, or a stray continuation byte */
+        *cp = -1;
+        return 1;
+    }
+    unsigned len = 0, mask;
+    for (mask = 0x80; c & mask; mask >>= 1)
+        len++;
+    uint32_t v = c & (mask - 1);
+    size_t used = 1;
+    for (unsigned i = 1; i < len; i++) {
+        unsigned b = used < left ? s[used] : 0;
+        if ((b & 0xc0) != 0x80) {
+            *cp = -1;
+            return used;
+        }
+        used++;
+        v = (v << 6) | (b & 0x3f);
+    }
+    if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff) || (v >= 0xfdd0 && v <= 0xfdef) ||
+        (v & 0xfffe) == 0xfffe ||
+        (v < min_cp[len - 2] && !(v == 0 && len == 2)))
+        *cp = -1;
+    else
+        *cp = (int32_t)v;
+    return used;
 }
 
 static void print_string(FILE *f, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
-    for (size_t i = 0; i < len;) {
-        uint32_t cp;
-        size_t n = utf8_next(p + i, len - i, &cp);
-        if (n == 0) {
-            /* QEMU replaces each bad byte with U+FFFD. */
-            fputs("\\uFFFD", f);
-            i++;
-            continue;
-        }
-        i += n;
+    for (size_t i = 0; i < len && p[i];) {
+        int32_t c;
+        i += utf8_next(p + i, len - i, &c);
+        uint32_t cp = c < 0 ? 0xfffd : (uint32_t)c;
         switch (cp) {
         case '"': fputs("\\\"", f); continue;
         case '\\': fputs("\\\\", f); continue;
