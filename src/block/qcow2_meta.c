@@ -57,6 +57,10 @@ int qcow2_snapshots(image_t *img, snapshot_info_t **list, size_t *count)
     struct qcow2_state *s = img->priv;
     *list = NULL;
     *count = 0;
+    /* qemu's qcow2_snapshot_list (and every snapshot operation) answers -ENOTSUP for an
+     * image with an external data file, whatever its snapshot table holds: info shows none */
+    if (s->geom.data_file)
+        return -ENOTSUP;
     if (!s->nb_sn)
         return 0;
     *list = xcalloc(s->nb_sn, sizeof(**list));
