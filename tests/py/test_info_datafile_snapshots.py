@@ -25,4 +25,4 @@ def test_no_snapshots_with_data_file(tmp_path, qimg_binary, data_present, nb):
         got = subprocess.run([qimg_binary, 'info'] + fmt + [img], capture_output=True)
         assert want.returncode == 0
         assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
-        assert b'napshot' not in got.stdout
+        assert b'"snapshots"' not in got.stdout and b'Snapshot list' not in got.stdout
