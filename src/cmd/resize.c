@@ -101,8 +101,10 @@ int cmd_resize(int argc, char **argv)
     if (parse_size_opt(size, &n) < 0)
         return 1;
 
-    /* a dry run opens read-only: nothing it does may reach the file */
-    image_t *img = image_open_or_report(filename, fmt, dry_run ? 0 : IMG_OPEN_RDWR);
+    /* --dry-run and --journal open read-only: the resize is planned on an overlay
+     * (resize_port.c), nothing it does reaches the file before the journal has it */
+    int flags = dry_run ? 0 : journal ? IMG_OPEN_SHARE : IMG_OPEN_RDWR;
+    image_t *img = image_open_or_report(filename, fmt, flags);
     if (!img)
         return 1;
     int ret = 1;

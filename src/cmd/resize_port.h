@@ -8,7 +8,8 @@
 
 #include "block/image.h"
 
-/* img is open read-write (journal) or read-only (dry run). 0, or -errno with *errmsg set
+/* img is open read-only (with IMG_OPEN_SHARE for a journal: the journal's writer takes
+ * the locks). 0, or -errno with *errmsg set
  * (malloc'd) unless the message was printed already. */
 int resize_ported(image_t *img, const char *filename, uint64_t size, enum img_prealloc prealloc,
                   bool dry_run, const char *journal, char **errmsg);
