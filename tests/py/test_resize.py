@@ -254,3 +254,86 @@ def test_resize_cut_at_every_write(tmp_path, build, args):
         n += 1
         assert n < 500
     assert n > 1   # the resize wrote something, so some cut was tested
+
+
+# -- --dry-run and --journal (beyond qemu-img) -----------------------------------------------
+
+PORT_CASES = [
+    ('qcow2-grow-l1', _qcow2(data=DATA), ['img', '100G']),
+    ('qcow2-metadata', _qcow2(data=DATA), ['--preallocation=metadata', 'img', '6M']),
+    ('qcow2-bitmap', _bitmap(_qcow2(data=DATA)), ['img', '3G']),
+    ('qcow2-backing', _backed(4 * MIB, 1 * MIB), ['img', '3M']),
+    ('qcow2-shrink', _qcow2(size='10M', data=BIGDATA), ['--shrink', 'img', '4M']),
+    ('qcow2-shrink-snap', _snap(_qcow2(size='10M', data=BIGDATA)), ['--shrink', 'img', '4M']),
+    ('raw-grow', _raw(data=DATA), ['-f', 'raw', 'img', '3M']),
+    ('qed-grow', _plain('qed'), ['img', '5M']),
+]
+
+
+def _read_all(d):
+    return {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
+                         ids=[c[0] for c in PORT_CASES])
+def test_resize_dry_run_writes_nothing(tmp_path, build, args):
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    d = qemu.copy_dir(str(orig), str(tmp_path / 'dry'))
+    before = _read_all(d)
+    rc, out, err = qemu.qimg('resize', '--dry-run', *args, cwd=d)
+    assert (rc, err) == (0, '')
+    assert out.startswith('Resize plan (dry run, nothing was written): ')
+    assert 'Image resized.' not in out
+    assert _read_all(d) == before
+    # the plan lists writes exactly when the real resize changes the file
+    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
+    qemu.run(qemu.QEMU_IMG, 'resize', *args, cwd=ref, check=True)
+    changed = _read_all(ref) != before
+    assert (len(out.splitlines()) > 1) == changed
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
+                         ids=[c[0] for c in PORT_CASES])
+def test_resize_journal_then_undo(tmp_path, build, args):
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    d = qemu.copy_dir(str(orig), str(tmp_path / 'j'))
+    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
+    before = _read_all(d)
+    jr = str(tmp_path / 'resize.journal')
+    ra = qemu.run(qemu.QEMU_IMG, 'resize', *args, cwd=ref)
+    rb = qemu.run(qemu.tool_path('qimg'), 'resize', '--journal', jr, *args, cwd=d)
+    assert rb == ra
+    after, expect = _read_all(d), _read_all(ref)
+    shrink = '--shrink' in args
+    for n in expect:
+        if shrink and n == 'img':
+            # the journal keeps no bytes of a cut: the file keeps its length, the rest is
+            # qemu's image byte for byte
+            assert after[n][:len(expect[n])] == expect[n]
+        else:
+            assert after[n] == expect[n], n
+    if _fmt_of(d) in ('qcow2', 'qed'):
+        ok, detail = qemu.is_clean_by_qemu('img', cwd=d)
+        assert ok, detail
+    rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
+    assert rc == 0, out + err
+    assert _read_all(d) == before
+
+
+def test_resize_dry_run_journal_refusals(tmp_path):
+    d = str(tmp_path)
+    _qcow2(data=DATA, data_file='img.data')(d)
+    before = _read_all(d)
+    for opt in (['--dry-run'], ['--journal', str(tmp_path / 'j')]):
+        rc, out, err = qemu.qimg('resize', *opt, 'img', '5M', cwd=d)
+        assert rc == 1 and out == ''
+        assert err == 'qimg: --%s is not supported for images with an external data file\n' \
+            % opt[0].lstrip('-')
+    rc, out, err = qemu.qimg('resize', '--dry-run', '--journal', 'j', 'img', '5M', cwd=d)
+    assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
+    assert _read_all(d) == before
+    assert not os.path.exists(str(tmp_path / 'j'))
