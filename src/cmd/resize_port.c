@@ -6,7 +6,8 @@
  * The driver's flushes are barriers in the plan: each flush after writes starts a new
  * plan class, and wport_apply flushes between classes, so the replay keeps the write
  * order qemu's resize relies on. What a plan cannot hold is refused: images with an
- * external data file (a second file), and raw preallocation (the new area's bytes). A
+ * external data file (a second file), and falloc/full preallocation (the new area's
+ * bytes and allocation; for raw every mode). A
  * shrink keeps the file's length (the journal holds no bytes of a cut; the space past
  * the new end is free in the refcounts). */
 #include "cmd/resize_port.h"
@@ -160,9 +161,12 @@ int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_p
                             dry_run ? "dry-run" : "journal");
         return -ENOTSUP;
     }
-    if (!strcmp(orig->format, "raw") && prealloc != IMG_PREALLOC_OFF) {
-        *errmsg = xasprintf("--%s is not supported with preallocation of raw images",
-                            dry_run ? "dry-run" : "journal");
+    if (prealloc == IMG_PREALLOC_FALLOC || prealloc == IMG_PREALLOC_FULL ||
+        (!strcmp(orig->format, "raw") && prealloc != IMG_PREALLOC_OFF)) {
+        *errmsg = xasprintf("--%s is not supported with --preallocation=%s",
+                            dry_run ? "dry-run" : "journal",
+                            prealloc == IMG_PREALLOC_FULL ? "full" :
+                            prealloc == IMG_PREALLOC_FALLOC ? "falloc" : "metadata");
         return -ENOTSUP;
     }
     qio_t *q = orig->file;   /* read-only: the plan's base */

@@ -116,6 +116,29 @@ CASES = [
     ('qcow2-grow-q', _qcow2(), ['-q', 'img', '2M']),
     ('qcow2-same', _qcow2(), ['img', '1M']),
     ('qcow2-metadata', _qcow2(data=DATA), ['--preallocation=metadata', 'img', '20M']),
+    ('qcow2-falloc', _qcow2(data=DATA), ['--preallocation=falloc', 'img', '20M']),
+    ('qcow2-full', _qcow2(data=DATA), ['--preallocation=full', 'img', '20M']),
+    ('qcow2-full-unaligned', _qcow2(size='1000448', data=((0xaa, 0, 4 * KIB),
+                                                          (0xbb, 960 * KIB, 16 * KIB))),
+     ['--preallocation=full', 'img', '3000001']),
+    ('qcow2-falloc-mid-cluster', _qcow2(size='1000448', data=((0xbb, 960 * KIB, 16 * KIB),)),
+     ['--preallocation=falloc', 'img', '+3M']),
+    ('qcow2-falloc-l1', _qcow2(data=DATA, cluster_size=4096), ['--preallocation=falloc',
+                                                               'img', '40M']),
+    ('qcow2-full-ext-l2', _qcow2(data=DATA, extended_l2=True),
+     ['--preallocation=full', 'img', '5M']),
+    ('qcow2-falloc-rb1', _qcow2(data=DATA, refcount_bits=1), ['--preallocation=falloc',
+                                                               'img', '7M']),
+    ('qcow2-falloc-v2', _qcow2(data=DATA, compat='0.10'), ['--preallocation=falloc',
+                                                            'img', '7M']),
+    ('qcow2-falloc-snap', _snap(_qcow2(data=DATA)), ['--preallocation=falloc', 'img', '7M']),
+    ('qcow2-falloc-bitmap', _bitmap(_qcow2(data=DATA)), ['--preallocation=falloc', 'img', '7M']),
+    ('qcow2-falloc-backing-shorter', _backed(1 * MIB, 2 * MIB),
+     ['--preallocation=falloc', 'img', '3M']),
+    ('qcow2-full-data-file', _qcow2(data=DATA, data_file='img.data'),
+     ['--preallocation=full', 'img', '5M']),
+    ('qcow2-falloc-data-file-raw', _qcow2(data=DATA, data_file='img.data', data_file_raw=True),
+     ['--preallocation=falloc', 'img', '5M']),
     ('qcow2-c512', _qcow2(data=DATA, cluster_size=512), ['img', '3G']),
     ('qcow2-c2M', _qcow2(data=DATA, cluster_size=2 * MIB), ['img', '10T']),
     ('qcow2-v2', _qcow2(data=DATA, compat='0.10'), ['img', '10G']),
@@ -196,6 +219,22 @@ def _same_files(a, b):
         assert filecmp.cmp(pa, pb, shallow=False), '%s differs from qemu-img\'s' % n
 
 
+def _extents(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, off, out = os.fstat(fd).st_size, 0, []
+        while off < size:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            off = os.lseek(fd, d, os.SEEK_HOLE)
+            out.append((d, off))
+        return out
+    finally:
+        os.close(fd)
+
+
 def _fmt_of(d):
     rc, out, _ = qemu.qemu_img('info', '--output=json', '-U', 'img', cwd=d)
     return qemu.parse_json(out)['format'] if rc == 0 else None
@@ -206,6 +245,11 @@ def test_resize_matches_qemu(tmp_path, build, args):
     a, b, ra, rb = _run_pair(tmp_path, build, args)
     assert rb == ra
     _same_files(a, b)
+    if any(x.startswith('--preallocation=f') for x in args):
+        # preallocated: the same extents allocated on disk as well (SEEK_DATA/SEEK_HOLE;
+        # st_blocks also counts the filesystem's extent tree blocks, which vary)
+        for n in os.listdir(a):
+            assert _extents(os.path.join(a, n)) == _extents(os.path.join(b, n)), n
     if ra[0] == 0 and _fmt_of(b) in ('qcow2', 'qed'):
         ok, detail = qemu.is_clean_by_qemu('img', cwd=b)
         assert ok, detail
@@ -225,6 +269,9 @@ FAULT_CASES = [
     ('grow-l1', _qcow2(data=DATA), ['img', '100G']),
     ('grow-metadata', _qcow2(data=DATA), ['--preallocation=metadata', 'img', '6M']),
     ('grow-backing', _backed(4 * MIB, 1 * MIB), ['img', '3M']),
+    ('grow-falloc', _qcow2(data=DATA), ['--preallocation=falloc', 'img', '6M']),
+    ('grow-full-mid-cluster', _qcow2(size='1000448', data=((0xbb, 960 * KIB, 16 * KIB),)),
+     ['--preallocation=full', 'img', '3M']),
     ('shrink', _qcow2(size='10M', data=BIGDATA), ['--shrink', 'img', '4M']),
     ('shrink-l1', _qcow2(size='5G', data=((0xaa, 0, 64 * KIB), (0xbb, 4 * GIB, 1 * MIB))),
      ['--shrink', 'img', '1G']),
