@@ -57,6 +57,21 @@ def _bitmap(build, name='b0'):
     return b
 
 
+def _compressed(size='10M', **opts):
+    """Compressed clusters before and past 4M (converted with -c by the real qemu-img)."""
+    def build(d):
+        src = os.path.join(d, 'src')
+        qemu.make_image(src, size=size)
+        qemu.write_pattern(src, 0xaa, 0, 128 * KIB)
+        qemu.write_pattern(src, 0xbb, 5 * MIB, 256 * KIB)
+        args = ['-c']
+        if opts:
+            args += ['-o', ','.join('%s=%s' % kv for kv in opts.items())]
+        qemu.convert(src, os.path.join(d, 'img'), *args)
+        os.unlink(src)
+    return build
+
+
 def _backed(base_size, top_size, data=()):
     """img (qcow2) over base (qcow2) with data in the base past the top's end."""
     def build(d):
@@ -187,6 +202,13 @@ CASES = [
      ['--shrink', 'img', '4M']),
     ('qcow2-shrink-bitmap', _bitmap(_qcow2(size='10M', data=BIGDATA)),
      ['--shrink', 'img', '4M']),
+    ('qcow2-shrink-compressed', _compressed(), ['--shrink', 'img', '4M']),
+    ('qcow2-shrink-zstd', _compressed(compression_type='zstd'), ['--shrink', 'img', '4M']),
+    ('qcow2-grow-compressed', _compressed(), ['img', '1T']),
+    ('qcow2-shrink-lazy', _qcow2(size='10M', data=BIGDATA, lazy_refcounts=True),
+     ['--shrink', 'img', '4M']),
+    ('qcow2-shrink-to-tiny', _qcow2(size='10M', data=BIGDATA), ['--shrink', 'img', '512']),
+    ('qcow2-shrink-grow-back', _qcow2(size='10M', data=BIGDATA), ['--shrink', 'img', '+0']),
     # qed and vdi
     ('qed-grow', _plain('qed'), ['img', '5M']),
     ('qed-grow-big', _plain('qed'), ['img', '100G']),
@@ -277,6 +299,7 @@ FAULT_CASES = [
      ['--shrink', 'img', '1G']),
     ('shrink-data-file', _qcow2(size='10M', data=BIGDATA, data_file='img.data'),
      ['--shrink', 'img', '4M']),
+    ('shrink-compressed', _compressed(), ['--shrink', 'img', '4M']),
 ]
 
 
