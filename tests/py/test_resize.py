@@ -407,3 +407,20 @@ def test_resize_dry_run_journal_refusals(tmp_path):
     assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
     assert _read_all(d) == before
     assert not os.path.exists(str(tmp_path / 'j'))
+
+
+@pytest.mark.parametrize('read_only', [False, True], ids=['writer', 'reader'])
+def test_resize_refused_while_in_use(tmp_path, read_only):
+    """Another process holds the image (qemu-io): qemu-img's lock message, nothing written;
+    --journal refuses the same way and leaves no journal."""
+    d = str(tmp_path)
+    _qcow2(data=DATA)(d)
+    before = _read_all(d)
+    with qemu.held_open('img', read_only=read_only, cwd=d):
+        ra = qemu.run(qemu.QEMU_IMG, 'resize', 'img', '2M', cwd=d)
+        rb = qemu.run(qemu.tool_path('qimg'), 'resize', 'img', '2M', cwd=d)
+        rj = qemu.run(qemu.tool_path('qimg'), 'resize', '--journal', 'j', 'img', '2M', cwd=d)
+    assert ra[0] == 1 and 'lock' in ra[2]
+    assert rb == ra
+    assert rj == ra
+    assert _read_all(d) == before
