@@ -424,3 +424,33 @@ def test_resize_refused_while_in_use(tmp_path, read_only):
     assert rb == ra
     assert rj == ra
     assert _read_all(d) == before
+
+
+JOURNAL_CUT_CASES = [c for c in FAULT_CASES if c[0] in ('grow-l1', 'grow-metadata', 'shrink',
+                                                         'shrink-compressed')]
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in JOURNAL_CUT_CASES],
+                         ids=[c[0] for c in JOURNAL_CUT_CASES])
+def test_resize_journal_cut_then_undo(tmp_path, build, args):
+    """A --journal resize killed after each of its writes: qimg undo puts every byte back."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    before = _read_all(str(orig))
+    n = 1
+    while True:
+        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
+        jr = os.path.join(str(tmp_path), 'j%d' % n)
+        rc, out, err = qemu.run(qemu.QIMG, 'resize', '--journal', jr, *args, cwd=d,
+                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
+        if rc != 86:
+            assert rc == 0, err
+            break
+        rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
+        assert rc == 0, 'cut after write %d: %s%s' % (n, out, err)
+        assert _read_all(d) == before, 'cut after write %d' % n
+        shutil.rmtree(d)
+        n += 1
+        assert n < 500
+    assert n > 1
