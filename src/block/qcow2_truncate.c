@@ -5,9 +5,7 @@
  * file; an external data file follows; the header's size is written and flushed last.
  * Metadata preallocation maps the new clusters (a data-file-raw image always grows so).
  * Persistent bitmaps are resized in memory (stored at close). falloc and full
- * preallocation as qemu 7.2 (new refcount structures, then the data clusters after them);
- * not done yet, and refused with a message rather than half done: falloc/full growth over
- * a longer backing file without a data file. */
+ * preallocation as qemu 7.2 (new refcount structures, then the data clusters after them). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +158,7 @@ static int data_file_prealloc(image_t *img, uint64_t old, uint64_t size,
  * tables), the data clusters allocated right after them, the file grown over them in the
  * mode, then mapped. */
 static int file_prealloc(image_t *img, uint64_t old, uint64_t size, enum img_prealloc prealloc,
-                         char **errmsg)
+                         bool mark_prealloc, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
     uint64_t cs = s->cs, fsize;
@@ -195,13 +193,12 @@ static int file_prealloc(image_t *img, uint64_t old, uint64_t size, enum img_pre
         qcow2_free_clusters(&s->m, (uint64_t)start, nb_data * cs, QCOW2_DISCARD_OTHER);
         return r;
     }
-    return qcow2_link_preallocated(img, old, (uint64_t)start, nb_data, errmsg);
+    return qcow2_link_preallocated(img, old, (uint64_t)start, nb_data, mark_prealloc, errmsg);
 }
 
 int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
-    static const char *const modes[] = { "off", "metadata", "falloc", "full" };
     if (size & 511) {
         *errmsg = xstrdup("The new size must be a multiple of 512");
         return -EINVAL;
@@ -228,13 +225,11 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
         return finish(img, size, old, errmsg);
     }
     bool falloc = prealloc == IMG_PREALLOC_FALLOC || prealloc == IMG_PREALLOC_FULL;
-    if (falloc && !s->geom.data_file && img->backing && img->backing->size > old) {
-        /* qemu then has the file zero the new area (BDRV_REQ_ZERO_WRITE) and maps the
-         * clusters unpreallocated; not done */
-        *errmsg = xasprintf("qimg cannot preallocate (mode '%s') when growing qcow2 images "
-                            "over a longer backing file yet", modes[prealloc]);
-        return -ENOTSUP;
-    }
+    /* bdrv_co_truncate asks for a zeroed new area when a longer backing file would show
+     * through (BDRV_REQ_ZERO_WRITE); a growing regular file gives zeros, so with falloc/full
+     * and no data file the file takes that request and nothing is zeroed afterwards */
+    bool zero_write = size > old && img->backing && img->backing->size > old;
+    bool file_zeroes = falloc && !s->geom.data_file && zero_write;
     r = qcow2_grow_l1_table(&s->m, new_l1, true);
     if (r < 0) {
         *errmsg = xasprintf("Failed to grow the L1 table: %s", strerror(-r));
@@ -247,7 +242,7 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
         if ((r = data_file_prealloc(img, old, size, prealloc, errmsg)) < 0)
             return r;
     } else if (falloc) {
-        if ((r = file_prealloc(img, old, size, prealloc, errmsg)) < 0)
+        if ((r = file_prealloc(img, old, size, prealloc, !file_zeroes, errmsg)) < 0)
             return r;
     } else if (prealloc == IMG_PREALLOC_METADATA) {
         if ((r = qcow2_preallocate(img, old, size, errmsg)) < 0)
@@ -260,7 +255,7 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
     /* bdrv_co_truncate: a backing file longer than the old size would show through the new
      * area, so it is zeroed (BDRV_REQ_ZERO_WRITE): zero subclusters from the first aligned
      * one, explicit zeros before it */
-    if (size > old && img->backing && img->backing->size > old) {
+    if (zero_write && !file_zeroes) {
         uint64_t scs = (uint64_t)1 << (s->h.cluster_bits - (s->geom.extended_l2 ? 5 : 0));
         uint64_t zero_start = (old + scs - 1) & ~(scs - 1);
         img->size = size; /* the zeroing works inside the new size */

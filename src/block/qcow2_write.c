@@ -734,9 +734,10 @@ int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg)
 /* The L2 loop of qemu 7.2's qcow2_co_truncate for falloc/full preallocation: clusters
  * already allocated at host (contiguous) mapped from the cluster holding guest onwards,
  * one L2 table per step, the head of the first cluster copied (COW) from what the guest
- * saw there, entries marked preallocated (no subcluster bits). */
+ * saw there; prealloc: entries marked preallocated (no subcluster bits), else the
+ * subclusters marked allocated (the file gave zeros, which must hide a backing file). */
 int qcow2_link_preallocated(image_t *img, uint64_t guest, uint64_t host, uint64_t nb,
-                            char **errmsg)
+                            bool prealloc, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
     const unsigned cb = s->h.cluster_bits;
@@ -747,7 +748,7 @@ int qcow2_link_preallocated(image_t *img, uint64_t guest, uint64_t host, uint64_
         uint64_t start = guest - head;
         struct l2meta m = {
             .alloc_offset = host, .offset = start, .nb_clusters = (unsigned)n,
-            .prealloc = true,
+            .prealloc = prealloc,
             .cow_start = { .offset = 0, .nb_bytes = head },
             .cow_end = { .offset = (unsigned)(n << cb), .nb_bytes = 0 },
         };

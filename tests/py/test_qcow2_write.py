@@ -292,22 +292,14 @@ def test_truncate_falloc_full(tmp_path, mode):
                   'write -P 2 2M 4k'])
 
 
+@pytest.mark.parametrize('layout', ['c64k', 'extl2-c64k', 'compat010'])
 @pytest.mark.parametrize('mode', ['falloc', 'full'])
-def test_truncate_falloc_over_longer_backing_refused(tmp_path, mode):
-    """Not implemented yet: falloc/full over a longer backing file (qemu has the file zero
-    the new area) is refused with a message, the image left as it was (README)."""
-    d = str(tmp_path)
-    long_backing('1M')(d)
-    p = os.path.join(d, IMG)
-    with open(p, 'rb') as f:
-        before = f.read()
-    rc, out, err = qemu.run(QIMG_IO, '-f', 'qcow2', '-c', 'truncate -m %s 2M' % mode, p,
-                            cwd=d)
-    assert rc == 1
-    assert err == ("qimg-io: qimg cannot preallocate (mode '%s') when growing qcow2 images "
-                   "over a longer backing file yet\n" % mode)
-    with open(p, 'rb') as f:
-        assert f.read() == before
+def test_truncate_falloc_over_longer_backing(tmp_path, mode, layout):
+    """falloc/full over a longer backing file: the file's zeros hide the backing file (the
+    new clusters' subclusters marked allocated), nothing zeroed afterwards, so v2 works
+    here where plain growth fails as qemu's does."""
+    differential(tmp_path, long_backing('1000448', **LAYOUTS[layout]),
+                 ['truncate -m %s 3M' % mode, 'read -P 0 2M 64k', 'read -P 0 1000448 512'])
 
 
 def test_freed_cluster_reuse_across_runs_of_one_request(tmp_path):
