@@ -62,6 +62,10 @@ void qcow2_writer_close(image_t *img);
 int qcow2_discard_full(image_t *img, uint64_t off, uint64_t n);
 /* qemu's preallocate_co for metadata preallocation of [off, end). errmsg as truncate. */
 int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg);
+/* falloc/full growth: nb clusters allocated at host mapped from guest's cluster on
+ * (prealloc false: their subclusters marked allocated). */
+int qcow2_link_preallocated(image_t *img, uint64_t guest, uint64_t host, uint64_t nb,
+                            bool prealloc, char **errmsg);
 /* qcow2_truncate.c */
 int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg);
 

@@ -4,8 +4,8 @@
  * shrinking frees the cut clusters, the L1 tail's tables and unused refblocks and cuts the
  * file; an external data file follows; the header's size is written and flushed last.
  * Metadata preallocation maps the new clusters (a data-file-raw image always grows so).
- * Persistent bitmaps are resized in memory (stored at close). Not done yet, and refused
- * with a message rather than half done: falloc and full preallocation. */
+ * Persistent bitmaps are resized in memory (stored at close). falloc and full
+ * preallocation as qemu 7.2 (new refcount structures, then the data clusters after them). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,10 +93,112 @@ static int shrink(image_t *img, uint64_t size, uint64_t new_l1, char **errmsg)
     return 0;
 }
 
+/* file-posix's truncate with preallocation of a growing file: falloc allocates
+ * [cur, size), full writes zeros there and flushes. */
+static int grow_prealloc(qio_t *q, uint64_t size, enum img_prealloc prealloc, char **errmsg)
+{
+    uint64_t cur;
+    int r = qio_size(q, &cur);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not stat file: %s", strerror(-r));
+        return r;
+    }
+    if (size <= cur)
+        return 0;
+    if (prealloc == IMG_PREALLOC_FALLOC) {
+        if ((r = qio_fallocate(q, QIO_FALLOC_ALLOCATE, cur, size - cur)) < 0)
+            *errmsg = xasprintf("Could not preallocate new data: %s", strerror(-r));
+        return r;
+    }
+    if ((r = qio_truncate(q, size)) < 0) {
+        *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+        return r;
+    }
+    static const uint8_t zeros[65536];
+    for (uint64_t o = cur; o < size;) {
+        size_t k = size - o < sizeof(zeros) ? (size_t)(size - o) : sizeof(zeros);
+        if ((r = qio_pwrite(q, zeros, k, o)) < 0) {
+            *errmsg = xasprintf("Could not write zeros for preallocation: %s", strerror(-r));
+            return r;
+        }
+        o += k;
+    }
+    if ((r = qio_flush(q)) < 0)
+        *errmsg = xasprintf("Could not flush file to disk: %s", strerror(-r));
+    return r;
+}
+
+/* qemu's preallocate_co with falloc/full for an external data file: the metadata mapped,
+ * the data file's new tail preallocated in that mode. */
+static int data_file_prealloc(image_t *img, uint64_t old, uint64_t size,
+                              enum img_prealloc prealloc, char **errmsg)
+{
+    uint64_t before, after;
+    int r = qio_size(img->data_file, &before);
+    if (r == 0 && (r = qcow2_preallocate(img, old, size, errmsg)) < 0)
+        return r;
+    if (r == 0)
+        r = qio_size(img->data_file, &after);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not get file size: %s", strerror(-r));
+        return r;
+    }
+    if (after <= before)
+        return 0;
+    /* qcow2_preallocate grew it with ftruncate; the same length, now allocated */
+    if ((r = qio_truncate(img->data_file, before)) < 0) {
+        *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+        return r;
+    }
+    return grow_prealloc(img->data_file, after, prealloc, errmsg);
+}
+
+/* qemu 7.2's qcow2_co_truncate for falloc/full without a data file: new refcount
+ * structures at the end of the used file covering the new data clusters (and their L2
+ * tables), the data clusters allocated right after them, the file grown over them in the
+ * mode, then mapped. */
+static int file_prealloc(image_t *img, uint64_t old, uint64_t size, enum img_prealloc prealloc,
+                         bool mark_prealloc, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    uint64_t cs = s->cs, fsize;
+    int r = qio_size(img->file, &fsize);
+    if (r < 0) {
+        *errmsg = xasprintf("Failed to inquire current file length: %s", strerror(-r));
+        return r;
+    }
+    int64_t last = qcow2_get_last_cluster(&s->m, fsize);
+    uint64_t old_file = last >= 0 ? ((uint64_t)last + 1) * cs : (fsize + cs - 1) & ~(cs - 1);
+    uint64_t nb_data = (((size + cs - 1) & ~(cs - 1)) - (old & ~(cs - 1))) / cs;
+    /* an overestimate: the L2 tables for the new clusters, plus one for a head/tail */
+    uint64_t nb_l2 = (nb_data + s->h.l2_entries - 1) / s->h.l2_entries + 1;
+    int64_t start = qcow2_refcount_area(&s->m, old_file, nb_data + nb_l2, true, 0, 0);
+    if (start < 0) {
+        *errmsg = xasprintf("Failed to resize refcount structures: %s", strerror((int)-start));
+        return (int)start;
+    }
+    int64_t got = qcow2_alloc_clusters_at(&s->m, (uint64_t)start, nb_data);
+    if (got < 0) {
+        *errmsg = xasprintf("Failed to allocate data clusters: %s", strerror((int)-got));
+        return (int)got;
+    }
+    if ((uint64_t)got != nb_data) {   /* qemu asserts: the area was just made free */
+        *errmsg = xstrdup("Failed to allocate data clusters: Input/output error");
+        return -EIO;
+    }
+    char *m = NULL;
+    if ((r = grow_prealloc(img->file, (uint64_t)start + nb_data * cs, prealloc, &m)) < 0) {
+        *errmsg = xasprintf("Failed to resize underlying file: %s", m);
+        free(m);
+        qcow2_free_clusters(&s->m, (uint64_t)start, nb_data * cs, QCOW2_DISCARD_OTHER);
+        return r;
+    }
+    return qcow2_link_preallocated(img, old, (uint64_t)start, nb_data, mark_prealloc, errmsg);
+}
+
 int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
-    static const char *const modes[] = { "off", "metadata", "falloc", "full" };
     if (size & 511) {
         *errmsg = xstrdup("The new size must be a multiple of 512");
         return -EINVAL;
@@ -122,11 +224,12 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
             return r;
         return finish(img, size, old, errmsg);
     }
-    if (prealloc != IMG_PREALLOC_OFF && prealloc != IMG_PREALLOC_METADATA) {
-        *errmsg = xasprintf("qimg cannot preallocate (mode '%s') when growing qcow2 images "
-                            "yet", modes[prealloc]);
-        return -ENOTSUP;
-    }
+    bool falloc = prealloc == IMG_PREALLOC_FALLOC || prealloc == IMG_PREALLOC_FULL;
+    /* bdrv_co_truncate asks for a zeroed new area when a longer backing file would show
+     * through (BDRV_REQ_ZERO_WRITE); a growing regular file gives zeros, so with falloc/full
+     * and no data file the file takes that request and nothing is zeroed afterwards */
+    bool zero_write = size > old && img->backing && img->backing->size > old;
+    bool file_zeroes = falloc && !s->geom.data_file && zero_write;
     r = qcow2_grow_l1_table(&s->m, new_l1, true);
     if (r < 0) {
         *errmsg = xasprintf("Failed to grow the L1 table: %s", strerror(-r));
@@ -135,7 +238,13 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
     /* a data-file-raw image keeps its metadata preallocated (qemu enforces it at create) */
     if (prealloc == IMG_PREALLOC_OFF && (s->h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW))
         prealloc = IMG_PREALLOC_METADATA;
-    if (prealloc == IMG_PREALLOC_METADATA) {
+    if (falloc && s->geom.data_file) {
+        if ((r = data_file_prealloc(img, old, size, prealloc, errmsg)) < 0)
+            return r;
+    } else if (falloc) {
+        if ((r = file_prealloc(img, old, size, prealloc, !file_zeroes, errmsg)) < 0)
+            return r;
+    } else if (prealloc == IMG_PREALLOC_METADATA) {
         if ((r = qcow2_preallocate(img, old, size, errmsg)) < 0)
             return r;
     } else if (s->geom.data_file && img->data_file &&
@@ -146,7 +255,7 @@ int qcow2_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char
     /* bdrv_co_truncate: a backing file longer than the old size would show through the new
      * area, so it is zeroed (BDRV_REQ_ZERO_WRITE): zero subclusters from the first aligned
      * one, explicit zeros before it */
-    if (size > old && img->backing && img->backing->size > old) {
+    if (zero_write && !file_zeroes) {
         uint64_t scs = (uint64_t)1 << (s->h.cluster_bits - (s->geom.extended_l2 ? 5 : 0));
         uint64_t zero_start = (old + scs - 1) & ~(scs - 1);
         img->size = size; /* the zeroing works inside the new size */

@@ -731,6 +731,43 @@ int qcow2_preallocate(image_t *img, uint64_t off, uint64_t end, char **errmsg)
     return 0;
 }
 
+/* The L2 loop of qemu 7.2's qcow2_co_truncate for falloc/full preallocation: clusters
+ * already allocated at host (contiguous) mapped from the cluster holding guest onwards,
+ * one L2 table per step, the head of the first cluster copied (COW) from what the guest
+ * saw there; prealloc: entries marked preallocated (no subcluster bits), else the
+ * subclusters marked allocated (the file gave zeros, which must hide a backing file). */
+int qcow2_link_preallocated(image_t *img, uint64_t guest, uint64_t host, uint64_t nb,
+                            bool prealloc, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    const unsigned cb = s->h.cluster_bits;
+    while (nb) {
+        uint64_t idx = (guest >> cb) & (s->h.l2_entries - 1);
+        uint64_t n = nb < s->h.l2_entries - idx ? nb : s->h.l2_entries - idx;
+        unsigned head = (unsigned)(guest & (s->cs - 1));
+        uint64_t start = guest - head;
+        struct l2meta m = {
+            .alloc_offset = host, .offset = start, .nb_clusters = (unsigned)n,
+            .prealloc = prealloc,
+            .cow_start = { .offset = 0, .nb_bytes = head },
+            .cow_end = { .offset = (unsigned)(n << cb), .nb_bytes = 0 },
+        };
+        struct metas ms = { .v = &m, .n = 1, .cap = 1 };
+        int r = handle_l2meta(img, &ms, true);
+        if (r < 0) {
+            *errmsg = xasprintf("Failed to update L2 tables: %s", strerror(-r));
+            if (nb > n)
+                qcow2_free_clusters(&s->m, host + (n << cb), (nb - n) << cb,
+                                    QCOW2_DISCARD_OTHER);
+            return r;
+        }
+        guest = start + (n << cb);
+        host += n << cb;
+        nb -= n;
+    }
+    return 0;
+}
+
 int qcow2_flush(image_t *img)
 {
     /* qemu's qcow2_write_caches: L2 tables, then refblocks unless lazy refcounts let them

@@ -283,24 +283,23 @@ def test_truncate_unaligned_refused(tmp_path):
     differential(tmp_path, plain(size='64k', cluster_size=512), ['truncate 1000'])
 
 
-@pytest.mark.parametrize('cmd,msg', [
-    ('truncate -m falloc 2M', "qimg cannot preallocate (mode 'falloc') when growing "
-                              "qcow2 images yet"),
-    ('truncate -m full 2M', "qimg cannot preallocate (mode 'full') when growing "
-                            "qcow2 images yet"),
-])
-def test_truncate_not_done_refused(tmp_path, cmd, msg):
-    """Not implemented yet: refused with a message, the image left as it was (qemu
-    preallocates; README lists the difference)."""
-    p = qemu.make_image(str(tmp_path / IMG), '1M')
-    qemu.io(p, 'write -P 1 0 64k')
-    with open(p, 'rb') as f:
-        before = f.read()
-    rc, out, err = qemu.run(QIMG_IO, '-f', 'qcow2', '-c', cmd, p)
-    assert rc == 1
-    assert err == 'qimg-io: %s\n' % msg
-    with open(p, 'rb') as f:
-        assert f.read() == before
+@pytest.mark.parametrize('mode', ['falloc', 'full'])
+def test_truncate_falloc_full(tmp_path, mode):
+    """falloc/full growth as qemu 7.2's qcow2_co_truncate: new refcount structures, the
+    data clusters after them, mapped (an unaligned old end: the head copied)."""
+    differential(tmp_path, plain(size='1000448'),
+                 ['write -P 1 960k 16k', 'truncate -m %s 3M' % mode, 'read -P 0 2M 64k',
+                  'write -P 2 2M 4k'])
+
+
+@pytest.mark.parametrize('layout', ['c64k', 'extl2-c64k', 'compat010'])
+@pytest.mark.parametrize('mode', ['falloc', 'full'])
+def test_truncate_falloc_over_longer_backing(tmp_path, mode, layout):
+    """falloc/full over a longer backing file: the file's zeros hide the backing file (the
+    new clusters' subclusters marked allocated), nothing zeroed afterwards, so v2 works
+    here where plain growth fails as qemu's does."""
+    differential(tmp_path, long_backing('1000448', **LAYOUTS[layout]),
+                 ['truncate -m %s 3M' % mode, 'read -P 0 2M 64k', 'read -P 0 1000448 512'])
 
 
 def test_freed_cluster_reuse_across_runs_of_one_request(tmp_path):
