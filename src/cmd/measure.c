@@ -40,13 +40,14 @@ static int raw_measure(struct copts *o, image_t *in, struct measure_info *info)
     return 0;
 }
 
-/* qemu's qcow2_opt_get_version_del */
+/* qemu's qcow2_opt_get_version_del: only the QemuOpts spellings (create also takes v2/v3,
+ * which its QAPI path knows; measure refuses them as qemu's does) */
 static int qcow2_version(struct copts *o)
 {
     const char *v = copts_isset(o, "compat") ? copts_str(o, "compat") : NULL;
-    if (!v || !strcmp(v, "1.1") || !strcmp(v, "v3"))
+    if (!v || !strcmp(v, "1.1"))
         return 3;
-    if (!strcmp(v, "0.10") || !strcmp(v, "v2"))
+    if (!strcmp(v, "0.10"))
         return 2;
     err_report("Invalid compatibility level: '%s'", v);
     return -1;
@@ -222,14 +223,14 @@ static int parse_snapshot_param(const char *arg, char **id, char **name)
         bool more = *end == ',';
         *w = '\0';
         char *eq = strchr(p, '=');
+        const char *value = "on"; /* qemu's short form "key" means key=on */
         if (!eq) {
             err_report("warning: short-form boolean option '%s' deprecated", p);
             fprintf(stderr, "Please use %s=on instead\n", p);
-            err_report("Invalid parameter '%s'", p);
-            ret = -1;
-            break;
+        } else {
+            *eq = '\0';
+            value = eq + 1;
         }
-        *eq = '\0';
         char **dst = !strcmp(p, "snapshot.id") ? id : !strcmp(p, "snapshot.name") ? name : NULL;
         if (!dst) {
             err_report("Invalid parameter '%s'", p);
@@ -237,7 +238,7 @@ static int parse_snapshot_param(const char *arg, char **id, char **name)
             break;
         }
         free(*dst);
-        *dst = xstrdup(eq + 1);
+        *dst = xstrdup(value);
         p = more ? end + 1 : end;
     }
     free(s);
@@ -399,10 +400,12 @@ int cmd_measure(int argc, char **argv)
             printf("bitmaps size: %llu\n", (unsigned long long)info.bitmaps);
     } else {
         json_t *j = json_object();
+        /* BlockMeasureInfo's members are QAPI ints: qemu prints them as int64_t (a raw
+         * image of INT64_MAX bytes rounds up to -9223372036854775808 in JSON) */
         if (info.has_bitmaps)
-            json_set(j, "bitmaps", json_uint(info.bitmaps));
-        json_set(j, "required", json_uint(info.required));
-        json_set(j, "fully-allocated", json_uint(info.fully_allocated));
+            json_set(j, "bitmaps", json_int((int64_t)info.bitmaps));
+        json_set(j, "required", json_int((int64_t)info.required));
+        json_set(j, "fully-allocated", json_int((int64_t)info.fully_allocated));
         json_print(stdout, j);
         putchar('\n');
         json_free(j);
