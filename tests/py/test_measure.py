@@ -306,3 +306,45 @@ def test_snapshot_bitmaps(tmp_path):
     qemu.qemu_img('bitmap', '--add', 'src', 'bm', check=True, cwd=d)
     assert_same(['-l', 'snap1', '-O', 'qcow2', 'src'], d)
     assert_same(['-l', 'snap1', '-O', 'qcow2', '--output=json', 'src'], d)
+
+
+def test_size_option_with_source(tmp_path):
+    """qcow2_measure checks the L1 limit on the size option (0 without one) even when a
+    source gives the virtual size."""
+    d = str(tmp_path)
+    src_sparse(d)
+    for o in ('size=1P,cluster_size=512', 'size=1M,cluster_size=512', 'size=0'):
+        assert_same(['-O', 'qcow2', '-o', o, 'src'], d)
+
+
+def test_large_sparse_source(tmp_path):
+    d = str(tmp_path)
+    create(d + '/src', '100T')
+    io(d + '/src', 'write 50T 64k', 'write 99T 1M')
+    for t in (['-O', 'qcow2'], ['-O', 'qcow2', '-o', 'cluster_size=2M'], ['-O', 'raw']):
+        assert_same(t + ['src'], d)
+
+
+def test_corrupt_source(tmp_path):
+    """An unaligned L2 offset in the source: qemu's corruption event, then the block status
+    error, exit 1 (raw targets never ask for block status)."""
+    import struct
+    d = str(tmp_path)
+    create(d + '/src', '4M')
+    io(d + '/src', 'write 0 64k')
+    with open(d + '/src', 'r+b') as f:
+        l1 = struct.unpack('>Q', f.read(48)[40:48])[0]
+        f.seek(l1)
+        e = struct.unpack('>Q', f.read(8))[0]
+        f.seek(l1)
+        f.write(struct.pack('>Q', e + 512))
+    for t in (['-O', 'qcow2'], ['-O', 'raw'], ['-O', 'qcow2', '--output=json']):
+        assert_same(t + ['src'], d)
+
+
+def test_missing_backing(tmp_path):
+    d = str(tmp_path)
+    create(d + '/src', '4M', '-u', '-b', 'gone.qcow2', '-F', 'qcow2')
+    assert_same(['-O', 'qcow2', 'src'], d)
+    assert_same(['-f', 'raw', '-O', 'qcow2', 'src'], d)
+    assert_same(['-f', 'qed', '-O', 'qcow2', 'src'], d)
