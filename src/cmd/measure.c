@@ -197,8 +197,23 @@ static int parse_measure_opts(struct copts *o, const char *options, char *err, s
 /* Target formats qemu-img 7.2 can create but not measure (bdrv_measure is NULL). */
 static const char *const no_measure[] = {
     "qed", "vdi", "vmdk", "vhdx", "vpc", "qcow", "parallels", "file", "host_device",
-    "host_cdrom", NULL,
+    "host_cdrom", "nbd", "nvme", NULL,
 };
+
+/* Formats qemu-img 7.2 knows but cannot create (no create_opts). */
+static const char *const no_create[] = {
+    "bochs", "cloop", "dmg", "null-co", "null-aio", "vvfat", "blkdebug", "throttle", "quorum",
+    "replication", "preallocate", "compress", "copy-on-read", "copy-before-write",
+    "snapshot-access", "blklogwrites", "blkverify", NULL,
+};
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (size_t i = 0; list[i]; i++)
+        if (!strcmp(list[i], s))
+            return true;
+    return false;
+}
 
 static void help(void)
 {
@@ -355,10 +370,11 @@ int cmd_measure(int argc, char **argv)
     }
 
     bool creatable = copts_format_known(out_fmt);
-    bool known = creatable;
-    for (size_t i = 0; !known && no_measure[i]; i++)
-        known = !strcmp(no_measure[i], out_fmt);
-    if (!known) {
+    if (in_list(no_create, out_fmt)) {
+        err_report("Format driver '%s' does not support image creation", out_fmt);
+        goto out;
+    }
+    if (!creatable && !in_list(no_measure, out_fmt) && strcmp(out_fmt, "luks")) {
         err_report("Unknown file format '%s'", out_fmt);
         goto out;
     }
@@ -384,7 +400,11 @@ int cmd_measure(int argc, char **argv)
         r = raw_measure(&o, in, &info);
     else if (!strcmp(out_fmt, "qcow2"))
         r = qcow2_measure(&o, in, &info);
-    else {
+    else if (!strcmp(out_fmt, "luks")) {
+        /* qemu's block_crypto_measure needs the key secret, which qimg cannot take */
+        err_report("Parameter 'key-secret' is required for cipher");
+        r = -1;
+    } else {
         /* qimg knows no option list for the formats it cannot create, so -o is not checked
          * for them before this message (qemu checks it first) */
         err_report("Block driver '%s' does not support size measurement", out_fmt);
