@@ -356,3 +356,18 @@ def test_missing_backing(tmp_path):
     assert_same(['-O', 'qcow2', 'src'], d)
     assert_same(['-f', 'raw', '-O', 'qcow2', 'src'], d)
     assert_same(['-f', 'qed', '-O', 'qcow2', 'src'], d)
+
+
+def test_encrypted_sources(tmp_path):
+    """qemu opens the source before it measures: without a secret, its open error."""
+    d = str(tmp_path)
+    r = qemu.create_luks('--object', 'secret,id=s0,data=x', '-f', 'qcow2', '-o',
+                         'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10',
+                         d + '/q', '1M')
+    assert r[0] == 0, r
+    r = qemu.create_luks('--object', 'secret,id=s0,data=x', '-f', 'luks', '-o',
+                         'key-secret=s0,iter-time=10', d + '/l', '1M')
+    assert r[0] == 0, r
+    for f in ('q', 'l'):
+        assert_same(['-O', 'qcow2', f], d)
+        assert_same(['-O', 'raw', f], d)
