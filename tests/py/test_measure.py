@@ -371,3 +371,30 @@ def test_encrypted_sources(tmp_path):
     for f in ('q', 'l'):
         assert_same(['-O', 'qcow2', f], d)
         assert_same(['-O', 'raw', f], d)
+
+
+def test_in_use_bitmap(tmp_path):
+    """A bitmap left in use (inconsistent) still counts, as qemu loads it at open."""
+    import struct
+    d = str(tmp_path)
+    create(d + '/src', '10M')
+    qemu.qemu_img('bitmap', '--add', d + '/src', 'bm0', check=True)
+    qemu.qemu_img('bitmap', '--add', '-g', '512', d + '/src', 'bm1', check=True)
+    with open(d + '/src', 'r+b') as f:
+        h = f.read(4096)
+        o = struct.unpack('>I', h[100:104])[0]
+        diroff = None
+        while True:
+            t, ln = struct.unpack('>II', h[o:o + 8])
+            if t == 0:
+                break
+            if t == 0x23852875:
+                diroff = struct.unpack('>Q', h[o + 24:o + 32])[0]
+            o += 8 + ((ln + 7) & ~7)
+        f.seek(diroff + 12)
+        flags = struct.unpack('>I', f.read(4))[0]
+        f.seek(diroff + 12)
+        f.write(struct.pack('>I', flags | 1))
+    out = assert_same(['-O', 'qcow2', 'src'], d)
+    assert 'bitmaps size: 327680' in out[1]
+    assert_same(['-O', 'qcow2', '-o', 'cluster_size=512', '--output=json', 'src'], d)
