@@ -220,7 +220,7 @@ def src_extl2(d):
 
 
 def src_data_file(d):
-    create(d + '/src', '4M', '-o', 'data_file=src.data')
+    create(d + '/src', '4M', '-o', 'data_file=' + d + '/src.data')
     io(d + '/src', 'write 1M 100k')
     return ['src']
 
@@ -266,8 +266,9 @@ def test_source(tmp_path, builder):
     src = builder(d)
     for t in TARGETS:
         assert_same(t + src, d)
-    # -U and an explicit format agree too
-    assert_same(['-U', '-O', 'qcow2'] + src, d)
+    # -U agrees too; and every source really measures (not two equal errors)
+    rc, out, err = assert_same(['-U', '-O', 'qcow2'] + src, d)
+    assert rc == 0 and err == '' and out.startswith('required size: '), (rc, out, err)
 
 
 def test_source_results_are_real(tmp_path):
