@@ -399,3 +399,24 @@ def test_in_use_bitmap(tmp_path):
     out = assert_same(['-O', 'qcow2', 'src'], d)
     assert 'bitmaps size: 327680' in out[1]
     assert_same(['-O', 'qcow2', '-o', 'cluster_size=512', '--output=json', 'src'], d)
+
+
+@pytest.mark.parametrize('damage', ['unaligned', 'too_large', 'past_eof'])
+def test_snapshot_l1_hostile(tmp_path, damage):
+    """qcow2_snapshot_load_tmp validates the snapshot's L1 table (size, then offset)."""
+    import struct
+    d = str(tmp_path)
+    src_snapshot(d)
+    with open(d + '/src', 'r+b') as f:
+        so = struct.unpack('>Q', f.read(72)[64:72])[0]
+        f.seek(so)
+        l1o, l1s = struct.unpack('>QI', f.read(12))
+        f.seek(so)
+        if damage == 'unaligned':
+            f.write(struct.pack('>QI', l1o + 8, l1s))
+        elif damage == 'too_large':
+            f.write(struct.pack('>QI', l1o, 0x800000))
+        else:
+            f.write(struct.pack('>QI', 1 << 40, l1s))  # reads as zeros: nothing allocated
+    for t in (['-O', 'qcow2'], ['-O', 'raw']):
+        assert_same(['-l', 'snap1'] + t + ['src'], d)
