@@ -542,8 +542,15 @@ def test_compare_out_of_memory_is_not_differ(tmp_path):
     for n in ('a.raw', 'b.raw'):
         with open(os.path.join(d, n), 'wb') as f:
             f.write(b'\0' * (4 << 20))
+    # the limits start where both images open (qimg info of each succeeds), so that they
+    # reach the read phase whatever the binary's own size; an out-of-memory at open is
+    # test_out_of_memory_exit_codes' case (exit 2)
+    floor = next((k for k in range(4000, 32000, 250)
+                  if all(run('qimg', d, 'info', n, preexec=_limit_as(k))[0] == 0
+                         for n in ('a.raw', 'b.raw'))), None)
+    assert floor, 'info never opened the images under 32000 KiB'
     seen = set()
-    for kib in (6000, 8000, 10000, 12000, 16000):
+    for kib in (floor + 500, floor + 1000, floor + 2000, floor + 4000, floor + 8000):
         rc, out, err = run('qimg', d, 'compare', 'a.raw', 'b.raw', preexec=_limit_as(kib))
         assert rc != 1, 'limit %d KiB: exit 1 with %r' % (kib, err)
         if 'out of memory' in err:

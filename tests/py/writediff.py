@@ -712,9 +712,46 @@ def run_case(layout, script, workdir, qemu_args=(), exact_layout=True):
     if not exact_layout and im is not None:
         qm = [{k: v for k, v in e.items() if k != 'offset'} for e in qm]
         im = [{k: v for k, v in e.items() if k != 'offset'} for e in im]
-    if qm != im:
+    if qm != im and not _same_but_file_zero(qm, im):
         res.fail('map', 'qemu-img map --output=json differs, %s' % _map_diff(qm, im))
     return res
+
+
+def _pieces(m, cuts):
+    """The map's attributes on each piece between consecutive cuts (offsets moved along)."""
+    out, k = [], 0
+    for a, b in zip(cuts, cuts[1:]):
+        while m[k]['start'] + m[k]['length'] <= a:
+            k += 1
+        e = dict(m[k])
+        if 'offset' in e:
+            e['offset'] += a - e['start']
+        e['start'], e['length'] = a, b - a
+        out.append(e)
+    return out
+
+
+def _same_but_file_zero(qm, im):
+    """True when the two maps differ only in the "zero" flag of data ranges mapped to the same
+    host offsets. That flag comes from the host file system (SEEK_HOLE inside an allocated
+    cluster), and ext4 answers it by its own timing: a small write into a ZERO_RANGE'd
+    cluster is sometimes reported as 100 KiB of data and a hole, sometimes as all data
+    (seen under load, same system calls in the same order from both tools). The guest bytes
+    are compared separately, so zero:true there is known to read as zeros."""
+    if not qm or not im:
+        return False
+    if qm[-1]['start'] + qm[-1]['length'] != im[-1]['start'] + im[-1]['length']:
+        return False
+    cuts = sorted({e['start'] for e in qm + im} | {qm[-1]['start'] + qm[-1]['length']})
+    for x, y in zip(_pieces(qm, cuts), _pieces(im, cuts)):
+        if x == y:
+            continue
+        if not (x.get('data') and y.get('data') and 'offset' in x and 'offset' in y):
+            return False
+        if {k: v for k, v in x.items() if k != 'zero'} != \
+                {k: v for k, v in y.items() if k != 'zero'}:
+            return False
+    return True
 
 
 def minimize(layout, script, kind, workdir, budget_s=None, qemu_args=()):
