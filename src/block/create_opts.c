@@ -145,16 +145,22 @@ static const char *next_elem(const char *p, char **out)
     return *p == ',' ? p + 1 : p;
 }
 
+/* qemu's has_help_option walks the list with get_opt_name_value and looks at the names */
 bool copts_has_help(const char *optstr)
 {
     const char *p = optstr;
     while (*p) {
-        char *e;
-        p = next_elem(p, &e);
-        bool h = !strcmp(e, "help") || !strcmp(e, "?");
-        free(e);
-        if (h)
+        size_t len = strcspn(p, "=,");
+        if ((len == 4 && !strncmp(p, "help", 4)) || (len == 1 && p[0] == '?'))
             return true;
+        p += len;
+        if (*p == '=') {
+            char *v;
+            p = next_elem(p + 1, &v);
+            free(v);
+        } else if (*p == ',') {
+            p++;
+        }
     }
     return false;
 }
@@ -277,41 +283,46 @@ static int parse_value(const struct copt_desc *d, const char *v, uint64_t *out, 
     }
 }
 
+/* qemu's get_opt_name_value: the name runs to the first '=' or ',' (no escapes); a value
+ * after '=' runs to the first single ',' with ",," meaning ','. */
 int copts_parse(struct copts *o, const char *optstr, char *err, size_t errlen)
 {
     const char *p = optstr;
     while (*p) {
-        char *e;
-        p = next_elem(p, &e);
-        char *eq = strchr(e, '=');
-        const char *name = e, *value;
-        if (eq) {
-            *eq = 0;
-            value = eq + 1;
-        } else if (!strcmp(e, "help") || !strcmp(e, "?")) {
-            free(e);
-            continue;
-        } else if (!strncmp(e, "no", 2)) {
-            name = e + 2;
-            value = "off";
+        size_t len = strcspn(p, "=,");
+        char *name = xmalloc(len + 1), *value;
+        memcpy(name, p, len);
+        name[len] = 0;
+        p += len;
+        if (*p == '=') {
+            p = next_elem(p + 1, &value);
         } else {
-            value = "on";
+            if (*p == ',')
+                p++;
+            if (!strcmp(name, "help") || !strcmp(name, "?")) {
+                free(name);
+                continue;
+            }
+            if (!strncmp(name, "no", 2)) {
+                memmove(name, name + 2, len - 1);
+                value = xstrdup("off");
+            } else {
+                value = xstrdup("on");
+            }
         }
         int i = find(o, name);
-        if (i < 0) {
+        uint64_t v = 0;
+        if (i < 0)
             snprintf(err, errlen, "Invalid parameter '%s'", name);
-            free(e);
-            return -1;
-        }
-        uint64_t v;
-        if (parse_value(o->desc[i], value, &v, err, errlen) < 0) {
-            free(e);
+        if (i < 0 || parse_value(o->desc[i], value, &v, err, errlen) < 0) {
+            free(name);
+            free(value);
             return -1;
         }
         free(o->str[i]);
-        o->str[i] = xstrdup(value);
+        o->str[i] = value;
         o->val[i] = v;
-        free(e);
+        free(name);
     }
     return 0;
 }

@@ -95,7 +95,13 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_SHARE, &bs, &msg);
         free(full);
         if (r < 0) {
-            err_report("%s: %s\nCould not open backing image.", filename, msg ? msg : "");
+            /* bdrv_open's message names the file once (image_open repeats the protocol
+             * layer's "Could not open 'F': " as qemu-img info does) */
+            const char *m = msg ? msg : "";
+            const char *again = strstr(m, ": Could not open '");
+            if (again && !strncmp(m, "Could not open '", 16))
+                m = again + 2;
+            err_report("%s: %s\nCould not open backing image.", filename, m);
             free(msg);
             goto out;
         }

@@ -250,6 +250,7 @@ static int build(const char *filename, const struct qparams *p, char **errmsg)
     if (p->backing) {
         free(m->backing_name);
         m->backing_name = xstrdup(p->backing);
+        m->h.backing_file_offset = 1; /* "has a name": the header build places it */
         if (p->bfmt) {
             m->ext.has_backing_format = true;
             snprintf(m->ext.backing_format, sizeof(m->ext.backing_format), "%s", p->bfmt);
