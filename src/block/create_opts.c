@@ -145,13 +145,15 @@ static const char *next_elem(const char *p, char **out)
     return *p == ',' ? p + 1 : p;
 }
 
-/* qemu's has_help_option walks the list with get_opt_name_value and looks at the names */
+/* qemu's has_help_option: an element "help" or "?" without a value ("help=1" is an
+ * unknown parameter) */
 bool copts_has_help(const char *optstr)
 {
     const char *p = optstr;
     while (*p) {
         size_t len = strcspn(p, "=,");
-        if ((len == 4 && !strncmp(p, "help", 4)) || (len == 1 && p[0] == '?'))
+        if (((len == 4 && !strncmp(p, "help", 4)) || (len == 1 && p[0] == '?')) &&
+            p[len] != '=')
             return true;
         p += len;
         if (*p == '=') {
