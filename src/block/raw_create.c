@@ -2,6 +2,7 @@
  * preallocation asked for), and the dispatch from a format name to its creator. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,15 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
         *errmsg = msgf("Could not resize file%s: %s", "", e);
         return -e;
     }
+    if (mode == 0 && cur == 0 && size > 0) {
+        /* file-posix's allocate_first_block: the first block written (zeros) so that the
+         * alignment probing of a later open finds an allocated block; best effort */
+        static const uint8_t z[4096];
+        if (pwrite(fd, z, size < 4096 ? 512 : 4096, 0) < 0) {
+            /* ignored, as qemu ignores it */
+        }
+        return 0;
+    }
     if (mode == 2) {
         static const uint8_t zero[65536];
         for (uint64_t off = cur; off < size;) {
@@ -58,6 +68,8 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
 
 int file_create(const char *filename, uint64_t size, const char *prealloc, char **errmsg)
 {
+    if (size <= UINT64_MAX - 511)
+        size = (size + 511) & ~511ull; /* raw_co_create rounds up to whole sectors */
     int mode = 0;
     if (prealloc && !strcmp(prealloc, "falloc"))
         mode = 1;

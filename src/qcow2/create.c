@@ -6,6 +6,7 @@
  * (qcow2_co_truncate: L1 placement, metadata preallocation), and the backing file set. Any
  * failure removes the files made (qemu: bdrv_co_delete_file_noerr). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,20 @@ static int write_initial(qio_t *q, const struct qparams *p)
     return r < 0 ? r : 0;
 }
 
+/* The data file grew from 0 through file-posix's truncate (PREALLOC_MODE_OFF), whose
+ * allocate_first_block writes the first block: the same allocation on disk */
+static void first_block(const char *path, uint64_t size)
+{
+    static const uint8_t z[4096];
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (pwrite(fd, z, size < 4096 ? 512 : 4096, 0) < 0) {
+        /* best effort, as in qemu */
+    }
+    close(fd);
+}
+
 static int build(const char *filename, const struct qparams *p, char **errmsg)
 {
     int r = file_create(filename, 0, NULL, errmsg);
@@ -269,6 +284,9 @@ static int build(const char *filename, const struct qparams *p, char **errmsg)
     r = image_flush(img);
 out:
     image_close(img);
+    if (r == 0 && p->data_file && p->size > 0 &&
+        (p->prealloc == IMG_PREALLOC_OFF || p->prealloc == IMG_PREALLOC_METADATA))
+        first_block(p->data_file, p->size);
     return r;
 }
 

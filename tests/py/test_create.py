@@ -1,0 +1,206 @@
+"""qimg create against qemu-img create 7.2: the same command line run in two directories
+holding the same inputs (backing images made by qemu-img) must give the same stdout, stderr
+(qimg run as `qemu-img` so the program name matches), exit status and files, byte for byte;
+for preallocated files the allocated size too."""
+
+import os
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+import qemu
+
+# (id, argument string) - the file made is x.img unless the case says otherwise
+CASES = [
+    # qcow2 defaults and each creation option
+    ('qcow2-default', '-f qcow2 x.img 1M'),
+    ('qcow2-10G', '-f qcow2 x.img 10G'),
+    ('qcow2-odd-size', '-f qcow2 x.img 1000'),
+    ('qcow2-zero-size', '-f qcow2 x.img 0'),
+    ('qcow2-quiet', '-q -f qcow2 x.img 1M'),
+    ('compat-0.10', '-f qcow2 -o compat=0.10 x.img 100M'),
+    ('compat-v2', '-f qcow2 -o compat=v2 x.img 100M'),
+    ('compat-v3', '-f qcow2 -o compat=v3 x.img 100M'),
+    ('cs512', '-f qcow2 -o cluster_size=512 x.img 100M'),
+    ('cs2M', '-f qcow2 -o cluster_size=2M x.img 100M'),
+    ('cs4k-rc1', '-f qcow2 -o cluster_size=4k,refcount_bits=1 x.img 100M'),
+    ('rc64', '-f qcow2 -o refcount_bits=64 x.img 100M'),
+    ('rc8-lazy', '-f qcow2 -o refcount_bits=8,lazy_refcounts=on x.img 100M'),
+    ('lazy-short-bool', '-f qcow2 -o lazy_refcounts x.img 1M'),
+    ('lazy-no-bool', '-f qcow2 -o nolazy_refcounts x.img 1M'),
+    ('lazy-yes', '-f qcow2 -o lazy_refcounts=yes x.img 1M'),
+    ('extl2', '-f qcow2 -o extended_l2=on x.img 100M'),
+    ('extl2-16k', '-f qcow2 -o extended_l2=on,cluster_size=16k x.img 100M'),
+    ('zstd', '-f qcow2 -o compression_type=zstd x.img 100M'),
+    ('data-file', '-f qcow2 -o data_file=d.raw x.img 100M'),
+    ('data-file-raw', '-f qcow2 -o data_file=d.raw,data_file_raw=on x.img 100M'),
+    ('prealloc-metadata', '-f qcow2 -o preallocation=metadata x.img 100M'),
+    ('prealloc-metadata-512', '-f qcow2 -o preallocation=metadata,cluster_size=512 x.img 10M'),
+    ('repeated-o', '-f qcow2 -o cluster_size=64k -o lazy_refcounts=on x.img 1M'),
+    ('octal-rc', '-f qcow2 -o refcount_bits=010 x.img 1M'),
+    ('hex-cs', '-f qcow2 -o cluster_size=0x1000 x.img 1M'),
+    ('size-opt', '-f qcow2 -o size=2M x.img'),
+    ('size-opt-last-wins', '-f qcow2 -o size=2M -o size=3M x.img'),
+    ('large-1P-cs512', '-f qcow2 -o cluster_size=512 x.img 1P'),
+    # backing files
+    ('backing-u', '-f qcow2 -u -b b.img -F qcow2 x.img 100M'),
+    ('backing-u-v2', '-f qcow2 -u -b b.img -F raw -o compat=0.10 x.img 100M'),
+    ('backing-size-from-qcow2', '-f qcow2 -b b.img -F qcow2 x.img'),
+    ('backing-size-from-raw', '-f qcow2 -b r.img -F raw x.img'),
+    ('backing-fmt-guess', '-f qcow2 -b b.img x.img'),
+    ('backing-missing', '-f qcow2 -b nonexist -F raw x.img'),
+    ('backing-missing-u', '-f qcow2 -u -b nonexist -F raw x.img 1M'),
+    ('backing-extl2-prealloc',
+     '-f qcow2 -b b.img -F qcow2 -o cluster_size=4k,extended_l2=on,preallocation=metadata x.img'),
+    ('backing-prealloc', '-f qcow2 -b b.img -F qcow2 -o preallocation=metadata x.img'),
+    ('backing-self', '-f qcow2 -b x.img -F raw x.img'),
+    ('backing-empty', '-f qcow2 -u -b "" -F raw x.img 1M'),
+    ('backing-bad-fmt', '-f qcow2 -b b.img -F foo -u x.img'),
+    ('backing-datafile-raw', '-f qcow2 -b b.img -F qcow2 -o data_file=d.raw,data_file_raw=on x.img'),
+    ('backing-datafile', '-f qcow2 -b b.img -F qcow2 -o data_file=d.raw x.img'),
+    ('backing-fmt-only', '-f qcow2 -F qcow2 x.img 1M'),
+    ('backing-and-size', '-f qcow2 -b b.img -F qcow2 -o size=5M x.img'),
+    ('backing-u-no-fmt', '-f qcow2 -u -b b.img x.img'),
+    ('backing-comma', '-f qcow2 -o backing_file=a,,b,backing_fmt=raw -u x.img 1M'),
+    ('backing-raw-target', '-f raw -u -b b.img -F raw x.img 1M'),
+    ('backing-fmt-raw-target', '-f raw -F raw x.img 1M'),
+    # invalid combinations (qcow2_co_create's checks; the file is removed again)
+    ('lazy-v2', '-f qcow2 -o lazy_refcounts=on,compat=0.10 x.img 100M'),
+    ('rc3', '-f qcow2 -o refcount_bits=3 x.img 100M'),
+    ('rc128', '-f qcow2 -o refcount_bits=128 x.img 100M'),
+    ('rc-negative', '-f qcow2 -o refcount_bits=-1 x.img 1M'),
+    ('rc8-v2', '-f qcow2 -o refcount_bits=8,compat=0.10 x.img 1M'),
+    ('rc-too-large', '-f qcow2 -o refcount_bits=99999999999999999999 x.img 1M'),
+    ('compat-bad', '-f qcow2 -o compat=1.0 x.img 100M'),
+    ('compat-empty', '-f qcow2 -o compat= x.img 1M'),
+    ('dfraw-without-df', '-f qcow2 -o data_file_raw=on x.img 100M'),
+    ('df-v2', '-f qcow2 -o compat=0.10,data_file=d.raw x.img 1M'),
+    ('zstd-v2', '-f qcow2 -o compression_type=zstd,compat=0.10 x.img 100M'),
+    ('ct-bad', '-f qcow2 -o compression_type=lz4 x.img 100M'),
+    ('extl2-v2', '-f qcow2 -o extended_l2=on,compat=0.10 x.img 100M'),
+    ('extl2-4k', '-f qcow2 -o extended_l2=on,cluster_size=4k x.img 1M'),
+    ('cs1000', '-f qcow2 -o cluster_size=1000 x.img 1M'),
+    ('cs4M', '-f qcow2 -o cluster_size=4M x.img 1M'),
+    ('cs256', '-f qcow2 -o cluster_size=256 x.img 1M'),
+    ('prealloc-bad', '-f qcow2 -o preallocation=foo x.img 1M'),
+    ('prealloc-short-bool', '-f qcow2 -o preallocation x.img 1M'),
+    ('encrypt-luks-no-secret', '-f qcow2 -o encrypt.format=luks x.img 100M'),
+    ('encryption-on', '-f qcow2 -o encryption=on x.img 100M'),
+    ('encrypt-aes-secret', '-f qcow2 -o encrypt.format=aes,encrypt.key-secret=s x.img 1M'),
+    ('existing-file-removed-on-error', '-f qcow2 -o refcount_bits=3 junk 1M'),
+    ('too-large', '-f qcow2 x.img 1E'),
+    ('no-dir', '-f qcow2 sub/none/x.img 1M'),
+    ('no-dir-datafile', '-f qcow2 -o data_file=sub/none/d x.img 1M'),
+    # option list syntax
+    ('o-unknown', '-f qcow2 -o foo=1 x.img 1M'),
+    ('o-empty', '-f qcow2 -o "" x.img 1M'),
+    ('o-trailing-comma', '-f qcow2 -o size=1M, x.img'),
+    ('o-escaped-comma-name', '-f qcow2 -o a,, x.img 1M'),
+    ('o-escaped-comma-value', '-f qcow2 -o cluster_size=4k -o cluster_size=8k,,x x.img 1M'),
+    ('o-empty-name', '-f qcow2 -o =x x.img 1M'),
+    ('o-bad-size', '-f qcow2 -o cluster_size=abc x.img 1M'),
+    ('o-empty-size', '-f qcow2 -o cluster_size= x.img 1M'),
+    ('o-negative-size', '-f qcow2 -o cluster_size=-1 x.img 1M'),
+    ('o-bad-bool', '-f qcow2 -o lazy_refcounts=maybe x.img 1M'),
+    ('o-bool-case', '-f qcow2 -o lazy_refcounts=ON x.img 1M'),
+    ('o-bad-num', '-f qcow2 -o refcount_bits=x x.img 1M'),
+    ('o-size-out-of-range', '-f qcow2 -o size=16E x.img'),
+    ('o-size-twice', '-f qcow2 -o size=2M x.img 1M'),
+    ('o-raw-unknown', '-o cluster_size=4k x.img 1M'),
+    ('o-nocow', '-f raw -o nocow x.img 1M'),
+    ('o-protocol-opts', '-f raw -o nocow=on,extent_size_hint=1M x.img 1M'),
+    ('o-protocol-opts-qcow2', '-f qcow2 -o nocow=off,extent_size_hint=0 x.img 1M'),
+    # help
+    ('help-qcow2', '-f qcow2 -o help'),
+    ('help-qcow2-file', '-f qcow2 -o help x.img'),
+    ('help-qmark', '-f raw -o "?" x.img'),
+    ('help-raw', '-f raw -o help'),
+    ('help-vdi', '-f vdi -o help'),
+    ('help-vdi-file', '-f vdi -o help x.img'),
+    ('help-qed', '-f qed -o help'),
+    ('help-with-other', '-f qcow2 -o size=1M,help'),
+    ('help-escaped', '-f qcow2 -o help,,x x.img'),
+    ('help-with-value', '-f qcow2 -o help=1 x.img'),
+    ('help-after-bad', '-f qcow2 -o foo=1,help x.img'),
+    ('help-unknown-format', '-f foo -o help'),
+    # command line
+    ('unknown-format', '-f foo x.img 1M'),
+    ('no-size', '-f qcow2 x.img'),
+    ('no-file', '-f qcow2'),
+    ('extra-arg', '-f qcow2 x.img 1M extra'),
+    ('bad-size', '-f qcow2 x.img 1Q'),
+    ('negative-size', '-f qcow2 x.img -5'),
+    ('size-9E', '-f qcow2 x.img 9E'),
+    ('bad-option', '-f qcow2 -x x.img 1M'),
+    ('missing-arg', '-f qcow2 -o'),
+    # raw
+    ('raw-default', 'x.img 1M'),
+    ('raw-sizes', '-f raw x.img 1.5k'),
+    ('raw-falloc', '-f raw -o preallocation=falloc x.img 1M'),
+    ('raw-full', '-f raw -o preallocation=full x.img 1M'),
+    ('raw-off', '-f raw -o preallocation=off,nocow=off x.img 1M'),
+    ('raw-metadata', '-f raw -o preallocation=metadata x.img 1M'),
+    ('raw-bad-prealloc', '-f raw -o preallocation=foo x.img 1M'),
+    ('raw-existing', '-f raw junk 4k'),
+]
+
+
+def _setup(d):
+    os.makedirs(d)
+    os.makedirs(os.path.join(d, 'sub'))
+    subprocess.run([qemu.QEMU_IMG, 'create', '-q', '-f', 'qcow2', os.path.join(d, 'b.img'),
+                    '2M'], check=True)
+    subprocess.run([qemu.QEMU_IMG, 'create', '-q', '-f', 'raw', os.path.join(d, 'r.img'),
+                    '3M'], check=True)
+    with open(os.path.join(d, 'junk'), 'wb') as f:
+        f.write(b'junk' * 5000)
+
+
+def _run(tool, d, args):
+    p = subprocess.run([tool, 'create'] + args, cwd=d, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def _files(d):
+    out = {}
+    for root, _, names in os.walk(d):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, d)] = p
+    return out
+
+
+@pytest.mark.parametrize('args', [pytest.param(a, id=i) for i, a in CASES])
+def test_create_matches_qemu(tmp_path, qimg_binary, args):
+    argv = shlex.split(args)
+    rd, qd = str(tmp_path / 'qemu'), str(tmp_path / 'qimg')
+    _setup(rd)
+    _setup(qd)
+    r = _run(qemu.QEMU_IMG, rd, argv)
+    q = _run(qemu.qimg_as_qemu_img(), qd, argv)
+    assert q[0] == r[0], (q, r)
+    assert q[1].decode() == r[1].decode()
+    assert q[2].decode() == r[2].decode()
+    rf, qf = _files(rd), _files(qd)
+    assert sorted(qf) == sorted(rf)
+    for name in rf:
+        with open(rf[name], 'rb') as a, open(qf[name], 'rb') as b:
+            assert a.read() == b.read(), name
+        # the same bytes allocated on disk (preallocation, file-posix's first block)
+        if name not in ('b.img', 'r.img', 'junk'):
+            assert os.stat(qf[name]).st_blocks == os.stat(rf[name]).st_blocks, name
+
+
+def test_created_qcow2_checks_clean(tmp_path, qimg_binary):
+    """A created image is one qemu-img itself opens, checks clean and writes to."""
+    p = str(tmp_path / 'x.img')
+    r = subprocess.run([qimg_binary, 'create', '-q', '-f', 'qcow2', '-o',
+                        'cluster_size=4k,refcount_bits=1,lazy_refcounts=on', p, '64M'])
+    assert r.returncode == 0
+    assert subprocess.run([qemu.QEMU_IO, '-c', 'write -P 7 0 1M', p],
+                          stdout=subprocess.DEVNULL).returncode == 0
+    c = subprocess.run([qemu.QEMU_IMG, 'check', p], stdout=subprocess.PIPE)
+    assert c.returncode == 0, c.stdout
