@@ -35,6 +35,7 @@ CASES = [
     ('extl2-16k', '-f qcow2 -o extended_l2=on,cluster_size=16k x.img 100M'),
     ('zstd', '-f qcow2 -o compression_type=zstd x.img 100M'),
     ('data-file', '-f qcow2 -o data_file=d.raw x.img 100M'),
+    ('data-file-other-dir', '-f qcow2 -o data_file=d.raw sub/x.img 1M'),
     ('data-file-raw', '-f qcow2 -o data_file=d.raw,data_file_raw=on x.img 100M'),
     ('prealloc-metadata', '-f qcow2 -o preallocation=metadata x.img 100M'),
     ('prealloc-metadata-512', '-f qcow2 -o preallocation=metadata,cluster_size=512 x.img 10M'),
