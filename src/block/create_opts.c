@@ -423,3 +423,22 @@ void copts_print(const struct copts *o, FILE *f)
         }
     }
 }
+
+/* qapi BlockdevDriver values (7.2, as built by Debian) accepted for backing-fmt */
+static const char *const backing_drivers[] = {
+    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop", "compress",
+    "copy-before-write", "copy-on-read", "dmg", "file", "snapshot-access", "ftp", "ftps",
+    "gluster", "host_cdrom", "host_device", "http", "https", "io_uring", "iscsi", "luks", "nbd",
+    "nfs", "null-aio", "null-co", "nvme", "nvme-io_uring", "parallels", "preallocate", "qcow",
+    "qcow2", "qed", "quorum", "raw", "rbd", "replication", "ssh", "throttle", "vdi", "vhdx",
+    "virtio-blk-vfio-pci", "virtio-blk-vhost-user", "virtio-blk-vhost-vdpa", "vmdk", "vpc",
+    "vvfat", NULL,
+};
+
+bool copts_backing_fmt_known(const char *fmt)
+{
+    for (const char *const *d = backing_drivers; *d; d++)
+        if (!strcmp(fmt, *d))
+            return true;
+    return false;
+}

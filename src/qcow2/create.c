@@ -21,25 +21,6 @@
 #include "io/qio.h"
 #include "util/xalloc.h"
 
-/* qapi BlockdevDriver values (7.2, as built by Debian) accepted for backing-fmt */
-static const char *const backing_drivers[] = {
-    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop", "compress",
-    "copy-before-write", "copy-on-read", "dmg", "file", "snapshot-access", "ftp", "ftps",
-    "gluster", "host_cdrom", "host_device", "http", "https", "io_uring", "iscsi", "luks", "nbd",
-    "nfs", "null-aio", "null-co", "nvme", "nvme-io_uring", "parallels", "preallocate", "qcow",
-    "qcow2", "qed", "quorum", "raw", "rbd", "replication", "ssh", "throttle", "vdi", "vhdx",
-    "virtio-blk-vfio-pci", "virtio-blk-vhost-user", "virtio-blk-vhost-vdpa", "vmdk", "vpc",
-    "vvfat", NULL,
-};
-
-static bool in_list(const char *v, const char *const *l)
-{
-    for (; *l; l++)
-        if (!strcmp(v, *l))
-            return true;
-    return false;
-}
-
 static int fail(char **errmsg, const char *fmt, const char *a)
 {
     size_t n = strlen(fmt) + (a ? strlen(a) : 0) + 1;
@@ -80,7 +61,7 @@ static int validate(const struct copts *o, struct qparams *p, char **errmsg)
     }
     p->backing = copts_isset(o, "backing_file") ? copts_str(o, "backing_file") : NULL;
     p->bfmt = copts_isset(o, "backing_fmt") ? copts_str(o, "backing_fmt") : NULL;
-    if (p->bfmt && !in_list(p->bfmt, backing_drivers))
+    if (p->bfmt && !copts_backing_fmt_known(p->bfmt))
         return fail(errmsg, "Parameter 'backing-fmt' does not accept value '%s'", p->bfmt);
     const char *enc = copts_isset(o, "encrypt.format") ? copts_str(o, "encrypt.format") : NULL;
     if (copts_isset(o, "encryption"))
