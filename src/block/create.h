@@ -12,10 +12,8 @@ int block_create(const char *fmt, const char *filename, const struct copts *o, c
 
 int raw_create(const char *filename, const struct copts *o, char **errmsg);
 int qcow2_create(const char *filename, const struct copts *o, char **errmsg);
-int qed_create(const char *filename, const struct copts *o, char **errmsg)
-    __attribute__((weak));
-int vdi_create(const char *filename, const struct copts *o, char **errmsg)
-    __attribute__((weak));
+int qed_create(const char *filename, const struct copts *o, char **errmsg);
+int vdi_create(const char *filename, const struct copts *o, char **errmsg);
 
 /* file-posix's raw_co_create: the file created (truncated to 0) then sized to size with
  * preallocation prealloc ("off", "falloc", "full"; NULL: off). Shared by the formats that

@@ -46,8 +46,11 @@ int qed_create(const char *filename, const struct copts *o, char **errmsg)
     uint64_t cs = copts_num(o, "cluster_size", 65536);
     uint64_t ts = copts_isset(o, "table_size") ? copts_num(o, "table_size", 4) : 4;
 
-    /* bdrv_create_file first: the protocol file exists (emptied) before any check */
-    int r = file_create(filename, 0, NULL, errmsg);
+    /* bdrv_create_file first (with the -o options qed does not know, e.g. preallocation):
+     * the protocol file exists (emptied) before any check */
+    int r = file_create(filename, 0,
+                        copts_isset(o, "preallocation") ? copts_str(o, "preallocation") : NULL,
+                        errmsg);
     if (r < 0)
         return r;
     char buf[256];

@@ -22,6 +22,8 @@ static char *msgf(const char *fmt, const char *a, int e)
 static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
 {
     if (mode == 1) {
+        if (size == cur)
+            return 0; /* posix_fallocate refuses an empty range; qemu skips it */
         int e = posix_fallocate(fd, (off_t)cur, (off_t)(size - cur));
         if (e) {
             *errmsg = msgf("Could not preallocate new data%s: %s", "", e);
@@ -118,9 +120,9 @@ int block_create(const char *fmt, const char *filename, const struct copts *o, c
         return raw_create(filename, o, errmsg);
     if (!strcmp(fmt, "qcow2"))
         return qcow2_create(filename, o, errmsg);
-    if (!strcmp(fmt, "qed") && qed_create)
+    if (!strcmp(fmt, "qed"))
         return qed_create(filename, o, errmsg);
-    if (!strcmp(fmt, "vdi") && vdi_create)
+    if (!strcmp(fmt, "vdi"))
         return vdi_create(filename, o, errmsg);
     *errmsg = xstrdup("qimg cannot create images of this format yet");
     return -ENOTSUP;
