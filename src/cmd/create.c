@@ -93,18 +93,22 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         image_t *bs = NULL;
         char *msg = NULL;
         int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_SHARE, &bs, &msg);
-        free(full);
         if (r < 0) {
-            /* bdrv_open's message names the file once (image_open repeats the protocol
-             * layer's "Could not open 'F': " as qemu-img info does) */
+            /* the block layer's message: without the "Could not open 'F': " that image_open
+             * puts in front as qemu-img's own opens do */
             const char *m = msg ? msg : "";
-            const char *again = strstr(m, ": Could not open '");
-            if (again && !strncmp(m, "Could not open '", 16))
-                m = again + 2;
+            size_t n = strlen(full) + 20;
+            char *pre = xmalloc(n);
+            snprintf(pre, n, "Could not open '%s': ", full);
+            if (!strncmp(m, pre, strlen(pre)))
+                m += strlen(pre);
             err_report("%s: %s\nCould not open backing image.", filename, m);
+            free(pre);
             free(msg);
+            free(full);
             goto out;
         }
+        free(full);
         if (!bfmt) {
             /* qemu appends the hint without a newline */
             fprintf(stderr, "%s: %s: Backing file specified without backing format\n"

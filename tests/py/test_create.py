@@ -67,6 +67,20 @@ CASES = [
     ('backing-extl2-prealloc',
      '-f qcow2 -b b.img -F qcow2 -o cluster_size=4k,extended_l2=on,preallocation=metadata x.img'),
     ('backing-prealloc', '-f qcow2 -b b.img -F qcow2 -o preallocation=metadata x.img'),
+    ('backing-wrong-fmt', '-f qcow2 -b r.img -F qcow2 x.img'),
+    ('backing-not-image-guess', '-f qcow2 -b junk x.img'),
+    ('backing-dir', '-f qcow2 -b sub -F raw x.img'),
+    ('backing-relative-to-image', '-f qcow2 -b b.img -F qcow2 sub/x.img'),
+    ('backing-relative-to-image-ok', '-f qcow2 -b sb.img -F qcow2 sub/x.img'),
+    ('backing-o-and-b', '-f qcow2 -o backing_file=r.img -b b.img -F qcow2 x.img'),
+    ('backing-F-and-o', '-f qcow2 -b b.img -F raw -o backing_fmt=qcow2 x.img'),
+    ('qcow2-512-rc64-4T', '-f qcow2 -o cluster_size=512,refcount_bits=64 x.img 4T'),
+    ('qcow2-2M-extl2-metadata',
+     '-f qcow2 -o cluster_size=2M,preallocation=metadata,extended_l2=on x.img 1G'),
+    ('dfraw-512', '-f qcow2 -o data_file=d.raw,data_file_raw=on,cluster_size=512 x.img 30M'),
+    ('v2-4k-metadata', '-f qcow2 -o compat=0.10,cluster_size=4k,preallocation=metadata x.img 30M'),
+    ('data-file-empty', '-f qcow2 -o data_file= x.img 1M'),
+    ('hex-size', '-f qcow2 x.img 0x100000'),
     ('backing-self', '-f qcow2 -b x.img -F raw x.img'),
     ('backing-empty', '-f qcow2 -u -b "" -F raw x.img 1M'),
     ('backing-bad-fmt', '-f qcow2 -b b.img -F foo -u x.img'),
@@ -197,6 +211,7 @@ def _setup(d):
                     '2M'], check=True)
     subprocess.run([qemu.QEMU_IMG, 'create', '-q', '-f', 'raw', os.path.join(d, 'r.img'),
                     '3M'], check=True)
+    shutil.copy(os.path.join(d, 'b.img'), os.path.join(d, 'sub', 'sb.img'))
     with open(os.path.join(d, 'junk'), 'wb') as f:
         f.write(b'junk' * 5000)
 
@@ -232,6 +247,10 @@ def test_create_matches_qemu(tmp_path, qimg_binary, args):
     rf, qf = _files(rd), _files(qd)
     assert sorted(qf) == sorted(rf)
     for name in rf:
+        assert os.path.getsize(qf[name]) == os.path.getsize(rf[name]), name
+        if os.path.getsize(qf[name]) > 1 << 26:
+            assert subprocess.run(['cmp', '-s', rf[name], qf[name]]).returncode == 0, name
+            continue
         with open(rf[name], 'rb') as a, open(qf[name], 'rb') as b:
             ra, qb = bytearray(a.read()), bytearray(b.read())
         if len(qb) >= 512 and qb[0x40:0x44] == b'\x7f\x10\xda\xbe':
