@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "block/create.h"
+#include "io/lock.h"
+#include "io/qio.h"
 #include "util/xalloc.h"
 
 static char *msgf(const char *fmt, const char *a, int e)
@@ -68,6 +70,9 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
     return 0;
 }
 
+static int create_locked(int fd, uint64_t size, const char *prealloc, int mode,
+                         char **errmsg);
+
 int file_create(const char *filename, uint64_t size, const char *prealloc, char **errmsg)
 {
     if (size <= UINT64_MAX - 511)
@@ -91,20 +96,40 @@ int file_create(const char *filename, uint64_t size, const char *prealloc, char 
         *errmsg = msgf("Could not create '%s': %s", filename, e);
         return -e;
     }
+    /* raw_co_create: take WRITE and RESIZE, share everything but RESIZE, and check that
+     * nobody else conflicts, before the file is emptied (an image in use stays intact) */
+    qio_t *lq = NULL;
+    if (qio_open_file(filename, QIO_RDWR, &lq) == 0) {
+        const char *pn = NULL;
+        bool shared = false;
+        int lr = qio_lock_perms(lq, QIO_PERM_WRITE | QIO_PERM_RESIZE, QIO_PERM_RESIZE, &pn,
+                                &shared);
+        if (lr == -EBUSY) {
+            *errmsg = qio_lock_msg(pn, shared, filename);
+            qio_close(lq);
+            close(fd);
+            return lr;
+        }
+    }
+    int r = create_locked(fd, size, prealloc, mode, errmsg);
+    if (lq)
+        qio_close(lq);
+    close(fd);
+    return r;
+}
+
+static int create_locked(int fd, uint64_t size, const char *prealloc, int mode, char **errmsg)
+{
     if (prealloc && !strcmp(prealloc, "metadata")) {
-        close(fd);
         *errmsg = xstrdup("Unsupported preallocation mode: metadata");
         return -ENOTSUP;
     }
     if (ftruncate(fd, 0) < 0) {
         int e = errno;
-        close(fd);
         *errmsg = msgf("Could not clear the file%s: %s", "", e);
         return -e;
     }
-    int r = grow(fd, 0, size, mode, errmsg);
-    close(fd);
-    return r;
+    return grow(fd, 0, size, mode, errmsg);
 }
 
 int raw_create(const char *filename, const struct copts *o, char **errmsg)

@@ -204,15 +204,18 @@ static void first_block(const char *path, uint64_t size)
     close(fd);
 }
 
-static int build(const char *filename, const struct qparams *p, char **errmsg)
+/* *made: which files exist for the cleanup (1 image, 2 data file too) */
+static int build(const char *filename, const struct qparams *p, char **errmsg, int *made)
 {
     int r = file_create(filename, 0, NULL, errmsg);
     if (r < 0)
         return r;
+    *made = 1;
     if (p->data_file) {
         r = file_create(p->data_file, 0, NULL, errmsg);
         if (r < 0)
             return r;
+        *made = 2;
     }
     qio_t *q = NULL;
     r = qio_open_file(filename, QIO_RDWR, &q);
@@ -274,13 +277,34 @@ out:
 int qcow2_create(const char *filename, const struct copts *o, char **errmsg)
 {
     struct qparams p;
+    int made = 0;
+    /* qemu creates the files before its option checks (qcow2_co_create_opts) */
     int r = validate(o, &p, errmsg);
-    if (r == 0)
-        r = build(filename, &p, errmsg);
     if (r < 0) {
-        /* qemu deletes what it created (even a file that was there before) */
-        unlink(filename);
-        if (p.data_file)
+        /* ... both, unless creating one of them fails (then that error is shown) */
+        char *m2 = NULL;
+        int r1 = file_create(filename, 0, NULL, &m2);
+        if (r1 == 0) {
+            made = 1;
+            if (p.data_file && (r1 = file_create(p.data_file, 0, NULL, &m2)) == 0)
+                made = 2;
+        }
+        if (r1 < 0) {
+            free(*errmsg);
+            *errmsg = m2;
+            r = r1;
+        } else {
+            free(m2);
+        }
+    } else {
+        r = build(filename, &p, errmsg, &made);
+    }
+    if (r < 0) {
+        /* qemu deletes what it created (even a file that was there before); a file it
+         * could not create (in use: lock refused) stays untouched */
+        if (made >= 1)
+            unlink(filename);
+        if (made >= 2)
             unlink(p.data_file);
     }
     return r;

@@ -275,3 +275,36 @@ def test_created_qcow2_checks_clean(tmp_path, qimg_binary):
                           stdout=subprocess.DEVNULL).returncode == 0
     c = subprocess.run([qemu.QEMU_IMG, 'check', p], stdout=subprocess.PIPE)
     assert c.returncode == 0, c.stdout
+
+
+@pytest.mark.parametrize('args', [
+    '-f qcow2 l.img 2M', '-f raw l.img 2M', '-f qed l.img 2M', '-f vdi l.img 2M',
+    '-f qcow2 -o refcount_bits=3 l.img 2M', '-f qcow2 -o data_file=l.img x.img 2M',
+])
+def test_create_over_image_in_use(tmp_path, qimg_binary, args):
+    """An image another process has open is refused before it is emptied (file-posix's
+    raw_co_create takes its locks first): same message, exit status and files as qemu-img."""
+    res = {}
+    for tool in ('qemu', 'qimg'):
+        d = tmp_path / tool
+        d.mkdir()
+        subprocess.run([qemu.QEMU_IMG, 'create', '-q', '-f', 'qcow2', str(d / 'l.img'), '1M'],
+                       check=True)
+        before = (d / 'l.img').read_bytes()
+        holder = subprocess.Popen([qemu.QEMU_IO, '-c', 'sleep 5000', str(d / 'l.img')],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # wait until the holder has taken its locks
+            for _ in range(100):
+                t = subprocess.run([qemu.QEMU_IMG, 'info', str(d / 'l.img')],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                if b'lock' in t.stderr:
+                    break
+                subprocess.run(['sleep', '0.05'])
+            r = _run(qemu.tool_path(tool), str(d), shlex.split(args))
+        finally:
+            holder.kill()
+            holder.wait()
+        assert (d / 'l.img').read_bytes() == before
+        res[tool] = (r, sorted(os.listdir(d)))
+    assert res['qimg'] == res['qemu']
