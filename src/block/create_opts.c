@@ -408,9 +408,8 @@ void copts_print(const struct copts *o, FILE *f)
             continue;
         fprintf(f, "%s%s=", sep, d->name);
         sep = " ";
-        if (o->str[i] && d->type == COPT_SIZE) {
-            fprintf(f, "%" PRIu64, o->val[i]);
-        } else if (o->str[i] && d->type == COPT_NUM) {
+        if (o->str[i] && (d->type == COPT_SIZE || d->type == COPT_NUM)) {
+            /* qemu_opts_print: both as PRId64 */
             fprintf(f, "%" PRId64, (int64_t)o->val[i]);
         } else if (d->type == COPT_STR) {
             for (const char *c = s; *c; c++) { /* commas doubled, as qemu prints strings */

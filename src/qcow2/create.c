@@ -7,6 +7,7 @@
  * failure removes the files made (qemu: bdrv_co_delete_file_noerr). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,16 +96,15 @@ static int validate(const struct copts *o, struct qparams *p, char **errmsg)
     }
 
     /* qcow2_co_create */
-    if (p->extl2) {
-        if (p->version < 3)
-            return fail(errmsg, "Extended L2 entries are only supported with compatibility "
-                        "level 1.1 and above (use version=v3 or greater)", NULL);
-        if (p->cs < 16384)
-            return fail(errmsg, "Extended L2 entries are only supported with cluster sizes "
-                        "of at least 16384 bytes", NULL);
-    }
+    if (p->extl2 && p->version < 3)
+        return fail(errmsg, "Extended L2 entries are only supported with compatibility "
+                    "level 1.1 and above (use version=v3 or greater)", NULL);
+    /* validate_cluster_size */
     if (p->cs < 512 || p->cs > 2 * 1024 * 1024 || (p->cs & (p->cs - 1)))
         return fail(errmsg, "Cluster size must be a power of two between 512 and 2048k", NULL);
+    if (p->extl2 && p->cs < 16384)
+        return fail(errmsg, "Extended L2 entries are only supported with cluster sizes "
+                    "of at least 16384 bytes", NULL);
     if (p->backing && p->prealloc != IMG_PREALLOC_OFF && !p->extl2)
         return fail(errmsg, "Backing file and preallocation can only be used at the same "
                     "time if extended_l2 is on", NULL);
@@ -243,6 +243,12 @@ static int build(const char *filename, const struct qparams *p, char **errmsg, i
     r = qcow2_image_update_header(m);
     if (r < 0)
         goto out;
+    if (p->size > INT64_MAX) {
+        /* bdrv_co_truncate's int64_t */
+        *errmsg = xstrdup("Could not resize image: Image size cannot be negative");
+        r = -EINVAL;
+        goto out;
+    }
     r = image_truncate(img, p->size, p->prealloc, errmsg);
     if (r < 0)
         goto out;
