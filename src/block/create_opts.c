@@ -145,16 +145,24 @@ static const char *next_elem(const char *p, char **out)
     return *p == ',' ? p + 1 : p;
 }
 
+/* qemu's has_help_option: an element "help" or "?" without a value ("help=1" is an
+ * unknown parameter) */
 bool copts_has_help(const char *optstr)
 {
     const char *p = optstr;
     while (*p) {
-        char *e;
-        p = next_elem(p, &e);
-        bool h = !strcmp(e, "help") || !strcmp(e, "?");
-        free(e);
-        if (h)
+        size_t len = strcspn(p, "=,");
+        if (((len == 4 && !strncmp(p, "help", 4)) || (len == 1 && p[0] == '?')) &&
+            p[len] != '=')
             return true;
+        p += len;
+        if (*p == '=') {
+            char *v;
+            p = next_elem(p + 1, &v);
+            free(v);
+        } else if (*p == ',') {
+            p++;
+        }
     }
     return false;
 }
@@ -277,41 +285,46 @@ static int parse_value(const struct copt_desc *d, const char *v, uint64_t *out, 
     }
 }
 
+/* qemu's get_opt_name_value: the name runs to the first '=' or ',' (no escapes); a value
+ * after '=' runs to the first single ',' with ",," meaning ','. */
 int copts_parse(struct copts *o, const char *optstr, char *err, size_t errlen)
 {
     const char *p = optstr;
     while (*p) {
-        char *e;
-        p = next_elem(p, &e);
-        char *eq = strchr(e, '=');
-        const char *name = e, *value;
-        if (eq) {
-            *eq = 0;
-            value = eq + 1;
-        } else if (!strcmp(e, "help") || !strcmp(e, "?")) {
-            free(e);
-            continue;
-        } else if (!strncmp(e, "no", 2)) {
-            name = e + 2;
-            value = "off";
+        size_t len = strcspn(p, "=,");
+        char *name = xmalloc(len + 1), *value;
+        memcpy(name, p, len);
+        name[len] = 0;
+        p += len;
+        if (*p == '=') {
+            p = next_elem(p + 1, &value);
         } else {
-            value = "on";
+            if (*p == ',')
+                p++;
+            if (!strcmp(name, "help") || !strcmp(name, "?")) {
+                free(name);
+                continue;
+            }
+            if (!strncmp(name, "no", 2)) {
+                memmove(name, name + 2, len - 1);
+                value = xstrdup("off");
+            } else {
+                value = xstrdup("on");
+            }
         }
         int i = find(o, name);
-        if (i < 0) {
+        uint64_t v = 0;
+        if (i < 0)
             snprintf(err, errlen, "Invalid parameter '%s'", name);
-            free(e);
-            return -1;
-        }
-        uint64_t v;
-        if (parse_value(o->desc[i], value, &v, err, errlen) < 0) {
-            free(e);
+        if (i < 0 || parse_value(o->desc[i], value, &v, err, errlen) < 0) {
+            free(name);
+            free(value);
             return -1;
         }
         free(o->str[i]);
-        o->str[i] = xstrdup(value);
+        o->str[i] = value;
         o->val[i] = v;
-        free(e);
+        free(name);
     }
     return 0;
 }
@@ -395,9 +408,8 @@ void copts_print(const struct copts *o, FILE *f)
             continue;
         fprintf(f, "%s%s=", sep, d->name);
         sep = " ";
-        if (o->str[i] && d->type == COPT_SIZE) {
-            fprintf(f, "%" PRIu64, o->val[i]);
-        } else if (o->str[i] && d->type == COPT_NUM) {
+        if (o->str[i] && (d->type == COPT_SIZE || d->type == COPT_NUM)) {
+            /* qemu_opts_print: both as PRId64 */
             fprintf(f, "%" PRId64, (int64_t)o->val[i]);
         } else if (d->type == COPT_STR) {
             for (const char *c = s; *c; c++) { /* commas doubled, as qemu prints strings */
@@ -409,4 +421,23 @@ void copts_print(const struct copts *o, FILE *f)
             fputs(s, f);
         }
     }
+}
+
+/* qapi BlockdevDriver values (7.2, as built by Debian) accepted for backing-fmt */
+static const char *const backing_drivers[] = {
+    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop", "compress",
+    "copy-before-write", "copy-on-read", "dmg", "file", "snapshot-access", "ftp", "ftps",
+    "gluster", "host_cdrom", "host_device", "http", "https", "io_uring", "iscsi", "luks", "nbd",
+    "nfs", "null-aio", "null-co", "nvme", "nvme-io_uring", "parallels", "preallocate", "qcow",
+    "qcow2", "qed", "quorum", "raw", "rbd", "replication", "ssh", "throttle", "vdi", "vhdx",
+    "virtio-blk-vfio-pci", "virtio-blk-vhost-user", "virtio-blk-vhost-vdpa", "vmdk", "vpc",
+    "vvfat", NULL,
+};
+
+bool copts_backing_fmt_known(const char *fmt)
+{
+    for (const char *const *d = backing_drivers; *d; d++)
+        if (!strcmp(fmt, *d))
+            return true;
+    return false;
 }

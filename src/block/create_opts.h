@@ -65,4 +65,8 @@ void copts_unset(struct copts *o, const char *name);
 /* qemu_opts_print(opts, " "): every option set or with a default, in list order. */
 void copts_print(const struct copts *o, FILE *f);
 
+/* qemu's BlockdevDriver enum: the values backing-fmt accepts in the QAPI creation options
+ * (else "Parameter 'backing-fmt' does not accept value 'X'"). */
+bool copts_backing_fmt_known(const char *fmt);
+
 #endif

@@ -1,0 +1,23 @@
+/* Image creation per format (qemu's bdrv_create -> drv->bdrv_co_create_opts), after
+ * cmd/create.c has parsed and printed the options. */
+#ifndef QIMG_BLOCK_CREATE_H
+#define QIMG_BLOCK_CREATE_H
+
+#include "block/create_opts.h"
+
+/* Creates filename as fmt from the options (size set). 0, or -errno with *errmsg (malloc'd,
+ * qemu's message; NULL: strerror). -EFBIG: size too large for the format (the caller words
+ * it as qemu-img does). */
+int block_create(const char *fmt, const char *filename, const struct copts *o, char **errmsg);
+
+int raw_create(const char *filename, const struct copts *o, char **errmsg);
+int qcow2_create(const char *filename, const struct copts *o, char **errmsg);
+int qed_create(const char *filename, const struct copts *o, char **errmsg);
+int vdi_create(const char *filename, const struct copts *o, char **errmsg);
+
+/* file-posix's raw_co_create: the file created (truncated to 0) then sized to size with
+ * preallocation prealloc ("off", "falloc", "full"; NULL: off). Shared by the formats that
+ * create their file first. 0 or -errno with *errmsg. */
+int file_create(const char *filename, uint64_t size, const char *prealloc, char **errmsg);
+
+#endif
