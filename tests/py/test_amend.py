@@ -220,10 +220,10 @@ def _check_summary(d):
 def _params(cases):
     out = []
     for c in cases:
-        if isinstance(c, tuple):
-            out.append(pytest.param(*c[1:], id=c[0]))
-        else:
+        if hasattr(c, 'marks'):
             out.append(pytest.param(*c.values[1:], id=c.values[0], marks=c.marks))
+        else:
+            out.append(pytest.param(*c[1:], id=c[0]))
     return out
 
 
