@@ -93,7 +93,8 @@ def _dirty_lazy(d):
 
 DATA = ('write -P 0xaa 0 64k', 'write -P 0xbb 700k 200k')
 ZEROS = ('write -P 0xaa 0 64k', 'write -z 128k 128k', 'write -P 0xbb 512k 64k',
-         'write -z 512k 64k', 'write -z -u 1M 64k')
+         'write -z 512k 64k', 'write -P 0xcc 896k 64k',
+         'write -z -u 896k 64k', 'write -z 832k 64k')
 
 # (id, build, amend args after `amend`; the file is 'img')
 CASES = [
@@ -185,6 +186,54 @@ CASES = [
                                                                       'img']),
     ('upgrade-backing', _backed(top_io=DATA, compat='0.10'), ['-o', 'compat=1.1', 'img']),
     ('upgrade-compressed', _compressed(compat='0.10'), ['-o', 'compat=1.1', 'img']),
+    # downgrade
+    ('downgrade', _qcow2(io=DATA), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-v2', _qcow2(io=DATA), ['-o', 'compat=v2', 'img']),
+    ('downgrade-p', _qcow2(io=ZEROS), ['-p', '-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros', _qcow2(io=ZEROS), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros-c512', _qcow2(io=ZEROS, cluster_size=512), ['-o', 'compat=0.10',
+                                                                  'img']),
+    ('downgrade-zeros-c2M', _qcow2(size='8M', io=('write -z 0 2M', 'write -P 1 4M 2M',
+                                                  'write -z 4M 2M'), cluster_size=2 * MIB),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros-backing', _backed(top_io=ZEROS), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros-backing-p', _backed(top_io=ZEROS), ['-p', '-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros-snap', _then(_qcow2(io=ZEROS), _snap(), _io('write -z 64k 64k',
+                                                                 'write -P 3 256k 64k')),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros-snap-backing', _then(_backed(top_io=ZEROS), _snap(),
+                                           _io('write -z 1536k 64k', 'write -z 0 64k')),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zeros-2snaps-backing', _then(_backed(top_io=ZEROS), _snap(), _snap('s2'),
+                                             _io('write -P 5 128k 64k')),
+     ['-p', '-o', 'compat=0.10', 'img']),
+    ('downgrade-lazy', _qcow2(io=DATA, lazy_refcounts=True), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-lazy-both', _qcow2(io=DATA, lazy_refcounts=True),
+     ['-o', 'compat=0.10,lazy_refcounts=off', 'img']),
+    ('downgrade-lazy-on', _qcow2(io=DATA), ['-o', 'compat=0.10,lazy_refcounts=on', 'img']),
+    ('downgrade-rb1', _qcow2(io=DATA, refcount_bits=1), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-rb-v2', _qcow2(io=DATA), ['-o', 'compat=0.10,refcount_bits=8', 'img']),
+    ('downgrade-ext-l2', _qcow2(io=DATA, extended_l2=True), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zstd', _qcow2(io=ZEROS, compression_type='zstd'), ['-o', 'compat=0.10',
+                                                                   'img']),
+    ('downgrade-zstd-compressed', _compressed(compression_type='zstd'),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zstd-compressed-zeros', _then(_compressed(compression_type='zstd'),
+                                              _io('write -z 3M 64k')),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-zlib-compressed', _compressed(), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-data-file', _qcow2(io=DATA, data_file='img.data'), ['-o', 'compat=0.10',
+                                                                    'img']),
+    ('downgrade-bitmap', _then(_qcow2(io=DATA), _bitmap()), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-snap', _then(_qcow2(io=DATA), _snap()), ['-o', 'compat=0.10', 'img']),
+    ('downgrade-snap-resized', _then(_qcow2(io=DATA), _snap(),
+                                     lambda d: qemu.qemu_img('resize', os.path.join(d, 'img'),
+                                                             '2M', check=True)),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-size', _qcow2(io=ZEROS), ['-o', 'compat=0.10,size=4M', 'img']),
+    ('downgrade-c4k', _qcow2(io=ZEROS, cluster_size=4096), ['-o', 'compat=0.10', 'img']),
+    ('roundtrip-up', _qcow2(io=DATA, compat='0.10'), ['-o', 'compat=1.1,lazy_refcounts=on',
+                                                      'img']),
 ]
 
 
