@@ -345,3 +345,145 @@ def test_amend_refcount_width_2m_clusters(tmp_path):
         assert ok, detail
         rc, out, _ = qemu.qemu_img('info', '--output=json', 'img', cwd=d)
         assert qemu.parse_json(out)['format-specific']['data']['refcount-bits'] == int(bits)
+
+
+# -- fault injection -------------------------------------------------------------------------
+
+FAULT_CASES = [
+    ('upgrade', _then(_qcow2(io=DATA, compat='0.10'), _snap()), ['-o', 'compat=1.1']),
+    ('downgrade-zeros-backing-snap', _then(_backed(top_io=ZEROS), _snap(),
+                                           _io('write -z 1536k 64k', 'write -z 0 64k')),
+     ['-o', 'compat=0.10']),
+    ('downgrade-zeros', _qcow2(io=ZEROS), ['-o', 'compat=0.10']),
+    ('downgrade-lazy', _qcow2(io=ZEROS, lazy_refcounts=True), ['-o', 'compat=0.10']),
+    ('rb-16-to-1', _then(_qcow2(io=DATA, cluster_size=4096), _snap()),
+     ['-o', 'refcount_bits=1']),
+    ('rb-16-to-64', _qcow2(size='4M', io=DATA, cluster_size=512), ['-o', 'refcount_bits=64']),
+    ('rb-4-to-64-upgrade', _qcow2(io=DATA, refcount_bits=4, cluster_size=4096),
+     ['-o', 'refcount_bits=64,lazy_refcounts=on']),
+    ('rb-2-downgrade', _qcow2(io=ZEROS, refcount_bits=2, cluster_size=4096),
+     ['-o', 'refcount_bits=16,compat=0.10']),
+    ('v2-up-rb8', _qcow2(io=DATA, compat='0.10'), ['-o', 'compat=1.1,refcount_bits=8']),
+]
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in FAULT_CASES],
+                         ids=[c[0] for c in FAULT_CASES])
+def test_amend_cut_at_every_write(tmp_path, build, args):
+    """qimg cut after its n-th write (QIMG_FAULT_AFTER_WRITES=n) for every n: what is left
+    is no corrupt image to the real qemu-img check (leaks allowed: a cut between an
+    allocation and the write that uses it leaks, as a crash of qemu's amend does)."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    n = 1
+    while True:
+        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
+        rc, out, err = qemu.run(qemu.QIMG, 'amend', *args, 'img', cwd=d,
+                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
+        if rc != 86:
+            assert rc == 0, err
+            break
+        rc2, d2, out2, err2 = qemu.check_json('qemu', 'img', cwd=d)
+        assert d2 is not None and not d2.get('corruptions') and not d2.get('check-errors'), \
+            'cut after write %d: %s %s' % (n, out2, err2)
+        shutil.rmtree(d)
+        n += 1
+        assert n < 2000
+    assert n > 1
+
+
+# -- --dry-run and --journal (beyond qemu-img) -----------------------------------------------
+
+PORT_CASES = [
+    ('upgrade', _then(_qcow2(io=DATA, compat='0.10'), _snap()), ['-o', 'compat=1.1']),
+    ('downgrade-zeros-backing', _backed(top_io=ZEROS), ['-o', 'compat=0.10']),
+    ('downgrade-zeros-snap', _then(_qcow2(io=ZEROS), _snap(), _io('write -z 64k 64k')),
+     ['-o', 'compat=0.10']),
+    ('lazy-on', _qcow2(io=DATA), ['-o', 'lazy_refcounts=on']),
+    ('rb-16-to-2', _qcow2(io=DATA, cluster_size=4096), ['-o', 'refcount_bits=2']),
+    ('rb-16-to-64-c512', _qcow2(size='4M', io=DATA, cluster_size=512),
+     ['-o', 'refcount_bits=64']),
+    ('bitmap-rb', _then(_qcow2(io=DATA), _bitmap()), ['-o', 'refcount_bits=8']),
+    ('size', _qcow2(io=DATA), ['-o', 'size=5M']),
+    ('no-change', _qcow2(io=DATA), ['-o', 'compat=1.1']),
+]
+
+
+def _read_all(d):
+    return {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
+                         ids=[c[0] for c in PORT_CASES])
+def test_amend_dry_run_writes_nothing(tmp_path, build, args):
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    d = qemu.copy_dir(str(orig), str(tmp_path / 'dry'))
+    before = _read_all(d)
+    rc, out, err = qemu.qimg('amend', '--dry-run', *args, 'img', cwd=d)
+    assert (rc, err) == (0, '')
+    assert out.startswith('Amend plan (dry run, nothing was written): ')
+    assert _read_all(d) == before
+    # the plan lists writes exactly when the real amend changes the file
+    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
+    qemu.run(qemu.QEMU_IMG, 'amend', *args, 'img', cwd=ref, check=True)
+    changed = _read_all(ref) != before
+    assert (len(out.splitlines()) > 1) == changed
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
+                         ids=[c[0] for c in PORT_CASES])
+def test_amend_journal_then_undo(tmp_path, build, args):
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    d = qemu.copy_dir(str(orig), str(tmp_path / 'j'))
+    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
+    before = _read_all(d)
+    jr = str(tmp_path / 'amend.journal')
+    ra = qemu.run(qemu.QEMU_IMG, 'amend', *args, 'img', cwd=ref)
+    rb = qemu.run(qemu.tool_path('qimg'), 'amend', '--journal', jr, *args, 'img', cwd=d)
+    assert rb == ra
+    assert _read_all(d) == _read_all(ref)   # the journaled amend is qemu's, byte for byte
+    rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
+    assert rc == 0, out + err
+    assert _read_all(d) == before
+
+
+def test_amend_dry_run_and_journal_refusals(tmp_path):
+    d = str(tmp_path)
+    qemu.make_image(os.path.join(d, 'img'), size='1M', data_file='img.data')
+    before = _read_all(d)
+    rc, out, err = qemu.qimg('amend', '--dry-run', '-o', 'data_file=x', 'img', cwd=d)
+    assert rc == 1 and 'not supported for images with an external data file' in err
+    rc, out, err = qemu.qimg('amend', '--dry-run', '--journal', 'j', '-o', 'compat=1.1',
+                             'img', cwd=d)
+    assert rc == 1 and '--dry-run and --journal cannot be used together' in err
+    assert _read_all(d) == before
+
+
+def test_amend_journal_cut_then_undo(tmp_path):
+    """--journal cut at every write: undo restores the original bytes each time."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    _qcow2(io=ZEROS, refcount_bits=4, cluster_size=4096)(str(orig))
+    before = _read_all(str(orig))
+    n = 1
+    while True:
+        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
+        jr = os.path.join(str(tmp_path), 'j%d' % n)
+        rc, out, err = qemu.run(qemu.QIMG, 'amend', '--journal', jr, '-o',
+                                'refcount_bits=16,compat=0.10', 'img', cwd=d,
+                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
+        if rc != 86:
+            assert rc == 0, err
+            break
+        rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
+        assert rc == 0, out + err
+        assert _read_all(d) == before, 'cut %d' % n
+        shutil.rmtree(d)
+        n += 1
+        assert n < 2000
+    assert n > 1
