@@ -96,7 +96,14 @@ static int expand_table(struct walk *w, uint8_t *t, uint64_t l2_offset, uint64_t
         /* the new cluster's refcount reaches the disk before the entry naming it */
         if (fresh && (r = qcow2_l2_depends_on_refblocks(m)) < 0)
             return r;
-        qcow2_l2_set(m, t, j, off | (l2_refcount == 1 ? QCOW2_OFLAG_COPIED : 0));
+        /* qemu 7.2 sets COPIED whenever the table's refcount is 1, also on a preallocated
+         * zero cluster a snapshot shares (refcount > 1): check then reports "OFLAG_COPIED
+         * data cluster" corruption. qimg sets it only when the cluster's refcount is 1
+         * too (README: Differences from qemu-img) */
+        uint64_t rc = 1;
+        if (!fresh && l2_refcount == 1 && (r = qcow2_image_refcount(m, off / cs, &rc)) < 0)
+            return r;
+        qcow2_l2_set(m, t, j, off | (l2_refcount == 1 && rc == 1 ? QCOW2_OFLAG_COPIED : 0));
         *dirty = true;
     }
     return 0;
