@@ -91,6 +91,29 @@ def _dirty_lazy(d):
             allow_fail=True)
 
 
+def _v2_snapshots_without_extra(d):
+    """Rewrites img's snapshot table in place with extra_data_size 0 in every entry, as
+    qemu before 1.1 wrote v2 snapshots (the table shrinks; the header keeps its offset)."""
+    import struct
+    p = os.path.join(d, 'img')
+    f = bytearray(open(p, 'rb').read())
+    nb, off = struct.unpack('>IQ', f[60:72])
+    pos, out = off, bytearray()
+    for _ in range(nb):
+        pos = (pos + 7) & ~7
+        hdr = f[pos:pos + 40]
+        id_len, name_len = struct.unpack('>HH', hdr[12:16])
+        extra = struct.unpack('>I', hdr[36:40])[0]
+        ids = f[pos + 40 + extra:pos + 40 + extra + id_len + name_len]
+        pos += 40 + extra + id_len + name_len
+        while len(out) % 8:
+            out.append(0)
+        out += hdr[:36] + b'\0\0\0\0' + ids
+    end = pos
+    f[off:end] = bytes(out) + bytes(end - off - len(out))
+    open(p, 'wb').write(f)
+
+
 DATA = ('write -P 0xaa 0 64k', 'write -P 0xbb 700k 200k')
 ZEROS = ('write -P 0xaa 0 64k', 'write -z 128k 128k', 'write -P 0xbb 512k 64k',
          'write -z 512k 64k', 'write -P 0xcc 896k 64k',
@@ -184,6 +207,9 @@ CASES = [
      ['-o', 'compat=1.1', 'img']),
     ('upgrade-snap', _then(_qcow2(io=DATA, compat='0.10'), _snap()), ['-o', 'compat=1.1',
                                                                       'img']),
+    ('upgrade-snap-no-extra', _then(_qcow2(io=DATA, compat='0.10'), _snap(), _snap('s2'),
+                                    _v2_snapshots_without_extra),
+     ['-p', '-o', 'compat=1.1', 'img']),
     ('upgrade-backing', _backed(top_io=DATA, compat='0.10'), ['-o', 'compat=1.1', 'img']),
     ('upgrade-compressed', _compressed(compat='0.10'), ['-o', 'compat=1.1', 'img']),
     # downgrade
@@ -375,6 +401,8 @@ def test_amend_refcount_width_2m_clusters(tmp_path):
 # -- fault injection -------------------------------------------------------------------------
 
 FAULT_CASES = [
+    ('upgrade-snap-no-extra', _then(_qcow2(io=DATA, compat='0.10'), _snap(),
+                                    _v2_snapshots_without_extra), ['-o', 'compat=1.1']),
     ('upgrade', _then(_qcow2(io=DATA, compat='0.10'), _snap()), ['-o', 'compat=1.1']),
     ('downgrade-zeros-backing-snap', _then(_backed(top_io=ZEROS), _snap(),
                                            _io('write -z 1536k 64k', 'write -z 0 64k')),
