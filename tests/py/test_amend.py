@@ -114,6 +114,13 @@ def _v2_snapshots_without_extra(d):
     open(p, 'wb').write(f)
 
 
+def _luks_qcow2(d):
+    r = qemu.create_luks('-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=abc', '-o',
+                         'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10',
+                         os.path.join(d, 'img'), '1M')
+    assert r[0] == 0, r
+
+
 DATA = ('write -P 0xaa 0 64k', 'write -P 0xbb 700k 200k')
 ZEROS = ('write -P 0xaa 0 64k', 'write -z 128k 128k', 'write -P 0xbb 512k 64k',
          'write -z 512k 64k', 'write -P 0xcc 896k 64k',
@@ -155,6 +162,10 @@ CASES = [
     ('bad-cache', _qcow2(), ['-t', 'foo', '-o', 'compat=1.1', 'img']),
     ('cache-none', _qcow2(), ['-t', 'none', '-o', 'compat=1.1', 'img']),
     ('unknown-flag', _qcow2(), ['-U', '-o', 'compat=1.1', 'img']),
+    # encrypted images do not open read-write without their secret (no --object in qimg)
+    ('luks-encrypt-opts', _luks_qcow2, ['-o', 'encrypt.new-secret=x', 'img']),
+    ('luks-compat', _luks_qcow2, ['-o', 'compat=0.10', 'img']),
+    ('luks-help', _luks_qcow2, ['-o', 'help', 'img']),
     ('encrypt-none', _qcow2(), ['-o', 'encrypt.new-secret=x', 'img']),
     ('refcount-bits-3', _qcow2(), ['-o', 'refcount_bits=3', 'img']),
     ('refcount-bits-128', _qcow2(), ['-o', 'refcount_bits=128', 'img']),
