@@ -16,6 +16,7 @@
 #include "qcow2/l2.h"
 #include "qcow2/overlap.h"
 #include "qcow2/port.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
 struct walk {
@@ -181,8 +182,19 @@ int qcow2_expand_zero_clusters(image_t *img, amend_status_fn cb, void *opaque)
     uint64_t *l1 = NULL;
     for (uint32_t i = 0; i < s->nb_sn && r == 0; i++) {
         const struct qcow2_snapshot *sn = &s->sn[i];
-        /* qcow2_validate_table: checked when the snapshot table was read */
+        /* qcow2_validate_table(QCOW_MAX_L1_SIZE), reported as qemu does, on its own line */
         uint64_t n = sn->l1_size;
+        if (n > QCOW2_MAX_L1_SIZE / 8) {
+            err_report("Snapshot L1 table too large");
+            r = -EFBIG;
+            break;
+        }
+        if ((uint64_t)INT64_MAX - n * 8 < sn->l1_table_offset ||
+            (sn->l1_table_offset & (m->cs - 1))) {
+            err_report("Snapshot L1 table offset invalid");
+            r = -EINVAL;
+            break;
+        }
         free(l1);
         l1 = xmalloc(n ? (size_t)n * 8 : 1);
         if (n && (r = qio_pread(m->q, l1, (size_t)n * 8, sn->l1_table_offset)) < 0)

@@ -121,6 +121,22 @@ def _luks_qcow2(d):
     assert r[0] == 0, r
 
 
+def _poke_sn_l1(delta=None, size=None):
+    """The first snapshot's L1 offset moved by delta / its L1 size set (hostile input)."""
+    def step(d):
+        import struct
+        p = os.path.join(d, 'img')
+        f = bytearray(open(p, 'rb').read())
+        off = struct.unpack('>Q', f[64:72])[0]
+        if delta is not None:
+            l1 = struct.unpack('>Q', f[off:off + 8])[0]
+            f[off:off + 8] = struct.pack('>Q', l1 + delta)
+        if size is not None:
+            f[off + 8:off + 12] = struct.pack('>I', size)
+        open(p, 'wb').write(f)
+    return step
+
+
 DATA = ('write -P 0xaa 0 64k', 'write -P 0xbb 700k 200k')
 ZEROS = ('write -P 0xaa 0 64k', 'write -z 128k 128k', 'write -P 0xbb 512k 64k',
          'write -z 512k 64k', 'write -P 0xcc 896k 64k',
@@ -266,6 +282,11 @@ CASES = [
     ('downgrade-snap-resized', _then(_qcow2(io=DATA), _snap(),
                                      lambda d: qemu.qemu_img('resize', os.path.join(d, 'img'),
                                                              '2M', check=True)),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-sn-l1-unaligned', _then(_qcow2(io=ZEROS), _snap(), _poke_sn_l1(delta=8)),
+     ['-o', 'compat=0.10', 'img']),
+    ('downgrade-sn-l1-too-large', _then(_qcow2(io=ZEROS), _snap(),
+                                        _poke_sn_l1(size=0x400001)),
      ['-o', 'compat=0.10', 'img']),
     ('downgrade-size', _qcow2(io=ZEROS), ['-o', 'compat=0.10,size=4M', 'img']),
     ('downgrade-c4k', _qcow2(io=ZEROS, cluster_size=4096), ['-o', 'compat=0.10', 'img']),
