@@ -1,5 +1,5 @@
-/* --dry-run / --journal for a command that changes an image in place (amend; resize has
- * its own copy in resize_port.c, which could move here): the whole change (open
+/* --dry-run / --journal for a command that changes an image in place (resize, amend): the
+ * whole change (open
  * read-write, the command's work, close) runs on a writable overlay of the image file
  * whose writes land in a plan (repair/plan.h). A dry run prints the plan; --journal
  * replays it through the journaled write port (io/wport.h wport_apply), so
