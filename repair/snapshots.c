@@ -206,8 +206,8 @@ int repair_snapshot_rewrite(struct qc2 *s)
             rc = repair_write(s, QCOW2_OL_NONE, PC_SNAPSHOT, new_off, t, (size_t)size,
                             "new snapshot table (%" PRIu32 " entries)", s->nb_sn);
         s->file_size = rp_plan(s)->size;
-        for (uint64_t i = 0; rc >= 0 && i < n; i++)
-            rc = repair_set_refcount(s, k + i, 1, PC_SNAPSHOT, "new snapshot table");
+        if (rc >= 0)
+            rc = repair_refcount_run(s, k, n, false, 1, PC_SNAPSHOT, "new snapshot table");
         free(t);
     }
     if (rc >= 0) {
@@ -235,11 +235,9 @@ int repair_snapshot_rewrite(struct qc2 *s)
         }
         if (why)
             err_plain("qcow2_free_clusters failed: %s\n", strerror(why));
-        for (uint64_t k = first; k <= last && rc >= 0 && !why; k++) {
-            uint64_t v = 0;
-            if (qc2_ondisk_refcount(s, k, &v) == 0 && v)
-                rc = repair_set_refcount(s, k, v - 1, PC_SNAPSHOT, "old snapshot table freed");
-        }
+        if (rc >= 0 && !why)
+            rc = repair_refcount_run(s, first, last - first + 1, true, 0, PC_SNAPSHOT,
+                                     "old snapshot table freed");
     }
     if (rc < 0)
         err_plain("ERROR failed to update snapshot table: %s\n", strerror(-rc));
