@@ -2,6 +2,7 @@
 #include "block/backing_change.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,3 +98,22 @@ int image_change_backing_file(image_t *img, const char *name, const char *fmt, b
     img->backing_format = fmt ? xstrdup(fmt) : NULL;
     return 0;
 }
+
+/* qemu's bdrv_find_backing_image for a plain file name: the layer below the first image of
+ * top's chain whose stored backing name, resolved against it, is the same file as
+ * real_path resolved against that image (realpath both; either failing skips the image). */
+image_t *image_find_backing_image(image_t *top, const char *real_path)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    for (image_t *cur = top; cur && cur->backing; cur = cur->backing) {
+        char *tmp = image_path_combine(cur->filename, real_path);
+        bool ok = realpath(tmp, a) != NULL;
+        free(tmp);
+        if (!ok || !cur->backing_full || !realpath(cur->backing_full, b))
+            continue;
+        if (!strcmp(a, b))
+            return cur->backing;
+    }
+    return NULL;
+}
+

@@ -17,4 +17,9 @@
  * features). On success img->backing_file/backing_full/backing_format follow. */
 int image_change_backing_file(image_t *img, const char *name, const char *fmt, bool require);
 
+/* qemu's bdrv_find_backing_image for a plain file name: the layer below the first image of
+ * top's chain whose stored backing name, resolved against it, is the same file (realpath)
+ * as name resolved against that image; NULL when none. */
+image_t *image_find_backing_image(image_t *top, const char *name);
+
 #endif

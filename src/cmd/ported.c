@@ -117,9 +117,8 @@ int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t 
         pt->img = NULL;
         return r;
     }
-    /* COW reads and zeroing decisions need the chain */
+    /* COW reads and zeroing decisions need the chain: shared, orig keeps reading it */
     pt->img->backing = orig->backing;
-    orig->backing = NULL;
     *out = pt->img;
     return 0;
 }
@@ -182,8 +181,7 @@ int ported_finish(struct ported *pt, const char *filename, bool ok, bool dry_run
     *errmsg = NULL;
     int r = 0;
     if (pt->img) {
-        pt->orig->backing = pt->img->backing;
-        pt->img->backing = NULL;
+        pt->img->backing = NULL;   /* orig's */
         r = ok ? image_flush(pt->img) : 0;
         image_close(pt->img);
         pt->img = NULL;

@@ -28,12 +28,11 @@ struct ported {
 };
 
 /* Opens orig's file (orig open read-only, IMG_OPEN_SHARE) as *out, writable through the
- * overlay; orig's backing chain is lent to it. 0 or -errno with *errmsg (malloc'd). */
+ * overlay; it shares orig's backing chain. 0 or -errno with *errmsg (malloc'd). */
 int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t **out,
                 char **errmsg);
 
-/* Closes the overlay image (its close-time writes belong to the plan), gives the backing
- * chain back, then if ok: dry run prints the plan under "TITLE plan (dry run, ...)";
+/* Closes the overlay image (its close-time writes belong to the plan), then if ok: dry run prints the plan under "TITLE plan (dry run, ...)";
  * journal applies it through a journal at path journal. 0 or -errno with *errmsg set
  * (malloc'd) unless the message was printed already. */
 int ported_finish(struct ported *pt, const char *filename, bool ok, bool dry_run,

@@ -6,7 +6,6 @@
  * file has ended). -u only rewrites the stored name and format (block/backing_change.h).
  * --dry-run / --journal route the image's writes through a plan (cmd/ported.h). */
 #include <errno.h>
-#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,24 +49,6 @@ static bool compare_buffers(const uint8_t *a, const uint8_t *b, uint64_t n, uint
     }
     *pnum = i;
     return res;
-}
-
-/* qemu's bdrv_find_backing_image for a plain file name: the layer below the first image of
- * top's chain whose stored backing name, resolved against it, is the same file as
- * real_path resolved against that image (realpath both; either failing skips the image). */
-static image_t *find_backing_image(image_t *top, const char *real_path)
-{
-    char a[PATH_MAX], b[PATH_MAX];
-    for (image_t *cur = top; cur && cur->backing; cur = cur->backing) {
-        char *tmp = image_path_combine(cur->filename, real_path);
-        bool ok = realpath(tmp, a) != NULL;
-        free(tmp);
-        if (!ok || !cur->backing_full || !realpath(cur->backing_full, b))
-            continue;
-        if (!strcmp(a, b))
-            return cur->backing;
-    }
-    return NULL;
 }
 
 struct rebase {
@@ -180,7 +161,7 @@ static int change_backing(struct rebase *rb)
 static int open_new_backing(struct rebase *rb, bool share)
 {
     char *real = image_path_combine(rb->filename, rb->out_baseimg);
-    rb->prefix = find_backing_image(rb->top, real);
+    rb->prefix = image_find_backing_image(rb->top, real);
     if (rb->prefix) {
         free(real);
         rb->new_b = rb->prefix;
