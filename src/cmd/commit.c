@@ -320,7 +320,7 @@ done:
         free(err);
         return 1;
     }
-    if (!quiet)
+    if (!quiet && !dry_run)
         printf("Image committed.\n");
     return 0;
 }
