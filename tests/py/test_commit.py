@@ -62,6 +62,26 @@ CASES = [
     ('snapshot-top', build_chain(BASE, layer('top.qcow2', backing='base.qcow2',
                                              data=('write -P 5 0 64k',))),
      ['top.qcow2']),
+    ('snapshots-discard', build_chain(
+        layer('base.raw', fmt='raw'),
+        layer('top.qcow2', backing='base.raw', backing_fmt='raw',
+              data=('write -P 3 0 300k',))), ['top.qcow2']),
+    ('refcount-bits-1', build_chain(
+        layer('base.raw', fmt='raw'),
+        layer('top.qcow2', backing='base.raw', backing_fmt='raw', refcount_bits=1,
+              cluster_size=4096, data=('write -P 3 0 300k',))), ['top.qcow2']),
+    ('lazy-refcounts', build_chain(
+        layer('base.raw', fmt='raw'),
+        layer('top.qcow2', backing='base.raw', backing_fmt='raw', lazy_refcounts=True,
+              data=('write -P 3 0 300k',))), ['top.qcow2']),
+    ('data-file-top', build_chain(
+        layer('base.raw', fmt='raw'),
+        layer('top.qcow2', backing='base.raw', backing_fmt='raw', data_file='top.data',
+              data=('write -P 3 0 300k',))), ['top.qcow2']),
+    ('raw-base-grows', build_chain(
+        layer('base.raw', fmt='raw', size='512k'),
+        layer('top.qcow2', size='1M', backing='base.raw', backing_fmt='raw',
+              data=('write -P 3 100k 300k', 'write -P 4 700k 100k'))), ['top.qcow2']),
     ('err-no-backing', chain(), ['base.qcow2']),
     ('err-not-in-chain', chain(), ['-b', 'nothere', 'top.qcow2']),
     ('err-rate', chain(), ['-r', 'abc', 'top.qcow2']),
@@ -103,6 +123,26 @@ def _same_but_target(orig, a, b, args):
             assert rc == 0, out + err
             continue
         assert filecmp.cmp(pa, pb, shallow=False), '%s differs from qemu-img\'s' % n
+
+
+def _with_snapshot(build):
+    def b(d):
+        build(d)
+        qemu.snapshot_create(os.path.join(d, 'top.qcow2'), 's1')
+        qemu.io(os.path.join(d, 'top.qcow2'), 'write -P 5 0 64k', cwd=d)
+    return b
+
+
+def _with_bitmap(build):
+    def b(d):
+        build(d)
+        qemu.qemu_img('bitmap', '--add', 'top.qcow2', 'b0', cwd=d, check=True)
+    return b
+
+
+CASES = [(c[0], _with_snapshot(c[1]) if c[0] == 'snapshots-discard' else c[1], c[2])
+         for c in CASES]
+CASES.append(('bitmap-discard', _with_bitmap(CASES[0][1]), ['top.qcow2']))
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
