@@ -243,3 +243,44 @@ def test_commit_journal_then_undo(tmp_path, build, args):
         rc, out, err = qemu.qimg('undo', j, top, cwd=d)
         assert rc == 0, err
     assert read_all(d) == before
+
+
+JOURNAL_CUT_CASES = [('v3-empty', chain(), ['top.qcow2'], 'mid.qcow2'),
+                     ('v2-discard', chain(v='0.10'), ['top.qcow2'], 'mid.qcow2'),
+                     ('to-base', chain(), ['-b', 'base.qcow2', 'top.qcow2'], 'base.qcow2')]
+
+
+@pytest.mark.parametrize('build,args,base', [c[1:] for c in JOURNAL_CUT_CASES],
+                         ids=[c[0] for c in JOURNAL_CUT_CASES])
+def test_commit_journal_cut_then_undo(tmp_path, build, args, base):
+    """A --journal commit killed after each of its writes: undoing the journals that exist
+    puts every byte of both files back."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    before = read_all(str(orig))
+    jr = str(tmp_path / 'j')
+    for n, d in cut_dirs(tmp_path, str(orig), 'commit', ['--journal', jr] + args):
+        for j, img in ((jr, args[-1]), (jr + '.base', base)):
+            if os.path.exists(j):
+                rc, out, err = qemu.qimg('undo', j, img, cwd=d)
+                assert rc == 0, 'cut after write %d: %s%s' % (n, out, err)
+                os.unlink(j)
+        assert read_all(d) == before, 'cut after write %d' % n
+    for j in (jr, jr + '.base'):
+        if os.path.exists(j):
+            os.unlink(j)
+
+
+@pytest.mark.parametrize('read_only', [False, True], ids=['writer', 'reader'])
+def test_commit_refused_while_in_use(tmp_path, read_only):
+    """Another process holds the image: qemu-img's lock message, nothing written."""
+    d = str(tmp_path)
+    chain()(d)
+    before = read_all(d)
+    with qemu.held_open('top.qcow2', read_only=read_only, cwd=d):
+        ra = qemu.run(qemu.QEMU_IMG, 'commit', 'top.qcow2', cwd=d)
+        rb = qemu.run(qemu.tool_path('qimg'), 'commit', 'top.qcow2', cwd=d)
+    assert ra[0] == 1 and 'lock' in ra[2]
+    assert rb == ra
+    assert read_all(d) == before

@@ -247,3 +247,56 @@ def test_rebase_journal_then_undo(tmp_path, build, args):
     rc, out, err = qemu.qimg('undo', j, args[-1], cwd=d)
     assert rc == 0, err
     assert read_all(d) == before
+
+
+JOURNAL_CUT_CASES = [c for c in FAULT_CASES if c[0] in ('safe', 'three-prefix', 'qed')]
+
+
+@pytest.mark.parametrize('build,args', [c[1:] for c in JOURNAL_CUT_CASES],
+                         ids=[c[0] for c in JOURNAL_CUT_CASES])
+def test_rebase_journal_cut_then_undo(tmp_path, build, args):
+    """A --journal rebase killed after each of its writes: qimg undo puts every byte back."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    before = read_all(str(orig))
+    jr = str(tmp_path / 'j')
+    for n, d in cut_dirs(tmp_path, str(orig), 'rebase', ['--journal', jr] + args):
+        rc, out, err = qemu.qimg('undo', jr, args[-1], cwd=d)
+        assert rc == 0, 'cut after write %d: %s%s' % (n, out, err)
+        assert read_all(d) == before, 'cut after write %d' % n
+        os.unlink(jr)
+
+
+def test_rebase_dry_run_journal_refusals(tmp_path):
+    d = str(tmp_path)
+    build_chain(NB4K, layer('df.qcow2', data_file='df.raw'))(d)
+    before = read_all(d)
+    for opt in (['--dry-run'], ['--journal', str(tmp_path / 'j')]):
+        rc, out, err = qemu.qimg('rebase', *opt, '-b', 'nb.qcow2', '-F', 'qcow2', 'df.qcow2',
+                                 cwd=d)
+        assert (rc, out) == (1, '')
+        assert err == 'qimg: --dry-run and --journal are not supported for images with an ' \
+            'external data file\n'
+    rc, out, err = qemu.qimg('rebase', '--dry-run', '--journal', 'j', '-u', 'df.qcow2', cwd=d)
+    assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
+    assert read_all(d) == before
+    assert not os.path.exists(str(tmp_path / 'j'))
+
+
+@pytest.mark.parametrize('read_only', [False, True], ids=['writer', 'reader'])
+def test_rebase_refused_while_in_use(tmp_path, read_only):
+    """Another process holds the image: qemu-img's lock message, nothing written; --journal
+    refuses the same way."""
+    d = str(tmp_path)
+    chain()(d)
+    before = read_all(d)
+    args = ['-b', 'nb.qcow2', '-F', 'qcow2', 'top.qcow2']
+    with qemu.held_open('top.qcow2', read_only=read_only, cwd=d):
+        ra = qemu.run(qemu.QEMU_IMG, 'rebase', *args, cwd=d)
+        rb = qemu.run(qemu.tool_path('qimg'), 'rebase', *args, cwd=d)
+        rj = qemu.run(qemu.tool_path('qimg'), 'rebase', '--journal', 'j', *args, cwd=d)
+    assert ra[0] == 1 and 'lock' in ra[2]
+    assert rb == ra
+    assert rj[0] == 1 and 'lock' in rj[2]
+    assert read_all(d) == before
