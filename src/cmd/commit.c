@@ -175,13 +175,18 @@ static int reopen_rw(image_t *top, image_t *base, image_t **out)
     char *msg = NULL;
     image_t *nb;
     int r = image_open(name, fmt, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &nb, &msg);
-    free(name);
     if (r < 0) {
-        err_report("%s", msg);
+        /* a reopen's error has no "Could not open 'F': " (e.g. the base's write lock) */
+        char *pre = xasprintf("Could not open '%s': ", name);
+        size_t pl = strlen(pre);
+        err_report("%s", strncmp(msg, pre, pl) ? msg : msg + pl);
+        free(pre);
         free(msg);
+        free(name);
         image_close(below);
         return -1;
     }
+    free(name);
     nb->backing = below;
     prev->backing = nb;
     *out = nb;

@@ -284,3 +284,17 @@ def test_commit_refused_while_in_use(tmp_path, read_only):
     assert ra[0] == 1 and 'lock' in ra[2]
     assert rb == ra
     assert read_all(d) == before
+
+
+def test_commit_base_in_use(tmp_path):
+    """A reader holds the base: qemu's reopen for writing fails with the lock message
+    (no "Could not open" prefix), the image keeps its data."""
+    d = str(tmp_path)
+    chain()(d)
+    before = read_all(d)
+    with qemu.held_open('mid.qcow2', read_only=True, cwd=d):
+        ra = qemu.run(qemu.QEMU_IMG, 'commit', 'top.qcow2', cwd=d)
+        rb = qemu.run(qemu.tool_path('qimg'), 'commit', 'top.qcow2', cwd=d)
+    assert ra[0] == 1 and 'lock' in ra[2]
+    assert rb == ra
+    assert read_all(d) == before
