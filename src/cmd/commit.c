@@ -98,6 +98,55 @@ static int mirror_perform(struct job *j, uint64_t off, uint64_t *len, uint8_t *b
     return r;
 }
 
+/* qemu's dirty bitmap of the job, computed as it is asked instead of stored (memory stays
+ * bounded for any virtual size): granule c is dirty when a layer above base allocates any
+ * byte of it (mirror_dirty_init). The copy writes only into base, below those layers, so
+ * the answer does not change while the job runs. */
+struct dscan {
+    struct job *j;
+    uint64_t rs, re;       /* the cached status run [rs, re) */
+    bool alloc;
+};
+
+static int dscan_at(struct dscan *d, uint64_t off)
+{
+    if (off >= d->rs && off < d->re)
+        return 0;
+    uint64_t size = d->j->top->size, step = (0x7fffffffu / d->j->g) * d->j->g;
+    block_status_t st;
+    int r = image_block_status_above(d->j->top, d->j->base, off,
+                                     size - off < step ? size - off : step, &st);
+    if (r < 0)
+        return r;
+    if (st.pnum == 0)
+        return -EIO;   /* no progress: never loop */
+    d->rs = off;
+    d->re = off + st.pnum;
+    d->alloc = (st.flags & BS_ALLOCATED) != 0;
+    return 0;
+}
+
+/* The first dirty granule at or after *c (nch when none). 0 or -errno. */
+static int dscan_next(struct dscan *d, uint64_t *c, uint64_t nch)
+{
+    uint64_t g = d->j->g, size = d->j->top->size;
+    for (; *c < nch;) {
+        uint64_t p = *c * g, end = p + g < size ? p + g : size;
+        while (p < end) {
+            int r = dscan_at(d, p);
+            if (r < 0)
+                return r;
+            if (d->alloc)
+                return 0;
+            p = d->re;
+        }
+        /* everything up to re is clean: skip to the granule holding it */
+        uint64_t k = d->re / g;
+        *c = k > *c ? k : *c + 1;
+    }
+    return 0;
+}
+
 /* The commit job (mirror_run for an active commit). 0 or -errno (j->err maybe set). */
 static int run_job(struct job *j)
 {
@@ -112,39 +161,39 @@ static int run_job(struct job *j)
         }
     }
     uint64_t g = j->g, nch = (size + g - 1) / g;
-    uint8_t *dirty = xcalloc(nch ? (size_t)nch : 1, 1);
-    /* mirror_dirty_init: allocated anywhere above base */
-    uint64_t step = (0x7fffffffu / g) * g;
-    for (uint64_t off = 0; off < size;) {
-        block_status_t st;
-        uint64_t n = size - off < step ? size - off : step;
-        if ((r = image_block_status_above(j->top, j->base, off, n, &st)) < 0)
-            goto out;
-        if (st.flags & BS_ALLOCATED)
-            for (uint64_t c = off / g; c < nch && c * g < off + st.pnum; c++)
-                dirty[c] = 1;
-        off += st.pnum;
+    struct dscan d = { .j = j };
+    /* the job's length: every dirty granule (job_progress_set_remaining) */
+    for (uint64_t c = 0;; c++) {
+        if ((r = dscan_next(&d, &c, nch)) < 0)
+            return r;
+        if (c >= nch)
+            break;
+        j->total += g;
     }
-    for (uint64_t c = 0; c < nch; c++)
-        j->total += dirty[c] ? g : 0;
     uint8_t *buf = xmalloc(MAX_IO_BYTES > 65536 ? MAX_IO_BYTES : 65536);
-    for (uint64_t c = 0; c < nch; c++) {
-        if (!dirty[c])
-            continue;
+    for (uint64_t c = 0;;) {
+        if ((r = dscan_next(&d, &c, nch)) < 0)
+            goto out;
+        if (c >= nch)
+            break;
+        /* mirror_iteration: the dirty granules that follow, up to the buffer size */
         uint64_t nb = 1;
-        while (nb * g < MIRROR_BUF_SIZE && c + nb < nch && dirty[c + nb])
+        while (nb * g < MIRROR_BUF_SIZE && c + nb < nch) {
+            uint64_t k = c + nb;
+            if ((r = dscan_next(&d, &k, nch)) < 0)
+                goto out;
+            if (k != c + nb)
+                break;
             nb++;
-        memset(dirty + c, 0, (size_t)nb);
+        }
         uint64_t off = c * g;
-        c += nb - 1;
+        c += nb;
         while (nb > 0 && off < size) {
             uint64_t len = nb * g;
             if (len > size - off)
                 len = size - off;
-            if ((r = mirror_perform(j, off, &len, buf)) < 0) {
-                free(buf);
+            if ((r = mirror_perform(j, off, &len, buf)) < 0)
                 goto out;
-            }
             off += len;
             uint64_t used = (len + g - 1) / g;
             nb = used < nb ? nb - used : 0;
@@ -152,10 +201,9 @@ static int run_job(struct job *j)
             job_progress(j);
         }
     }
-    free(buf);
     r = image_flush(j->bw);
 out:
-    free(dirty);
+    free(buf);
     return r;
 }
 
