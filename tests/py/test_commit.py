@@ -36,6 +36,7 @@ CASES = [
     ('top', chain(), ['top.qcow2']),
     ('top-d', chain(), ['-d', 'top.qcow2']),
     ('top-q', chain(), ['-q', 'top.qcow2']),
+    ('top-q-p', chain(), ['-q', '-p', 'top.qcow2']),
     ('to-base', chain(), ['-b', 'base.qcow2', 'top.qcow2']),
     ('mid', chain(), ['mid.qcow2']),
     ('v2', chain(v='0.10'), ['top.qcow2']),
@@ -200,7 +201,8 @@ def test_commit_cut_at_every_write(tmp_path, build, args):
 
 
 PORT_CASES = [c for c in CASES if c[0] in ('top', 'top-d', 'to-base', 'v2', 'base-shorter',
-                                           'qed', 'raw-base')]
+                                           'qed', 'raw-base', 'raw-base-grows',
+                                           'snapshots-discard', 'lazy-refcounts')]
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],

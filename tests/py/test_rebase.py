@@ -43,6 +43,7 @@ THREE = build_chain(
 
 CASES = [
     ('unsafe', chain(), ['-u', '-b', 'nb.qcow2', '-F', 'qcow2', 'top.qcow2']),
+    ('unsafe-progress', chain(), ['-p', '-u', '-b', 'nb.qcow2', '-F', 'qcow2', 'top.qcow2']),
     ('unsafe-no-F', chain(), ['-u', '-b', 'nb.qcow2', 'top.qcow2']),
     ('unsafe-flatten', chain(), ['-u', '-b', '', 'top.qcow2']),
     ('unsafe-F-only', chain(), ['-u', '-F', 'qcow2', 'top.qcow2']),
