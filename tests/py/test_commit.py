@@ -83,6 +83,10 @@ CASES = [
         layer('base.raw', fmt='raw', size='512k'),
         layer('top.qcow2', size='1M', backing='base.raw', backing_fmt='raw',
               data=('write -P 3 100k 300k', 'write -P 4 700k 100k'))), ['top.qcow2']),
+    ('qed-base-grows', build_chain(
+        layer('base.qed', fmt='qed', size='512k', data=('write -P 1 0 64k',)),
+        layer('top.qcow2', size='1M', backing='base.qed', backing_fmt='qed',
+              data=('write -P 2 600k 100k', 'write -P 3 32k 4k'))), ['top.qcow2']),
     ('err-no-backing', chain(), ['base.qcow2']),
     ('err-not-in-chain', chain(), ['-b', 'nothere', 'top.qcow2']),
     ('err-rate', chain(), ['-r', 'abc', 'top.qcow2']),

@@ -104,6 +104,12 @@ CASES = [
                         layer('top.qed', fmt='qed', backing='base.qed', backing_fmt='qed',
                               data=('write -P 5 256k 4k',))),
      ['-b', 'nb.qed', '-F', 'qed', 'top.qed']),
+    ('qcow2-onto-qed', build_chain(
+        layer('base.qed', fmt='qed', size='512k', data=('write -P 1 0 64k',)),
+        layer('nb.qed', fmt='qed', data=('write -P 4 8k 8k',)),
+        layer('top.qcow2', backing='base.qed', backing_fmt='qed',
+              data=('write -P 2 600k 100k',))),
+     ['-b', 'nb.qed', '-F', 'qed', 'top.qcow2']),
     ('qed-unsafe-raw', build_chain(layer('nb.raw', fmt='raw'),
                                    layer('top.qed', fmt='qed')),
      ['-u', '-b', 'nb.raw', '-F', 'raw', 'top.qed']),
