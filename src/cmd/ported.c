@@ -138,7 +138,7 @@ static void print_plan(const struct plan *p, const char *title, const char *file
     }
 }
 
-static int apply_journal(struct plan *plan, const char *filename, const char *journal,
+int ported_apply_journal(struct plan *plan, const char *filename, const char *journal,
                          char **errmsg)
 {
     qio_t *wq;
@@ -190,7 +190,7 @@ int ported_finish(struct ported *pt, const char *filename, bool ok, bool dry_run
         if (dry_run)
             print_plan(&pt->plan, title, filename);
         else if (journal)
-            r = apply_journal(&pt->plan, filename, journal, errmsg);
+            r = ported_apply_journal(&pt->plan, filename, journal, errmsg);
     }
     plan_free(&pt->plan);
     return r;

@@ -32,6 +32,11 @@ struct ported {
 int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t **out,
                 char **errmsg);
 
+/* Replays plan onto filename through a new journal at path journal (the file opened
+ * read-write and locked as a writer). 0 or -errno with *errmsg (malloc'd) unless printed. */
+int ported_apply_journal(struct plan *plan, const char *filename, const char *journal,
+                         char **errmsg);
+
 /* Closes the overlay image (its close-time writes belong to the plan), then if ok: dry run prints the plan under "TITLE plan (dry run, ...)";
  * journal applies it through a journal at path journal. 0 or -errno with *errmsg set
  * (malloc'd) unless the message was printed already. */

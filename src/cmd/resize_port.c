@@ -20,10 +20,7 @@
 
 #include "block/open_mem.h"
 #include "cmd/ported.h"
-#include "io/lock.h"
 #include "io/qio.h"
-#include "io/wport.h"
-#include "repair/journal.h"
 #include "repair/plan.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -100,38 +97,7 @@ int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_p
         print_plan(&plan);
         goto out;
     }
-    /* the journal's own read-write descriptor, locked as a writer (orig holds no locks) */
-    qio_t *wq;
-    const char *perm;
-    if ((r = qio_open_file(filename, QIO_RDWR, &wq)) < 0) {
-        *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        goto out;
-    }
-    if ((r = qio_lock_for_repair(wq, &perm)) < 0) {
-        if (r == -EBUSY)
-            *errmsg = xasprintf("Could not open '%s': Failed to get \"%s\" lock\n"
-                                "Is another process using the image [%s]?", filename, perm,
-                                filename);
-        else
-            *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        qio_close(wq);
-        goto out;
-    }
-    journal_t *j;
-    if ((r = journal_create(journal, filename, wq, &j)) < 0) {
-        r = -EIO;   /* journal_create printed why */
-        qio_close(wq);
-        goto out;
-    }
-    struct wport w;
-    const struct plan_entry *failed = NULL;
-    if ((r = wport_init_journal(&w, wq, j)) == 0)
-        r = wport_apply(&w, &plan, &failed);
-    if (r < 0 && failed)
-        *errmsg = xasprintf("Could not write '%s': %s", filename, strerror(-r));
-    journal_finish(j, wq, r == 0);
-    journal_close(j);
-    qio_close(wq);
+    r = ported_apply_journal(&plan, filename, journal, errmsg);
 out:
     plan_free(&plan);
     return r;
