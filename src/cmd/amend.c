@@ -105,9 +105,8 @@ struct amend_ctx {
     bool force;
 };
 
-static int amend_work(image_t *img, void *ctx, char **errmsg)
+static int amend_work(image_t *img, const struct amend_ctx *a, char **errmsg)
 {
-    struct amend_ctx *a = ctx;
     return image_amend(img, a->o, a->force, status_cb, NULL, errmsg);
 }
 
@@ -227,10 +226,26 @@ int cmd_amend(int argc, char **argv)
     struct amend_ctx a = { &o, force };
     char *msg = NULL;
     int r;
-    if (dry_run || journal)
-        r = ported_run(img, filename, "Amend", amend_work, &a, dry_run, journal, &msg);
-    else
+    if (dry_run || journal) {
+        /* the amend on a plan overlay (cmd/ported.h): printed or journaled, written only
+         * when it succeeded */
+        struct ported pt;
+        image_t *pimg;
+        r = ported_open(&pt, img, filename, &pimg, &msg);
+        if (r == 0) {
+            r = amend_work(pimg, &a, &msg);
+            char *fmsg = NULL;
+            int fr = ported_finish(&pt, filename, r == 0, dry_run, journal, "Amend", &fmsg);
+            if (r == 0) {
+                r = fr;
+                msg = fmsg;
+            } else {
+                free(fmsg);
+            }
+        }
+    } else {
         r = amend_work(img, &a, &msg);
+    }
     progress_print(100.f, 0);
     if (r < 0) {
         if (msg)

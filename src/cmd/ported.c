@@ -1,7 +1,4 @@
-/* A command's in-place change made through a plan (see ported.h). The driver's flushes are
- * barriers in the plan: each flush after writes starts a new plan class, and wport_apply
- * flushes between classes, so the replay keeps the write order the command relies on. A
- * file cut (shrink) is not recorded: the file keeps its length. */
+/* The plan overlay and its replay (see ported.h). */
 #include "cmd/ported.h"
 
 #include <errno.h>
@@ -12,10 +9,8 @@
 
 #include "block/open_mem.h"
 #include "io/lock.h"
-#include "io/qio.h"
 #include "io/wport.h"
 #include "repair/journal.h"
-#include "repair/plan.h"
 #include "util/xalloc.h"
 
 struct wov {
@@ -23,7 +18,7 @@ struct wov {
     struct plan *p;
     enum plan_class cls;       /* alternates at each barrier */
     bool dirty;                /* writes since the last barrier */
-    const char *title;
+    const char *label;
 };
 
 static int wov_pread(qio_t *q, void *buf, size_t n, uint64_t off)
@@ -35,7 +30,7 @@ static int wov_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
 {
     struct wov *o = (struct wov *)q;
     o->dirty = true;
-    return plan_write(o->p, o->cls, off, buf, n, o->title);
+    return plan_write(o->p, o->cls, off, buf, n, "%s", o->label);
 }
 
 static int wov_size(qio_t *q, uint64_t *out)
@@ -48,9 +43,9 @@ static int wov_truncate(qio_t *q, uint64_t size)
 {
     struct wov *o = (struct wov *)q;
     if (size <= o->p->size)
-        return 0;
+        return 0;   /* a cut is not made (see ported.h) */
     o->dirty = true;
-    return plan_truncate(o->p, o->cls, size, "%s: grow the file", o->title);
+    return plan_truncate(o->p, o->cls, size, "%s: grow the file", o->label);
 }
 
 static int wov_flush(qio_t *q)
@@ -79,7 +74,7 @@ static int wov_allocated(qio_t *q, uint64_t *out)
 
 static void wov_close(qio_t *q)
 {
-    (void)q;
+    (void)q;   /* qio_close frees the path and the struct */
 }
 
 static const struct qio_ops wov_ops = {
@@ -87,7 +82,7 @@ static const struct qio_ops wov_ops = {
     .flush = wov_flush, .extent = wov_extent, .allocated = wov_allocated, .close = wov_close,
 };
 
-static qio_t *wov_open(struct plan *p, const char *path, const char *title)
+qio_t *ported_overlay(struct plan *p, const char *path, const char *label)
 {
     struct wov *o = xcalloc(1, sizeof(*o));
     o->q.ops = &wov_ops;
@@ -96,14 +91,42 @@ static qio_t *wov_open(struct plan *p, const char *path, const char *title)
     o->q.writable = true;
     o->p = p;
     o->cls = PC_REFCOUNT;
-    o->title = title;
+    o->label = label;
     return &o->q;
 }
 
-static void print_plan(const struct plan *p, const char *title)
+int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t **out,
+                char **errmsg)
 {
-    printf("%s plan (dry run, nothing was written): %zu write%s, %" PRIu64 " bytes\n", title,
-           p->n, p->n == 1 ? "" : "s", plan_bytes(p));
+    memset(pt, 0, sizeof(*pt));
+    *errmsg = NULL;
+    if (orig->data_file_name) {
+        *errmsg = xstrdup("--dry-run and --journal are not supported for images with an "
+                          "external data file");
+        return -ENOTSUP;
+    }
+    plan_init(&pt->plan, orig->file);
+    pt->orig = orig;
+    int r = image_open_qio(ported_overlay(&pt->plan, filename, filename), filename,
+                           orig->format, IMG_OPEN_RDWR, &pt->img, errmsg);
+    if (r < 0) {
+        char *m = *errmsg;
+        *errmsg = xasprintf("Could not open '%s': %s", filename, m ? m : strerror(-r));
+        free(m);
+        plan_free(&pt->plan);
+        pt->img = NULL;
+        return r;
+    }
+    /* COW reads and zeroing decisions need the chain: shared, orig keeps reading it */
+    pt->img->backing = orig->backing;
+    *out = pt->img;
+    return 0;
+}
+
+static void print_plan(const struct plan *p, const char *title, const char *filename)
+{
+    printf("%s plan for '%s' (dry run, nothing was written): %zu write%s, %" PRIu64
+           " bytes\n", title, filename, p->n, p->n == 1 ? "" : "s", plan_bytes(p));
     for (size_t i = 0; i < p->n; i++) {
         const struct plan_entry *e = &p->v[i];
         if (e->op == PLAN_TRUNCATE)
@@ -115,53 +138,15 @@ static void print_plan(const struct plan *p, const char *title)
     }
 }
 
-static int plan_work(struct plan *p, image_t *orig, const char *filename, const char *title,
-                     ported_fn fn, void *ctx, char **errmsg)
+int ported_apply_journal(struct plan *plan, const char *filename, const char *journal,
+                         char **errmsg)
 {
-    image_t *img;
-    int r = image_open_qio(wov_open(p, filename, title), filename, orig->format,
-                           IMG_OPEN_RDWR, &img, errmsg);
-    if (r < 0) {
-        char *m = *errmsg;
-        *errmsg = xasprintf("Could not open '%s': %s", filename, m ? m : strerror(-r));
-        free(m);
-        return r;
-    }
-    if (orig->backing) {
-        img->backing = orig->backing;
-        orig->backing = NULL;
-    }
-    r = fn(img, ctx, errmsg);
-    if (r == 0)
-        r = image_flush(img);
-    orig->backing = img->backing;
-    img->backing = NULL;
-    image_close(img);
-    return r;
-}
-
-int ported_run(image_t *orig, const char *filename, const char *title, ported_fn fn,
-               void *ctx, bool dry_run, const char *journal, char **errmsg)
-{
-    if (orig->data_file_name) {
-        *errmsg = xasprintf("--%s is not supported for images with an external data file",
-                            dry_run ? "dry-run" : "journal");
-        return -ENOTSUP;
-    }
-    struct plan plan;
-    plan_init(&plan, orig->file);
-    int r = plan_work(&plan, orig, filename, title, fn, ctx, errmsg);
-    if (r < 0)
-        goto out;
-    if (dry_run) {
-        print_plan(&plan, title);
-        goto out;
-    }
     qio_t *wq;
     const char *perm;
+    int r;
     if ((r = qio_open_file(filename, QIO_RDWR, &wq)) < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        goto out;
+        return r;
     }
     if ((r = qio_lock_for_repair(wq, &perm)) < 0) {
         if (r == -EBUSY)
@@ -171,24 +156,42 @@ int ported_run(image_t *orig, const char *filename, const char *title, ported_fn
         else
             *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         qio_close(wq);
-        goto out;
+        return r;
     }
     journal_t *j;
     if ((r = journal_create(journal, filename, wq, &j)) < 0) {
-        r = -EIO;   /* journal_create printed why */
         qio_close(wq);
-        goto out;
+        return -EIO;   /* journal_create printed why */
     }
     struct wport w;
     const struct plan_entry *failed = NULL;
     if ((r = wport_init_journal(&w, wq, j)) == 0)
-        r = wport_apply(&w, &plan, &failed);
+        r = wport_apply(&w, plan, &failed);
     if (r < 0 && failed)
         *errmsg = xasprintf("Could not write '%s': %s", filename, strerror(-r));
     journal_finish(j, wq, r == 0);
     journal_close(j);
     qio_close(wq);
-out:
-    plan_free(&plan);
+    return r;
+}
+
+int ported_finish(struct ported *pt, const char *filename, bool ok, bool dry_run,
+                  const char *journal, const char *title, char **errmsg)
+{
+    *errmsg = NULL;
+    int r = 0;
+    if (pt->img) {
+        pt->img->backing = NULL;   /* orig's */
+        r = ok ? image_flush(pt->img) : 0;
+        image_close(pt->img);
+        pt->img = NULL;
+    }
+    if (ok && r == 0) {
+        if (dry_run)
+            print_plan(&pt->plan, title, filename);
+        else if (journal)
+            r = ported_apply_journal(&pt->plan, filename, journal, errmsg);
+    }
+    plan_free(&pt->plan);
     return r;
 }

@@ -536,7 +536,7 @@ def test_amend_dry_run_writes_nothing(tmp_path, build, args):
     before = _read_all(d)
     rc, out, err = qemu.qimg('amend', '--dry-run', *args, 'img', cwd=d)
     assert (rc, err) == (0, '')
-    assert out.startswith('Amend plan (dry run, nothing was written): ')
+    assert out.startswith("Amend plan for 'img' (dry run, nothing was written): ")
     assert _read_all(d) == before
     # the plan lists writes exactly when the real amend changes the file
     ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
