@@ -46,11 +46,8 @@ int image_snapshot_find(image_t *img, const char *s, char **id, char **name)
     if (!img->drv->snapshots || img->drv->snapshots(img, &l, &n) < 0)
         return -ENOENT;
     size_t i;
-    for (i = 0; i < n && strcmp(l[i].id, s); i++)
+    for (i = 0; i < n && strcmp(l[i].name, s); i++)
         ;
-    if (i == n)
-        for (i = 0; i < n && strcmp(l[i].name, s); i++)
-            ;
     int r = -ENOENT;
     if (i < n) {
         *id = xstrdup(l[i].id);
@@ -103,6 +100,9 @@ int image_snapshot_goto(image_t *img, const char *s, char **errmsg)
         return -EBUSY;
     }
     if (!m) {
+        /* qemu falls back to the protocol layer: the format driver is closed and opened
+         * again around that, and a probed raw image warns again */
+        image_warn_probed_raw(img, img->filename);
         *errmsg = xstrdup("Block driver does not support snapshots");
         return -ENOTSUP;
     }

@@ -13,7 +13,7 @@
 void snapshot_dump_header(void);
 void snapshot_dump_row(const snapshot_info_t *sn);
 
-/* qemu's bdrv_snapshot_find: by id first, then by name, over the list info shows;
+/* qemu 7.2's bdrv_snapshot_find: by name (not id), over the list info shows;
  * 0 with *id and *name (malloc'd) or -ENOENT. */
 int image_snapshot_find(image_t *img, const char *s, char **id, char **name);
 

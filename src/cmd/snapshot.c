@@ -1,7 +1,8 @@
 /* `qimg snapshot`: qemu-img 7.2's img_snapshot. -l lists the internal snapshots (the table
  * info shows), -c creates one (disk only, dated now), -a applies one, -d deletes one; the
  * work is the block layer's (block/snapshot.h) over the qcow2 engine
- * (qcow2/snapshot_write.h). Without an action the image is opened read-write and closed, as
+ * (qcow2/snapshot_write.h). qemu-img 7.2's snapshot takes no -f: the format is always
+ * probed. Without an action the image is opened read-write and closed, as
  * qemu-img does. Beyond qemu-img: --dry-run and --journal FILE for -c/-a/-d
  * (cmd/overlay_run.h). */
 #include <errno.h>
@@ -104,13 +105,12 @@ int cmd_snapshot(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     struct job j = { NONE, NULL };
-    const char *fmt = NULL, *journal = NULL;
+    const char *journal = NULL;
     bool force_share = false, dry_run = false;
     int c;
     opts_start();
-    while ((c = opts_next(argc, argv, ":la:c:d:f:hqU", longopts, help)) != -1) {
+    while ((c = opts_next(argc, argv, ":la:c:d:hqU", longopts, help)) != -1) {
         switch (c) {
-        case 'f': fmt = optarg; break;
         case 'q': break;   /* nothing to silence: qemu-img prints no progress here */
         case 'U': force_share = true; break;
         case 'l': case 'a': case 'c': case 'd':
@@ -146,7 +146,7 @@ int cmd_snapshot(int argc, char **argv)
     }
     int flags = j.action == LIST ? (force_share ? IMG_OPEN_SHARE : 0)
                 : dry_run ? 0 : journal ? IMG_OPEN_SHARE : IMG_OPEN_RDWR;
-    image_t *img = image_open_or_report(filename, fmt, flags);
+    image_t *img = image_open_or_report(filename, NULL, flags);
     if (!img)
         return 1;
     int ret;
