@@ -76,6 +76,29 @@ static int ov_allocated(qio_t *q, uint64_t *out)
     return 0;
 }
 
+/* A punched hole or zeroed range is recorded as zeros written (the journal can restore
+ * bytes, not allocation), within the file as FALLOC_FL_KEEP_SIZE keeps it: the result
+ * reads as qemu's, whose discards punch holes. */
+static int ov_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
+{
+    struct ov *o = (struct ov *)q;
+    if (mode == QIO_FALLOC_ALLOCATE)
+        return -ENOTSUP;
+    if (off >= o->p->size)
+        return 0;
+    if (len > o->p->size - off)
+        len = o->p->size - off;
+    static const uint8_t zeros[1 << 16];
+    for (uint64_t done = 0; done < len;) {
+        size_t n = len - done < sizeof(zeros) ? (size_t)(len - done) : sizeof(zeros);
+        int r = ov_pwrite(q, zeros, n, off + done);
+        if (r < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
 static void ov_close(qio_t *q)
 {
     (void)q;   /* qio_close frees the path and the struct */
@@ -83,7 +106,8 @@ static void ov_close(qio_t *q)
 
 static const struct qio_ops ov_ops = {
     .pread = ov_pread, .pwrite = ov_pwrite, .size = ov_size, .truncate = ov_truncate,
-    .flush = ov_flush, .extent = ov_extent, .allocated = ov_allocated, .close = ov_close,
+    .flush = ov_flush, .extent = ov_extent, .allocated = ov_allocated, .fallocate = ov_fallocate,
+    .close = ov_close,
 };
 
 static qio_t *ov_open(struct plan *p, const char *path, const char *what)
