@@ -86,7 +86,8 @@ int image_snapshot_create(image_t *img, const char *name, uint32_t date_sec, uin
     if (!m)
         return -ENOTSUP;
     char *corrupt = NULL;
-    return after(img, qcow2_snapshot_create(m, name, date_sec, date_nsec, &corrupt), corrupt);
+    int r = qcow2_snapshot_create(m, name, date_sec, date_nsec, &corrupt);
+    return after(img, r, corrupt);
 }
 
 int image_snapshot_goto(image_t *img, const char *s, char **errmsg)
@@ -132,7 +133,8 @@ int image_snapshot_goto(image_t *img, const char *s, char **errmsg)
             goto fail;
         }
     }
-    r = after(img, qcow2_snapshot_goto_at(m, (uint32_t)i, &corrupt), corrupt);
+    r = qcow2_snapshot_goto_at(m, (uint32_t)i, &corrupt);
+    r = after(img, r, corrupt);
     if (r == 0)
         return 0;
 fail:
@@ -163,7 +165,8 @@ int image_snapshot_delete(image_t *img, const char *id, const char *name, char *
         return r;
     }
     char *corrupt = NULL;
-    r = after(img, qcow2_snapshot_delete_at(m, (uint32_t)i, &why, &corrupt), corrupt);
+    r = qcow2_snapshot_delete_at(m, (uint32_t)i, &why, &corrupt);
+    r = after(img, r, corrupt);
     if (r < 0 && why)
         *errmsg = xasprintf("%s: %s", why, strerror(-r));
     return r;

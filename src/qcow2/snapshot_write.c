@@ -166,6 +166,31 @@ int qcow2_update_snapshot_refcount(struct qcow2_image *m, uint64_t l1_off, uint6
     return r;
 }
 
+/* One entry written as qemu writes it: header, extra data, id and name each on its own,
+ * so that the padding between entries keeps what the file held there. */
+static int write_entry(struct qcow2_image *m, const struct qcow2_snapshot *sn, uint64_t at)
+{
+    uint64_t len = qcow2_snapshot_encoded_size(sn);
+    uint8_t *buf = xcalloc(1, (size_t)len);
+    int64_t w = qcow2_snapshot_encode(sn, buf, (size_t)len);
+    int r = w < 0 ? (int)w : 0;
+    uint64_t extra = QCOW2_SN_EXTRA_KNOWN + (uint64_t)sn->unknown_extra_len;
+    uint64_t parts[5][2] = {
+        { 0, QCOW2_SN_HDR_SIZE },
+        { QCOW2_SN_HDR_SIZE, QCOW2_SN_EXTRA_KNOWN },
+        { QCOW2_SN_HDR_SIZE + QCOW2_SN_EXTRA_KNOWN, sn->unknown_extra_len },
+        { QCOW2_SN_HDR_SIZE + extra, sn->id_str_size },
+        { QCOW2_SN_HDR_SIZE + extra + sn->id_str_size, sn->name_size },
+    };
+    /* guarded once for the whole table by the caller, as qemu */
+    for (unsigned i = 0; i < 5 && r >= 0; i++)
+        if (parts[i][1])
+            r = qcow2_meta_pwrite(m, QCOW2_OL_ALL, at + parts[i][0], buf + parts[i][0],
+                                  (size_t)parts[i][1]);
+    free(buf);
+    return r;
+}
+
 int qcow2_write_snapshots(struct qcow2_image *m)
 {
     uint64_t size = 0;
@@ -183,34 +208,28 @@ int qcow2_write_snapshots(struct qcow2_image *m)
     if (off < 0)
         return (int)off;
     int r = flush(m);
-    if (r < 0)
-        return r;
-    if (size) {
-        uint8_t *buf = xcalloc(1, (size_t)size);
-        uint64_t pos = 0;
-        for (uint32_t i = 0; i < m->nb_sn && r >= 0; i++) {
-            pos = (pos + 7) & ~7ull;
-            int64_t w = qcow2_snapshot_encode(&m->sn[i], buf + pos, (size_t)(size - pos));
-            if (w < 0)
-                r = (int)w;
-            else
-                pos += (uint64_t)w;
-        }
-        /* every class: these clusters must be free */
-        if (r >= 0)
-            r = qcow2_meta_pwrite(m, QCOW2_OL_NONE, (uint64_t)off, buf, (size_t)size);
-        free(buf);
-        if (r < 0)
-            return r;
+    /* every class: these clusters must be free */
+    if (r >= 0)
+        r = qcow2_overlap_check(m, QCOW2_OL_NONE, (uint64_t)off, size);
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < m->nb_sn && r >= 0; i++) {
+        pos = (pos + 7) & ~7ull;
+        r = write_entry(m, &m->sn[i], (uint64_t)off + pos);
+        pos += qcow2_snapshot_encoded_size(&m->sn[i]);
     }
     /* the new table and its refcounts on disk before the header points at them */
-    if ((r = flush(m)) < 0)
-        return r;
+    if (r >= 0)
+        r = flush(m);
     uint8_t hd[12];
     be32_put(hd, m->nb_sn);
     be64_put(hd + 4, (uint64_t)off);
-    if ((r = qcow2_meta_pwrite(m, QCOW2_OL_ALL, 60, hd, sizeof(hd))) < 0)
+    if (r >= 0)
+        r = pwrite_sync(m, QCOW2_OL_ALL, 60, hd, sizeof(hd));
+    if (r < 0) {
+        if (off > 0)
+            qcow2_free_clusters(m, (uint64_t)off, size, QCOW2_DISCARD_ALWAYS);
         return r;
+    }
     uint64_t old_off = m->sn_offset, old_size = m->sn_size;
     m->h.nb_snapshots = m->nb_sn;
     m->h.snapshots_offset = (uint64_t)off;
