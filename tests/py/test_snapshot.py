@@ -69,6 +69,8 @@ def _then(build, *steps):
                 qemu.qemu_img('bitmap', '--add', p, s[1], check=True)
             elif s[0] == 'resize':
                 qemu.qemu_img('resize', p, s[1], check=True)
+            elif s[0] == 'shrink':
+                qemu.qemu_img('resize', '--shrink', p, s[1], check=True)
             else:
                 raise ValueError(s)
     return b
@@ -178,6 +180,10 @@ LAYOUTS = [
                       ('write', 0xcc, 2 * MIB, 64 * KIB))),
     ('bitmap', _then(_qcow2(data=DATA, snaps=('s1',)), ('bitmap', 'b0'),
                      ('write', 0xcc, 0, 64 * KIB))),
+    ('shrunk', _then(_qcow2(size='10M', data=BIG, snaps=('s1',)), ('shrink', '4M'),
+                     ('write', 0xcc, 0, 64 * KIB))),
+    ('shrunk-c512', _then(_qcow2(size='10M', data=BIG, cluster_size=512, snaps=('s1',)),
+                          ('shrink', '1M'))),
 ]
 
 OPS = [
@@ -266,6 +272,15 @@ CASES += [
     ('v3-unknown-extra-delete', _poked(_qcow2(data=DATA, snaps=('s1', 's2')),
                                        _retable(lambda e: e + b'unknown!' * 3)),
      ['-d', 's1', 'img']),
+    ('id-9-create', _poked(_qcow2(data=DATA, snaps=('s1', 's2')), lambda q: q.pwrite(
+        q.snapshots()[0].offset + 40 + q.snapshots()[0].extra_data_size, b'9')),
+     ['-c', 'x', 'img']),
+    ('id-text-create', _poked(_qcow2(data=DATA, snaps=('s1',)), lambda q: q.pwrite(
+        q.snapshots()[0].offset + 40 + q.snapshots()[0].extra_data_size, b'a')),
+     ['-c', 'x', 'img']),
+    ('id-apply', _poked(_qcow2(data=DATA, snaps=('s1', 's2')), lambda q: q.pwrite(
+        q.snapshots()[1].offset + 40 + q.snapshots()[1].extra_data_size, b'7')),
+     ['-a', '7', 'img']),
     ('l1-entry-unaligned-create', _poked(_qcow2(data=DATA), _l1_entry_unaligned),
      ['-c', 'x', 'img']),
     ('l1-entry-unaligned-create-v2', _poked(_qcow2(data=DATA, compat='0.10'),
@@ -662,3 +677,23 @@ def test_snapshot_refused_while_in_use(tmp_path):
     assert rb == ra
     assert rj == ra
     assert _read_all(d) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which('setpriv'),
+                    reason='needs root to run the tools as another user')
+def test_snapshot_read_only_file(tmp_path):
+    """A file the user cannot write: -l works, the others fail at the open as qemu's."""
+    d = tmp_path / 'ro'
+    d.mkdir()
+    _qcow2(data=DATA, snaps=('s1',))(str(d))
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(str(d), 0o755)
+    os.chmod(str(d / 'img'), 0o444)
+    before = _read_all(str(d))
+    as_nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+    for args in (['-l'], ['-c', 'x'], ['-a', 's1'], ['-d', 's1']):
+        ra = qemu.run(*as_nobody, qemu.tool_path('qemu'), 'snapshot', *args, 'img', cwd=str(d))
+        rb = qemu.run(*as_nobody, qemu.tool_path('qimg'), 'snapshot', *args, 'img', cwd=str(d))
+        assert rb == ra, args
+        assert (ra[0] == 0) == (args == ['-l'])
+    assert _read_all(str(d)) == before
