@@ -175,8 +175,9 @@ int overlay_run(image_t *orig, const char *filename, const char *what, bool dry_
     }
     struct plan plan;
     plan_init(&plan, orig->file);
+    /* a command that fails writes nothing at all (qemu's leaves its partial writes) */
     int r = run_on_plan(&plan, orig, filename, what, fn, ctx);
-    if (r < 0)
+    if (r != 0)
         goto out;
     if (dry_run) {
         print_plan(&plan, what);

@@ -13,7 +13,7 @@
 #include "block/image.h"
 
 /* The command's work on img (opened read-write on the overlay, orig's backing chain lent
- * to it). 0, or -errno after printing its messages. */
+ * to it). 0, or nonzero after printing its messages: then nothing is printed or written. */
 typedef int (*overlay_fn)(image_t *img, void *ctx);
 
 /* orig: the image open read-only (with IMG_OPEN_SHARE for a journal: the journal's writer

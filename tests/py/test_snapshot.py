@@ -697,3 +697,27 @@ def test_snapshot_read_only_file(tmp_path):
         assert rb == ra, args
         assert (ra[0] == 0) == (args == ['-l'])
     assert _read_all(str(d)) == before
+
+
+@pytest.mark.parametrize('build,args', [
+    (_qcow2(data=DATA, refcount_bits=1), ['-c', 's']),   # fails half-way in qemu
+    (_qcow2(data=DATA, snaps=('s1',)), ['-d', 'nope']),
+    (_then(_qcow2(data=DATA, snaps=('s1',)), ('bitmap', 'b0')), ['-a', 's1']),
+], ids=['refcount-overflow', 'unknown', 'bitmaps'])
+def test_snapshot_ported_failure_writes_nothing(tmp_path, build, args):
+    """A failing -c/-a/-d under --dry-run or --journal: qemu-img's message and exit code,
+    and nothing written (no plan printed, no journal left)."""
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    build(str(orig))
+    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
+    ra = qemu.run(qemu.tool_path('qemu'), 'snapshot', *args, 'img', cwd=ref)
+    assert ra[0] == 1
+    d = qemu.copy_dir(str(orig), str(tmp_path / 'd'))
+    before = _read_all(d)
+    jr = str(tmp_path / 'j')
+    for opt in (['--dry-run'], ['--journal', jr]):
+        rb = qemu.run(qemu.tool_path('qimg'), 'snapshot', *opt, *args, 'img', cwd=d)
+        assert rb == ra, opt
+        assert _read_all(d) == before
+    assert not os.path.exists(jr)
