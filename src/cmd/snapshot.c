@@ -4,7 +4,7 @@
  * (qcow2/snapshot_write.h). qemu-img 7.2's snapshot takes no -f: the format is always
  * probed. Without an action the image is opened read-write and closed, as
  * qemu-img does. Beyond qemu-img: --dry-run and --journal FILE for -c/-a/-d
- * (cmd/overlay_run.h). */
+ * (cmd/ported.h; the discards of freed clusters recorded as zeros). */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@
 #include "block/driver.h"
 #include "block/snapshot.h"
 #include "cmd/commands.h"
-#include "cmd/overlay_run.h"
+#include "cmd/ported.h"
 #include "util/err.h"
 #include "util/opts.h"
 #include "util/xalloc.h"
@@ -96,6 +96,31 @@ static int act(image_t *img, void *ctx)
     return r < 0 ? 1 : 0;
 }
 
+/* -c/-a/-d on a plan overlay (cmd/ported.h): printed or journaled; a failing action
+ * writes nothing (qemu's may leave partial writes). 0 or 1 after reporting. */
+static int ported_act(image_t *img, const char *filename, const struct job *j, bool dry_run,
+                      const char *journal)
+{
+    struct ported pt;
+    image_t *w;
+    char *msg = NULL;
+    if (ported_open(&pt, img, filename, &w, &msg) < 0) {
+        err_report("%s", msg);
+        free(msg);
+        return 1;
+    }
+    ported_record_discards(&pt);
+    int ret = act(w, (void *)j);
+    int r = ported_finish(&pt, filename, ret == 0, dry_run, journal, "Snapshot", &msg);
+    if (r < 0 && ret == 0) {
+        if (msg)
+            err_report("%s", msg);
+        ret = 1;
+    }
+    free(msg);
+    return ret;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -154,8 +179,7 @@ int cmd_snapshot(int argc, char **argv)
         list(img);
         ret = 0;
     } else if (ported) {
-        int r = overlay_run(img, filename, "Snapshot", dry_run, journal, act, &j);
-        ret = r != 0;
+        ret = ported_act(img, filename, &j, dry_run, journal);
     } else {
         ret = act(img, &j);
     }
