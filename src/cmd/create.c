@@ -50,7 +50,10 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     int ret = 1;
 
     if (copts_init(&o, fmt, true) < 0) {
-        snprintf(err, sizeof(err), "Unknown file format '%s'", fmt);
+        if (copts_format_no_create(fmt))
+            snprintf(err, sizeof(err), "Format driver '%s' does not support image creation", fmt);
+        else
+            snprintf(err, sizeof(err), "Unknown file format '%s'", fmt);
         report(filename, err);
         return 1;
     }
@@ -196,6 +199,10 @@ int cmd_create(int argc, char **argv)
     const char *filename = optind < argc ? argv[optind] : NULL;
     if (options && copts_has_help(options)) {
         free(options);
+        if (copts_format_no_create(fmt)) {
+            err_report("Format driver '%s' does not support image creation", fmt);
+            return 1;
+        }
         if (!copts_format_known(fmt)) {
             err_report("Unknown file format '%s'", fmt);
             return 1;

@@ -158,6 +158,11 @@ CASES = [
     ('help-with-value', '-f qcow2 -o help=1 x.img'),
     ('help-after-bad', '-f qcow2 -o foo=1,help x.img'),
     ('help-unknown-format', '-f foo -o help'),
+    # drivers qemu knows that cannot create (iotests 082, 113)
+    ('help-no-create', '-f bochs -o help'),
+    ('help-no-create-file', '-f blkdebug -o help x.img'),
+    ('no-create-format', '-f bochs x.img 1M'),
+    ('no-create-null-co', '-f null-co x.img 1M'),
     # command line
     ('unknown-format', '-f foo x.img 1M'),
     ('no-size', '-f qcow2 x.img'),
