@@ -36,6 +36,11 @@ CASES = [
     ('zstd', '-f qcow2 -o compression_type=zstd x.img 100M'),
     ('data-file', '-f qcow2 -o data_file=d.raw x.img 100M'),
     ('data-file-other-dir', '-f qcow2 -o data_file=d.raw sub/x.img 1M'),
+    # a data file naming the image itself: qemu fails on its own lock and deletes it
+    ('data-file-self', '-f qcow2 -o data_file=x.img x.img 1M'),
+    ('data-file-self-existing', '-f qcow2 -o data_file=./junk junk 1M'),
+    ('data-file-self-sub', '-f qcow2 -o data_file=sub/sb.img sub/sb.img 1M'),
+    ('data-file-self-v2', '-f qcow2 -o data_file=./x.img,compat=0.10 x.img 1M'),
     ('data-file-raw', '-f qcow2 -o data_file=d.raw,data_file_raw=on x.img 100M'),
     ('prealloc-metadata', '-f qcow2 -o preallocation=metadata x.img 100M'),
     # falloc/full need the engine's qcow2 falloc/full growth (branch i12-resize)
