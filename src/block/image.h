@@ -93,9 +93,19 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
 /* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
 
-/* qemu's path_combine(): name as seen from the directory of base (absolute names unchanged).
- * This is how backing and data file names are resolved. Returns a malloc'd string. */
+/* qemu's path_combine(): name as seen from the directory of base (absolute names and names
+ * with a protocol prefix unchanged). This is how backing and data file names are resolved.
+ * Returns a malloc'd string. */
 char *image_path_combine(const char *base, const char *name);
+
+/* qemu's path_has_protocol(): a ':' before any '/'. */
+bool image_path_has_protocol(const char *name);
+
+/* The file a name given to qemu's block layer opens (bdrv_find_protocol, then file-posix's
+ * "file:" prefix stripped, "./" put in front of a rest that would look like a prefix).
+ * Names of protocols qimg does not open are returned unchanged; an unknown prefix fails:
+ * -ENOENT and errmsg "Unknown protocol 'X'". *path is malloc'd. */
+int image_file_path(const char *name, char **path, char **errmsg);
 
 /* Closes img and its backing chain. NULL is fine. */
 void image_close(image_t *img);

@@ -14,14 +14,57 @@
 #include "util/err.h"
 #include "util/xalloc.h"
 
-/* qemu's path_combine(): name relative to the directory part of base. */
+bool image_path_has_protocol(const char *name)
+{
+    return name[strcspn(name, ":/")] == ':';
+}
+
+/* qemu's bdrv_make_absolute_filename + path_combine(): a name with a protocol prefix or an
+ * absolute one stays as it is; else it is taken from the directory of base (after base's
+ * own protocol prefix, if any). */
 char *image_path_combine(const char *base, const char *name)
 {
-    if (name[0] == '/')
+    if (name[0] == '/' || image_path_has_protocol(name))
         return xstrdup(name);
+    const char *p = base;
+    if (image_path_has_protocol(base))
+        p = strchr(base, ':') + 1;
     const char *slash = strrchr(base, '/');
-    size_t dir = slash ? (size_t)(slash - base) + 1 : 0;
-    return xasprintf("%.*s%s", (int)dir, base, name);
+    if (slash && slash + 1 > p)
+        p = slash + 1;
+    return xasprintf("%.*s%s", (int)(p - base), base, name);
+}
+
+/* Protocols qemu 7.2 (Debian's build, without the extra modules) knows besides "file".
+ * qimg does not open them (yet): such names are left as they are and fail to open. */
+static const char *const other_protocols[] = {
+    "json", "nbd", "nbd+tcp", "nbd+unix", "nbd+vsock", "host_device", "host_cdrom",
+    "null-co", "null-aio", "blkdebug", "blkverify", "fat", "nvme", NULL,
+};
+
+int image_file_path(const char *name, char **path, char **errmsg)
+{
+    *path = NULL;
+    if (!image_path_has_protocol(name)) {
+        *path = xstrdup(name);
+        return 0;
+    }
+    size_t n = strcspn(name, ":");
+    if (n == 4 && !strncmp(name, "file", 4)) {
+        /* bdrv_parse_filename_strip_prefix: a rest that would again look like a protocol
+         * prefix gets "./" in front */
+        const char *rest = name + 5;
+        *path = image_path_has_protocol(rest) ? xasprintf("./%s", rest) : xstrdup(rest);
+        return 0;
+    }
+    for (size_t i = 0; other_protocols[i]; i++) {
+        if (strlen(other_protocols[i]) == n && !strncmp(name, other_protocols[i], n)) {
+            *path = xstrdup(name);
+            return 0;
+        }
+    }
+    *errmsg = xasprintf("Unknown protocol '%.*s'", (int)n, name);
+    return -ENOENT;
 }
 
 static const char *probe(qio_t *f, int *err)
@@ -77,10 +120,15 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         *errmsg = xasprintf("Unknown driver '%s'", fmt);
         return -EINVAL;
     }
+    char *path;
+    int r = image_file_path(filename, &path, errmsg);
+    if (r < 0)
+        return r;
     image_t *img = xcalloc(1, sizeof(*img));
-    img->filename = xstrdup(filename);
+    img->filename = path;
+    filename = path; /* the file's own name from here on, as qemu's file node has it */
     img->flags = flags;
-    int r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
+    r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
                            &img->file, errmsg);
     if (r < 0)
         goto fail;

@@ -49,12 +49,25 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     char err[1024];
     int ret = 1;
 
-    if (copts_init(&o, fmt, true) < 0) {
-        if (copts_format_no_create(fmt))
-            snprintf(err, sizeof(err), "Format driver '%s' does not support image creation", fmt);
-        else
-            snprintf(err, sizeof(err), "Unknown file format '%s'", fmt);
+    /* bdrv_img_create's order: format, protocol, the format's creation support */
+    bool known = copts_init(&o, fmt, true) == 0;
+    if (!known && !copts_format_no_create(fmt)) {
+        snprintf(err, sizeof(err), "Unknown file format '%s'", fmt);
         report(filename, err);
+        return 1;
+    }
+    char *path = NULL, *perr = NULL;
+    if (image_file_path(filename, &path, &perr) < 0) {
+        report(filename, perr);
+        free(perr);
+        if (known)
+            copts_free(&o);
+        return 1;
+    }
+    if (!known) {
+        snprintf(err, sizeof(err), "Format driver '%s' does not support image creation", fmt);
+        report(filename, err);
+        free(path);
         return 1;
     }
     if (options && copts_parse(&o, options, err, sizeof(err)) < 0) {
@@ -139,7 +152,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         fflush(stdout);
     }
     char *msg = NULL;
-    int r = block_create(fmt, filename, &o, &msg);
+    int r = block_create(fmt, path, &o, &msg);
     if (r == -EFBIG) {
         snprintf(err, sizeof(err), "The image size is too large for file format '%s'%s", fmt,
                  copts_num(&o, "cluster_size", 0) ? " (try using a larger cluster size)" : "");
@@ -151,6 +164,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     }
     free(msg);
 out:
+    free(path);
     copts_free(&o);
     return ret;
 }

@@ -163,6 +163,16 @@ CASES = [
     ('help-with-value', '-f qcow2 -o help=1 x.img'),
     ('help-after-bad', '-f qcow2 -o foo=1,help x.img'),
     ('help-unknown-format', '-f foo -o help'),
+    # protocol prefixes (iotest 126): "file:" stripped, unknown ones refused
+    ('file-prefix', '-f qcow2 file:a:b.img 1M'),
+    ('file-prefix-twice', '-f raw file:file:x 1M'),
+    ('file-prefix-no-dir', '-f qcow2 file:nodir/x.img 1M'),
+    ('file-prefix-backing', '-f qcow2 -b file:b.img -F qcow2 x.img'),
+    ('file-prefix-image-backing', '-f qcow2 -b b.img -F qcow2 file:t:op.img'),
+    ('unknown-protocol', '-f qcow2 foo:bar 1M'),
+    ('unknown-protocol-no-create', '-f bochs foo:bar 1M'),
+    ('unknown-protocol-bad-format', '-f foo foo:bar 1M'),
+    ('unknown-protocol-backing', '-f qcow2 -b b:c.img -F qcow2 x.img'),
     # drivers qemu knows that cannot create (iotests 082, 113)
     ('help-no-create', '-f bochs -o help'),
     ('help-no-create-file', '-f blkdebug -o help x.img'),
