@@ -31,6 +31,8 @@ enum {
                                      tolerated, guest I/O then fails with -ENOMEDIUM */
     IMG_OPEN_CHECK = 1 << 4,      /* opened by check (qemu's BDRV_O_CHECK): no repair at
                                      open, check does it (QED's NEED_CHECK) */
+    IMG_OPEN_IMAGE_OPTS = 1 << 5, /* the name is --image-opts options (block/spec.h); a
+                                     "json:{...}" name is always taken as options */
 };
 
 /* Most backing files below an image. qemu-img 7.2 has no designed limit (its compare
@@ -60,6 +62,8 @@ struct image {
     qio_t *data_file;      /* where guest data lives: == file, or the external data file;
                               NULL only with IMG_OPEN_NO_IO and a missing data file */
     char *data_file_name;  /* resolved path of an external data file, else NULL */
+    char *data_file_opt;   /* the "data-file.filename" option, else NULL: opened in place of
+                              the name the image stores */
 
     char *backing_file;    /* backing file name as stored in the image, or NULL */
     char *backing_full;    /* that name resolved against the image's directory, or NULL */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "block/driver.h"
+#include "block/spec.h"
 #include "format/probe.h"
 #include "io/lock.h"
 #include "util/err.h"
@@ -113,25 +114,31 @@ static bool ids_add(struct chain_ids *ids, qio_t *q)
 /* Opens one layer, not its backing file. errmsg gets the text qemu prints after the
  * prefixes ("Could not open 'TOP': " and one "Could not open backing file: " per level). */
 static int open_layer(const char *filename, const char *fmt, int flags, struct chain_ids *ids,
-                      image_t **out, char **errmsg)
+                      const struct image_spec *spec, image_t **out, char **errmsg)
 {
     *out = NULL;
     if (fmt && !driver_find(fmt)) { /* qemu looks the driver up before opening the file */
         *errmsg = xasprintf("Unknown driver '%s'", fmt);
         return -EINVAL;
     }
-    char *path;
-    int r = image_file_path(filename, &path, errmsg);
+    char *path = NULL;
+    int r = spec ? 0 : image_file_path(filename, &path, errmsg);
     if (r < 0)
         return r;
     image_t *img = xcalloc(1, sizeof(*img));
-    img->filename = path;
-    filename = path; /* the file's own name from here on, as qemu's file node has it */
+    img->filename = spec ? xstrdup(spec->filename) : path;
+    if (spec && spec->data_file)
+        img->data_file_opt = xstrdup(spec->data_file);
+    filename = img->filename; /* the file's own name from here on, as qemu's file node */
     img->flags = flags;
     r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
                            &img->file, errmsg);
     if (r < 0)
         goto fail;
+    if (spec && spec->direct && (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
+        *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
+        goto fail;
+    }
     if (!ids_add(ids, img->file)) {
         *errmsg = xasprintf("Backing file '%s' creates an infinite loop.", filename);
         r = -ELOOP;
@@ -200,7 +207,7 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
         }
         char *inner = NULL;
         int r = open_layer(img->backing_full, img->backing_format, flags & ~IMG_OPEN_RDWR, ids,
-                           &img->backing, &inner);
+                           NULL, &img->backing, &inner);
         if (r < 0) {
             const char *pre = "Could not open backing file: ";
             size_t plen = strlen(pre), ilen = strlen(inner);
@@ -222,8 +229,21 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
 {
     struct chain_ids ids = { 0 };
     char *inner = NULL;
-    image_t *img;
-    int r = open_layer(filename, fmt, flags, &ids, &img, &inner);
+    image_t *img = NULL;
+    struct image_spec spec;
+    bool opts = (flags & IMG_OPEN_IMAGE_OPTS) || image_spec_is_json(filename);
+    flags &= ~IMG_OPEN_IMAGE_OPTS;
+    int r = 0;
+    if (opts) {
+        r = image_spec_parse(filename, !image_spec_is_json(filename), &spec, &inner);
+        if (r == 0 && spec.driver)
+            fmt = spec.driver;
+    }
+    if (r == 0) {
+        r = open_layer(filename, fmt, flags, &ids, opts ? &spec : NULL, &img, &inner);
+        if (opts)
+            image_spec_free(&spec); /* fmt pointed into it: not used below */
+    }
     if (r == 0 && !(flags & IMG_OPEN_NO_BACKING)) {
         r = open_chain(img, flags, &ids, &inner);
         if (r < 0) {
@@ -283,6 +303,7 @@ void image_close(image_t *img)
         qio_close(img->file);
         free(img->filename);
         free(img->data_file_name);
+        free(img->data_file_opt);
         free(img->backing_file);
         free(img->backing_full);
         free(img->backing_format);

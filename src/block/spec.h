@@ -1,0 +1,27 @@
+/* Image names given as options (qemu-img's --image-opts "key=value,...", or a "json:{...}"
+ * filename): the subset qimg opens, a format over the file protocol. */
+#ifndef QIMG_BLOCK_SPEC_H
+#define QIMG_BLOCK_SPEC_H
+
+#include <stdbool.h>
+
+struct image_spec {
+    char *driver;     /* "driver" (NULL: probe) */
+    char *filename;   /* "file.filename" (or a top-level "filename") */
+    char *data_file;  /* "data-file.filename" (NULL: the image's own) */
+    bool direct;      /* "cache.direct=on": block status at O_DIRECT's alignment */
+};
+
+/* Parses name: as --image-opts options when image_opts, else a "json:{...}" filename
+ * (qemu's JSON, single-quoted strings too; nested objects flatten to "a.b" keys).
+ * Options that change nothing qimg does (cache.*, read-only, ...) are accepted and ignored;
+ * any other key fails (-ENOTSUP) rather than being silently dropped. 0 or -errno with
+ * *errmsg (malloc'd, the text after "Could not open 'NAME': "). */
+int image_spec_parse(const char *name, bool image_opts, struct image_spec *sp, char **errmsg);
+
+/* Is name a "json:" pseudo-protocol filename? */
+bool image_spec_is_json(const char *name);
+
+void image_spec_free(struct image_spec *sp);
+
+#endif
