@@ -335,3 +335,28 @@ def test_file_protocol_prefix(tmp_path, qimg_binary, args):
     create(d, 'top2.qcow2', '1M', backing='file:t:op.qcow2')
     create(d, './file:x', '1M')
     assert_same(d, *args)
+
+
+@pytest.mark.parametrize('args', [
+    ['info', 'json:{"driver":"qcow2","file.filename":"t.qcow2"}'],
+    ['info', "json:{'driver':'qcow2','file':{'driver':'file','filename':'t.qcow2'}}"],
+    ['info', '--backing-chain', '--image-opts', 'driver=qcow2,file.driver=file,file.filename=t.qcow2'],
+    ['info', '--output=json', '--image-opts', 'driver=qcow2,file.filename=t.qcow2'],
+    ['info', '--image-opts', 'file.filename=t.qcow2'],
+    ['info', '--image-opts', 't.qcow2'],
+    ['info', '-f', 'qcow2', '--image-opts', 'file.filename=t.qcow2'],
+    ['info', '--image-opts', 'driver=qcow2,file.filename=t.qcow2,cache.direct=on'],
+    ['info', 'json:{'], ['info', 'json:[1]'], ['info', 'json:{"driver":"qcow2"}'],
+    ['info', 'json:{"driver":"qcow2","file.filename":"nonexist"}'],
+    ['info', '--image-opts', 'data-file.filename=u.data,file.filename=d.qcow2'],
+], ids=lambda a: ' '.join(a))
+def test_image_opts_and_json(tmp_path, qimg_binary, args):
+    """iotests 061, 089, 279: --image-opts and json: names of a format over a file."""
+    d = str(tmp_path)
+    create(d, 'b.qcow2', '1M')
+    create(d, 'm.qcow2', '1M', backing='b.qcow2')
+    create(d, 't.qcow2', '1M', backing=os.path.join(d, 'm.qcow2'))
+    create(d, 'd.qcow2', '1M', 'data_file=t.data')
+    qemu.qemu_img('amend', '-o', 'data_file=foo', 'd.qcow2', cwd=d, check=True)
+    os.rename(os.path.join(d, 't.data'), os.path.join(d, 'u.data'))
+    assert_same(d, *args)

@@ -111,3 +111,38 @@ def test_map_and_compare_respect_write_lock(built):
         q = qemu.run(qemu.tool_path('qemu'), 'compare', f, f, cwd=d)
         i = qemu.run(qemu.tool_path('qimg'), 'compare', f, f, cwd=d)
         assert_same(q, i)
+
+
+def _spec_images(d):
+    def img(*args):
+        qemu.qemu_img(*args, cwd=d, check=True)
+    img('create', '-q', '-f', 'qcow2', 'b.qcow2', '1M')
+    img('create', '-q', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', 'm.qcow2')
+    img('create', '-q', '-f', 'qcow2', '-o', 'data_file=t.data', 'd.qcow2', '1M')
+    qemu.io(os.path.join(d, 'd.qcow2'), 'write -P 0x11 0 64k', fmt='qcow2', cwd=d)
+    os.rename(os.path.join(d, 't.data'), os.path.join(d, 'u.data'))
+    # iotest 253: a raw file with an unaligned length and data at its end
+    img('create', '-q', '-f', 'raw', 'r.raw', '1048575')
+    qemu.io(os.path.join(d, 'r.raw'), 'write 983040 65535', fmt='raw', cwd=d)
+    os.truncate(os.path.join(d, 'r.raw'), 1048575)
+
+
+@pytest.mark.parametrize('args', [
+    ['--output=json', '--image-opts',
+     'driver=raw,file.driver=file,file.filename=r.raw,cache.direct=on'],
+    ['--output=json', '--image-opts', 'driver=raw,file.filename=r.raw'],
+    ['--output=json', '--image-opts', 'driver=raw,file.filename=b.qcow2,cache.direct=on'],
+    ['--output=json', '--image-opts', 'driver=raw,file.filename=r.raw,cache.direct=x'],
+    ['--output=json', 'json:{"driver":"qcow2","file.filename":"m.qcow2"}'],
+    ['--image-opts', 'data-file.filename=u.data,file.filename=d.qcow2'],
+    ['--image-opts', 'file.filename=d.qcow2'],
+    ['-f', 'raw', '--image-opts', 'file.filename=b.qcow2'],
+    ['--image-opts', 'b.qcow2'],
+    ['json:{"driver":"qcow2"}'], ['json:{'], ['json:[1]'],
+], ids=lambda a: ' '.join(a))
+def test_map_image_opts_and_json(tmp_path, args):
+    """--image-opts and json: names (iotests 253, 089): the file node's options qimg
+    takes, cache.direct=on's request alignment in block status."""
+    d = str(tmp_path)
+    _spec_images(d)
+    assert_same(*both(d, *args))
