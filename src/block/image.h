@@ -64,6 +64,7 @@ struct image {
     char *data_file_name;  /* resolved path of an external data file, else NULL */
     char *data_file_opt;   /* the "data-file.filename" option, else NULL: opened in place of
                               the name the image stores */
+    char *data_file_label; /* how qemu names that node ("blkdebug::F" through blkdebug) */
 
     char *backing_file;    /* backing file name as stored in the image, or NULL */
     char *backing_full;    /* that name resolved against the image's directory, or NULL */

@@ -129,6 +129,8 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
     img->filename = spec ? xstrdup(spec->filename) : path;
     if (spec && spec->data_file)
         img->data_file_opt = xstrdup(spec->data_file);
+    if (spec && spec->data_label)
+        img->data_file_label = xstrdup(spec->data_label);
     filename = img->filename; /* the file's own name from here on, as qemu's file node */
     img->flags = flags;
     r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
@@ -236,6 +238,13 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
     int r = 0;
     if (opts) {
         r = image_spec_parse(filename, !image_spec_is_json(filename), &spec, &inner);
+        if (r == 0 && spec.blkdebug_rules && !(flags & IMG_OPEN_NO_IO)) {
+            /* a metadata-only open (info, create's backing) does no guest I/O, the only
+             * I/O blkdebug's rules act on; anything else would silently lose them */
+            image_spec_free(&spec);
+            inner = xstrdup("blkdebug error injection is not supported by qimg");
+            r = -ENOTSUP;
+        }
         if (r == 0 && spec.driver)
             fmt = spec.driver;
     }
@@ -304,6 +313,7 @@ void image_close(image_t *img)
         free(img->filename);
         free(img->data_file_name);
         free(img->data_file_opt);
+        free(img->data_file_label);
         free(img->backing_file);
         free(img->backing_full);
         free(img->backing_format);

@@ -89,8 +89,8 @@ static int qcow2_open(image_t *img, char **errmsg)
         img->data_file = NULL;
     if (r < 0)
         return r;
-    if (s->geom.data_file && img->data_file_opt)
-        img->data_file_name = xstrdup(img->data_file_opt);
+    if (s->geom.data_file && img->data_file_label)
+        img->data_file_name = xstrdup(img->data_file_label);
     else if (s->geom.data_file && s->ext.has_data_file)
         img->data_file_name = xstrdup(s->ext.data_file);
     img->cluster_size = (uint32_t)s->h.cluster_size;

@@ -129,9 +129,32 @@ static int jvalue(struct jp *j, const char *key, struct kv *l)
         kv_add(l, xstrdup(key), s);
         return 0;
     }
-    if (c == '[') {
-        j->err = "arrays are not supported by qimg";
-        return -1;
+    if (c == '[') { /* elements flatten to "key.0", "key.1", ... as qdict_flatten's */
+        j->p++;
+        ws(j);
+        if (*j->p == ']') {
+            j->p++;
+            return 0;
+        }
+        for (unsigned i = 0;; i++) {
+            char *k = xasprintf("%s.%u", key, i);
+            int r = jvalue(j, k, l);
+            free(k);
+            if (r < 0)
+                return r;
+            ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                continue;
+            }
+            if (*j->p == ']') {
+                j->p++;
+                return 0;
+            }
+            j->err = *j->p ? "JSON parse error, expecting ',' or ']'"
+                           : "JSON parse error, premature EOI";
+            return -1;
+        }
     }
     const char *start = j->p;
     while (*j->p && !strchr(",}] \t\r\n", *j->p))
@@ -193,6 +216,57 @@ bool image_spec_is_json(const char *name)
     return !strncmp(name, "json:", 5);
 }
 
+/* blkdebug's own options (block/blkdebug.c runtime_opts and its error rules). */
+static bool blkdebug_key(const char *k, bool *rules)
+{
+    static const char *const limits[] = {
+        "align", "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard",
+        "max-discard", "take-child-perms", "unshare-child-perms", "driver", NULL,
+    };
+    for (size_t i = 0; limits[i]; i++)
+        if (!strcmp(k, limits[i]) || (!strncmp(k, limits[i], strlen(limits[i])) &&
+                                      k[strlen(limits[i])] == '.'))
+            return true;
+    if (!strcmp(k, "config") || !strncmp(k, "inject-error.", 13) ||
+        !strncmp(k, "set-state.", 10)) {
+        *rules = true;
+        return true;
+    }
+    return false;
+}
+
+/* A blkdebug filter node at prefix ("" for the top, "file." or "data-file.") is taken out:
+ * its "image.X" options become the node's "X", its own options are dropped (rules noted). */
+static bool strip_blkdebug(struct kv *l, const char *prefix, bool *rules)
+{
+    size_t pl = strlen(prefix);
+    bool is_blkdebug = false;
+    for (size_t i = 0; i < l->n; i++)
+        if (!strncmp(l->k[i], prefix, pl) && !strcmp(l->k[i] + pl, "driver") &&
+            !strcmp(l->v[i], "blkdebug"))
+            is_blkdebug = true;
+    if (!is_blkdebug)
+        return false;
+    size_t o = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        char *k = l->k[i];
+        if (!strncmp(k, prefix, pl) && !strncmp(k + pl, "image.", 6)) {
+            char *nk = xasprintf("%s%s", prefix, k + pl + 6);
+            free(k);
+            l->k[o] = nk;
+            l->v[o++] = l->v[i];
+        } else if (!strncmp(k, prefix, pl) && blkdebug_key(k + pl, rules)) {
+            free(k);
+            free(l->v[i]);
+        } else {
+            l->k[o] = k;
+            l->v[o++] = l->v[i];
+        }
+    }
+    l->n = o;
+    return true;
+}
+
 /* Options that do not change what qimg reads or prints. */
 static const char *const ignored[] = {
     "cache.no-flush", "file.cache.no-flush",
@@ -221,6 +295,9 @@ int image_spec_parse(const char *name, bool image_opts, struct image_spec *sp, c
             return -EINVAL;
         }
     }
+    strip_blkdebug(&l, "", &sp->blkdebug_rules);
+    strip_blkdebug(&l, "file.", &sp->blkdebug_rules);
+    bool data_blkdebug = strip_blkdebug(&l, "data-file.", &sp->blkdebug_rules);
     int r = 0;
     for (size_t i = 0; i < l.n && r == 0; i++) {
         const char *k = l.k[i], *v = l.v[i];
@@ -262,6 +339,9 @@ int image_spec_parse(const char *name, bool image_opts, struct image_spec *sp, c
         r = -ENOTSUP;
     }
     kv_free(&l);
+    if (r == 0 && sp->data_file)  /* blkdebug_refresh_filename: "blkdebug:CONFIG:IMAGE" */
+        sp->data_label = data_blkdebug ? xasprintf("blkdebug::%s", sp->data_file)
+                                       : xstrdup(sp->data_file);
     if (r == 0 && !sp->filename) {
         *errmsg = xstrdup("A block device must be specified for \"file\"");
         r = -EINVAL;
@@ -276,5 +356,6 @@ void image_spec_free(struct image_spec *sp)
     free(sp->driver);
     free(sp->filename);
     free(sp->data_file);
+    free(sp->data_label);
     memset(sp, 0, sizeof(*sp));
 }

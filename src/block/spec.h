@@ -9,11 +9,15 @@ struct image_spec {
     char *driver;     /* "driver" (NULL: probe) */
     char *filename;   /* "file.filename" (or a top-level "filename") */
     char *data_file;  /* "data-file.filename" (NULL: the image's own) */
+    char *data_label; /* its name as qemu shows it (map's File column) */
     bool direct;      /* "cache.direct=on": block status at O_DIRECT's alignment */
+    bool blkdebug_rules; /* a blkdebug node (taken out: its image is opened directly) had
+                            error injection rules or a config file */
 };
 
 /* Parses name: as --image-opts options when image_opts, else a "json:{...}" filename
- * (qemu's JSON, single-quoted strings too; nested objects flatten to "a.b" keys).
+ * (qemu's JSON, single-quoted strings too; nested objects flatten to "a.b" keys, arrays to
+ * "a.0"). A blkdebug filter (at the top, as "file" or as "data-file") is looked through.
  * Options that change nothing qimg does (cache.*, read-only, ...) are accepted and ignored;
  * any other key fails (-ENOTSUP) rather than being silently dropped. 0 or -errno with
  * *errmsg (malloc'd, the text after "Could not open 'NAME': "). */

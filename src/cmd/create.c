@@ -108,7 +108,9 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         char *full = image_path_combine(filename, backing);
         image_t *bs = NULL;
         char *msg = NULL;
-        int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_SHARE, &bs, &msg);
+        /* bdrv_img_create: BDRV_O_NO_BACKING | BDRV_O_NO_IO */
+        int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | IMG_OPEN_SHARE,
+                           &bs, &msg);
         if (r < 0) {
             /* the block layer's message: without the "Could not open 'F': " that image_open
              * puts in front as qemu-img's own opens do */

@@ -173,6 +173,14 @@ CASES = [
     ('unknown-protocol-no-create', '-f bochs foo:bar 1M'),
     ('unknown-protocol-bad-format', '-f foo foo:bar 1M'),
     ('unknown-protocol-backing', '-f qcow2 -b b:c.img -F qcow2 x.img'),
+    # a json: backing name through blkdebug (iotest 020): its rules do not matter to
+    # create, which reads only the backing file's metadata
+    ('json-backing-blkdebug', '-f qcow2 -b "json:{\'driver\': \'qcow2\', \'file\': '
+     '{\'driver\': \'blkdebug\', \'inject-error\': [{\'event\': \'write_aio\', '
+     '\'errno\': 28, \'once\': true}], \'image\': {\'driver\': \'file\', '
+     '\'filename\': \'b.img\'}}}" -F qcow2 x.img'),
+    ('json-backing', '-f qcow2 -b "json:{\\"driver\\": \\"qcow2\\", '
+     '\\"file.filename\\": \\"b.img\\"}" -F qcow2 x.img'),
     # drivers qemu knows that cannot create (iotests 082, 113)
     ('help-no-create', '-f bochs -o help'),
     ('help-no-create-file', '-f blkdebug -o help x.img'),

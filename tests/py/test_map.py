@@ -146,3 +146,31 @@ def test_map_image_opts_and_json(tmp_path, args):
     d = str(tmp_path)
     _spec_images(d)
     assert_same(*both(d, *args))
+
+
+@pytest.mark.parametrize('args', [
+    # iotest 204: a blkdebug filter on top, its limits do not change the map
+    ['--image-opts', 'driver=blkdebug,image.driver=qcow2,image.file.driver=file,'
+     'image.file.filename=m.qcow2,align=4k'],
+    ['--output=json', "json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', "
+     "'image': {'driver': 'file', 'filename': 'm.qcow2'}}}"],
+    ['--image-opts', 'data-file.driver=blkdebug,data-file.image.filename=u.data,'
+     'file.filename=d.qcow2'],
+], ids=lambda a: ' '.join(a)[:60])
+def test_map_through_blkdebug(tmp_path, args):
+    d = str(tmp_path)
+    _spec_images(d)
+    assert_same(*both(d, *args))
+
+
+def test_map_refuses_blkdebug_rules(tmp_path):
+    """qimg cannot inject blkdebug's errors yet: it refuses rather than ignore them."""
+    d = str(tmp_path)
+    _spec_images(d)
+    name = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'inject-error': "
+            "[{'event': 'read_aio', 'errno': 5}], 'image': {'driver': 'file', "
+            "'filename': 'm.qcow2'}}}")
+    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'map', name, cwd=d)
+    assert rc == 1 and out == ''
+    assert err == "qemu-img: Could not open '%s': blkdebug error injection is not " \
+                  "supported by qimg\n" % name
