@@ -13,6 +13,7 @@
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 #include "util/xalloc.h"
@@ -207,9 +208,11 @@ int cmd_create(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'u': no_backing = true; break;
         case OPT_OBJECT:
-            err_report("--object is not supported by qimg yet");
-            free(options);
-            return 1;
+            if (secrets_add_object(optarg) < 0) {
+                free(options);
+                return 1;
+            }
+            break;
         }
     }
     const char *filename = optind < argc ? argv[optind] : NULL;

@@ -23,6 +23,7 @@
 #include "io/lock.h"
 #include "io/qio.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/xalloc.h"
 
 static int fail(char **errmsg, const char *fmt, const char *a)
@@ -38,6 +39,8 @@ struct qparams {
     int version;
     uint64_t cs;
     bool extl2, lazy, dfraw;
+    bool aes;              /* the legacy AES encryption (crypt_method 1): only the header
+                              says so, the key is not needed to create the image */
     int64_t refcount_bits;
     enum img_prealloc prealloc;
     int compression; /* 0 zlib, 1 zstd */
@@ -136,8 +139,11 @@ static int validate(const struct copts *o, struct qparams *p, char **errmsg)
     if (has_ct && p->compression && p->version < 3)
         return fail(errmsg, "Non-zlib compression type is only supported with compatibility "
                     "level 1.1 and above (use version=v3 or greater)", NULL);
-    if (enc)
+    if (enc && !secrets_have(copts_str(o, "encrypt.key-secret")))
         return fail(errmsg, "No secret with id '%s'", copts_str(o, "encrypt.key-secret"));
+    if (enc && strcmp(enc, "qcow"))
+        return fail(errmsg, "qimg cannot create LUKS-encrypted images yet", NULL);
+    p->aes = enc != NULL;
     return 0;
 }
 
@@ -282,6 +288,11 @@ static int build(const char *filename, const struct qparams *p, char **errmsg, i
     r = image_truncate(img, p->size, p->prealloc, errmsg);
     if (r < 0)
         goto out;
+    if (p->aes) {
+        m->h.crypt_method = QCOW2_CRYPT_AES;
+        if ((r = qcow2_image_update_header(m)) < 0)
+            goto out;
+    }
     if (p->backing) {
         free(m->backing_name);
         m->backing_name = xstrdup(p->backing);

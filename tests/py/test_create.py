@@ -173,6 +173,26 @@ CASES = [
     ('unknown-protocol-no-create', '-f bochs foo:bar 1M'),
     ('unknown-protocol-bad-format', '-f foo foo:bar 1M'),
     ('unknown-protocol-backing', '-f qcow2 -b b:c.img -F qcow2 x.img'),
+    # legacy AES encryption (iotests 049, 134, 158): the secret must exist, the image is
+    # qemu's byte for byte (crypt_method 1)
+    ('aes', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0 x.img 1M'),
+    ('aes-format', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encrypt.format=aes,encrypt.key-secret=sec0 x.img 1M'),
+    ('aes-metadata', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0,preallocation=metadata x.img 1M'),
+    ('aes-v2', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0,compat=0.10 x.img 1M'),
+    ('aes-backing', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0 -b b.img -F qcow2 x.img'),
+    ('aes-wrong-secret', '--object secret,id=sec1,data=1 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0 x.img 1M'),
+    ('aes-no-secret', '-f qcow2 -o encryption=on x.img 1M'),
+    ('object-bad-type', '--object foo,id=x -f qcow2 x.img 1M'),
+    ('object-no-data', '--object secret,id=x -f qcow2 x.img 1M'),
+    ('object-no-id', '--object secret,data=1 -f qcow2 x.img 1M'),
+    ('object-duplicate', '--object secret,id=s,data=1 --object secret,id=s,data=2 '
+     '-f qcow2 x.img 1M'),
     # a json: backing name through blkdebug (iotest 020): its rules do not matter to
     # create, which reads only the backing file's metadata
     ('json-backing-blkdebug', '-f qcow2 -b "json:{\'driver\': \'qcow2\', \'file\': '
