@@ -50,6 +50,8 @@ typedef struct image image_t;
 struct image {
     const struct driver *drv;
     char *filename;        /* the name the image was opened with (qemu's bs->filename) */
+    char *display_name;    /* how qemu names it when that differs ("blkdebug:CONF:F" over a
+                              blkdebug filter), else NULL: info's image, map's File */
     const char *format;    /* driver name: "raw", "qcow2" */
     bool probed;           /* format came from probing, not from -f / the backing format */
     int flags;             /* IMG_OPEN_* it was opened with */

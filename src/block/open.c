@@ -11,6 +11,7 @@
 #include "block/driver.h"
 #include "block/spec.h"
 #include "format/probe.h"
+#include "io/blkdebug.h"
 #include "io/lock.h"
 #include "util/err.h"
 #include "util/xalloc.h"
@@ -121,11 +122,48 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         *errmsg = xasprintf("Unknown driver '%s'", fmt);
         return -EINVAL;
     }
-    char *path = NULL;
-    int r = spec ? 0 : image_file_path(filename, &path, errmsg);
-    if (r < 0)
+    char *path = NULL, *display = NULL;
+    struct blkdebug_rules rules = { 0 };
+    bool blkdebug = false;
+    int r = 0;
+    if (spec) {
+        rules.n = spec->rules.n; /* a copy: the spec keeps and frees its own */
+        rules.v = rules.n ? xreallocarray(NULL, rules.n, sizeof(*rules.v)) : NULL;
+        if (rules.n)
+            memcpy(rules.v, spec->rules.v, rules.n * sizeof(*rules.v));
+        blkdebug = spec->file_blkdebug;
+        /* blkdebug_refresh_filename; with inline rules qemu shows a json: name instead */
+        if (blkdebug && !spec->file_inline_rules)
+            display = xasprintf("blkdebug:%s:%s", spec->file_config ? spec->file_config : "",
+                                spec->filename);
+    } else if (!strncmp(filename, "blkdebug:", 9)) {
+        /* blkdebug_parse_filename: "blkdebug:CONFIG:IMAGE" (CONFIG may be empty) */
+        const char *cfg = filename + 9, *colon = strchr(cfg, ':');
+        if (!colon) {
+            *errmsg = xstrdup("Invalid filename: no colon after the blkdebug config file");
+            return -EINVAL;
+        }
+        if (colon > cfg) {
+            char *c = xasprintf("%.*s", (int)(colon - cfg), cfg);
+            r = blkdebug_read_config(c, &rules, errmsg);
+            free(c);
+            if (r < 0)
+                return -EINVAL;
+        }
+        r = image_file_path(colon + 1, &path, errmsg);
+        blkdebug = true;
+        if (r == 0)
+            display = xasprintf("blkdebug:%.*s:%s", (int)(colon - cfg), cfg, path);
+    } else {
+        r = image_file_path(filename, &path, errmsg);
+    }
+    if (r < 0) {
+        blkdebug_rules_free(&rules);
+        free(display);
         return r;
+    }
     image_t *img = xcalloc(1, sizeof(*img));
+    img->display_name = display;
     img->filename = spec ? xstrdup(spec->filename) : path;
     if (spec && spec->data_file)
         img->data_file_opt = xstrdup(spec->data_file);
@@ -141,6 +179,8 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         goto fail;
     }
+    if (blkdebug)
+        img->file = qio_blkdebug_wrap(img->file, &rules);
     if (!ids_add(ids, img->file)) {
         *errmsg = xasprintf("Backing file '%s' creates an infinite loop.", filename);
         r = -ELOOP;
@@ -188,6 +228,7 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
     *out = img;
     return 0;
 fail:
+    blkdebug_rules_free(&rules);
     image_close(img);
     return r;
 }
@@ -238,11 +279,13 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
     int r = 0;
     if (opts) {
         r = image_spec_parse(filename, !image_spec_is_json(filename), &spec, &inner);
-        if (r == 0 && spec.blkdebug_rules && !(flags & IMG_OPEN_NO_IO)) {
-            /* a metadata-only open (info, create's backing) does no guest I/O, the only
-             * I/O blkdebug's rules act on; anything else would silently lose them */
+        if (r == 0 && spec.other_rules && !(flags & IMG_OPEN_NO_IO)) {
+            /* rules of a blkdebug above the format or on its data file: no qimg driver
+             * announces events there; a metadata-only open (info, create's backing) does
+             * no guest I/O, anything else would silently lose them */
             image_spec_free(&spec);
-            inner = xstrdup("blkdebug error injection is not supported by qimg");
+            inner = xstrdup("blkdebug error injection is only supported on the image's "
+                            "file by qimg");
             r = -ENOTSUP;
         }
         if (r == 0 && spec.driver)
@@ -311,6 +354,7 @@ void image_close(image_t *img)
             qio_close(img->data_file);
         qio_close(img->file);
         free(img->filename);
+        free(img->display_name);
         free(img->data_file_name);
         free(img->data_file_opt);
         free(img->data_file_label);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "block/spec.h"
+#include "io/blkdebug.h"
 #include "util/xalloc.h"
 
 struct kv {
@@ -216,8 +217,8 @@ bool image_spec_is_json(const char *name)
     return !strncmp(name, "json:", 5);
 }
 
-/* blkdebug's own options (block/blkdebug.c runtime_opts and its error rules). */
-static bool blkdebug_key(const char *k, bool *rules)
+/* blkdebug's own options besides its rules (block/blkdebug.c runtime_opts). */
+static bool blkdebug_limit(const char *k)
 {
     static const char *const limits[] = {
         "align", "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard",
@@ -227,17 +228,39 @@ static bool blkdebug_key(const char *k, bool *rules)
         if (!strcmp(k, limits[i]) || (!strncmp(k, limits[i], strlen(limits[i])) &&
                                       k[strlen(limits[i])] == '.'))
             return true;
-    if (!strcmp(k, "config") || !strncmp(k, "inject-error.", 13) ||
-        !strncmp(k, "set-state.", 10)) {
-        *rules = true;
-        return true;
-    }
     return false;
 }
 
+/* One rule option, "inject-error.N.key" or "set-state.N.key" (N: the rule's index in its
+ * list; a new N starts a new rule). 1 if k is one, 0 if not, -1 on a bad rule. */
+static int rule_option(struct blkdebug_rules *r, const char *k, const char *v, char *cur,
+                       size_t curlen, char **errmsg)
+{
+    bool set = !strncmp(k, "set-state.", 10);
+    if (!set && strncmp(k, "inject-error.", 13))
+        return 0;
+    const char *idx = k + (set ? 10 : 13);
+    const char *dot = strchr(idx, '.');
+    if (!dot) {
+        *errmsg = xasprintf("Invalid parameter '%s'", k);
+        return -1;
+    }
+    char id[64];
+    snprintf(id, sizeof(id), "%c%.*s", set ? 's' : 'i', (int)(dot - idx), idx);
+    if (strcmp(id, cur)) {
+        if (cur[0] && blkdebug_rule_done(r, errmsg) < 0)
+            return -1;
+        blkdebug_rule_start(r, set);
+        snprintf(cur, curlen, "%s", id);
+    }
+    return blkdebug_rule_set(r, dot + 1, v, errmsg) < 0 ? -1 : 1;
+}
+
 /* A blkdebug filter node at prefix ("" for the top, "file." or "data-file.") is taken out:
- * its "image.X" options become the node's "X", its own options are dropped (rules noted). */
-static bool strip_blkdebug(struct kv *l, const char *prefix, bool *rules)
+ * its "image.X" options become the node's "X", its limits are dropped, its rules (and
+ * config file) collected into rules. 1 if there was one, 0 if not, -1 on a bad rule. */
+static int strip_blkdebug(struct kv *l, const char *prefix, struct blkdebug_rules *rules,
+                          char **errmsg)
 {
     size_t pl = strlen(prefix);
     bool is_blkdebug = false;
@@ -246,16 +269,30 @@ static bool strip_blkdebug(struct kv *l, const char *prefix, bool *rules)
             !strcmp(l->v[i], "blkdebug"))
             is_blkdebug = true;
     if (!is_blkdebug)
-        return false;
+        return 0;
     size_t o = 0;
+    int r = 1;
+    char cur[64] = "";
     for (size_t i = 0; i < l->n; i++) {
         char *k = l->k[i];
+        int ro = 0;
         if (!strncmp(k, prefix, pl) && !strncmp(k + pl, "image.", 6)) {
             char *nk = xasprintf("%s%s", prefix, k + pl + 6);
             free(k);
             l->k[o] = nk;
             l->v[o++] = l->v[i];
-        } else if (!strncmp(k, prefix, pl) && blkdebug_key(k + pl, rules)) {
+            continue;
+        }
+        if (!strncmp(k, prefix, pl) && r > 0 && !strcmp(k + pl, "config")) {
+            if (blkdebug_read_config(l->v[i], rules, errmsg) < 0)
+                r = -1;
+            ro = 1;
+        } else if (!strncmp(k, prefix, pl) && r > 0) {
+            ro = rule_option(rules, k + pl, l->v[i], cur, sizeof(cur), errmsg);
+            if (ro < 0)
+                r = -1;
+        }
+        if (ro != 0 || (!strncmp(k, prefix, pl) && blkdebug_limit(k + pl))) {
             free(k);
             free(l->v[i]);
         } else {
@@ -264,7 +301,9 @@ static bool strip_blkdebug(struct kv *l, const char *prefix, bool *rules)
         }
     }
     l->n = o;
-    return true;
+    if (r > 0 && cur[0] && blkdebug_rule_done(rules, errmsg) < 0)
+        r = -1;
+    return r;
 }
 
 /* Options that do not change what qimg reads or prints. */
@@ -295,10 +334,33 @@ int image_spec_parse(const char *name, bool image_opts, struct image_spec *sp, c
             return -EINVAL;
         }
     }
-    strip_blkdebug(&l, "", &sp->blkdebug_rules);
-    strip_blkdebug(&l, "file.", &sp->blkdebug_rules);
-    bool data_blkdebug = strip_blkdebug(&l, "data-file.", &sp->blkdebug_rules);
-    int r = 0;
+    /* rules on the file's blkdebug act (events come from the format driver); the other
+     * places' rules are kept only to say they exist */
+    struct blkdebug_rules other = { 0 };
+    int r = strip_blkdebug(&l, "", &other, errmsg);
+    if (r >= 0) {
+        for (size_t i = 0; i < l.n; i++)
+            if (!strcmp(l.k[i], "file.config"))
+                sp->file_config = xstrdup(l.v[i]);
+        size_t inline_keys = 0;
+        for (size_t i = 0; i < l.n; i++)
+            inline_keys += !strncmp(l.k[i], "file.inject-error.", 18) ||
+                           !strncmp(l.k[i], "file.set-state.", 15);
+        r = strip_blkdebug(&l, "file.", &sp->rules, errmsg);
+        sp->file_blkdebug = r > 0;
+        sp->file_inline_rules = inline_keys > 0;
+    }
+    int data_blkdebug = r >= 0 ? strip_blkdebug(&l, "data-file.", &other, errmsg) : 0;
+    if (data_blkdebug < 0)
+        r = -1;
+    sp->other_rules = other.n > 0;
+    blkdebug_rules_free(&other);
+    if (r < 0) {
+        kv_free(&l);
+        image_spec_free(sp);
+        return -EINVAL;
+    }
+    r = 0;
     for (size_t i = 0; i < l.n && r == 0; i++) {
         const char *k = l.k[i], *v = l.v[i];
         char **dst = NULL;
@@ -357,5 +419,7 @@ void image_spec_free(struct image_spec *sp)
     free(sp->filename);
     free(sp->data_file);
     free(sp->data_label);
+    blkdebug_rules_free(&sp->rules);
+    free(sp->file_config);
     memset(sp, 0, sizeof(*sp));
 }

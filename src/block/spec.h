@@ -5,14 +5,21 @@
 
 #include <stdbool.h>
 
+#include "io/blkdebug.h"
+
 struct image_spec {
     char *driver;     /* "driver" (NULL: probe) */
     char *filename;   /* "file.filename" (or a top-level "filename") */
     char *data_file;  /* "data-file.filename" (NULL: the image's own) */
     char *data_label; /* its name as qemu shows it (map's File column) */
     bool direct;      /* "cache.direct=on": block status at O_DIRECT's alignment */
-    bool blkdebug_rules; /* a blkdebug node (taken out: its image is opened directly) had
-                            error injection rules or a config file */
+    struct blkdebug_rules rules; /* a blkdebug filter as the format's file: its rules
+                                    (io/blkdebug.h), applied to the file */
+    bool file_blkdebug;   /* the file is a blkdebug filter (even without rules) */
+    char *file_config;    /* its config file, if any */
+    bool file_inline_rules; /* it had inject-error/set-state options */
+    bool other_rules;   /* a blkdebug filter elsewhere (top, data file) had rules: only a
+                           metadata-only open can ignore them */
 };
 
 /* Parses name: as --image-opts options when image_opts, else a "json:{...}" filename

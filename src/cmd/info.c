@@ -45,7 +45,8 @@ static json_t *snapshot_json(const snapshot_info_t *sn)
 static void query(image_t *img, struct layer_info *li)
 {
     json_t *o = json_object();
-    json_set(o, "filename", json_string(img->filename));
+    json_set(o, "filename",
+             json_string(img->display_name ? img->display_name : img->filename));
     json_set(o, "format", json_string(img->format));
     json_set(o, "virtual-size", json_int((int64_t)img->size));
     int64_t actual = image_allocated_size(img);

@@ -42,6 +42,8 @@ struct qio_ops {
     /* fallocate(2) of [off, off+len); NULL: -ENOTSUP (callers fall back to writing zeros). */
     int (*fallocate)(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len);
     void (*close)(qio_t *q);
+    /* A driver event (io/blkdebug.h); NULL: ignored. */
+    void (*event)(qio_t *q, int ev);
 };
 
 struct qio {
@@ -78,6 +80,9 @@ int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg);
  * smallest of 512, 1024, 2048, 4096 bytes an O_DIRECT read at offset 0 accepts (4096 when
  * none does). -errno when path cannot be opened with O_DIRECT. Reads nothing else. */
 int qio_probe_direct_align(const char *path, uint32_t *align);
+/* Announces a driver event to the file (qemu's BLKDBG_EVENT): only a blkdebug file acts on
+ * it. */
+void qio_event(qio_t *q, int ev);
 /* A copy of data in memory; writes may grow it up to max_len bytes. */
 qio_t *qio_open_mem(const void *data, size_t len, bool writable, size_t max_len);
 

@@ -164,13 +164,30 @@ def test_map_through_blkdebug(tmp_path, args):
 
 
 def test_map_refuses_blkdebug_rules(tmp_path):
-    """qimg cannot inject blkdebug's errors yet: it refuses rather than ignore them."""
+    """Rules of a blkdebug on the data file (no qimg driver announces events there) are
+    refused rather than silently not injected."""
     d = str(tmp_path)
     _spec_images(d)
-    name = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'inject-error': "
-            "[{'event': 'read_aio', 'errno': 5}], 'image': {'driver': 'file', "
-            "'filename': 'm.qcow2'}}}")
+    name = ("json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': 'd.qcow2'}, "
+            "'data-file': {'driver': 'blkdebug', 'inject-error': [{'event': 'read_aio', "
+            "'errno': 5}], 'image': {'driver': 'file', 'filename': 'u.data'}}}")
     rc, out, err = qemu.run(qemu.tool_path('qimg'), 'map', name, cwd=d)
     assert rc == 1 and out == ''
-    assert err == "qemu-img: Could not open '%s': blkdebug error injection is not " \
-                  "supported by qimg\n" % name
+    assert err == "qemu-img: Could not open '%s': blkdebug error injection is only " \
+                  "supported on the image's file by qimg\n" % name
+
+
+@pytest.mark.parametrize('args', [
+    ['blkdebug::m.qcow2'], ['blkdebug:bd.conf:m.qcow2'], ['--output=json', 'blkdebug::m.qcow2'],
+    ["json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', "
+     "'image': {'driver': 'file', 'filename': 'b.qcow2'}}}"],
+], ids=lambda a: ' '.join(a)[:50])
+def test_map_blkdebug_names(tmp_path, args):
+    """blkdebug:CONFIG:FILE names and a blkdebug file: map reads no guest data (block
+    status only), and names the file as qemu does."""
+    d = str(tmp_path)
+    _spec_images(d)
+    qemu.io(os.path.join(d, 'b.qcow2'), 'write 0 64k', fmt='qcow2', cwd=d)
+    with open(os.path.join(d, 'bd.conf'), 'w') as f:
+        f.write('[inject-error]\nevent = "read_aio"\nerrno = "5"\n')
+    assert_same(*both(d, *args))
