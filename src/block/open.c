@@ -128,6 +128,7 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
     int r = 0;
     if (spec) {
         rules.n = spec->rules.n; /* a copy: the spec keeps and frees its own */
+        rules.unsupported = spec->rules.unsupported ? xstrdup(spec->rules.unsupported) : NULL;
         rules.v = rules.n ? xreallocarray(NULL, rules.n, sizeof(*rules.v)) : NULL;
         if (rules.n)
             memcpy(rules.v, spec->rules.v, rules.n * sizeof(*rules.v));
@@ -156,6 +157,12 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
             display = xasprintf("blkdebug:%.*s:%s", (int)(colon - cfg), cfg, path);
     } else {
         r = image_file_path(filename, &path, errmsg);
+    }
+    if (r == 0 && rules.unsupported && !(flags & IMG_OPEN_NO_IO)) {
+        /* a metadata-only open (info, create's backing) does no guest I/O; anything else
+         * would silently miss the rule's errors */
+        *errmsg = xasprintf("blkdebug event '%s' is not supported by qimg", rules.unsupported);
+        r = -ENOTSUP;
     }
     if (r < 0) {
         blkdebug_rules_free(&rules);

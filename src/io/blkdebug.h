@@ -10,7 +10,7 @@
 #include "io/qio.h"
 
 /* Events qimg's drivers announce (a subset of qemu's BlkdebugEvent). */
-enum blkdebug_event { BLKDBG_READ_AIO, BLKDBG_N_EVENTS };
+enum blkdebug_event { BLKDBG_READ_AIO, BLKDBG_N_EVENTS, BLKDBG_NEVER };
 
 struct blkdebug_rule {
     enum blkdebug_event event;
@@ -25,11 +25,12 @@ struct blkdebug_rule {
 struct blkdebug_rules {
     struct blkdebug_rule *v;
     size_t n;
+    char *unsupported;  /* the first event named that qimg never announces, else NULL */
 };
 
 /* One rule from its options (qemu's inject-error / set-state keys and defaults); key and
- * value as given. Returns 0, or -1 with *errmsg (unknown key, bad number, an event qimg
- * does not announce). Call blkdebug_rule_done after the last key of a rule. */
+ * value as given. Returns 0, or -1 with *errmsg (unknown key, bad number). An event qimg
+ * does not announce is noted in r->unsupported (the rule never acts). Call blkdebug_rule_done after the last key of a rule. */
 int blkdebug_rule_start(struct blkdebug_rules *r, bool set_state);
 int blkdebug_rule_set(struct blkdebug_rules *r, const char *key, const char *val,
                       char **errmsg);
