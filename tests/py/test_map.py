@@ -191,3 +191,17 @@ def test_map_blkdebug_names(tmp_path, args):
     with open(os.path.join(d, 'bd.conf'), 'w') as f:
         f.write('[inject-error]\nevent = "read_aio"\nerrno = "5"\n')
     assert_same(*both(d, *args))
+
+
+def test_map_refuses_unannounced_blkdebug_event(tmp_path):
+    """A rule on an event no qimg driver announces would never fire: refused where guest
+    I/O may happen (create's backing open and info accept it, see test_create)."""
+    d = str(tmp_path)
+    _spec_images(d)
+    name = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'inject-error': "
+            "[{'event': 'write_aio', 'errno': 28}], 'image': {'driver': 'file', "
+            "'filename': 'm.qcow2'}}}")
+    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'map', name, cwd=d)
+    assert (rc, out) == (1, '')
+    assert err == "qemu-img: Could not open '%s': blkdebug event 'write_aio' is not " \
+                  "supported by qimg\n" % name
