@@ -174,8 +174,12 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
 {
     struct chain_ids ids = { 0 };
     char *inner = NULL;
-    image_t *img;
-    int r = open_layer(filename, fmt, flags, &ids, &img, &inner);
+    image_t *img = NULL;
+    int r;
+    if (!filename[0]) /* file-posix refuses an empty name before anything is tried */
+        r = -EINVAL, inner = xstrdup("The 'file' block driver requires a file name");
+    else
+        r = open_layer(filename, fmt, flags, &ids, &img, &inner);
     if (r == 0 && !(flags & IMG_OPEN_NO_BACKING)) {
         r = open_chain(img, flags, &ids, &inner);
         if (r < 0) {
