@@ -170,10 +170,20 @@ static void l2_entry(const struct sv *s, uint64_t j, uint64_t *e, uint64_t *bmp)
     *bmp = s->esz == 16 ? be64_get(s->l2 + j * s->esz + 8) : 0;
 }
 
+/* qemu's subcluster type, except that a bitmap conflict elsewhere in the entry does not
+ * spoil the subclusters whose own two bits are consistent (qemu calls the whole cluster
+ * invalid; salvage keeps what it can). */
 static enum qcow2_subcluster_type sc_type(const struct sv *s, uint64_t e, uint64_t bmp,
                                           unsigned sc)
 {
-    return qcow2_l2e_subcluster_type(&s->m.geom, e, bmp, sc);
+    enum qcow2_subcluster_type t = qcow2_l2e_subcluster_type(&s->m.geom, e, bmp, sc);
+    if (t != QCOW2_SUBCLUSTER_INVALID || !s->m.geom.extended_l2 ||
+        qcow2_l2e_type(&s->m.geom, e) == QCOW2_CLUSTER_COMPRESSED)
+        return t;
+    uint64_t own = bmp & (QCOW2_SUB_ALLOC(sc) | QCOW2_SUB_ZERO(sc));
+    if (own == (QCOW2_SUB_ALLOC(sc) | QCOW2_SUB_ZERO(sc)))
+        return t;
+    return qcow2_l2e_subcluster_type(&s->m.geom, e, own, sc);
 }
 
 /* One L2 entry of guest cluster g at survey time (pass 2). */
@@ -292,14 +302,12 @@ static int survey(struct sv *s)
     if (s->nhc > SV_MAX_HOST_CLUSTERS)
         return -EFBIG;
     s->hmap = xcalloc(s->nhc ? s->nhc : 1, 1);
-    mark_bytes(s, 0, s->cs, H_META);
-    uint64_t l1_bytes = (h->l1_size > QCOW2_MAX_L1_SIZE / 8 ? QCOW2_MAX_L1_SIZE / 8
-                                                            : h->l1_size) * 8;
-    mark_bytes(s, h->l1_table_offset, l1_bytes, H_META);
-
-    /* pass 1: the L1 entries and the clusters of their L2 tables */
+    /* pass 1: the L1 entries and the clusters of their L2 tables; the L1 table is the
+     * entries that map the virtual size (a damaged l1_size may claim far more) */
     uint64_t need = (s->size + s->cov - 1) / s->cov;
     uint64_t have = h->l1_size < need ? h->l1_size : need;
+    mark_bytes(s, 0, s->cs, H_META);
+    mark_bytes(s, h->l1_table_offset, have * 8, H_META);
     if (have < need)
         lose(s, have * s->cov, s->size - have * s->cov, SV_L1_TOO_SMALL, 0);
     s->l1n = have;
