@@ -82,17 +82,18 @@ int convert_iteration_sectors(struct convert *s, int64_t sector)
             count = (uint64_t)n * SECTOR;
             /* the source's size in qemu's sectors may pass its byte size: clamp */
             uint64_t size = s->src[cur].img->size;
+            uint64_t end = (uint64_t)s->src[cur].sectors * SECTOR; /* size in sectors */
             uint64_t ask = off < size ? MIN(count, size - off) : 0;
             if (ask == 0) {
                 st.flags = BS_ZERO;
-                st.pnum = count;
+                st.pnum = MIN(count, end - off);
                 r = 0;
             } else {
                 r = s->status_fn(s, cur, off, ask, &st);
                 if (r == 0 && st.pnum == 0)
                     r = -EIO;
-                if (r == 0 && off + st.pnum >= size)
-                    st.pnum = count; /* the tail of the last sector reads as zeros */
+                if (r == 0 && off + st.pnum >= size) /* the last sector's tail: zeros */
+                    st.pnum = MIN(count, end - off);
             }
             if (r >= 0) {
                 count = st.pnum;
