@@ -761,14 +761,16 @@ int salvage_report(image_t *img, FILE *f)
     size_t lost = salvage_ranges(img, false, &v);
     for (size_t i = 0; i < lost; i++) {
         salvage_reason_text(img, &v[i], why, sizeof(why));
-        fprintf(f, "%s: salvage: lost 0x%llx+0x%llx (%llu bytes): %s\n", qimg_progname,
+        fprintf(f, "%s: %s: salvage: lost 0x%llx+0x%llx (%llu bytes): %s\n", qimg_progname,
+                img->filename,
                 (unsigned long long)v[i].off, (unsigned long long)v[i].len,
                 (unsigned long long)v[i].len, why);
     }
     size_t sus = salvage_ranges(img, true, &v);
     for (size_t i = 0; i < sus; i++) {
         salvage_reason_text(img, &v[i], why, sizeof(why));
-        fprintf(f, "%s: salvage: suspect 0x%llx+0x%llx (%llu bytes): %s\n", qimg_progname,
+        fprintf(f, "%s: %s: salvage: suspect 0x%llx+0x%llx (%llu bytes): %s\n", qimg_progname,
+                img->filename,
                 (unsigned long long)v[i].off, (unsigned long long)v[i].len,
                 (unsigned long long)v[i].len, why);
     }

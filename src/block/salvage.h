@@ -74,9 +74,10 @@ void salvage_reason_text(const image_t *img, const struct salvage_range *r, char
 /* Why the backing file did not open (qemu's message), or NULL. */
 const char *salvage_backing_error(const image_t *img);
 
-/* Prints one line per lost range, then one per suspect range, to f:
- *   "<prog>: salvage: lost 0xOFF+0xLEN (N bytes): REASON" /
- *   "<prog>: salvage: suspect 0xOFF+0xLEN (N bytes): REASON"
+/* Prints one line per lost range, then one per suspect range, to f (OFF: the guest offset
+ * in this image, LEN bytes, both also in hex):
+ *   "<prog>: FILE: salvage: lost 0xOFF+0xLEN (LEN bytes): REASON" /
+ *   "<prog>: FILE: salvage: suspect 0xOFF+0xLEN (LEN bytes): REASON"
  * and returns the exit code convert --salvage gives for it: 0 nothing lost or suspect,
  * 2 something lost (zeros written there), 3 nothing lost but suspect ranges copied. */
 int salvage_report(image_t *img, FILE *f);

@@ -14,6 +14,7 @@
 #include "block/create_opts.h"
 #include "block/image.h"
 #include "cmd/commands.h"
+#include "cmd/convert_salvage.h"
 #include "cmd/convert.h"
 #include "cmd/convert_extra.h"
 #include "util/cache.h"
@@ -263,7 +264,8 @@ int cmd_convert(int argc, char **argv)
     s.src = xcalloc((size_t)s.src_num, sizeof(*s.src));
     for (int i = 0; i < s.src_num; i++) {
         const char *name = argv[optind + i];
-        image_t *img = image_open_or_report(name, fmt, force_share ? IMG_OPEN_SHARE : 0);
+        image_t *img = convert_open_source(name, fmt, force_share ? IMG_OPEN_SHARE : 0,
+                                           s.salvage);
         if (!img)
             goto out;
         s.src[i].img = img;
@@ -439,6 +441,9 @@ out:
         progress_print(100, 0);
     progress_end();
     fflush(stdout);
+    if (ret == 0 && s.src) /* sources from the salvage reader: lost ranges, exit 2 or 3 */
+        for (int i = 0; i < s.src_num; i++)
+            ret = convert_salvage_finish(s.src[i].img, ret);
     if (target)
         image_close(target);
     if (s.src)
