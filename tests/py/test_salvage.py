@@ -486,3 +486,21 @@ def test_convert_salvage_not_salvageable(tmp_path, qimg_binary):
                  os.path.join(d, 'o2.raw'))
     assert q == r and r[0] == 1
     assert not os.path.exists(os.path.join(d, 'o2.raw'))
+
+
+def test_salvage_data_file_short(tmp_path, qimg_binary):
+    """External data file cut short: the guest bytes past its end are lost, the rest kept;
+    neither the image nor the data file is written."""
+    d = str(tmp_path)
+    df = os.path.join(d, 'd.raw')
+    src = _base(d, data_file=df)
+    good = _good_bytes(src, d)
+    with Qcow2(src) as q:
+        refuse_reftable_offset(q)
+    os.truncate(df, 3 * MIB + 1000)
+    before = _sha(df)
+    expected = [('lost', 3 * MIB + 1000, 128 * KIB - 1000,
+                 'data cluster at 0x300000 lies past the end of the data file')]
+    for tool in _tools():
+        _verify(tool, d, src, good, expected)
+    assert _sha(df) == before
