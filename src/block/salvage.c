@@ -100,7 +100,8 @@ static void list_merge(struct sv_list *out, const struct sv_list *a, const struc
     struct sv_list t = { 0 };
     t.cap = a->n + b->n;
     t.v = xreallocarray(NULL, t.cap ? t.cap : 1, sizeof(*t.v));
-    memcpy(t.v, a->v, a->n * sizeof(*t.v));
+    if (a->n)
+        memcpy(t.v, a->v, a->n * sizeof(*t.v));
     if (b->n)
         memcpy(t.v + a->n, b->v, b->n * sizeof(*t.v));
     t.n = a->n + b->n;
