@@ -13,6 +13,7 @@
 #include "block/create.h"
 #include "block/create_opts.h"
 #include "block/image.h"
+#include "block/measure.h"
 #include "cmd/commands.h"
 #include "cmd/convert.h"
 #include "cmd/convert_extra.h"
@@ -388,7 +389,7 @@ int cmd_convert(int argc, char **argv)
         goto out;
     s.target = target;
 
-    if (bitmaps && strcmp(target->format, "qcow2")) {
+    if (bitmaps && !image_supports_persistent_bitmaps(target)) {
         err_report("Format driver '%s' does not support bitmaps", target->format);
         goto out;
     }

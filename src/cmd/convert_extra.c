@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/bitmap_copy.h"
 #include "block/measure.h"
 #include "cmd/convert_extra.h"
 #include "util/err.h"
@@ -91,18 +92,47 @@ int convert_snapshot_load(image_t *img, const char *sn_opts, const char *id_or_n
 
 int convert_check_bitmaps(image_t *src, bool skip_broken)
 {
-    (void)skip_broken;
-    if (strcmp(src->format, "qcow2")) {
+    if (!image_supports_persistent_bitmaps(src)) {
         err_report("Source lacks bitmap support");
         return -1;
     }
+    struct image_bitmap *l;
+    size_t n;
+    image_bitmaps_list(src, &l, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (!skip_broken && l[i].inconsistent) {
+            err_report("Cannot copy inconsistent bitmap '%s'", l[i].name);
+            fprintf(stderr, "Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to "
+                    "delete it\n");
+            free(l);
+            return -1;
+        }
+    }
+    free(l);
     return 0;
 }
 
 int convert_copy_bitmaps(image_t *src, image_t *dst, bool skip_broken)
 {
-    (void)src;
-    (void)dst;
-    (void)skip_broken;
-    return 0;
+    struct image_bitmap *l;
+    size_t n;
+    image_bitmaps_list(src, &l, &n);
+    bool *want = xcalloc(n ? n : 1, sizeof(*want));
+    for (size_t i = 0; i < n; i++) {
+        if (skip_broken && l[i].inconsistent) {
+            fprintf(stderr, "%s: warning: Skipping inconsistent bitmap '%s'\n", qimg_progname,
+                    l[i].name);
+            continue;
+        }
+        want[l[i].index] = true;
+    }
+    char *why = NULL;
+    int r = image_bitmaps_copy(src, dst, want, n, &why);
+    if (r < 0) {
+        err_report("%s", why);
+        free(why);
+    }
+    free(want);
+    free(l);
+    return r < 0 ? -1 : 0;
 }

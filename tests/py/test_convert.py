@@ -76,6 +76,10 @@ def _build_sources(d):
     _img('bitmap', '--add', j('bm.qcow2'), 'b0')
     _img('bitmap', '--add', '-g', '128k', '--disable', j('bm.qcow2'), 'b1')
     _io(j('bm.qcow2'), 'write -P 5 2M 1M')
+    # a bitmap left in use (the writer was killed): inconsistent
+    shutil.copy(j('bm.qcow2'), j('bmbad.qcow2'))
+    subprocess.run([qemu.QEMU_IO, '-c', 'write -P 6 4M 64k', '-c', 'sigraise 9', j('bmbad.qcow2')],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope='module')
@@ -170,6 +174,10 @@ CASES += [
     ('bitmaps-raw-src', '--bitmaps -O qcow2 s.raw t.img'),
     ('bitmaps-raw-target', '--bitmaps bm.qcow2 t.img'),
     ('bitmaps-multi', '--bitmaps -O qcow2 bm.qcow2 s.qcow2 t.img'),
+    ('bitmaps-broken', '--bitmaps -O qcow2 bmbad.qcow2 t.img'),
+    ('bitmaps-broken-skip', '--bitmaps --skip-broken-bitmaps -O qcow2 bmbad.qcow2 t.img'),
+    ('bitmaps-v2-target', '--bitmaps -O qcow2 -o compat=0.10 bm.qcow2 t.img'),
+    ('bitmaps-v2-source', '--bitmaps -O qcow2 v2.qcow2 t.img'),
     ('skip-broken-alone', '--skip-broken-bitmaps -O qcow2 bm.qcow2 t.img'),
     # bad combinations and bad values
     ('c-raw', '-c s.qcow2 t.img'),
