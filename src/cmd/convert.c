@@ -388,6 +388,12 @@ int cmd_convert(int argc, char **argv)
     if (!target)
         goto out;
     s.target = target;
+    /* -t unsafe (convert's default): qemu's BDRV_O_NO_FLUSH, no flush reaches the disk */
+    if (!strcmp(cache, "unsafe")) {
+        target->file->no_flush = true;
+        if (target->data_file)
+            target->data_file->no_flush = true;
+    }
 
     if (bitmaps && !image_supports_persistent_bitmaps(target)) {
         err_report("Format driver '%s' does not support bitmaps", target->format);
