@@ -13,6 +13,7 @@
 #include "block/create.h"
 #include "block/create_opts.h"
 #include "block/image.h"
+#include "block/measure.h"
 #include "cmd/commands.h"
 #include "cmd/convert_salvage.h"
 #include "cmd/convert.h"
@@ -389,8 +390,14 @@ int cmd_convert(int argc, char **argv)
     if (!target)
         goto out;
     s.target = target;
+    /* -t unsafe (convert's default): qemu's BDRV_O_NO_FLUSH, no flush reaches the disk */
+    if (!strcmp(cache, "unsafe")) {
+        target->file->no_flush = true;
+        if (target->data_file)
+            target->data_file->no_flush = true;
+    }
 
-    if (bitmaps && strcmp(target->format, "qcow2")) {
+    if (bitmaps && !image_supports_persistent_bitmaps(target)) {
         err_report("Format driver '%s' does not support bitmaps", target->format);
         goto out;
     }
