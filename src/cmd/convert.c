@@ -95,7 +95,7 @@ int cmd_convert(int argc, char **argv)
     static const struct option longopts[] = {
         OPTS_LONG_COMMON,
         { "target-image-opts", no_argument, 0, OPT_TARGET_IMAGE_OPTS },
-        { "salvage", no_argument, 0, OPT_SALVAGE },
+        { "salvage", optional_argument, 0, OPT_SALVAGE }, /* =reader: convert_salvage.h */
         { "target-is-zero", no_argument, 0, OPT_TARGET_IS_ZERO },
         { "bitmaps", no_argument, 0, OPT_BITMAPS },
         { "skip-broken-bitmaps", no_argument, 0, OPT_SKIP_BROKEN },
@@ -107,7 +107,7 @@ int cmd_convert(int argc, char **argv)
     char *options = NULL;
     bool image_opts = false, tgt_image_opts = false, skip_create = false, progress = false;
     bool force_share = false, explicit_min_sparse = false, bitmaps = false,
-         skip_broken = false;
+         skip_broken = false, salvage_reader = false;
     int64_t rate_limit = 0;
     struct convert s = {
         .min_sparse = 8, /* at least 4k of zeros for sparse detection */
@@ -190,7 +190,7 @@ int cmd_convert(int argc, char **argv)
             goto fail_getopt;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: tgt_image_opts = true; break;
-        case OPT_SALVAGE: s.salvage = true; break;
+        case OPT_SALVAGE: s.salvage = true; salvage_reader = convert_salvage_arg(optarg); break;
         case OPT_TARGET_IS_ZERO: s.has_zero_init = true; break;
         case OPT_BITMAPS: bitmaps = true; break;
         case OPT_SKIP_BROKEN: skip_broken = true; break;
@@ -266,7 +266,7 @@ int cmd_convert(int argc, char **argv)
     for (int i = 0; i < s.src_num; i++) {
         const char *name = argv[optind + i];
         image_t *img = convert_open_source(name, fmt, force_share ? IMG_OPEN_SHARE : 0,
-                                           s.salvage);
+                                           s.salvage, salvage_reader);
         if (!img)
             goto out;
         s.src[i].img = img;

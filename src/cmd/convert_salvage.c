@@ -8,10 +8,27 @@
 #include "block/salvage.h"
 #include "util/err.h"
 
-image_t *convert_open_source(const char *name, const char *fmt, int flags, bool salvage)
+bool convert_salvage_arg(const char *arg)
+{
+    if (!arg)
+        return false;
+    if (strcmp(arg, "reader"))
+        err_usage("unrecognized option '--salvage=%s'", arg);
+    return true;
+}
+
+image_t *convert_open_source(const char *name, const char *fmt, int flags, bool salvage,
+                             bool reader)
 {
     image_t *img = NULL;
     char *msg = NULL;
+    if (reader && (!fmt || !strcmp(fmt, "qcow2"))) {
+        int r = salvage_open(name, flags & IMG_OPEN_SHARE, &img, &msg);
+        if (r == 0)
+            return img;
+        free(msg);
+        msg = NULL; /* not qcow2, or unusable: the usual open says why */
+    }
     if (image_open(name, fmt, flags, &img, &msg) == 0)
         return img;
     err_report("%s", msg);

@@ -8,10 +8,16 @@
 
 #include "block/image.h"
 
+/* --salvage's optional argument (a qimg extension; qemu's --salvage takes none): NULL gives
+ * false, "reader" true (every qcow2 source through the salvage reader, also those that
+ * open); anything else is qemu's usage error for an unknown option (exits 1). */
+bool convert_salvage_arg(const char *optarg);
+
 /* image_open_or_report(name, fmt, flags), except that with salvage a qcow2 image that does
- * not open (qemu's message printed first) is opened by the salvage reader. NULL after
- * reporting. */
-image_t *convert_open_source(const char *name, const char *fmt, int flags, bool salvage);
+ * not open (qemu's message printed first) is opened by the salvage reader, and with reader
+ * every qcow2 image is (a file that is not qcow2 opens as usual). NULL after reporting. */
+image_t *convert_open_source(const char *name, const char *fmt, int flags, bool salvage,
+                             bool reader);
 
 /* After a successful copy, for each source: prints a salvaged source's lost and suspect
  * ranges and returns the exit code so far combined with its own (2 lost > 3 suspect > 0);
