@@ -226,3 +226,24 @@ def test_dd_source_in_use(tmp_path, qimg_binary):
     assert results['qimg'] == results['qemu']
     assert results['qemu'][0][0] == 1 and results['qemu'][1][0] == 0
     _same_file(os.path.join(rd, 'o2'), os.path.join(qd, 'o2'), 'o2')
+
+
+@pytest.mark.parametrize('out_fmt', ['raw', 'qcow2'])
+def test_dd_target_in_use(tmp_path, qimg_binary, out_fmt):
+    """of= an image another process holds: qemu's lock message, exit 1, file untouched."""
+    results = {}
+    for tool in ('qemu', 'qimg'):
+        d = str(tmp_path / tool)
+        os.makedirs(d)
+        _src_qcow2(d)
+        held = os.path.join(d, 'held.qcow2')
+        qemu.make_image(held, '1M')
+        with open(held, 'rb') as f:
+            before = f.read()
+        with qemu.held_open(held):
+            results[tool] = _run(qemu.tool_path(tool), d,
+                                 ['-O', out_fmt, 'if=s.qcow2', 'of=held.qcow2'])
+        with open(held, 'rb') as f:
+            assert f.read() == before
+    assert results['qimg'] == results['qemu']
+    assert results['qemu'][0] == 1
