@@ -102,11 +102,34 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* Compresses one slot claimed in state SLOT_COMPRESS; called and returns with p->mu held. */
+static void compress_slot(struct pipe *p, struct slot *sl, struct qcow2_compressor *cz,
+                          uint8_t *in)
+{
+    sl->state = SLOT_COMPRESSING;
+    pthread_mutex_unlock(&p->mu);
+    size_t len = (size_t)sl->n * SECTOR;
+    sl->cc.zero = convert_buffer_is_zero(sl->buf, len);
+    sl->cc.cbuf = sl->cbuf;
+    sl->cc.clen = 0;
+    if (!sl->cc.zero) {
+        /* a short last cluster is compressed zero-padded, as qemu pads it */
+        size_t k = len < p->csize ? len : p->csize;
+        memcpy(in, sl->buf, k);
+        memset(in + k, 0, p->csize - k);
+        sl->cc.clen = qcow2_compress_with(cz, p->ctype, sl->cbuf, in, p->csize);
+    }
+    pthread_mutex_lock(&p->mu);
+    sl->state = SLOT_READY;
+    pthread_cond_broadcast(&p->cond);
+}
+
 /* Compression worker: any slot waiting for compression, nearest to the writer first. */
 static void *compress_main(void *arg)
 {
     struct pipe *p = arg;
     uint8_t *in = xmalloc(p->csize);
+    struct qcow2_compressor *cz = qcow2_compressor_new();
     pthread_mutex_lock(&p->mu);
     for (;;) {
         struct slot *sl = NULL;
@@ -123,26 +146,10 @@ static void *compress_main(void *arg)
             pthread_cond_wait(&p->cond, &p->mu);
             continue;
         }
-        sl->state = SLOT_COMPRESSING;
-        pthread_mutex_unlock(&p->mu);
-
-        size_t len = (size_t)sl->n * SECTOR;
-        sl->cc.zero = convert_buffer_is_zero(sl->buf, len);
-        sl->cc.cbuf = sl->cbuf;
-        sl->cc.clen = 0;
-        if (!sl->cc.zero) {
-            /* a short last cluster is compressed zero-padded, as qemu pads it */
-            size_t k = len < p->csize ? len : p->csize;
-            memcpy(in, sl->buf, k);
-            memset(in + k, 0, p->csize - k);
-            sl->cc.clen = qcow2_compress(p->ctype, sl->cbuf, in, p->csize);
-        }
-
-        pthread_mutex_lock(&p->mu);
-        sl->state = SLOT_READY;
-        pthread_cond_broadcast(&p->cond);
+        compress_slot(p, sl, cz, in);
     }
     pthread_mutex_unlock(&p->mu);
+    qcow2_compressor_free(cz);
     free(in);
     return NULL;
 }
@@ -183,7 +190,9 @@ int convert_pipe_run(struct convert *s)
     pthread_cond_init(&p.cond, NULL);
 
     pthread_t reader, workers[64];
-    int nworkers = p.compress ? ncpus() : 0;
+    /* the writer compresses too when its next cluster is not ready: one worker per other
+     * core */
+    int nworkers = p.compress ? (ncpus() > 1 ? ncpus() - 1 : 1) : 0;
     pthread_create(&reader, NULL, reader_main, &p);
     for (int w = 0; w < nworkers; w++)
         pthread_create(&workers[w], NULL, compress_main, &p);
@@ -191,11 +200,19 @@ int convert_pipe_run(struct convert *s)
     int ret = 0;
     int64_t sector = 0;
     size_t i = 0;
+    struct qcow2_compressor *wcz = p.compress ? qcow2_compressor_new() : NULL;
+    uint8_t *win = p.compress ? xmalloc(p.csize) : NULL;
     while (sector < s->total_sectors) {
         struct slot *sl = &p.slots[i];
         pthread_mutex_lock(&p.mu);
-        while (sl->state != SLOT_READY && !(p.reader_done && p.end_sector <= sector))
+        while (sl->state != SLOT_READY && !(p.reader_done && p.end_sector <= sector)) {
+            if (sl->state == SLOT_COMPRESS) {
+                /* the cluster to write next waits for a worker: compress it here */
+                compress_slot(&p, sl, wcz, win);
+                continue;
+            }
             pthread_cond_wait(&p.cond, &p.mu);
+        }
         bool have = sl->state == SLOT_READY;
         int rerr = p.reader_err;
         pthread_mutex_unlock(&p.mu);
@@ -241,6 +258,8 @@ int convert_pipe_run(struct convert *s)
     pthread_join(reader, NULL);
     for (int w = 0; w < nworkers; w++)
         pthread_join(workers[w], NULL);
+    qcow2_compressor_free(wcz);
+    free(win);
     for (size_t k = 0; k < p.nslots; k++) {
         bigbuf_free(p.slots[k].buf, p.buf_bytes);
         free(p.slots[k].cbuf);
