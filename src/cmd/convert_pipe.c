@@ -1,0 +1,271 @@
+/* The copy pipeline of qimg convert. qemu runs 8 coroutines that claim chunks in order,
+ * read them concurrently and (by default) write them strictly in order. qimg keeps that
+ * order with threads: the reader cuts and reads chunks into a ring of slots, compression
+ * workers fill in compressed clusters out of order, and the calling thread writes slot
+ * after slot. Only the reader touches the sources and only the writer the target, so
+ * neither needs locking; the ring bounds memory (like qemu's 8 buffers). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/compress_write.h"
+#include "cmd/convert_pipe.h"
+#include "format/qcow2_codec.h"
+#include "util/err.h"
+#include "util/hugebuf.h"
+#include "util/progress.h"
+#include "util/xalloc.h"
+
+#define SECTOR CONVERT_SECTOR
+
+enum slot_state { SLOT_FREE, SLOT_COMPRESS, SLOT_COMPRESSING, SLOT_READY };
+
+struct slot {
+    enum slot_state state;
+    int64_t sector, n;
+    enum convert_status status;
+    int err;                   /* read error (-errno), reported by the writer in order */
+    uint8_t *buf;              /* buf_sectors * 512 */
+    uint8_t *cbuf;             /* compressed output (compressed targets) */
+    struct convert_cchunk cc;
+};
+
+struct pipe {
+    struct convert *s;
+    struct slot *slots;
+    size_t nslots;
+    size_t buf_bytes;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;       /* any slot changed state, or stop */
+    bool stop;                 /* the writer failed: everyone ends */
+    bool reader_done;
+    int reader_err;            /* block status error: already reported */
+    int64_t end_sector;        /* sectors planned so far by the reader */
+    /* compression */
+    bool compress;
+    unsigned ctype;
+    size_t csize;
+    size_t next_compress;      /* ring index the workers look at first */
+};
+
+static void *reader_main(void *arg)
+{
+    struct pipe *p = arg;
+    struct convert *s = p->s;
+    int64_t sector = 0;
+    size_t i = 0;
+    while (sector < s->total_sectors) {
+        struct slot *sl = &p->slots[i];
+        pthread_mutex_lock(&p->mu);
+        while (sl->state != SLOT_FREE && !p->stop)
+            pthread_cond_wait(&p->cond, &p->mu);
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        int n = convert_iteration_sectors(s, sector);
+        if (n < 0) {
+            pthread_mutex_lock(&p->mu);
+            p->reader_err = n;
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        enum convert_status status = s->status;
+        if (!s->min_sparse && status == CONVERT_ZERO && n > s->buf_sectors)
+            n = (int)s->buf_sectors;
+        sl->sector = sector;
+        sl->n = n;
+        sl->status = status;
+        sl->err = 0;
+        if (status == CONVERT_DATA) {
+            sl->err = convert_read(s, sector, n, sl->buf);
+        } else if (!s->min_sparse && status == CONVERT_ZERO) {
+            memset(sl->buf, 0, (size_t)n * SECTOR);
+        }
+        sector += n;
+        pthread_mutex_lock(&p->mu);
+        sl->state = (p->compress && status == CONVERT_DATA && !sl->err) ? SLOT_COMPRESS
+                                                                         : SLOT_READY;
+        p->end_sector = sector;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+        if (sl->err)
+            break; /* qemu stops claiming chunks after a failed read */
+        i = (i + 1) % p->nslots;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->reader_done = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Compresses one slot claimed in state SLOT_COMPRESS; called and returns with p->mu held. */
+static void compress_slot(struct pipe *p, struct slot *sl, struct qcow2_compressor *cz,
+                          uint8_t *in)
+{
+    sl->state = SLOT_COMPRESSING;
+    pthread_mutex_unlock(&p->mu);
+    size_t len = (size_t)sl->n * SECTOR;
+    sl->cc.zero = convert_buffer_is_zero(sl->buf, len);
+    sl->cc.cbuf = sl->cbuf;
+    sl->cc.clen = 0;
+    if (!sl->cc.zero) {
+        /* a short last cluster is compressed zero-padded, as qemu pads it */
+        size_t k = len < p->csize ? len : p->csize;
+        memcpy(in, sl->buf, k);
+        memset(in + k, 0, p->csize - k);
+        sl->cc.clen = qcow2_compress_with(cz, p->ctype, sl->cbuf, in, p->csize);
+    }
+    pthread_mutex_lock(&p->mu);
+    sl->state = SLOT_READY;
+    pthread_cond_broadcast(&p->cond);
+}
+
+/* Compression worker: any slot waiting for compression, nearest to the writer first. */
+static void *compress_main(void *arg)
+{
+    struct pipe *p = arg;
+    uint8_t *in = xmalloc(p->csize);
+    struct qcow2_compressor *cz = qcow2_compressor_new();
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        struct slot *sl = NULL;
+        for (size_t k = 0; k < p->nslots; k++) {
+            struct slot *c = &p->slots[(p->next_compress + k) % p->nslots];
+            if (c->state == SLOT_COMPRESS) {
+                sl = c;
+                break;
+            }
+        }
+        if (!sl) {
+            if (p->stop || p->reader_done)
+                break;
+            pthread_cond_wait(&p->cond, &p->mu);
+            continue;
+        }
+        compress_slot(p, sl, cz, in);
+    }
+    pthread_mutex_unlock(&p->mu);
+    qcow2_compressor_free(cz);
+    free(in);
+    return NULL;
+}
+
+int convert_pipe_write_compressed(struct convert *s, uint64_t off, const uint8_t *buf,
+                                  size_t len, const struct convert_cchunk *cc)
+{
+    return image_write_precompressed(s->target, off, buf, len, cc->cbuf, cc->clen);
+}
+
+static int ncpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+int convert_pipe_run(struct convert *s)
+{
+    struct pipe p = { .s = s };
+    p.buf_bytes = (size_t)s->buf_sectors * SECTOR;
+    if (s->compressed && image_compress_params(s->target, &p.ctype, &p.csize) == 0 &&
+        p.csize == (size_t)s->cluster_sectors * SECTOR)
+        p.compress = true;
+    /* the ring: qemu's 8 buffers of 2 MiB; small compressed clusters get more slots so
+     * every core has work */
+    p.nslots = p.compress ? (size_t)(4u << 20) / p.buf_bytes : 4;
+    if (p.nslots < 4)
+        p.nslots = 4;
+    if (p.nslots > 64)
+        p.nslots = 64;
+    p.slots = xcalloc(p.nslots, sizeof(*p.slots));
+    for (size_t i = 0; i < p.nslots; i++) {
+        p.slots[i].buf = bigbuf_alloc(p.buf_bytes);
+        if (p.compress)
+            p.slots[i].cbuf = xmalloc(p.csize);
+    }
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cond, NULL);
+
+    pthread_t reader, workers[64];
+    /* the writer compresses too when its next cluster is not ready: one worker per other
+     * core */
+    int nworkers = p.compress ? (ncpus() > 1 ? ncpus() - 1 : 1) : 0;
+    pthread_create(&reader, NULL, reader_main, &p);
+    for (int w = 0; w < nworkers; w++)
+        pthread_create(&workers[w], NULL, compress_main, &p);
+
+    int ret = 0;
+    int64_t sector = 0;
+    size_t i = 0;
+    struct qcow2_compressor *wcz = p.compress ? qcow2_compressor_new() : NULL;
+    uint8_t *win = p.compress ? xmalloc(p.csize) : NULL;
+    while (sector < s->total_sectors) {
+        struct slot *sl = &p.slots[i];
+        pthread_mutex_lock(&p.mu);
+        while (sl->state != SLOT_READY && !(p.reader_done && p.end_sector <= sector)) {
+            if (sl->state == SLOT_COMPRESS) {
+                /* the cluster to write next waits for a worker: compress it here */
+                compress_slot(&p, sl, wcz, win);
+                continue;
+            }
+            pthread_cond_wait(&p.cond, &p.mu);
+        }
+        bool have = sl->state == SLOT_READY;
+        int rerr = p.reader_err;
+        pthread_mutex_unlock(&p.mu);
+        if (!have) {
+            ret = rerr ? rerr : -EIO;
+            break;
+        }
+        enum convert_status status = sl->status;
+        if (status == CONVERT_DATA || (!s->min_sparse && status == CONVERT_ZERO)) {
+            s->allocated_done += sl->n;
+            progress_print((float)(100.0 * (double)s->allocated_done /
+                                   (double)s->allocated_sectors), 0);
+        }
+        if (sl->err) {
+            err_report("error while reading at byte %lld: %s",
+                       (long long)sl->sector * SECTOR, strerror(-sl->err));
+            ret = sl->err;
+            break;
+        }
+        if (!s->min_sparse && status == CONVERT_ZERO)
+            status = CONVERT_DATA;
+        int r = convert_write(s, sl->sector, sl->n, sl->buf, status,
+                              p.compress && sl->status == CONVERT_DATA ? &sl->cc : NULL);
+        if (r < 0) {
+            err_report("error while writing at byte %lld: %s",
+                       (long long)sl->sector * SECTOR, strerror(-r));
+            ret = r;
+            break;
+        }
+        sector = sl->sector + sl->n;
+        pthread_mutex_lock(&p.mu);
+        sl->state = SLOT_FREE;
+        p.next_compress = (i + 1) % p.nslots;
+        pthread_cond_broadcast(&p.cond);
+        pthread_mutex_unlock(&p.mu);
+        i = (i + 1) % p.nslots;
+    }
+
+    pthread_mutex_lock(&p.mu);
+    p.stop = true;
+    pthread_cond_broadcast(&p.cond);
+    pthread_mutex_unlock(&p.mu);
+    pthread_join(reader, NULL);
+    for (int w = 0; w < nworkers; w++)
+        pthread_join(workers[w], NULL);
+    qcow2_compressor_free(wcz);
+    free(win);
+    for (size_t k = 0; k < p.nslots; k++) {
+        bigbuf_free(p.slots[k].buf, p.buf_bytes);
+        free(p.slots[k].cbuf);
+    }
+    free(p.slots);
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cond);
+    return ret;
+}
