@@ -1,6 +1,8 @@
 /* Runs a command's image work on a planned overlay (see port_run.h). What a plan cannot
  * hold is refused: images with an external data file (a second file). The plan keeps the
- * file's length on a cut (the journal holds no bytes of one). */
+ * file's length on a cut (the journal holds no bytes of one); a discarded range (qcow2
+ * frees the old bitmap clusters with a hole punched) becomes zeros written, so the bytes
+ * are qemu's though the blocks stay allocated. */
 #include "cmd/port_run.h"
 
 #include <errno.h>
@@ -78,6 +80,27 @@ static int pov_allocated(qio_t *q, uint64_t *out)
     return 0;
 }
 
+/* A punched hole or zeroed range reads as zeros: planned as zeros written (journaled, so
+ * undone), the range past the planned end left alone as the kernel does (KEEP_SIZE).
+ * Allocation (mode 0) is refused: callers then write zeros themselves. */
+static int pov_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
+{
+    struct pov *o = (struct pov *)q;
+    if (mode == QIO_FALLOC_ALLOCATE)
+        return -ENOTSUP;
+    uint64_t end = off + len < o->p->size ? off + len : o->p->size;
+    static const uint8_t zeros[65536];
+    for (uint64_t at = off; at < end;) {
+        size_t n = end - at < sizeof(zeros) ? (size_t)(end - at) : sizeof(zeros);
+        o->dirty = true;
+        int r = plan_write(o->p, o->cls, at, zeros, n, "%s: discard", o->what);
+        if (r < 0)
+            return r;
+        at += n;
+    }
+    return 0;
+}
+
 static void pov_close(qio_t *q)
 {
     (void)q;   /* qio_close frees the path and the struct */
@@ -85,7 +108,8 @@ static void pov_close(qio_t *q)
 
 static const struct qio_ops pov_ops = {
     .pread = pov_pread, .pwrite = pov_pwrite, .size = pov_size, .truncate = pov_truncate,
-    .flush = pov_flush, .extent = pov_extent, .allocated = pov_allocated, .close = pov_close,
+    .flush = pov_flush, .extent = pov_extent, .allocated = pov_allocated,
+    .fallocate = pov_fallocate, .close = pov_close,
 };
 
 static qio_t *pov_open(struct plan *p, const char *path, const char *what)
@@ -117,16 +141,16 @@ static void print_plan(const struct plan *p, const char *what)
     }
 }
 
-/* The plan through the journaled port: the journal's own read-write descriptor, locked as
- * a writer. 0 or 1 after printing why. */
-static int apply_journaled(const struct plan *plan, const char *filename, const char *journal)
+/* The journal's own read-write descriptor, locked as a writer before any work is done, so
+ * that an image in use is refused with qemu's message alone. NULL after printing why. */
+static qio_t *open_locked(const char *filename)
 {
     qio_t *wq;
     const char *perm;
     int r;
     if ((r = qio_open_file(filename, QIO_RDWR, &wq)) < 0) {
         err_report("Could not open '%s': %s", filename, strerror(-r));
-        return 1;
+        return NULL;
     }
     if ((r = qio_lock_for_repair(wq, &perm)) < 0) {
         if (r == -EBUSY)
@@ -135,22 +159,27 @@ static int apply_journaled(const struct plan *plan, const char *filename, const 
         else
             err_report("Could not open '%s': %s", filename, strerror(-r));
         qio_close(wq);
-        return 1;
+        return NULL;
     }
+    return wq;
+}
+
+/* The plan through the journaled port on wq. 0 or 1 after printing why. */
+static int apply_journaled(const struct plan *plan, qio_t *wq, const char *filename,
+                           const char *journal)
+{
     journal_t *j;
-    if (journal_create(journal, filename, wq, &j) < 0) {   /* it printed why */
-        qio_close(wq);
+    if (journal_create(journal, filename, wq, &j) < 0)   /* it printed why */
         return 1;
-    }
     struct wport w;
     const struct plan_entry *failed = NULL;
-    if ((r = wport_init_journal(&w, wq, j)) == 0)
+    int r = wport_init_journal(&w, wq, j);
+    if (r == 0)
         r = wport_apply(&w, plan, &failed);
     if (r < 0 && failed)
         err_report("Could not write '%s': %s", filename, strerror(-r));
     journal_finish(j, wq, r == 0);
     journal_close(j);
-    qio_close(wq);
     return r < 0 ? 1 : 0;
 }
 
@@ -162,6 +191,9 @@ int port_run(image_t *orig, const char *filename, int flags, const char *what, p
                    dry_run ? "dry-run" : "journal");
         return 1;
     }
+    qio_t *wq = NULL;
+    if (!dry_run && !(wq = open_locked(filename)))
+        return 1;
     struct plan plan;
     plan_init(&plan, orig->file);
     image_t *img;
@@ -178,9 +210,11 @@ int port_run(image_t *orig, const char *filename, int flags, const char *what, p
     image_close(img);   /* the close-time writes (qcow2: the bitmaps) are planned too */
     if (dry_run)
         print_plan(&plan, what);
-    else if (apply_journaled(&plan, filename, journal))
+    else if (apply_journaled(&plan, wq, filename, journal))
         ret = 1;
 out:
     plan_free(&plan);
+    if (wq)
+        qio_close(wq);
     return ret;
 }
