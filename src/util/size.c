@@ -116,7 +116,7 @@ int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-int cvtnum(const char *name, const char *value, int64_t *out)
+int cvtnum_full(const char *name, const char *value, int64_t min, int64_t max, int64_t *out)
 {
     uint64_t v;
     int r = parse_size_ex(value, &v);
@@ -125,11 +125,16 @@ int cvtnum(const char *name, const char *value, int64_t *out)
         err_report("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
         return -1;
     }
-    if (r < 0 || v > INT64_MAX) {
-        err_report("Invalid %s specified. Must be between 0 and %lld.", name,
-                   (long long)INT64_MAX);
+    if (r < 0 || v > (uint64_t)max || (int64_t)v < min) {
+        err_report("Invalid %s specified. Must be between %lld and %lld.", name,
+                   (long long)min, (long long)max);
         return -1;
     }
     *out = (int64_t)v;
     return 0;
+}
+
+int cvtnum(const char *name, const char *value, int64_t *out)
+{
+    return cvtnum_full(name, value, 0, INT64_MAX, out);
 }

@@ -20,4 +20,8 @@ int parse_size_ex(const char *s, uint64_t *out);
  * "Invalid <name> specified. ..." / range message and returns -1. */
 int cvtnum(const char *name, const char *value, int64_t *out);
 
+/* qemu-img's cvtnum_full(name, value, min, max): the same with a range [min, max], min >= 0
+ * ("Invalid <name> specified. Must be between MIN and MAX."). */
+int cvtnum_full(const char *name, const char *value, int64_t min, int64_t max, int64_t *out);
+
 #endif
