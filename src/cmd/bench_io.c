@@ -60,6 +60,11 @@ struct bench_io {
     int fd;                /* raw engines: the image file */
     size_t pending;        /* submitted, not yet returned by bench_io_wait */
     struct fifo done;      /* completions not yet returned */
+    /* bdrv_co_flush's generations: writes completed, and as of the last flush; a flush
+     * with no write completed since the last one does nothing (so undrained flushes
+     * issued together cost one fdatasync, as in qemu) */
+    uint64_t write_gen, flushed_gen;
+    pthread_mutex_t flush_mu;   /* threads: one flush at a time (active_flush_req) */
     /* threads */
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
@@ -70,6 +75,8 @@ struct bench_io {
 #ifdef QIMG_HAVE_LIBURING
     struct io_uring ring;
     size_t unsubmitted;
+    struct fifo flushq;         /* flushes waiting for the one in flight */
+    bool flushing;
 #endif
 };
 
@@ -109,7 +116,16 @@ static int raw_flush(struct bench_io *io)
 {
     if (io->o.no_flush)
         return 0;
-    return fdatasync(io->fd) < 0 ? -errno : 0;
+    uint64_t cur = __atomic_load_n(&io->write_gen, __ATOMIC_SEQ_CST);
+    int r = 0;
+    pthread_mutex_lock(&io->flush_mu);
+    if (io->flushed_gen != cur) {
+        r = fdatasync(io->fd) < 0 ? -errno : 0;
+        if (r == 0)
+            io->flushed_gen = cur;
+    }
+    pthread_mutex_unlock(&io->flush_mu);
+    return r;
 }
 
 /* the raw driver's read/write, straight on the file (a read past its end gives zeros) */
@@ -138,10 +154,14 @@ static int raw_do(struct bench_io *io, const struct req *r)
     if (r->kind == K_FLUSH)
         return raw_flush(io);
     int ret = image_check_request(io->img, r->off, io->o.bufsize);
-    if (ret == 0)
-        ret = raw_rw(io, r->kind == K_WRITE, r->off, io->buf, io->o.bufsize);
-    if (ret == 0 && r->kind == K_WRITE && io->o.writethrough)
-        ret = raw_flush(io);
+    if (ret < 0)
+        return ret;
+    ret = raw_rw(io, r->kind == K_WRITE, r->off, io->buf, io->o.bufsize);
+    if (r->kind == K_WRITE) {
+        __atomic_add_fetch(&io->write_gen, 1, __ATOMIC_SEQ_CST);
+        if (ret == 0 && io->o.writethrough)
+            ret = raw_flush(io);
+    }
     return ret;
 }
 
@@ -197,6 +217,30 @@ static bool uring_start(struct bench_io *io, int *err)
     return r == 0;
 }
 
+static struct io_uring_sqe *uring_sqe(struct bench_io *io);
+
+/* The next waiting flush: done at once if no write completed since the last flush, else
+ * an fsync in the ring (one at a time, as bdrv_co_flush's active_flush_req). */
+static void uring_next_flush(struct bench_io *io)
+{
+    while (!io->flushing && io->flushq.n > 0) {
+        struct req r;
+        fifo_pop(&io->flushq, &r);
+        if (io->flushed_gen == r.off) {
+            struct bench_done d = { r.cb, 0 };
+            fifo_push(&io->done, &d);
+            continue;
+        }
+        struct io_uring_sqe *sqe = uring_sqe(io);
+        struct req *q = xmalloc(sizeof(*q));
+        *q = r;
+        io_uring_prep_fsync(sqe, io->fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data(sqe, q);
+        io->unsubmitted++;
+        io->flushing = true;
+    }
+}
+
 /* One completion of the ring into io->done (blocking). */
 static void uring_reap(struct bench_io *io)
 {
@@ -217,9 +261,21 @@ static void uring_reap(struct bench_io *io)
     int res = cqe->res;
     io_uring_cqe_seen(&io->ring, cqe);
     struct bench_done d = { q->cb, 0 };
+    if (q->kind == K_FLUSH) {
+        d.ret = res < 0 ? res : 0;
+        if (res >= 0)
+            io->flushed_gen = q->off;   /* a flush's req carries its generation */
+        io->flushing = false;
+        free(q);
+        fifo_push(&io->done, &d);
+        uring_next_flush(io);
+        return;
+    }
+    if (q->kind == K_WRITE)
+        io->write_gen++;
     if (res < 0) {
         d.ret = res;
-    } else if (q->kind != K_FLUSH && (size_t)res < io->o.bufsize) {
+    } else if ((size_t)res < io->o.bufsize) {
         /* a short transfer: the rest as the raw driver would (zeros past EOF) */
         d.ret = raw_rw(io, q->kind == K_WRITE, q->off + (uint64_t)res, io->buf + res,
                        io->o.bufsize - (size_t)res);
@@ -230,20 +286,9 @@ static void uring_reap(struct bench_io *io)
     fifo_push(&io->done, &d);
 }
 
-static void uring_submit(struct bench_io *io, const struct req *r)
+/* A free submission entry, submitting and reaping to make room. */
+static struct io_uring_sqe *uring_sqe(struct bench_io *io)
 {
-    if (r->kind != K_FLUSH) {
-        int ret = image_check_request(io->img, r->off, io->o.bufsize);
-        if (ret < 0) {
-            struct bench_done d = { r->cb, ret };
-            fifo_push(&io->done, &d);
-            return;
-        }
-    } else if (io->o.no_flush) {
-        struct bench_done d = { r->cb, 0 };
-        fifo_push(&io->done, &d);
-        return;
-    }
     struct io_uring_sqe *sqe;
     while (!(sqe = io_uring_get_sqe(&io->ring))) {
         io_uring_submit(&io->ring);
@@ -252,11 +297,33 @@ static void uring_submit(struct bench_io *io, const struct req *r)
             break;
         uring_reap(io);
     }
+    return sqe;
+}
+
+static void uring_submit(struct bench_io *io, const struct req *r)
+{
+    if (r->kind == K_FLUSH) {
+        if (io->o.no_flush) {
+            struct bench_done d = { r->cb, 0 };
+            fifo_push(&io->done, &d);
+            return;
+        }
+        struct req f = *r;
+        f.off = io->write_gen;   /* bdrv_co_flush's current_gen */
+        fifo_push(&io->flushq, &f);
+        uring_next_flush(io);
+        return;
+    }
+    int ret = image_check_request(io->img, r->off, io->o.bufsize);
+    if (ret < 0) {
+        struct bench_done d = { r->cb, ret };
+        fifo_push(&io->done, &d);
+        return;
+    }
+    struct io_uring_sqe *sqe = uring_sqe(io);
     struct req *q = xmalloc(sizeof(*q));
     *q = *r;
-    if (r->kind == K_FLUSH) {
-        io_uring_prep_fsync(sqe, io->fd, IORING_FSYNC_DATASYNC);
-    } else if (r->kind == K_WRITE) {
+    if (r->kind == K_WRITE) {
         io_uring_prep_write(sqe, io->fd, io->buf, (unsigned)io->o.bufsize, r->off);
         if (io->o.writethrough)
             sqe->rw_flags = RWF_DSYNC;
@@ -277,6 +344,10 @@ struct bench_io *bench_io_open(image_t *img, const struct bench_opts *o, char **
     io->o = *o;
     io->done.item = sizeof(struct bench_done);
     io->work.item = sizeof(struct req);
+    pthread_mutex_init(&io->flush_mu, NULL);
+#ifdef QIMG_HAVE_LIBURING
+    io->flushq.item = sizeof(struct req);
+#endif
     io->buf = xmalloc(o->bufsize ? o->bufsize : 1);
     memset(io->buf, o->pattern, o->bufsize);
     io->fd = img->file ? img->file->fd : -1;
@@ -385,6 +456,9 @@ void bench_io_close(struct bench_io *io)
 #endif
     free(io->done.v);
     free(io->work.v);
+#ifdef QIMG_HAVE_LIBURING
+    free(io->flushq.v);
+#endif
     free(io->buf);
     free(io);
 }
