@@ -16,6 +16,7 @@ nothing; --journal leaves qemu's files and `qimg undo` restores the originals by
 import os
 import re
 import shutil
+import time
 
 import pytest
 
@@ -385,6 +386,18 @@ def test_bitmap_dry_run_journal_refusals(tmp_path):
     assert not os.path.exists(str(tmp_path / 'j'))
 
 
+def _wait_in_use(d, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rc, out, _ = qemu.qemu_img('info', '-U', '--output=json', 'img', cwd=d)
+        bms = qemu.parse_json(out).get('format-specific', {}).get('data', {}).get(
+            'bitmaps', []) if rc == 0 else []
+        if bms and all('in-use' in b['flags'] for b in bms):
+            return
+        time.sleep(0.05)
+    raise AssertionError('the holder did not mark the bitmaps in use')
+
+
 @pytest.mark.parametrize('read_only', [False, True], ids=['writer', 'reader'])
 def test_bitmap_refused_while_in_use(tmp_path, read_only):
     """Another process holds the image (qemu-io): qemu-img's lock message, nothing written;
@@ -392,7 +405,9 @@ def test_bitmap_refused_while_in_use(tmp_path, read_only):
     d = str(tmp_path)
     TWO(d)
     with qemu.held_open('img', read_only=read_only, cwd=d):
-        before = _read_all(d)   # a read-write holder marked the bitmaps in use at its open
+        if not read_only:
+            _wait_in_use(d)   # the holder's open marks the bitmaps in use, after its locks
+        before = _read_all(d)
         ra = qemu.run(qemu.QEMU_IMG, 'bitmap', '--clear', 'img', 'b0', cwd=d)
         rb = qemu.run(qemu.tool_path('qimg'), 'bitmap', '--clear', 'img', 'b0', cwd=d)
         rj = qemu.run(qemu.tool_path('qimg'), 'bitmap', '--journal', 'j', '--clear', 'img',
