@@ -1,5 +1,5 @@
-/* --dry-run / --journal for a command that changes one image in place (bitmap; resize has
- * its own, resize_port.c, which this generalizes): the command's whole work on the image
+/* --dry-run / --journal for a command that changes one image in place (resize, bitmap):
+ * the command's whole work on the image
  * (open, its operations, close) runs on a writable overlay of the image file whose writes
  * land in a plan (repair/plan.h) instead of the file; a dry run prints the plan, --journal
  * replays it through the journaled write port so `qimg undo JOURNAL IMAGE` restores every

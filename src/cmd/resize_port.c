@@ -1,166 +1,50 @@
-/* resize --dry-run / --journal: the whole resize (open, truncate, close) runs on a writable
- * overlay of the image file whose writes land in a plan (repair/plan.h) instead of the
- * file. A dry run prints the plan; --journal then replays it through the journaled write
- * port (io/wport.h wport_apply), so `qimg undo JOURNAL IMAGE` restores every byte.
- *
- * The driver's flushes are barriers in the plan: each flush after writes starts a new
- * plan class, and wport_apply flushes between classes, so the replay keeps the write
- * order qemu's resize relies on. What a plan cannot hold is refused: images with an
- * external data file (a second file), and falloc/full preallocation (the new area's
- * bytes and allocation; for raw every mode). A
- * shrink keeps the file's length (the journal holds no bytes of a cut; the space past
- * the new end is free in the refcounts). */
+/* resize --dry-run / --journal: the whole resize (open, truncate, close) runs through
+ * port_run (cmd/port_run.h) on a writable overlay of the image file whose writes land in a
+ * plan; a dry run prints it, --journal replays it through the journaled write port, so
+ * `qimg undo JOURNAL IMAGE` restores every byte. The driver's flushes are barriers, so the
+ * replay keeps the write order qemu's resize relies on. What a plan cannot hold is
+ * refused: images with an external data file (port_run), and falloc/full preallocation
+ * (the new area's bytes and allocation; for raw every mode). A shrink keeps the file's
+ * length (the journal holds no bytes of a cut; the space past the new end is free in the
+ * refcounts). */
 #include "cmd/resize_port.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/open_mem.h"
-#include "io/lock.h"
-#include "io/qio.h"
-#include "io/wport.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
-#include "util/err.h"
+#include "cmd/port_run.h"
 #include "util/xalloc.h"
 
-/* The writable overlay: reads see the plan applied, writes and growth are recorded. */
-struct wov {
-    struct qio q;              /* first: the qio functions see this */
-    struct plan *p;
-    enum plan_class cls;       /* alternates at each barrier */
-    bool dirty;                /* writes since the last barrier */
+struct resize_job {
+    image_t *orig;
+    uint64_t size;
+    enum img_prealloc prealloc;
+    int r;
+    char *msg;
 };
 
-static int wov_pread(qio_t *q, void *buf, size_t n, uint64_t off)
-{
-    return plan_read(((struct wov *)q)->p, buf, n, off);
-}
-
-static int wov_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
-{
-    struct wov *o = (struct wov *)q;
-    o->dirty = true;
-    return plan_write(o->p, o->cls, off, buf, n, "resize");
-}
-
-static int wov_size(qio_t *q, uint64_t *out)
-{
-    *out = ((struct wov *)q)->p->size;
-    return 0;
-}
-
-static int wov_truncate(qio_t *q, uint64_t size)
-{
-    struct wov *o = (struct wov *)q;
-    if (size <= o->p->size)
-        return 0;   /* a cut is not made (see above) */
-    o->dirty = true;
-    return plan_truncate(o->p, o->cls, size, "resize: grow the file");
-}
-
-static int wov_flush(qio_t *q)
-{
-    struct wov *o = (struct wov *)q;
-    if (o->dirty) {
-        o->cls = o->cls == PC_REFCOUNT ? PC_COPIED : PC_REFCOUNT;
-        o->dirty = false;
-    }
-    return 0;
-}
-
-static int wov_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
-{
-    struct plan *p = ((struct wov *)q)->p;
-    *is_data = off < p->size;
-    *len = off < p->size ? p->size - off : 0;
-    return 0;
-}
-
-static int wov_allocated(qio_t *q, uint64_t *out)
-{
-    *out = ((struct wov *)q)->p->size;
-    return 0;
-}
-
-static void wov_close(qio_t *q)
-{
-    (void)q;   /* qio_close frees the path and the struct */
-}
-
-static const struct qio_ops wov_ops = {
-    .pread = wov_pread, .pwrite = wov_pwrite, .size = wov_size, .truncate = wov_truncate,
-    .flush = wov_flush, .extent = wov_extent, .allocated = wov_allocated, .close = wov_close,
-};
-
-static qio_t *wov_open(struct plan *p, const char *path)
-{
-    struct wov *o = xcalloc(1, sizeof(*o));
-    o->q.ops = &wov_ops;
-    o->q.fd = -1;
-    o->q.path = xstrdup(path);
-    o->q.writable = true;
-    o->p = p;
-    o->cls = PC_REFCOUNT;
-    return &o->q;
-}
-
-static void print_plan(const struct plan *p)
-{
-    printf("Resize plan (dry run, nothing was written): %zu write%s, %" PRIu64 " bytes\n",
-           p->n, p->n == 1 ? "" : "s", plan_bytes(p));
-    for (size_t i = 0; i < p->n; i++) {
-        const struct plan_entry *e = &p->v[i];
-        if (e->op == PLAN_TRUNCATE)
-            printf("  %4zu  grow file %" PRIu64 " -> %" PRIu64 " bytes\n", i + 1, e->old_size,
-                   e->offset);
-        else
-            printf("  %4zu  offset 0x%" PRIx64 " length %" PRIu64 "\n", i + 1, e->offset,
-                   e->len);
-    }
-}
-
-/* The resize made on the overlay: open, truncate, close (the close-time writes of the
+/* The resize on the overlay (port_run: open, this, close; the close-time writes of the
  * driver, e.g. qcow2 bitmaps, belong to the resize too). */
-static int plan_resize(struct plan *p, qio_t *base, image_t *orig, const char *filename,
-                       uint64_t size, enum img_prealloc prealloc, char **errmsg)
+static int plan_resize(image_t *img, void *ctx)
 {
-    image_t *img;
-    int r = image_open_qio(wov_open(p, filename), filename, orig->format, IMG_OPEN_RDWR,
-                           &img, errmsg);
-    if (r < 0) {
-        char *m = *errmsg;
-        *errmsg = xasprintf("Could not open '%s': %s", filename, m ? m : strerror(-r));
-        free(m);
-        return r;
-    }
-    (void)base;
+    struct resize_job *j = ctx;
     /* the backing chain decides whether the new area must be zeroed */
-    if (orig->backing) {
-        img->backing = orig->backing;
-        orig->backing = NULL;
+    if (j->orig->backing) {
+        img->backing = j->orig->backing;
+        j->orig->backing = NULL;
     }
-    r = image_truncate(img, size, prealloc, errmsg);
-    if (r == 0)
-        r = image_flush(img);
-    image_t *b = img->backing;
+    j->r = image_truncate(img, j->size, j->prealloc, &j->msg);
+    if (j->r == 0)
+        j->r = image_flush(img);
+    j->orig->backing = img->backing;
     img->backing = NULL;
-    orig->backing = b;
-    image_close(img);
-    return r;
+    return j->r < 0;
 }
 
 int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_prealloc prealloc,
                   bool dry_run, const char *journal, char **errmsg)
 {
-    if (orig->data_file_name) {
-        *errmsg = xasprintf("--%s is not supported for images with an external data file",
-                            dry_run ? "dry-run" : "journal");
-        return -ENOTSUP;
-    }
     if (prealloc == IMG_PREALLOC_FALLOC || prealloc == IMG_PREALLOC_FULL ||
         (!strcmp(orig->format, "raw") && prealloc != IMG_PREALLOC_OFF)) {
         *errmsg = xasprintf("--%s is not supported with --preallocation=%s",
@@ -169,49 +53,12 @@ int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_p
                             prealloc == IMG_PREALLOC_FALLOC ? "falloc" : "metadata");
         return -ENOTSUP;
     }
-    qio_t *q = orig->file;   /* read-only: the plan's base */
-    struct plan plan;
-    plan_init(&plan, q);
-    int r = plan_resize(&plan, q, orig, filename, size, prealloc, errmsg);
-    if (r < 0)
-        goto out;
-    if (dry_run) {
-        print_plan(&plan);
-        goto out;
+    struct resize_job j = { .orig = orig, .size = size, .prealloc = prealloc };
+    int st = port_run(orig, filename, 0, "resize", plan_resize, &j, dry_run, journal);
+    if (j.r < 0) {
+        *errmsg = j.msg;
+        return j.r;
     }
-    /* the journal's own read-write descriptor, locked as a writer (orig holds no locks) */
-    qio_t *wq;
-    const char *perm;
-    if ((r = qio_open_file(filename, QIO_RDWR, &wq)) < 0) {
-        *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        goto out;
-    }
-    if ((r = qio_lock_for_repair(wq, &perm)) < 0) {
-        if (r == -EBUSY)
-            *errmsg = xasprintf("Could not open '%s': Failed to get \"%s\" lock\n"
-                                "Is another process using the image [%s]?", filename, perm,
-                                filename);
-        else
-            *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        qio_close(wq);
-        goto out;
-    }
-    journal_t *j;
-    if ((r = journal_create(journal, filename, wq, &j)) < 0) {
-        r = -EIO;   /* journal_create printed why */
-        qio_close(wq);
-        goto out;
-    }
-    struct wport w;
-    const struct plan_entry *failed = NULL;
-    if ((r = wport_init_journal(&w, wq, j)) == 0)
-        r = wport_apply(&w, &plan, &failed);
-    if (r < 0 && failed)
-        *errmsg = xasprintf("Could not write '%s': %s", filename, strerror(-r));
-    journal_finish(j, wq, r == 0);
-    journal_close(j);
-    qio_close(wq);
-out:
-    plan_free(&plan);
-    return r;
+    free(j.msg);
+    return st ? -EIO : 0;   /* port_run printed why */
 }
