@@ -354,6 +354,7 @@ struct bench_io *bench_io_open(image_t *img, const struct bench_opts *o, char **
     bool raw = !strcmp(img->format, "raw") && !img->probed && io->fd >= 0 &&
                img->data_file == img->file && o->bufsize > 0;
     io->mode = MODE_BLOCK;
+    (void)msg;   /* set only when io_uring is built in and refused */
     if (raw && o->aio != BENCH_AIO_THREADS) {
 #ifdef QIMG_HAVE_LIBURING
         int err;
