@@ -256,3 +256,12 @@ def test_bench_empty_image(tmp_path):
     rc, out, err = qemu.qimg('bench', '-c', '1', '-f', 'raw', 'z', cwd=d)
     assert rc == 1 and err == 'qimg: Failed request: Input/output error\n'
     assert out.startswith('Sending 1 read requests')
+
+
+def test_help_lists_bench():
+    rc, out, _ = qemu.qimg('--help')
+    assert rc == 0
+    assert [ln.split() for ln in out.splitlines() if ln.split()[:1] == ['bench']] == \
+        [['bench']]
+    rc, out, err = qemu.qimg('bench', '--help')
+    assert (rc, err) == (0, '') and out.startswith('usage: ') and '--flush-interval' in out

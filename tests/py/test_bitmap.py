@@ -417,3 +417,12 @@ def test_bitmap_refused_while_in_use(tmp_path, read_only):
     assert rb == ra
     assert rj == ra
     assert not os.path.exists(os.path.join(d, 'j'))
+
+
+def test_help_lists_bitmap():
+    rc, out, _ = qemu.qimg('--help')
+    assert rc == 0
+    assert [ln.split() for ln in out.splitlines() if ln.split()[:1] == ['bitmap']] == \
+        [['bitmap']]
+    rc, out, err = qemu.qimg('bitmap', '--help')
+    assert (rc, err) == (0, '') and out.startswith('usage: ') and '--journal FILE' in out
