@@ -29,7 +29,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden diffcheck
+.PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden diffcheck \
+        iotests iotests-must
 
 all: $(BUILD)/qimg $(BUILD)/qimg-io
 
@@ -92,6 +93,16 @@ bench: $(BUILD)/qimg
 DIFFCHECK_SECS ?= 300
 diffcheck: $(BUILD)/qimg
 	QIMG=$(CURDIR)/$(BUILD)/qimg $(PYTHON) scripts/diffcheck.py --seconds $(DIFFCHECK_SECS) $(DIFFCHECK_ARGS)
+
+# QEMU 7.2's own iotests with build/qimg as qemu-img (tests/iotests/README.md; the tests are
+# fetched once from Debian's qemu source package into build/iotests): `make iotests` runs the
+# 170 runs real qemu-img passes here and writes reports/iotests.md; `make iotests-must` runs
+# tests/iotests/must-pass.txt, which CI gates on.
+iotests: $(BUILD)/qimg | $(BUILD)/.deps-iotests
+	BUILD=$(BUILD) tests/iotests/iotests.sh all $(IOTESTS_ARGS)
+
+iotests-must: $(BUILD)/qimg | $(BUILD)/.deps-iotests
+	BUILD=$(BUILD) tests/iotests/iotests.sh must
 
 # check, dry run, repair with journal, undo and cmp on a copy of golden/demo/damaged.qcow2
 demo: $(BUILD)/qimg

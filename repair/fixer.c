@@ -59,6 +59,55 @@ int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_cla
     return rc;
 }
 
+int repair_refcount_run(struct qc2 *s, uint64_t first, uint64_t n, bool dec, uint64_t value,
+                        enum plan_class cls, const char *why)
+{
+    uint64_t k = first, end = first + n;
+    if (end < first)
+        return -EINVAL;
+    while (k < end) {
+        uint64_t ti = k >> s->h.refcount_block_bits;
+        uint64_t i0 = k & (s->h.refcount_block_entries - 1);
+        uint64_t cnt = s->h.refcount_block_entries - i0 < end - k
+                           ? s->h.refcount_block_entries - i0 : end - k;
+        uint8_t *blk;   /* the cache mirrors the planned image: patch the cached block */
+        int rc = qc2_refblock_mut(s, ti, &blk);
+        if (rc < 0)
+            return rc;
+        if (!blk)
+            return -ENOSPC;
+        if (dec)
+            for (uint64_t i = i0; i < i0 + cnt; i++)
+                if (!qcow2_refblock_entry(blk, s->h.refcount_order, i))
+                    return -EINVAL;
+        for (uint64_t i = i0; i < i0 + cnt && rc >= 0; i++) {
+            uint64_t v = dec ? qcow2_refblock_entry(blk, s->h.refcount_order, i) - 1 : value;
+            rc = qcow2_refblock_set(blk, (size_t)s->cs, s->h.refcount_order, i, v);
+        }
+        if (rc < 0)
+            return rc;
+        uint64_t b0, b1;
+        size_t nb;
+        qcow2_refblock_entry_bytes(s->h.refcount_order, i0, &b0, &nb);
+        qcow2_refblock_entry_bytes(s->h.refcount_order, i0 + cnt - 1, &b1, &nb);
+        b1 += nb;
+        uint64_t off = (s->rt[ti] & QCOW2_REFT_OFFSET_MASK) + b0;
+        if (dec)
+            rc = repair_write(s, QCOW2_OL_REFCOUNT_BLOCK, cls, off, blk + b0, (size_t)(b1 - b0),
+                              "refcounts of clusters %" PRIu64 "..%" PRIu64 " decremented (%s)",
+                              k, k + cnt - 1, why);
+        else
+            rc = repair_write(s, QCOW2_OL_REFCOUNT_BLOCK, cls, off, blk + b0, (size_t)(b1 - b0),
+                              "refcounts of clusters %" PRIu64 "..%" PRIu64 " set to %" PRIu64
+                              " (%s)", k, k + cnt - 1, value, why);
+        sync_size(s);
+        if (rc < 0)
+            return rc;
+        k += cnt;
+    }
+    return 0;
+}
+
 static int fx_set_refcount(struct qc2 *s, uint64_t k, uint64_t value)
 {
     uint64_t old = 0;

@@ -12,6 +12,117 @@
 /* Writes merge into their predecessor only up to this size, so one entry stays small. */
 #define MERGE_MAX (64u << 10)
 
+/* --- page overlay -------------------------------------------------------------------
+ * The planned content of every 4 KiB page some write touched, in an open-addressing hash
+ * keyed by page number. Without it a read would apply every entry of the plan, and a
+ * repair making N small writes (each reading its old bytes first) would cost O(N^2). */
+#define PG_BITS 12
+#define PG_SIZE ((size_t)1 << PG_BITS)
+
+struct plan_pages {
+    uint64_t *key;     /* page number + 1; 0 = empty slot */
+    uint8_t **data;    /* PG_SIZE bytes each */
+    size_t cap, n;     /* cap is a power of two */
+};
+
+static size_t pg_slot(const struct plan_pages *t, uint64_t pg)
+{
+    uint64_t h = (pg + 1) * 0x9E3779B97F4A7C15ull;
+    size_t i = (size_t)(h >> 20) & (t->cap - 1);
+    while (t->key[i] && t->key[i] != pg + 1)
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+static uint8_t *pg_find(const struct plan_pages *t, uint64_t pg)
+{
+    if (!t || !t->n)
+        return NULL;
+    size_t i = pg_slot(t, pg);
+    return t->key[i] ? t->data[i] : NULL;
+}
+
+static void pg_grow(struct plan_pages *t)
+{
+    struct plan_pages o = *t;
+    t->cap = o.cap ? o.cap * 2 : 64;
+    t->key = xcalloc(t->cap, sizeof(*t->key));
+    t->data = xcalloc(t->cap, sizeof(*t->data));
+    for (size_t i = 0; i < o.cap; i++)
+        if (o.key[i]) {
+            size_t j = pg_slot(t, o.key[i] - 1);
+            t->key[j] = o.key[i];
+            t->data[j] = o.data[i];
+        }
+    free(o.key);
+    free(o.data);
+}
+
+/* The base image's bytes of page pg (zeros past its end). */
+static int pg_read_base(struct plan *p, uint64_t pg, uint8_t *buf)
+{
+    uint64_t off = pg << PG_BITS;
+    memset(buf, 0, PG_SIZE);
+    if (off >= p->base_size)
+        return 0;
+    size_t in = p->base_size - off < PG_SIZE ? (size_t)(p->base_size - off) : PG_SIZE;
+    return qio_pread(p->base, buf, in, off);
+}
+
+/* The page's planned bytes, created from the base when no write touched it yet. */
+static int pg_get(struct plan *p, uint64_t pg, uint8_t **out)
+{
+    if (!p->pages)
+        p->pages = xcalloc(1, sizeof(*p->pages));
+    struct plan_pages *t = p->pages;
+    if ((t->n + 1) * 4 > t->cap * 3)
+        pg_grow(t);
+    size_t i = pg_slot(t, pg);
+    if (!t->key[i]) {
+        uint8_t *d = xmalloc(PG_SIZE);
+        int rc = pg_read_base(p, pg, d);
+        if (rc < 0) {
+            free(d);
+            return rc;
+        }
+        t->key[i] = pg + 1;
+        t->data[i] = d;
+        t->n++;
+    }
+    *out = t->data[i];
+    return 0;
+}
+
+/* Copy buf (len bytes at off) into the overlay pages. */
+static int pg_write(struct plan *p, uint64_t off, const uint8_t *buf, uint64_t len)
+{
+    while (len) {
+        uint64_t pg = off >> PG_BITS;
+        size_t in = (size_t)(off & (PG_SIZE - 1));
+        size_t k = PG_SIZE - in < len ? PG_SIZE - in : (size_t)len;
+        uint8_t *d;
+        int rc = pg_get(p, pg, &d);
+        if (rc < 0)
+            return rc;
+        memcpy(d + in, buf, k);
+        buf += k;
+        off += k;
+        len -= k;
+    }
+    return 0;
+}
+
+static void pg_free(struct plan_pages *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->cap; i++)
+        free(t->data[i]);
+    free(t->key);
+    free(t->data);
+    free(t);
+}
+
 void plan_init(struct plan *p, qio_t *base)
 {
     memset(p, 0, sizeof(*p));
@@ -30,6 +141,7 @@ void plan_free(struct plan *p)
         free(p->v[i].reason);
     }
     free(p->v);
+    pg_free(p->pages);
     memset(p, 0, sizeof(*p));
 }
 
@@ -55,9 +167,17 @@ int plan_read(struct plan *p, void *buf, size_t n, uint64_t off)
             return rc;
         memset((uint8_t *)buf + in, 0, n - in);
     }
-    if (p->n && off < p->hi && off + n > p->lo)
-        for (size_t i = 0; i < p->n; i++)
-            apply_entry(&p->v[i], buf, n, off);
+    if (!p->n || off >= p->hi || off + n <= p->lo || !p->pages)
+        return 0;
+    uint64_t a = off > p->lo ? off : p->lo, b = off + n < p->hi ? off + n : p->hi;
+    for (uint64_t pg = a >> PG_BITS; pg <= (b - 1) >> PG_BITS; pg++) {
+        const uint8_t *d = pg_find(p->pages, pg);
+        if (!d)
+            continue;
+        uint64_t s = pg << PG_BITS > off ? pg << PG_BITS : off;
+        uint64_t e = (pg + 1) << PG_BITS < off + n ? (pg + 1) << PG_BITS : off + n;
+        memcpy((uint8_t *)buf + (s - off), d + (s - (pg << PG_BITS)), (size_t)(e - s));
+    }
     return 0;
 }
 
@@ -138,7 +258,7 @@ int plan_write(struct plan *p, enum plan_class cls, uint64_t off, const void *bu
         }
         free(r);
         touch(p, off, len);
-        return 0;
+        return pg_write(p, off, buf, len);
     }
     p->no_merge = false;
     struct plan_entry *e = push(p);
@@ -154,7 +274,7 @@ int plan_write(struct plan *p, enum plan_class cls, uint64_t off, const void *bu
     e->reason = vfmt(fmt, ap);
     va_end(ap);
     touch(p, off, len);
-    return 0;
+    return pg_write(p, off, buf, len);
 }
 
 int plan_truncate(struct plan *p, enum plan_class cls, uint64_t size, const char *fmt, ...)
@@ -197,7 +317,17 @@ int plan_prepend_write(struct plan *p, enum plan_class cls, uint64_t off, const 
             apply_entry(e, x->old_bytes, (size_t)x->len, x->offset);
     }
     touch(p, off, len);
-    return rc;
+    if (rc < 0)
+        return rc;
+    /* the new write lies under every later one: rebuild its pages from the base */
+    for (uint64_t pg = off >> PG_BITS; pg <= (off + len - 1) >> PG_BITS; pg++) {
+        uint8_t *d;
+        if ((rc = pg_get(p, pg, &d)) < 0 || (rc = pg_read_base(p, pg, d)) < 0)
+            return rc;
+        for (size_t i = 0; i < p->n; i++)
+            apply_entry(&p->v[i], d, PG_SIZE, pg << PG_BITS);
+    }
+    return 0;
 }
 
 /* --- overlay qio ------------------------------------------------------------------ */

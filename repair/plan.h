@@ -46,6 +46,8 @@ struct plan_entry {
     char *reason;
 };
 
+struct plan_pages;
+
 struct plan {
     qio_t *base;           /* the image, read-only */
     uint64_t base_size;
@@ -53,6 +55,8 @@ struct plan {
     struct plan_entry *v;
     size_t n, alloc;
     uint64_t lo, hi;       /* byte range any write touches (read fast path) */
+    struct plan_pages *pages; /* the planned bytes of every page a write touched, so a
+                               * read costs a lookup per page, not a walk of the plan */
     bool no_merge;         /* next write starts a new entry */
 };
 

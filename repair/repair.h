@@ -54,6 +54,12 @@ int repair_write(struct qc2 *s, unsigned ign, enum plan_class cls, uint64_t off,
 /* Write refcount of cluster k through the plan (and the refblock cache). */
 int repair_set_refcount(struct qc2 *s, uint64_t k, uint64_t value, enum plan_class cls,
                         const char *why);
+/* Refcounts of clusters [first, first + n): set to value (dec false) or each decremented
+ * by one (dec true; a zero refcount stops it with -EINVAL before its refblock is touched).
+ * One write per refblock: a run of a million clusters (a huge old snapshot table freed)
+ * costs a write per block, not per cluster. */
+int repair_refcount_run(struct qc2 *s, uint64_t first, uint64_t n, bool dec, uint64_t value,
+                        enum plan_class cls, const char *why);
 /* Forget cached refblocks (after a write the cache does not see). */
 void repair_drop_rb_cache(struct qc2 *s);
 

@@ -206,8 +206,8 @@ int repair_snapshot_rewrite(struct qc2 *s)
             rc = repair_write(s, QCOW2_OL_NONE, PC_SNAPSHOT, new_off, t, (size_t)size,
                             "new snapshot table (%" PRIu32 " entries)", s->nb_sn);
         s->file_size = rp_plan(s)->size;
-        for (uint64_t i = 0; rc >= 0 && i < n; i++)
-            rc = repair_set_refcount(s, k + i, 1, PC_SNAPSHOT, "new snapshot table");
+        if (rc >= 0)
+            rc = repair_refcount_run(s, k, n, false, 1, PC_SNAPSHOT, "new snapshot table");
         free(t);
     }
     if (rc >= 0) {
@@ -225,21 +225,24 @@ int repair_snapshot_rewrite(struct qc2 *s)
         uint64_t first = s->sn_offset >> s->h.cluster_bits;
         uint64_t last = (s->sn_offset + s->sn_size - 1) >> s->h.cluster_bits;
         int why = 0;
-        for (uint64_t k = first; k <= last && !why; k++) {
+        for (uint64_t k = first; k <= last && !why;) {   /* a refblock at a time */
             const uint8_t *blk = NULL;
-            uint64_t v = 0;
-            if (qc2_refblock(s, k >> s->h.refcount_block_bits, &blk) < 0 || !blk)
+            uint64_t ti = k >> s->h.refcount_block_bits;
+            uint64_t stop = (ti + 1) << s->h.refcount_block_bits;
+            if (stop > last + 1 || stop <= k)
+                stop = last + 1;
+            if (qc2_refblock(s, ti, &blk) < 0 || !blk)
                 why = EAGAIN;
-            else if (qc2_ondisk_refcount(s, k, &v) < 0 || v == 0)
-                why = EINVAL;
+            for (; k < stop && !why; k++)
+                if (!qcow2_refblock_entry(blk, s->h.refcount_order,
+                                          k & (s->h.refcount_block_entries - 1)))
+                    why = EINVAL;
         }
         if (why)
             err_plain("qcow2_free_clusters failed: %s\n", strerror(why));
-        for (uint64_t k = first; k <= last && rc >= 0 && !why; k++) {
-            uint64_t v = 0;
-            if (qc2_ondisk_refcount(s, k, &v) == 0 && v)
-                rc = repair_set_refcount(s, k, v - 1, PC_SNAPSHOT, "old snapshot table freed");
-        }
+        if (rc >= 0 && !why)
+            rc = repair_refcount_run(s, first, last - first + 1, true, 0, PC_SNAPSHOT,
+                                     "old snapshot table freed");
     }
     if (rc < 0)
         err_plain("ERROR failed to update snapshot table: %s\n", strerror(-rc));

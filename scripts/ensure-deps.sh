@@ -5,6 +5,8 @@
 #                                     fuzz      test + clang, libFuzzer and sanitizer runtimes,
 #                                               AFL++, llvm-cov
 #                                     valgrind  test + valgrind
+#                                     iotests   test + what fetching QEMU's iotests needs
+#                                               (dpkg-source from dpkg-dev, xz, patch)
 #   scripts/ensure-deps.sh            same as `test`
 # qemu-utils is the test oracle only; qimg never calls it at run time, so `build` leaves it out.
 # strace counts a test's syscalls (tests/py/test_file_holes.py).
@@ -21,7 +23,8 @@ for g in "$@"; do
     test) PKGS="$PKGS $TEST_PKGS" ;;
     fuzz) PKGS="$PKGS $TEST_PKGS clang libclang-rt-14-dev afl++ llvm" ;;
     valgrind) PKGS="$PKGS $TEST_PKGS valgrind" ;;
-    *) echo "ensure-deps: unknown package group '$g' (known: build test fuzz valgrind)" >&2; exit 2 ;;
+    iotests) PKGS="$PKGS $TEST_PKGS dpkg-dev xz-utils patch" ;;
+    *) echo "ensure-deps: unknown package group '$g' (known: build test fuzz valgrind iotests)" >&2; exit 2 ;;
     esac
 done
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -5,7 +5,9 @@
  * rewrites the directory at once (qcow2_co_remove_persistent_dirty_bitmap). The first
  * failing operation stops the run with qemu's "Operation OP on bitmap NAME failed: ..."
  * and exit 1; the image is still closed normally, so the operations before it are kept,
- * as in qemu. Beyond qemu-img: --dry-run and --journal FILE (cmd/port_run.h). */
+ * as in qemu. Beyond qemu-img: --dry-run and --journal FILE (cmd/ported.h): the whole run
+ * (open, operations, close) on the planned overlay; the plan is printed or journaled even
+ * when an operation failed, since qemu's image gets those writes too. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,7 +20,8 @@
 #include "block/image.h"
 #include "block/qcow2_model.h"
 #include "cmd/commands.h"
-#include "cmd/port_run.h"
+#include "cmd/ported.h"
+#include "io/lock.h"
 #include "format/qcow2_bitmap.h"
 #include "format/qcow2_ext.h"
 #include "qcow2/bitmap_store.h"
@@ -272,6 +275,52 @@ static image_t *open_source(const struct job *jb)
     return s;
 }
 
+/* --journal: the writer's lock is tried before any work, so that an image in use is
+ * refused with qemu's message alone (the journal's writer takes it again to apply). */
+static int journal_lock_free(const char *filename)
+{
+    qio_t *q;
+    const char *perm;
+    int r = qio_open_file(filename, QIO_RDWR, &q);
+    if (r < 0) {
+        err_report("Could not open '%s': %s", filename, strerror(-r));
+        return -1;
+    }
+    if ((r = qio_lock_for_repair(q, &perm)) < 0) {
+        if (r == -EBUSY)
+            err_report("Could not open '%s': Failed to get \"%s\" lock\n"
+                       "Is another process using the image [%s]?", filename, perm, filename);
+        else
+            err_report("Could not open '%s': %s", filename, strerror(-r));
+    }
+    qio_close(q);
+    return r < 0 ? -1 : 0;
+}
+
+/* The run on the planned overlay of the image (orig: open read-only). */
+static int run_ported(image_t *orig, const char *filename, struct job *jb, bool dry_run,
+                      const char *journal)
+{
+    if (journal && journal_lock_free(filename) < 0)
+        return 1;
+    struct ported pt;
+    image_t *img;
+    char *msg = NULL;
+    if (ported_open(&pt, orig, filename, &img, &msg) < 0) {
+        err_report("%s", msg);
+        free(msg);
+        return 1;
+    }
+    int ret = run_actions(img, jb);
+    if (ported_finish(&pt, filename, true, dry_run, journal, "Bitmap", &msg) < 0) {
+        if (msg)
+            err_report("%s", msg);
+        free(msg);
+        ret = 1;
+    }
+    return ret;
+}
+
 int cmd_bitmap(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -365,8 +414,7 @@ int cmd_bitmap(int argc, char **argv)
     if (jb.src_filename && !(jb.src = open_source(&jb)))
         goto out;
     if (ported)
-        ret = port_run(img, filename, IMG_OPEN_NO_BACKING, "bitmap", run_actions, &jb,
-                       dry_run, journal);
+        ret = run_ported(img, filename, &jb, dry_run, journal);
     else
         ret = run_actions(img, &jb);
 out:

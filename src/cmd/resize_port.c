@@ -1,50 +1,84 @@
-/* resize --dry-run / --journal: the whole resize (open, truncate, close) runs through
- * port_run (cmd/port_run.h) on a writable overlay of the image file whose writes land in a
- * plan; a dry run prints it, --journal replays it through the journaled write port, so
- * `qimg undo JOURNAL IMAGE` restores every byte. The driver's flushes are barriers, so the
- * replay keeps the write order qemu's resize relies on. What a plan cannot hold is
- * refused: images with an external data file (port_run), and falloc/full preallocation
- * (the new area's bytes and allocation; for raw every mode). A shrink keeps the file's
- * length (the journal holds no bytes of a cut; the space past the new end is free in the
- * refcounts). */
+/* resize --dry-run / --journal: the whole resize (open, truncate, close) runs on a writable
+ * overlay of the image file whose writes land in a plan (repair/plan.h) instead of the
+ * file. A dry run prints the plan; --journal then replays it through the journaled write
+ * port (io/wport.h wport_apply), so `qimg undo JOURNAL IMAGE` restores every byte.
+ *
+ * The driver's flushes are barriers in the plan: each flush after writes starts a new
+ * plan class, and wport_apply flushes between classes, so the replay keeps the write
+ * order qemu's resize relies on. What a plan cannot hold is refused: images with an
+ * external data file (a second file), and falloc/full preallocation (the new area's
+ * bytes and allocation; for raw every mode). A
+ * shrink keeps the file's length (the journal holds no bytes of a cut; the space past
+ * the new end is free in the refcounts). */
 #include "cmd/resize_port.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd/port_run.h"
+#include "block/open_mem.h"
+#include "cmd/ported.h"
+#include "io/qio.h"
+#include "repair/plan.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
-struct resize_job {
-    image_t *orig;
-    uint64_t size;
-    enum img_prealloc prealloc;
-    int r;
-    char *msg;
-};
-
-/* The resize on the overlay (port_run: open, this, close; the close-time writes of the
- * driver, e.g. qcow2 bitmaps, belong to the resize too). */
-static int plan_resize(image_t *img, void *ctx)
+static void print_plan(const struct plan *p)
 {
-    struct resize_job *j = ctx;
-    /* the backing chain decides whether the new area must be zeroed */
-    if (j->orig->backing) {
-        img->backing = j->orig->backing;
-        j->orig->backing = NULL;
+    printf("Resize plan (dry run, nothing was written): %zu write%s, %" PRIu64 " bytes\n",
+           p->n, p->n == 1 ? "" : "s", plan_bytes(p));
+    for (size_t i = 0; i < p->n; i++) {
+        const struct plan_entry *e = &p->v[i];
+        if (e->op == PLAN_TRUNCATE)
+            printf("  %4zu  grow file %" PRIu64 " -> %" PRIu64 " bytes\n", i + 1, e->old_size,
+                   e->offset);
+        else
+            printf("  %4zu  offset 0x%" PRIx64 " length %" PRIu64 "\n", i + 1, e->offset,
+                   e->len);
     }
-    j->r = image_truncate(img, j->size, j->prealloc, &j->msg);
-    if (j->r == 0)
-        j->r = image_flush(img);
-    j->orig->backing = img->backing;
+}
+
+/* The resize made on the overlay: open, truncate, close (the close-time writes of the
+ * driver, e.g. qcow2 bitmaps, belong to the resize too). */
+static int plan_resize(struct plan *p, qio_t *base, image_t *orig, const char *filename,
+                       uint64_t size, enum img_prealloc prealloc, char **errmsg)
+{
+    image_t *img;
+    int r = image_open_qio(ported_overlay(p, filename, "resize"), filename, orig->format,
+                           IMG_OPEN_RDWR,
+                           &img, errmsg);
+    if (r < 0) {
+        char *m = *errmsg;
+        *errmsg = xasprintf("Could not open '%s': %s", filename, m ? m : strerror(-r));
+        free(m);
+        return r;
+    }
+    (void)base;
+    /* the backing chain decides whether the new area must be zeroed */
+    if (orig->backing) {
+        img->backing = orig->backing;
+        orig->backing = NULL;
+    }
+    r = image_truncate(img, size, prealloc, errmsg);
+    if (r == 0)
+        r = image_flush(img);
+    image_t *b = img->backing;
     img->backing = NULL;
-    return j->r < 0;
+    orig->backing = b;
+    image_close(img);
+    return r;
 }
 
 int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_prealloc prealloc,
                   bool dry_run, const char *journal, char **errmsg)
 {
+    if (orig->data_file_name) {
+        *errmsg = xasprintf("--%s is not supported for images with an external data file",
+                            dry_run ? "dry-run" : "journal");
+        return -ENOTSUP;
+    }
     if (prealloc == IMG_PREALLOC_FALLOC || prealloc == IMG_PREALLOC_FULL ||
         (!strcmp(orig->format, "raw") && prealloc != IMG_PREALLOC_OFF)) {
         *errmsg = xasprintf("--%s is not supported with --preallocation=%s",
@@ -53,12 +87,18 @@ int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_p
                             prealloc == IMG_PREALLOC_FALLOC ? "falloc" : "metadata");
         return -ENOTSUP;
     }
-    struct resize_job j = { .orig = orig, .size = size, .prealloc = prealloc };
-    int st = port_run(orig, filename, 0, "resize", plan_resize, &j, dry_run, journal);
-    if (j.r < 0) {
-        *errmsg = j.msg;
-        return j.r;
+    qio_t *q = orig->file;   /* read-only: the plan's base */
+    struct plan plan;
+    plan_init(&plan, q);
+    int r = plan_resize(&plan, q, orig, filename, size, prealloc, errmsg);
+    if (r < 0)
+        goto out;
+    if (dry_run) {
+        print_plan(&plan);
+        goto out;
     }
-    free(j.msg);
-    return st ? -EIO : 0;   /* port_run printed why */
+    r = ported_apply_journal(&plan, filename, journal, errmsg);
+out:
+    plan_free(&plan);
+    return r;
 }

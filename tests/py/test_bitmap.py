@@ -315,7 +315,7 @@ def test_bitmap_dry_run_writes_nothing(tmp_path, build, args):
     ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
     ra = qemu.run(qemu.QEMU_IMG, 'bitmap', *args, cwd=ref)
     assert (rc, err) == ra[::2]   # the same status and message as the real run
-    assert out.startswith('Bitmap plan (dry run, nothing was written): ')
+    assert out.startswith("Bitmap plan for 'img' (dry run, nothing was written): ")
     assert _read_all(d) == before
     assert (len(out.splitlines()) > 1) == (_read_all(ref) != before)
 
@@ -377,8 +377,8 @@ def test_bitmap_dry_run_journal_refusals(tmp_path):
     for opt in (['--dry-run'], ['--journal', str(tmp_path / 'j')]):
         rc, out, err = qemu.qimg('bitmap', *opt, '--add', 'img', 'b', cwd=d)
         assert (rc, out) == (1, '')
-        assert err == 'qimg: --%s is not supported for images with an external data file\n' \
-            % opt[0].lstrip('-')
+        assert err == ('qimg: --dry-run and --journal are not supported for images with an '
+                       'external data file\n')
     rc, out, err = qemu.qimg('bitmap', '--dry-run', '--journal', 'j', '--add', 'img', 'b',
                              cwd=d)
     assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
