@@ -73,25 +73,28 @@ static int wov_allocated(qio_t *q, uint64_t *out)
 }
 
 /* A punched hole or zeroed range reads as zeros: planned as zeros written (journaled, so
- * undone), nothing past the planned end (KEEP_SIZE); qcow2 punches the clusters it frees
- * (bitmap tables and data), so the bytes stay qemu's. Allocation (mode 0) is refused:
- * callers then write zeros themselves. */
+ * undone); as the kernel does, a punched hole never grows the file (KEEP_SIZE) and a zeroed
+ * range past the end does. qcow2 punches the clusters it frees (bitmap tables and data), so
+ * the bytes stay qemu's. Allocation (mode 0) is refused: callers then write zeros. */
 static int wov_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
 {
     struct wov *o = (struct wov *)q;
     if (mode == QIO_FALLOC_ALLOCATE)
         return -ENOTSUP;
-    uint64_t end = off + len < o->p->size ? off + len : o->p->size;
+    uint64_t size = o->p->size, end = off + len < size ? off + len : size;
+    int r = 0;
+    if (mode == QIO_FALLOC_ZERO_RANGE && off + len > size) {
+        o->dirty = true;
+        r = plan_truncate(o->p, o->cls, off + len, "%s: grow the file", o->label);
+    }
     static const uint8_t zeros[65536];
-    for (uint64_t at = off; at < end;) {
+    for (uint64_t at = off; r == 0 && at < end;) {
         size_t n = end - at < sizeof(zeros) ? (size_t)(end - at) : sizeof(zeros);
         o->dirty = true;
-        int r = plan_write(o->p, o->cls, at, zeros, n, "%s: discard", o->label);
-        if (r < 0)
-            return r;
+        r = plan_write(o->p, o->cls, at, zeros, n, "%s: discard", o->label);
         at += n;
     }
-    return 0;
+    return r;
 }
 
 static void wov_close(qio_t *q)
