@@ -90,6 +90,10 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
 int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
                           image_t **out, char **errmsg);
 
+/* qemu's raw_open warning for a writable raw image whose format was probed (printed by
+ * image_open, and again where qemu opens the raw driver a second time). */
+void image_warn_probed_raw(const image_t *img, const char *filename);
+
 /* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
 

@@ -113,7 +113,7 @@ static int upgrade(image_t *img, struct helper *h, char **errmsg)
         if (s->sn[i].extra_data_size < 16)
             rewrite = true;
     int r;
-    if (rewrite && (r = qcow2_image_write_snapshots(&s->m)) < 0) {
+    if (rewrite && (r = qcow2_write_snapshots(&s->m)) < 0) {
         *errmsg = errno_msg("Failed to update the snapshot table", r);
         return r;
     }

@@ -311,6 +311,8 @@ static int run_ported(image_t *orig, const char *filename, struct job *jb, bool 
         free(msg);
         return 1;
     }
+    /* the freed bitmap clusters qemu punches: their zeros planned, so the bytes are qemu's */
+    ported_record_discards(&pt);
     int ret = run_actions(img, jb);
     if (ported_finish(&pt, filename, true, dry_run, journal, "Bitmap", &msg) < 0) {
         if (msg)

@@ -13,12 +13,15 @@
 #include "repair/journal.h"
 #include "util/xalloc.h"
 
+static const struct qio_ops wov_ops;
+
 struct wov {
     struct qio q;              /* first: the qio functions see this */
     struct plan *p;
     enum plan_class cls;       /* alternates at each barrier */
     bool dirty;                /* writes since the last barrier */
     const char *label;
+    bool zero_discards;        /* ported_record_discards */
 };
 
 static int wov_pread(qio_t *q, void *buf, size_t n, uint64_t off)
@@ -72,29 +75,33 @@ static int wov_allocated(qio_t *q, uint64_t *out)
     return 0;
 }
 
-/* A punched hole or zeroed range reads as zeros: planned as zeros written (journaled, so
- * undone); as the kernel does, a punched hole never grows the file (KEEP_SIZE) and a zeroed
- * range past the end does. qcow2 punches the clusters it frees (bitmap tables and data), so
- * the bytes stay qemu's. Allocation (mode 0) is refused: callers then write zeros. */
+/* A punched hole or zeroed range recorded as zeros written (the journal restores bytes,
+ * not allocation), within the file as FALLOC_FL_KEEP_SIZE keeps it; only when the command
+ * asked (ported_record_discards), else -ENOTSUP as without the op. */
 static int wov_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
 {
     struct wov *o = (struct wov *)q;
-    if (mode == QIO_FALLOC_ALLOCATE)
+    if (!o->zero_discards || mode == QIO_FALLOC_ALLOCATE)
         return -ENOTSUP;
-    uint64_t size = o->p->size, end = off + len < size ? off + len : size;
-    int r = 0;
-    if (mode == QIO_FALLOC_ZERO_RANGE && off + len > size) {
-        o->dirty = true;
-        r = plan_truncate(o->p, o->cls, off + len, "%s: grow the file", o->label);
+    if (off >= o->p->size)
+        return 0;
+    if (len > o->p->size - off)
+        len = o->p->size - off;
+    static const uint8_t zeros[1 << 16];
+    for (uint64_t done = 0; done < len;) {
+        size_t n = len - done < sizeof(zeros) ? (size_t)(len - done) : sizeof(zeros);
+        int r = wov_pwrite(q, zeros, n, off + done);
+        if (r < 0)
+            return r;
+        done += n;
     }
-    static const uint8_t zeros[65536];
-    for (uint64_t at = off; r == 0 && at < end;) {
-        size_t n = end - at < sizeof(zeros) ? (size_t)(end - at) : sizeof(zeros);
-        o->dirty = true;
-        r = plan_write(o->p, o->cls, at, zeros, n, "%s: discard", o->label);
-        at += n;
-    }
-    return r;
+    return 0;
+}
+
+void ported_record_discards(struct ported *pt)
+{
+    if (pt->img && pt->img->file && pt->img->file->ops == &wov_ops)
+        ((struct wov *)pt->img->file)->zero_discards = true;
 }
 
 static void wov_close(qio_t *q)
