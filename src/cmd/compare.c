@@ -86,11 +86,12 @@ static int check_empty(struct cmp *c, image_t *img, const char *name, uint64_t o
 }
 
 /* The guest bytes of the run are the file's bytes at st->map (no decompression, no zeros
- * from metadata), so the fast path may read them directly. */
+ * from metadata), so the fast path may read them directly - unless a file acts on the
+ * driver's events (blkdebug): then the read must go through the driver. */
 static bool plain_data(const block_status_t *s)
 {
     return (s->flags & (BS_DATA | BS_OFFSET_VALID | BS_ZERO)) == (BS_DATA | BS_OFFSET_VALID) &&
-           s->file;
+           s->file && !s->file->ops->event && !(s->layer && s->layer->file->ops->event);
 }
 
 /* One step where both images have data: 0 equal, 1 mismatch (printed), 4 read error.
@@ -214,7 +215,7 @@ int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = { OPTS_LONG_COMMON, { 0, 0, 0, 0 } };
     const char *fmt1 = NULL, *fmt2 = NULL, *cache = "writeback";
-    bool progress = false, strict = false, share = false;
+    bool progress = false, strict = false, share = false, image_opts = false;
     struct cmp c = { 0 };
     int opt;
     opts_start();
@@ -228,7 +229,7 @@ int cmd_compare(int argc, char **argv)
         case 's': strict = true; break;
         case 'U': share = true; break;
         case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
-        case OPT_IMAGE_OPTS: break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (c.quiet)
@@ -247,9 +248,18 @@ int cmd_compare(int argc, char **argv)
     /* out of memory must not exit 1, which says "images differ": 2 while opening, 3 in
      * block status, 4 while reading (qemu-img aborts instead) */
     xalloc_set_oom_exit(2);
-    int flags = share ? IMG_OPEN_SHARE : 0;
-    if (!(img1 = image_open_or_report(fn1, fmt1, flags)) ||
-        !(img2 = image_open_or_report(fn2, fmt2, flags)))
+    int flags = (share ? IMG_OPEN_SHARE : 0) | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
+    if (image_opts && fmt1) { /* img_open, for each image */
+        err_report("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (!(img1 = image_open_or_report(fn1, fmt1, flags)))
+        goto out;
+    if (image_opts && fmt2) {
+        err_report("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (!(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
     xalloc_set_oom_exit(4);
     c.buf1 = hugebuf_alloc(IO_BUF_SIZE);

@@ -40,7 +40,7 @@ rc=${PIPESTATUS[0]}
 set -e
 if [ "$mode" = all ] && [ $# -eq 0 ]; then
     /usr/bin/env python3 "$HERE/report.py" "$WORK/out.txt" "$HERE/test-matrix.tsv" \
-        "$HERE/accepted.txt" > "$ROOT/reports/iotests.md"
+        "$HERE/accepted-differences.md" > "$ROOT/reports/iotests.md"
     echo "iotests: wrote reports/iotests.md"
 fi
 exit "$rc"
