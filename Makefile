@@ -13,6 +13,14 @@ CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET
            -pthread -Isrc -I. $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
 LIBS    := -lz -lzstd -lsqlite3 -lm
+# liburing (Debian liburing-dev, in the build group) gives bench its io_uring engine; a build
+# without it still works (bench -n then uses threads, -i io_uring is unknown as in a qemu
+# built without io_uring).
+HAVE_LIBURING ?= $(shell test -f /usr/include/liburing.h && echo 1)
+ifeq ($(HAVE_LIBURING),1)
+CFLAGS  += -DQIMG_HAVE_LIBURING
+LIBS    += -luring
+endif
 # Debian's interpreter carries python3-pytest; a pyenv python3 earlier on PATH would not.
 PYTHON  ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 

@@ -7,6 +7,7 @@
 
 #include "block/luks.h"
 #include "block/qcow2_int.h"
+#include "block/qcow2_model.h"
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/header_write.h"
@@ -161,3 +162,10 @@ const struct driver qcow2_driver = {
     .flush = qcow2_flush,
     .truncate = qcow2_truncate,
 };
+
+struct qcow2_image *qcow2_model_of(image_t *img)
+{
+    if (!img || img->drv != &qcow2_driver || !img->priv)
+        return NULL;
+    return &((struct qcow2_state *)img->priv)->m;
+}

@@ -484,3 +484,69 @@ out:
     free(src);
     return rc;
 }
+
+/* bdrv_release_dirty_bitmap: the in-memory bitmap dropped, the others keep their order */
+static void dbitmap_release(struct qcow2_image *m, struct qcow2_dbitmap *b)
+{
+    struct qcow2_dbitmaps *l = m->dbm;
+    size_t i = (size_t)(b - l->v);
+    free(b->name);
+    free(b->bits);
+    memmove(&l->v[i], &l->v[i + 1], (l->n - i - 1) * sizeof(*l->v));
+    l->n--;
+}
+
+int qcow2_bitmap_remove(struct qcow2_image *m, const char *name, char **errmsg)
+{
+    *errmsg = NULL;
+    struct qcow2_dbitmap *b = qcow2_dbitmap_find(m, name);
+    /* qcow2_co_remove_persistent_dirty_bitmap: the directory as on disk minus the entry
+     * (absent from the disk is no error: a bitmap added by this run) */
+    uint32_t i = 0;
+    while (i < m->nb_bm && strcmp(m->bm[i].name, name))
+        i++;
+    if (m->ext.nb_bitmaps > 0 && i < m->nb_bm) {
+        struct qcow2_bitmap_dirent gone = m->bm[i];
+        uint32_t n = m->nb_bm - 1;
+        struct qcow2_bitmap_dirent *list = xcalloc(n ? n : 1, sizeof(*list));
+        memcpy(list, m->bm, i * sizeof(*list));
+        memcpy(list + i, m->bm + i + 1, (n - i) * sizeof(*list));
+        int rc = dir_update(m, list, n);
+        if (rc < 0) {
+            free(list);
+            *errmsg = xasprintf("Failed to update bitmap extension: %s", strerror(-rc));
+            return rc;
+        }
+        free(m->bm);
+        m->bm = list;
+        m->nb_bm = n;
+        free_table(m, &gone);
+    }
+    if (b)
+        dbitmap_release(m, b);
+    return 0;
+}
+
+int qcow2_bitmaps_load_ro(struct qcow2_image *m, char **errmsg)
+{
+    *errmsg = NULL;
+    for (uint32_t i = 0; i < m->nb_bm; i++) {
+        const struct qcow2_bitmap_dirent *e = &m->bm[i];
+        bool in_use = (e->flags & QCOW2_BME_FLAG_IN_USE) != 0;
+        if (in_use && qcow2_dbitmap_find(m, e->name))
+            continue;
+        struct qcow2_dbitmap *b = dbitmap_new(m, e->name, e->granularity_bits);
+        b->enabled = (e->flags & QCOW2_BME_FLAG_AUTO) != 0;
+        if (in_use) {
+            b->inconsistent = true;
+            continue;
+        }
+        int rc = load_data(m, e, b);
+        if (rc < 0) {
+            *errmsg = xasprintf("Could not read bitmap '%s' from image: %s", e->name,
+                                strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}

@@ -61,6 +61,17 @@ struct qcow2_dbitmap *qcow2_dbitmap_find(struct qcow2_image *m, const char *name
 struct qcow2_dbitmap *qcow2_dbitmap_add(struct qcow2_image *m, const char *name,
                                         uint32_t gran_bits, bool enabled);
 
+/* qemu's block-dirty-bitmap-remove of a persistent bitmap: the entry dropped from the
+ * directory on disk (qcow2_co_remove_persistent_dirty_bitmap: new directory, header,
+ * then the entry's table and data clusters freed), then the bitmap released from memory.
+ * A name on neither is no error. 0 or -errno with *errmsg. */
+int qcow2_bitmap_remove(struct qcow2_image *m, const char *name, char **errmsg);
+
+/* qcow2_load_dirty_bitmaps of a read-only image (a merge source): every bitmap of the
+ * directory read into m->dbm, in-use ones as inconsistent; nothing written. 0 or -errno
+ * with *errmsg. */
+int qcow2_bitmaps_load_ro(struct qcow2_image *m, char **errmsg);
+
 /* qemu's qcow2_truncate_bitmaps_check: every bitmap of the directory must be in memory
  * and usable (not inconsistent). 0, or -ENOTSUP with *errmsg. */
 int qcow2_bitmaps_truncate_check(struct qcow2_image *m, char **errmsg);
