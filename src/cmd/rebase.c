@@ -95,14 +95,20 @@ static int copy_differences(struct rebase *rb)
              * bdrv_is_allocated_above(backing, prefix, include_base=false)) */
             if (rb->top->backing == rb->prefix)
                 continue;
+            uint64_t bytes = n;
             r = image_block_status_above(rb->top->backing, rb->prefix, off, n, &st);
             if (r < 0) {
                 err_report("error while reading image metadata: %s", strerror(-r));
                 goto out;
             }
             n = st.pnum;
-            if (!(st.flags & BS_ALLOCATED))
+            if (!(st.flags & BS_ALLOCATED) && n)
                 continue;
+            /* past the old backing's end (no answer, n == 0) the overlay read zeros:
+             * compare and zero the piece explicitly, as qemu 7.2's img_rebase (else
+             * the loop would not advance) */
+            if (!n)
+                n = bytes;
         }
         if (off >= old_size) {
             memset(buf_old, 0, n);

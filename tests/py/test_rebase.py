@@ -97,6 +97,13 @@ CASES = [
                              layer('top.qcow2', size='6M', backing='base.qcow2',
                                    data=('write -P 9 2M 64k',))),
      ['-p', '-b', 'nb.qcow2', '-F', 'qcow2', 'top.qcow2']),
+    # iotest 024 "rebase within one backing chain": the overlay is longer than the old
+    # backing (past its end the prefix check has no answer); qimg looped forever
+    ('in-chain-past-old-end', build_chain(
+        layer('nb.qcow2', size='320k', data=('write -P 0x11 0 320k',)),
+        layer('base.qcow2', size='256k', backing='nb.qcow2', data=('write -P 0x22 0 256k',)),
+        layer('top.qcow2', size='320k', backing='base.qcow2')),
+     ['-b', 'nb.qcow2', '-F', 'qcow2', 'top.qcow2']),
     ('three-prefix', THREE, ['-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2']),
     ('three-to-new', THREE, ['-b', 'nb.qcow2', '-F', 'qcow2', 'top.qcow2']),
     ('qed', build_chain(layer('base.qed', fmt='qed', data=('write -P 1 0 64k',)),
