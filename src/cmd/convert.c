@@ -233,6 +233,10 @@ int cmd_convert(int argc, char **argv)
 
     if (options && copts_has_help(options)) {
         if (out_fmt) {
+            if (copts_format_no_create(out_fmt)) { /* print_block_option_help */
+                err_report("Format driver '%s' does not support image creation", out_fmt);
+                goto fail_getopt;
+            }
             if (!copts_format_known(out_fmt)) {
                 err_report("Unknown file format '%s'", out_fmt);
                 goto fail_getopt;
@@ -299,6 +303,10 @@ int cmd_convert(int argc, char **argv)
     const char *out_baseimg_param = NULL;
     if (!skip_create) {
         char err[1024];
+        if (copts_format_no_create(out_fmt)) { /* a known driver without create_opts */
+            err_report("Format driver '%s' does not support image creation", out_fmt);
+            goto out;
+        }
         if (copts_init(&o, out_fmt, true) < 0) {
             err_report("Unknown file format '%s'", out_fmt);
             goto out;

@@ -212,6 +212,9 @@ CASES += [
     ('o-help-raw', '-o help'),
     ('o-help-qmark', '-O vdi -o ? s.qcow2 t.img'),
     ('o-help-unknown', '-O foo -o help'),
+    # iotest 082: a known driver without creation (qemu's create_opts NULL)
+    ('o-help-no-create', '-O bochs -o help'),
+    ('O-no-create', '-O bochs s.qcow2 t.img'),
     ('no-files', ''),
     ('one-file', 's.qcow2'),
     ('nonexist', 'nonexist t.img'),
