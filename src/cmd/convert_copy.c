@@ -296,8 +296,9 @@ int convert_write(struct convert *s, int64_t sector, int64_t nb, const uint8_t *
                 /* the target's last cluster may be shorter than the chunk */
                 if (off + len > s->target->size && off < s->target->size && s->compressed)
                     len = (size_t)(s->target->size - off);
+                /* a zero cluster written anyway (-S 0) was not compressed by a worker */
                 if (s->compressed)
-                    r = cc ? convert_pipe_write_compressed(s, off, buf, len, cc)
+                    r = cc && !cc->zero ? convert_pipe_write_compressed(s, off, buf, len, cc)
                            : image_write_compressed(s->target, off, buf, len);
                 else
                     r = image_write(s->target, off, buf, len);

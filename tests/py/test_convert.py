@@ -108,6 +108,9 @@ CASES += [
     ('B-qcow2', '-O qcow2 -B s.qcow2 -F qcow2 top.qcow2 t.img'),
     ('B-qcow2-c', '-O qcow2 -c -B s.qcow2 -F qcow2 top.qcow2 t.img'),
     ('B-qcow2-S0', '-O qcow2 -S 0 -B s.qcow2 -F qcow2 top.qcow2 t.img'),
+    # iotest 122: -c -S 0 writes the zero clusters compressed too (qimg failed EINVAL)
+    ('c-S0', '-O qcow2 -c -S 0 s.qcow2 t.img'),
+    ('c-S0-zstd', '-O qcow2 -c -S 0 -o compression_type=zstd top.qcow2 t.img'),
     ('B-qed', '-O qed -B s.raw -F raw top.qed t.img'),
     ('B-shorter-backing', '-O qcow2 -B odd.raw -F raw overodd.qcow2 t.img'),
     ('B-shorter-backing-c', '-O qcow2 -c -B odd.raw -F raw overodd.qcow2 t.img'),
