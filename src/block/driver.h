@@ -26,6 +26,7 @@ typedef struct snapshot_info {
 struct driver {
     const char *name;
     bool supports_backing; /* unallocated ranges defer to a backing image */
+    bool no_get_info;      /* no bdrv_get_info in qemu: info shows no dirty-flag */
 
     /* Probe score for the first bytes of a file (qemu's bdrv_probe): 0 = not this format. */
     int (*probe)(const uint8_t *buf, size_t len, const char *filename);
@@ -70,6 +71,7 @@ extern const struct driver qed_driver;
 extern const struct driver qcow1_driver; /* "qcow", version 1 */
 extern const struct driver vdi_driver;
 extern const struct driver luks_driver;
+extern const struct driver bochs_driver; /* read-only, as qemu's */
 
 /* All drivers, in probe order, NULL-terminated. */
 extern const struct driver *const drivers[];

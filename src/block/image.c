@@ -11,7 +11,7 @@
 #include "util/xalloc.h"
 
 const struct driver *const drivers[] = { &qcow2_driver, &qcow1_driver, &qed_driver, &vdi_driver,
-                                          &luks_driver,
+                                          &luks_driver, &bochs_driver,
                                           &raw_driver, NULL };
 
 const struct driver *driver_find(const char *name)

@@ -58,7 +58,8 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
-    json_set(o, "dirty-flag", json_bool(img->dirty));
+    if (!img->drv->no_get_info)
+        json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
     if (img->backing_file) {
