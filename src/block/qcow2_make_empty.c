@@ -18,6 +18,7 @@
 #include "qcow2/overlap.h"
 #include "qcow2/port.h"
 #include "format/be.h"
+#include "io/blkdebug.h"
 #include "util/xalloc.h"
 
 static int zero_range(struct qcow2_image *m, uint64_t off, uint64_t len)
@@ -38,10 +39,17 @@ static int completely_empty(struct qcow2_state *s, uint64_t l1_clusters)
         return r;
     if (m->port)
         wport_label(&m->port->w, PC_HEADER, "commit: make the image empty");
-    if ((r = qcow2_image_mark_dirty(m)) < 0 ||
-        (r = zero_range(m, m->h.l1_table_offset, l1_clusters * cs)) < 0 ||
-        (r = zero_range(m, cs, (2 + l1_clusters) * cs)) < 0)
+    /* blkdebug events where make_completely_empty announces them */
+    if ((r = qcow2_image_mark_dirty(m)) < 0)
         return r;
+    qio_event(m->q, BLKDBG_L1_UPDATE);
+    if ((r = zero_range(m, m->h.l1_table_offset, l1_clusters * cs)) < 0)
+        return r;
+    qio_event(m->q, BLKDBG_EMPTY_IMAGE_PREPARE);
+    if ((r = zero_range(m, cs, (2 + l1_clusters) * cs)) < 0)
+        return r;
+    qio_event(m->q, BLKDBG_L1_UPDATE);
+    qio_event(m->q, BLKDBG_REFTABLE_UPDATE);
     uint8_t f[20];
     be64_put(f, 3 * cs);
     be64_put(f + 8, cs);
@@ -49,6 +57,7 @@ static int completely_empty(struct qcow2_state *s, uint64_t l1_clusters)
     if ((r = qcow2_meta_pwrite(m, QCOW2_OL_ALL, QCOW2_OFF_L1_OFFSET, f, sizeof(f))) < 0 ||
         (r = qcow2_meta_flush(m)) < 0)
         return r;
+    qio_event(m->q, BLKDBG_REFBLOCK_ALLOC);
     uint8_t e[8];
     be64_put(e, 2 * cs);
     if ((r = qcow2_meta_pwrite(m, QCOW2_OL_ALL, cs, e, sizeof(e))) < 0 ||

@@ -341,8 +341,10 @@ int cmd_commit(int argc, char **argv)
         r = image_make_empty(tw);
         if (r == -ENOTSUP) {
             r = 0;
-        } else if (r < 0) {
-            err = xstrdup(strerror(-r));
+        } else if (r < 0) { /* bdrv_make_empty's message names bs->filename */
+            err = xasprintf("Failed to empty %s: %s",
+                            top->display_name ? top->display_name : top->filename,
+                            strerror(-r));
             goto done_free;
         }
     }

@@ -9,7 +9,9 @@
 #include "io/blkdebug.h"
 #include "util/xalloc.h"
 
-static const char *const event_names[BLKDBG_N_EVENTS] = { "read_aio" };
+static const char *const event_names[BLKDBG_N_EVENTS] = {
+    "read_aio", "l1_update", "empty_image_prepare", "reftable_update", "refblock_alloc",
+};
 
 int blkdebug_rule_start(struct blkdebug_rules *r, bool set_state)
 {

@@ -9,8 +9,15 @@
 
 #include "io/qio.h"
 
-/* Events qimg's drivers announce (a subset of qemu's BlkdebugEvent). */
-enum blkdebug_event { BLKDBG_READ_AIO, BLKDBG_N_EVENTS, BLKDBG_NEVER };
+/* Events qimg's drivers announce (a subset of qemu's BlkdebugEvent): read_aio before a
+ * guest data read (qcow2, raw); l1_update where qcow2 writes an L1 entry and in
+ * make_completely_empty (commit's emptying), which alone announces empty_image_prepare,
+ * reftable_update and refblock_alloc (qemu also announces the last two when a write
+ * allocates a refblock: not qimg, see README). */
+enum blkdebug_event {
+    BLKDBG_READ_AIO, BLKDBG_L1_UPDATE, BLKDBG_EMPTY_IMAGE_PREPARE, BLKDBG_REFTABLE_UPDATE,
+    BLKDBG_REFBLOCK_ALLOC, BLKDBG_N_EVENTS, BLKDBG_NEVER
+};
 
 struct blkdebug_rule {
     enum blkdebug_event event;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "format/qcow2_l2.h"
+#include "io/blkdebug.h"
 #include "qcow2/alloc.h"
 #include "qcow2/l2.h"
 #include "qcow2/overlap.h"
@@ -252,6 +253,7 @@ int qcow2_write_l1_entry(struct qcow2_image *m, uint64_t l1_index)
      * file (a group of 512 bytes would also grow a file that ends inside the table) */
     uint8_t buf[8];
     be64_put(buf, m->l1[l1_index]);
+    qio_event(m->q, BLKDBG_L1_UPDATE);
     int r = qcow2_meta_pwrite(m, QCOW2_OL_ACTIVE_L1, m->h.l1_table_offset + 8 * l1_index, buf,
                               sizeof(buf));
     if (r == 0)

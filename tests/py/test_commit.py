@@ -304,3 +304,28 @@ def test_commit_base_in_use(tmp_path):
     assert ra[0] == 1 and 'lock' in ra[2]
     assert rb == ra
     assert read_all(d) == before
+
+
+@pytest.mark.parametrize('event', ['l1_update', 'empty_image_prepare', 'reftable_update',
+                                   'refblock_alloc'])
+def test_commit_make_empty_blkdebug_error(tmp_path, event):
+    """iotest 098: an I/O error injected at each blkdebug event of qemu's
+    make_completely_empty: the same message ("Failed to empty NAME") and exit status, and
+    the image left in the same half-emptied state (byte-identical files)."""
+    outs, dirs = [], []
+    for tool in ('qemu', 'qimg'):
+        d = tmp_path / tool
+        d.mkdir()
+        qemu.make_image(str(d / 't.qcow2.base'), size='64M')
+        qemu.make_image(str(d / 't.qcow2'), size='64M', backing='t.qcow2.base',
+                        backing_fmt='qcow2')
+        qemu.io(str(d / 't.qcow2'), 'write 0 64k', cwd=str(d))
+        (d / 'bd.conf').write_text('[inject-error]\nevent = "%s"\n' % event)
+        outs.append(qemu.run(qemu.tool_path(tool), 'commit',
+                             'blkdebug:bd.conf:%s' % (d / 't.qcow2'), cwd=str(d)))
+        dirs.append(d)
+    rq, ri = outs
+    assert ri == (rq[0], rq[1], rq[2].replace(str(dirs[0]), str(dirs[1])))
+    assert rq[0] == 1 and 'Failed to empty blkdebug:bd.conf:' in rq[2]
+    for n in ('t.qcow2', 't.qcow2.base'):
+        assert filecmp.cmp(str(dirs[0] / n), str(dirs[1] / n), shallow=False), n
