@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "format/be.h"
+#include "io/blkdebug.h"
 #include "qcow2/alloc.h"
 #include "qcow2/overlap.h"
 #include "qcow2/port.h"
@@ -639,6 +640,7 @@ int64_t qcow2_alloc_bytes(struct qcow2_image *m, uint64_t size)
 void qcow2_free_clusters(struct qcow2_image *m, uint64_t off, uint64_t size,
                          enum qcow2_discard_type type)
 {
+    qio_event(m->q, BLKDBG_CLUSTER_FREE);
     int ret = update_refcount(m, off, size, 1, true, type);
     if (ret < 0)
         /* qemu's line; the clusters leak */

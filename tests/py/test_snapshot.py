@@ -721,3 +721,26 @@ def test_snapshot_ported_failure_writes_nothing(tmp_path, build, args):
         assert rb == ra, opt
         assert _read_all(d) == before
     assert not os.path.exists(jr)
+
+
+def test_snapshot_delete_blkdebug_cluster_free(tmp_path):
+    """iotest 217: an I/O error from the first cluster_free of `snapshot -d` on: qemu's
+    two messages and exit status, and the image left with the same leaks (byte-identical
+    to qemu's result)."""
+    import filecmp
+    orig = tmp_path / 'orig'
+    orig.mkdir()
+    qemu.make_image(str(orig / 't.qcow2'), size='64M')
+    qemu.io(str(orig / 't.qcow2'), 'write 0 64k', cwd=str(orig))
+    qemu.qemu_img('snapshot', '-c', 'foo', str(orig / 't.qcow2'), check=True)
+    (orig / 'bd.conf').write_text('[inject-error]\nevent = "cluster_free"\nerrno = "5"\n')
+    outs, dirs = [], []
+    for tool in ('qemu', 'qimg'):
+        d = qemu.copy_dir(str(orig), str(tmp_path / tool))
+        outs.append(qemu.run(qemu.tool_path(tool), 'snapshot', '-d', 'foo',
+                             'blkdebug:bd.conf:t.qcow2', cwd=d))
+        dirs.append(d)
+    assert outs[1] == outs[0]
+    assert outs[0][0] == 1 and 'Failed to free the cluster and L1 table' in outs[0][2]
+    assert filecmp.cmp(os.path.join(dirs[0], 't.qcow2'), os.path.join(dirs[1], 't.qcow2'),
+                       shallow=False)
