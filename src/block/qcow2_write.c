@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/blkdebug.h"
 #include "block/compress_write.h"
 #include "block/qcow2_int.h"
 #include "format/be.h"
@@ -669,8 +670,10 @@ static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
         }
         if (r == 0)
             r = handle_alloc_space(img, &ms);
-        if (r == 0 && !merge_cow(off, cur, p, &ms))
+        if (r == 0 && !merge_cow(off, cur, p, &ms)) {
+            qio_event(img->file, BLKDBG_WRITE_AIO); /* qcow2_co_pwritev_task */
             r = qio_pwrite(img->data_file, p, (size_t)cur, host);
+        }
         if (r < 0) {
             handle_l2meta(img, &ms, false);
             free(ms.v);

@@ -76,8 +76,10 @@ static int raw_write_probed(image_t *img, uint64_t off, const void *buf, size_t 
         if (lo == 0 && strcmp(probe_format(b, 512), "raw") != 0)
             r = -EPERM;
     }
-    if (r == 0)
+    if (r == 0) {
+        qio_event(img->file, BLKDBG_WRITE_AIO); /* raw_co_pwritev */
         r = qio_pwrite(img->file, b, len, lo);
+    }
     free(b);
     return r;
 }
@@ -86,6 +88,7 @@ static int raw_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     if (img->probed)
         return raw_write_probed(img, off, buf, n);
+    qio_event(img->file, BLKDBG_WRITE_AIO); /* raw_co_pwritev */
     return qio_pwrite(img->file, buf, n, off);
 }
 

@@ -216,7 +216,8 @@ static int reopen_rw(image_t *top, image_t *base, image_t **out)
         prev = prev->backing;
     image_t *below = base->backing;
     base->backing = NULL;
-    char *name = xstrdup(base->filename);
+    /* a "blkdebug:CONF:FILE" base keeps its filter (qemu reopens the same node) */
+    char *name = xstrdup(base->display_name ? base->display_name : base->filename);
     const char *fmt = base->format;   /* a driver's static name */
     image_close(base);
     prev->backing = NULL;
@@ -332,7 +333,8 @@ int cmd_commit(int argc, char **argv)
     }
     j.g = granularity(j.bw);
     if ((r = run_job(&j)) < 0) {
-        err = j.err ? j.err : xstrdup(strerror(-r));
+        /* run_block_job: a job that failed is "Block job failed: <errno text>" */
+        err = j.err ? j.err : xasprintf("Block job failed: %s", strerror(-r));
         j.err = NULL;
         goto done_free;
     }

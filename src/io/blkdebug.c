@@ -11,7 +11,7 @@
 
 static const char *const event_names[BLKDBG_N_EVENTS] = {
     "read_aio", "l1_update", "empty_image_prepare", "reftable_update", "refblock_alloc",
-    "cluster_free",
+    "cluster_free", "write_aio",
 };
 
 int blkdebug_rule_start(struct blkdebug_rules *r, bool set_state)

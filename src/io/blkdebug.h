@@ -13,10 +13,12 @@
  * guest data read (qcow2, raw); l1_update where qcow2 writes an L1 entry and in
  * make_completely_empty (commit's emptying), which alone announces empty_image_prepare,
  * reftable_update and refblock_alloc (qemu also announces the last two when a write
- * allocates a refblock: not qimg, see README); cluster_free in qcow2_free_clusters. */
+ * allocates a refblock: not qimg, see README); cluster_free in qcow2_free_clusters; write_aio before a
+ * guest data write (qcow2, raw). */
 enum blkdebug_event {
     BLKDBG_READ_AIO, BLKDBG_L1_UPDATE, BLKDBG_EMPTY_IMAGE_PREPARE, BLKDBG_REFTABLE_UPDATE,
-    BLKDBG_REFBLOCK_ALLOC, BLKDBG_CLUSTER_FREE, BLKDBG_N_EVENTS, BLKDBG_NEVER
+    BLKDBG_REFBLOCK_ALLOC, BLKDBG_CLUSTER_FREE,
+    BLKDBG_WRITE_AIO, BLKDBG_N_EVENTS, BLKDBG_NEVER
 };
 
 struct blkdebug_rule {

@@ -329,3 +329,33 @@ def test_commit_make_empty_blkdebug_error(tmp_path, event):
     assert rq[0] == 1 and 'Failed to empty blkdebug:bd.conf:' in rq[2]
     for n in ('t.qcow2', 't.qcow2.base'):
         assert filecmp.cmp(str(dirs[0] / n), str(dirs[1] / n), shallow=False), n
+
+
+@pytest.mark.parametrize('case', ['read-top', 'write-base'])
+def test_commit_job_error_blkdebug(tmp_path, case):
+    """A failing copy is qemu's "Block job failed: ERR" (run_block_job): an EIO on the
+    top's data reads (read_aio), and ENOSPC on the base's data writes (write_aio, a
+    blkdebug:CONF:FILE backing name kept through the base's reopen; iotest 020)."""
+    outs, dirs = [], []
+    for tool in ('qemu', 'qimg'):
+        d = tmp_path / tool
+        d.mkdir()
+        qemu.make_image(str(d / 'b.qcow2'), size='1M')
+        if case == 'read-top':
+            conf = '[inject-error]\nevent = "read_aio"\nerrno = "5"\n'
+            qemu.make_image(str(d / 't.qcow2'), size='1M', backing='b.qcow2',
+                            backing_fmt='qcow2')
+            target = 'blkdebug:bd.conf:t.qcow2'
+        else:
+            conf = '[inject-error]\nevent = "write_aio"\nerrno = "28"\nonce = "on"\n'
+            qemu.qemu_img('create', '-q', '-f', 'qcow2', '-u', '-b', 'blkdebug:bd.conf:b.qcow2',
+                          '-F', 'qcow2', 't.qcow2', '1M', cwd=str(d), check=True)
+            target = 't.qcow2'
+        (d / 'bd.conf').write_text(conf)
+        qemu.io(str(d / 't.qcow2'), 'write -P 7 0 64k', cwd=str(d))
+        outs.append(qemu.run(qemu.tool_path(tool), 'commit', target, cwd=str(d)))
+        dirs.append(d)
+    assert outs[1] == outs[0]
+    assert outs[0][0] == 1 and 'Block job failed: ' in outs[0][2]
+    for n in ('t.qcow2', 'b.qcow2'):
+        assert filecmp.cmp(str(dirs[0] / n), str(dirs[1] / n), shallow=False), n
