@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "block/compress_write.h"
@@ -28,6 +29,9 @@ struct slot {
     enum convert_status status;
     int err;                   /* read error (-errno), reported by the writer in order */
     uint8_t *buf;              /* buf_sectors * 512 */
+    const uint8_t *data;       /* the chunk's bytes: buf, or inside map */
+    void *map;                 /* a mapping of the source file holding them, or NULL */
+    size_t map_len;
     uint8_t *cbuf;             /* compressed output (compressed targets) */
     struct convert_cchunk cc;
 };
@@ -49,6 +53,52 @@ struct pipe {
     size_t csize;
     size_t next_compress;      /* ring index the workers look at first */
 };
+
+/* A chunk that is plain data of one raw-like source run (the bytes are the file's bytes at
+ * st.map: no backing layer, no compression, no zeros from metadata) is mapped from the page
+ * cache instead of copied into a buffer: the target write then copies it once, not twice.
+ * Only with the default reader (a salvage reader sees every read). */
+static bool map_chunk(struct convert *s, struct slot *sl, int64_t sector, int64_t n)
+{
+    if (s->read != convert_default_read || s->salvage)
+        return false;
+    int cur = 0;
+    int64_t cur_off = 0;
+    while (sector - cur_off >= s->src[cur].sectors)
+        cur_off += s->src[cur++].sectors;
+    if (sector + n - cur_off > s->src[cur].sectors)
+        return false; /* spans two sources */
+    uint64_t off = (uint64_t)(sector - cur_off) * SECTOR, len = (uint64_t)n * SECTOR;
+    image_t *img = s->src[cur].img;
+    if (off + len > img->size)
+        return false;
+    block_status_t st;
+    if (s->status_fn(s, cur, off, len, &st) < 0 || st.pnum < len || !st.file ||
+        (st.flags & (BS_DATA | BS_ZERO | BS_OFFSET_VALID)) != (BS_DATA | BS_OFFSET_VALID) ||
+        st.file->fd < 0 || st.file->mem)
+        return false;
+    uint64_t fsize;
+    if (qio_size(st.file, &fsize) < 0 || st.map + len > fsize)
+        return false;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t delta = st.map & (page - 1);
+    void *m = mmap(NULL, len + delta, PROT_READ, MAP_SHARED | MAP_POPULATE, st.file->fd,
+                   (off_t)(st.map - delta));
+    if (m == MAP_FAILED)
+        return false;
+    sl->map = m;
+    sl->map_len = len + delta;
+    sl->data = (const uint8_t *)m + delta;
+    return true;
+}
+
+static void unmap_chunk(struct slot *sl)
+{
+    if (sl->map)
+        munmap(sl->map, sl->map_len);
+    sl->map = NULL;
+    sl->data = sl->buf;
+}
 
 static void *reader_main(void *arg)
 {
@@ -79,8 +129,10 @@ static void *reader_main(void *arg)
         sl->n = n;
         sl->status = status;
         sl->err = 0;
+        sl->data = sl->buf;
         if (status == CONVERT_DATA) {
-            sl->err = convert_read(s, sector, n, sl->buf);
+            if (!map_chunk(s, sl, sector, n))
+                sl->err = convert_read(s, sector, n, sl->buf);
         } else if (!s->min_sparse && status == CONVERT_ZERO) {
             memset(sl->buf, 0, (size_t)n * SECTOR);
         }
@@ -109,13 +161,13 @@ static void compress_slot(struct pipe *p, struct slot *sl, struct qcow2_compress
     sl->state = SLOT_COMPRESSING;
     pthread_mutex_unlock(&p->mu);
     size_t len = (size_t)sl->n * SECTOR;
-    sl->cc.zero = convert_buffer_is_zero(sl->buf, len);
+    sl->cc.zero = convert_buffer_is_zero(sl->data, len);
     sl->cc.cbuf = sl->cbuf;
     sl->cc.clen = 0;
     if (!sl->cc.zero) {
         /* a short last cluster is compressed zero-padded, as qemu pads it */
         size_t k = len < p->csize ? len : p->csize;
-        memcpy(in, sl->buf, k);
+        memcpy(in, sl->data, k);
         memset(in + k, 0, p->csize - k);
         sl->cc.clen = qcow2_compress_with(cz, p->ctype, sl->cbuf, in, p->csize);
     }
@@ -234,7 +286,7 @@ int convert_pipe_run(struct convert *s)
         }
         if (!s->min_sparse && status == CONVERT_ZERO)
             status = CONVERT_DATA;
-        int r = convert_write(s, sl->sector, sl->n, sl->buf, status,
+        int r = convert_write(s, sl->sector, sl->n, sl->data, status,
                               p.compress && sl->status == CONVERT_DATA ? &sl->cc : NULL);
         if (r < 0) {
             err_report("error while writing at byte %lld: %s",
@@ -243,6 +295,7 @@ int convert_pipe_run(struct convert *s)
             break;
         }
         sector = sl->sector + sl->n;
+        unmap_chunk(sl);
         pthread_mutex_lock(&p.mu);
         sl->state = SLOT_FREE;
         p.next_compress = (i + 1) % p.nslots;
@@ -261,6 +314,7 @@ int convert_pipe_run(struct convert *s)
     qcow2_compressor_free(wcz);
     free(win);
     for (size_t k = 0; k < p.nslots; k++) {
+        unmap_chunk(&p.slots[k]);
         bigbuf_free(p.slots[k].buf, p.buf_bytes);
         free(p.slots[k].cbuf);
     }
