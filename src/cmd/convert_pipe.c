@@ -60,7 +60,9 @@ struct pipe {
  * Only with the default reader (a salvage reader sees every read). */
 static bool map_chunk(struct convert *s, struct slot *sl, int64_t sector, int64_t n)
 {
-    if (s->read != convert_default_read || s->salvage)
+    /* small chunks (compressed clusters) read cheaper than a mapping costs to set up */
+    if (s->read != convert_default_read || s->salvage || s->compressed ||
+        n * SECTOR < (256 << 10))
         return false;
     int cur = 0;
     int64_t cur_off = 0;
@@ -227,7 +229,7 @@ int convert_pipe_run(struct convert *s)
         p.compress = true;
     /* the ring: qemu's 8 buffers of 2 MiB; small compressed clusters get more slots so
      * every core has work */
-    p.nslots = p.compress ? (size_t)(4u << 20) / p.buf_bytes : 4;
+    p.nslots = p.compress ? (size_t)(2u << 20) / p.buf_bytes : 4;
     if (p.nslots < 4)
         p.nslots = 4;
     if (p.nslots > 64)
