@@ -42,7 +42,9 @@ struct pipe {
     size_t nslots;
     size_t buf_bytes;
     pthread_mutex_t mu;
-    pthread_cond_t cond;       /* any slot changed state, or stop */
+    pthread_cond_t free_cv;    /* a slot became free, or stop: the reader waits on it */
+    pthread_cond_t work_cv;    /* a slot waits for compression, the reader ended, or stop */
+    pthread_cond_t ready_cv;   /* a slot became ready, or the reader ended: the writer */
     bool stop;                 /* the writer failed: everyone ends */
     bool reader_done;
     int reader_err;            /* block status error: already reported */
@@ -112,7 +114,7 @@ static void *reader_main(void *arg)
         struct slot *sl = &p->slots[i];
         pthread_mutex_lock(&p->mu);
         while (sl->state != SLOT_FREE && !p->stop)
-            pthread_cond_wait(&p->cond, &p->mu);
+            pthread_cond_wait(&p->free_cv, &p->mu);
         bool stop = p->stop;
         pthread_mutex_unlock(&p->mu);
         if (stop)
@@ -143,7 +145,9 @@ static void *reader_main(void *arg)
         sl->state = (p->compress && status == CONVERT_DATA && !sl->err) ? SLOT_COMPRESS
                                                                          : SLOT_READY;
         p->end_sector = sector;
-        pthread_cond_broadcast(&p->cond);
+        pthread_cond_signal(sl->state == SLOT_READY ? &p->ready_cv : &p->work_cv);
+        if (sl->state == SLOT_COMPRESS)
+            pthread_cond_signal(&p->ready_cv); /* the writer may compress it itself */
         pthread_mutex_unlock(&p->mu);
         if (sl->err)
             break; /* qemu stops claiming chunks after a failed read */
@@ -151,7 +155,8 @@ static void *reader_main(void *arg)
     }
     pthread_mutex_lock(&p->mu);
     p->reader_done = true;
-    pthread_cond_broadcast(&p->cond);
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_cond_broadcast(&p->ready_cv);
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
@@ -175,7 +180,7 @@ static void compress_slot(struct pipe *p, struct slot *sl, struct qcow2_compress
     }
     pthread_mutex_lock(&p->mu);
     sl->state = SLOT_READY;
-    pthread_cond_broadcast(&p->cond);
+    pthread_cond_signal(&p->ready_cv);
 }
 
 /* Compression worker: any slot waiting for compression, nearest to the writer first. */
@@ -197,7 +202,7 @@ static void *compress_main(void *arg)
         if (!sl) {
             if (p->stop || p->reader_done)
                 break;
-            pthread_cond_wait(&p->cond, &p->mu);
+            pthread_cond_wait(&p->work_cv, &p->mu);
             continue;
         }
         compress_slot(p, sl, cz, in);
@@ -241,12 +246,14 @@ int convert_pipe_run(struct convert *s)
             p.slots[i].cbuf = xmalloc(p.csize);
     }
     pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cond, NULL);
+    pthread_cond_init(&p.free_cv, NULL);
+    pthread_cond_init(&p.work_cv, NULL);
+    pthread_cond_init(&p.ready_cv, NULL);
 
     pthread_t reader, workers[64];
-    /* the writer compresses too when its next cluster is not ready: one worker per other
-     * core */
-    int nworkers = p.compress ? (ncpus() > 1 ? ncpus() - 1 : 1) : 0;
+    /* one worker per core; the writer compresses too rather than wait (on a busy machine
+     * this keeps a thread per core runnable even while the writer writes) */
+    int nworkers = p.compress ? ncpus() : 0;
     pthread_create(&reader, NULL, reader_main, &p);
     for (int w = 0; w < nworkers; w++)
         pthread_create(&workers[w], NULL, compress_main, &p);
@@ -260,12 +267,19 @@ int convert_pipe_run(struct convert *s)
         struct slot *sl = &p.slots[i];
         pthread_mutex_lock(&p.mu);
         while (sl->state != SLOT_READY && !(p.reader_done && p.end_sector <= sector)) {
-            if (sl->state == SLOT_COMPRESS) {
-                /* the cluster to write next waits for a worker: compress it here */
-                compress_slot(&p, sl, wcz, win);
+            /* rather than sleep, compress: the cluster to write next if it still waits
+             * for a worker, else any that does */
+            struct slot *c = sl->state == SLOT_COMPRESS ? sl : NULL;
+            for (size_t k = 1; !c && p.compress && k < p.nslots; k++) {
+                struct slot *o = &p.slots[(i + k) % p.nslots];
+                if (o->state == SLOT_COMPRESS)
+                    c = o;
+            }
+            if (c) {
+                compress_slot(&p, c, wcz, win);
                 continue;
             }
-            pthread_cond_wait(&p.cond, &p.mu);
+            pthread_cond_wait(&p.ready_cv, &p.mu);
         }
         bool have = sl->state == SLOT_READY;
         int rerr = p.reader_err;
@@ -301,14 +315,15 @@ int convert_pipe_run(struct convert *s)
         pthread_mutex_lock(&p.mu);
         sl->state = SLOT_FREE;
         p.next_compress = (i + 1) % p.nslots;
-        pthread_cond_broadcast(&p.cond);
+        pthread_cond_signal(&p.free_cv);
         pthread_mutex_unlock(&p.mu);
         i = (i + 1) % p.nslots;
     }
 
     pthread_mutex_lock(&p.mu);
     p.stop = true;
-    pthread_cond_broadcast(&p.cond);
+    pthread_cond_broadcast(&p.free_cv);
+    pthread_cond_broadcast(&p.work_cv);
     pthread_mutex_unlock(&p.mu);
     pthread_join(reader, NULL);
     for (int w = 0; w < nworkers; w++)
@@ -322,6 +337,8 @@ int convert_pipe_run(struct convert *s)
     }
     free(p.slots);
     pthread_mutex_destroy(&p.mu);
-    pthread_cond_destroy(&p.cond);
+    pthread_cond_destroy(&p.free_cv);
+    pthread_cond_destroy(&p.work_cv);
+    pthread_cond_destroy(&p.ready_cv);
     return ret;
 }
