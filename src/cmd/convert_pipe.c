@@ -163,20 +163,27 @@ static void *reader_main(void *arg)
 
 /* Compresses one slot claimed in state SLOT_COMPRESS; called and returns with p->mu held. */
 static void compress_slot(struct pipe *p, struct slot *sl, struct qcow2_compressor *cz,
-                          uint8_t *in)
+                          uint8_t *in, uint8_t *out)
 {
     sl->state = SLOT_COMPRESSING;
     pthread_mutex_unlock(&p->mu);
     size_t len = (size_t)sl->n * SECTOR;
     sl->cc.zero = convert_buffer_is_zero(sl->data, len);
-    sl->cc.cbuf = sl->cbuf;
+    sl->cc.cbuf = NULL;
     sl->cc.clen = 0;
     if (!sl->cc.zero) {
         /* a short last cluster is compressed zero-padded, as qemu pads it */
         size_t k = len < p->csize ? len : p->csize;
         memcpy(in, sl->data, k);
         memset(in + k, 0, p->csize - k);
-        sl->cc.clen = qcow2_compress_with(cz, p->ctype, sl->cbuf, in, p->csize);
+        sl->cc.clen = qcow2_compress_with(cz, p->ctype, out, in, p->csize);
+        /* the slot keeps only the compressed bytes until the write (memory stays below
+         * qemu-img's with a deep ring) */
+        if (sl->cc.clen > 0) {
+            sl->cbuf = xmalloc((size_t)sl->cc.clen);
+            memcpy(sl->cbuf, out, (size_t)sl->cc.clen);
+            sl->cc.cbuf = sl->cbuf;
+        }
     }
     pthread_mutex_lock(&p->mu);
     sl->state = SLOT_READY;
@@ -187,7 +194,7 @@ static void compress_slot(struct pipe *p, struct slot *sl, struct qcow2_compress
 static void *compress_main(void *arg)
 {
     struct pipe *p = arg;
-    uint8_t *in = xmalloc(p->csize);
+    uint8_t *in = xmalloc(p->csize), *out = xmalloc(p->csize);
     struct qcow2_compressor *cz = qcow2_compressor_new();
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -205,11 +212,12 @@ static void *compress_main(void *arg)
             pthread_cond_wait(&p->work_cv, &p->mu);
             continue;
         }
-        compress_slot(p, sl, cz, in);
+        compress_slot(p, sl, cz, in, out);
     }
     pthread_mutex_unlock(&p->mu);
     qcow2_compressor_free(cz);
     free(in);
+    free(out);
     return NULL;
 }
 
@@ -234,7 +242,7 @@ int convert_pipe_run(struct convert *s)
         p.compress = true;
     /* the ring: qemu's 8 buffers of 2 MiB; small compressed clusters get more slots so
      * every core has work */
-    p.nslots = p.compress ? (size_t)(2u << 20) / p.buf_bytes : 4;
+    p.nslots = p.compress ? (size_t)(4u << 20) / p.buf_bytes : 4;
     if (p.nslots < 4)
         p.nslots = 4;
     if (p.nslots > 64)
@@ -242,8 +250,6 @@ int convert_pipe_run(struct convert *s)
     p.slots = xcalloc(p.nslots, sizeof(*p.slots));
     for (size_t i = 0; i < p.nslots; i++) {
         p.slots[i].buf = bigbuf_alloc(p.buf_bytes);
-        if (p.compress)
-            p.slots[i].cbuf = xmalloc(p.csize);
     }
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.free_cv, NULL);
@@ -263,6 +269,7 @@ int convert_pipe_run(struct convert *s)
     size_t i = 0;
     struct qcow2_compressor *wcz = p.compress ? qcow2_compressor_new() : NULL;
     uint8_t *win = p.compress ? xmalloc(p.csize) : NULL;
+    uint8_t *wout = p.compress ? xmalloc(p.csize) : NULL;
     while (sector < s->total_sectors) {
         struct slot *sl = &p.slots[i];
         pthread_mutex_lock(&p.mu);
@@ -276,7 +283,7 @@ int convert_pipe_run(struct convert *s)
                     c = o;
             }
             if (c) {
-                compress_slot(&p, c, wcz, win);
+                compress_slot(&p, c, wcz, win, wout);
                 continue;
             }
             pthread_cond_wait(&p.ready_cv, &p.mu);
@@ -312,6 +319,8 @@ int convert_pipe_run(struct convert *s)
         }
         sector = sl->sector + sl->n;
         unmap_chunk(sl);
+        free(sl->cbuf);
+        sl->cbuf = NULL;
         pthread_mutex_lock(&p.mu);
         sl->state = SLOT_FREE;
         p.next_compress = (i + 1) % p.nslots;
@@ -330,6 +339,7 @@ int convert_pipe_run(struct convert *s)
         pthread_join(workers[w], NULL);
     qcow2_compressor_free(wcz);
     free(win);
+    free(wout);
     for (size_t k = 0; k < p.nslots; k++) {
         unmap_chunk(&p.slots[k]);
         bigbuf_free(p.slots[k].buf, p.buf_bytes);
