@@ -6,6 +6,7 @@
  * neither needs locking; the ring bounds memory (like qemu's 8 buffers). */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -227,6 +228,25 @@ int convert_pipe_write_compressed(struct convert *s, uint64_t off, const uint8_t
     return image_write_precompressed(s->target, off, buf, len, cc->cbuf, cc->clen);
 }
 
+/* Binds thread t to the n-th CPU (modulo their count) this process may run on; left
+ * alone when that cannot be found or set. */
+static void pin_to_nth_allowed_cpu(pthread_t t, int n)
+{
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0 || CPU_COUNT(&allowed) < 2)
+        return;
+    int want = n % CPU_COUNT(&allowed);
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, &allowed) || want-- > 0)
+            continue;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(c, &one);
+        (void)pthread_setaffinity_np(t, sizeof(one), &one);
+        return;
+    }
+}
+
 static int ncpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -261,8 +281,14 @@ int convert_pipe_run(struct convert *s)
      * this keeps a thread per core runnable even while the writer writes) */
     int nworkers = p.compress ? ncpus() : 0;
     pthread_create(&reader, NULL, reader_main, &p);
-    for (int w = 0; w < nworkers; w++)
+    for (int w = 0; w < nworkers; w++) {
         pthread_create(&workers[w], NULL, compress_main, &p);
+        /* workers spread over the cores and kept there: woken by the reader, they are
+         * otherwise pulled onto its core (the scheduler's wake-affine rule) and share one
+         * core's time on a busy machine while another core's share goes unused */
+        if (nworkers > 1 && !getenv("QIMG_CONVERT_NOPIN"))
+            pin_to_nth_allowed_cpu(workers[w], w);
+    }
 
     int ret = 0;
     int64_t sector = 0;
