@@ -137,7 +137,51 @@ def img_fragmented_snapshots_64k():
     return fragmented_image("frag-snap-64k.qcow2", 1 << 40, 65536)
 
 
+def img_convert_mixed(fmt):
+    """A 4 GiB disk of 64 regions of 64 MiB: every 4th holds 8 MiB of half-compressible data
+    (16 byte values), every 4th after it 4 MiB of random bytes then 4 MiB of written zeros,
+    every 4th after that 8 MiB of data with 64 KiB zero gaps, the rest holes; in qcow2 a
+    64 MiB zero write on top. Built as raw by Python, then converted by qemu-img."""
+    raw = os.path.join(BENCH_DIR, "conv-mixed.raw")
+    q = os.path.join(BENCH_DIR, "conv-mixed.qcow2")
+    if not os.path.exists(raw):
+        import random
+        r = random.Random(1)
+        mib = 1 << 20
+        alphabet = bytes(range(0, 256, 16))
+        chunk = bytes(r.choice(alphabet) for _ in range(mib))
+        with open(raw + ".tmp", "wb") as f:
+            f.truncate(4 << 30)
+            for i in range(64):
+                f.seek(i * 64 * mib)
+                if i % 4 == 0:
+                    for k in range(8):
+                        f.write(chunk[k * 4096:] + chunk[:k * 4096])
+                elif i % 4 == 1:
+                    f.write(r.randbytes(4 * mib))
+                    f.write(bytes(4 * mib))
+                elif i % 4 == 2:
+                    for k in range(32):
+                        f.write(chunk[:192 * 1024] + bytes(64 * 1024))
+        os.rename(raw + ".tmp", raw)
+    if not os.path.exists(q):
+        sh(QEMU_IMG, "convert", "-O", "qcow2", raw, q + ".tmp")
+        qemu_io(q + ".tmp", "write -z 200M 64M")
+        os.rename(q + ".tmp", q)
+    return raw if fmt == "raw" else q
+
+
+def convert_case(src_fmt, *opts):
+    out = os.path.join(BENCH_DIR, "conv-out.img")
+    return lambda: ["convert", *opts, img_convert_mixed(src_fmt), out]
+
+
 IMAGE_DOCS = {
+    "convert": "4 GiB, 64 regions of 64 MiB: every 4th 8 MiB of half-compressible data, every "
+               "4th after it 4 MiB random + 4 MiB written zeros, every 4th after that 8 MiB "
+               "of data with 64 KiB zero gaps, the rest holes (288 MiB of data); the qcow2 "
+               "copy made by qemu-img convert plus a 64 MiB zero write. Each run writes the "
+               "target anew (conv-out.img).",
     "compare": "two 4 GiB qcow2 images with equal content, 64 regions of 64 MiB: every 4th "
                "holds 8 MiB of data, every 4th after it a 16 MiB zero write, the rest "
                "unallocated; the second made by convert with 64 KiB clusters.",
@@ -157,6 +201,12 @@ CASES = [
     ("check fragmented 4 KiB clusters + 3 snapshots", "check-frag", lambda: ["check", img_fragmented_snapshots()]),
     ("check fragmented 64 KiB clusters, 1 TiB + 3 snapshots", "check-frag64",
      lambda: ["check", img_fragmented_snapshots_64k()]),
+    ("convert qcow2 to raw, 4 GiB mixed", "convert", convert_case("qcow2", "-O", "raw")),
+    ("convert raw to qcow2, 4 GiB mixed", "convert", convert_case("raw", "-O", "qcow2")),
+    ("convert qcow2 to qcow2, 4 GiB mixed", "convert", convert_case("qcow2", "-O", "qcow2")),
+    ("convert -c zlib, 4 GiB mixed", "convert-c", convert_case("qcow2", "-O", "qcow2", "-c")),
+    ("convert -c zstd, 4 GiB mixed", "convert-c",
+     convert_case("qcow2", "-O", "qcow2", "-c", "-o", "compression_type=zstd")),
 ]
 
 

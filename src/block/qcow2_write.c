@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/compress_write.h"
 #include "block/qcow2_int.h"
 #include "format/be.h"
 #include "format/qcow2_codec.h"
@@ -1103,6 +1104,25 @@ static int alloc_compressed(image_t *img, uint64_t off, uint64_t len, uint64_t *
     return 0;
 }
 
+/* The write half of a compressed cluster: out/len is src (n bytes) compressed by
+ * qcow2_compress, or len -ENOSPC when it does not shrink (written plainly, as qemu). */
+static int store_compressed_cluster(image_t *img, uint64_t off, const uint8_t *src, size_t n,
+                                    const uint8_t *out, ssize_t len)
+{
+    struct qcow2_state *s = img->priv;
+    int r;
+    uint64_t host = 0;
+    if (len == -ENOSPC) {
+        r = qcow2_write_op(img, off, src, n);
+    } else if (len < 0) {
+        r = -EINVAL;
+    } else if ((r = alloc_compressed(img, off, (uint64_t)len, &host)) == 0 &&
+               (r = qcow2_overlap_check(&s->m, 0, host, (uint64_t)len)) == 0) {
+        r = qio_pwrite(img->data_file, out, (size_t)len, host);
+    }
+    return r;
+}
+
 static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *src,
                                     size_t n)
 {
@@ -1113,16 +1133,7 @@ static int write_compressed_cluster(image_t *img, uint64_t off, const uint8_t *s
     uint8_t *in = xcalloc(1, cs), *out = xmalloc(cs);
     memcpy(in, src, n);
     ssize_t len = qcow2_compress(s->h.compression_type, out, in, cs);
-    int r;
-    uint64_t host = 0;
-    if (len == -ENOSPC) {
-        r = qcow2_write_op(img, off, src, n); /* does not shrink: written plainly */
-    } else if (len < 0) {
-        r = -EINVAL;
-    } else if ((r = alloc_compressed(img, off, (uint64_t)len, &host)) == 0 &&
-               (r = qcow2_overlap_check(&s->m, 0, host, (uint64_t)len)) == 0) {
-        r = qio_pwrite(img->data_file, out, (size_t)len, host);
-    }
+    int r = store_compressed_cluster(img, off, src, n, out, len);
     free(in);
     free(out);
     return r;
@@ -1233,4 +1244,40 @@ int qcow2_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n
 {
     return after_corruption(img, dirty(img, off, n,
                                        qcow2_write_compressed_op(img, off, buf, n)));
+}
+
+/* ---- compression on the caller's threads (block/compress_write.h) ---- */
+
+int image_compress_params(image_t *img, unsigned *type, size_t *cluster)
+{
+    if (img->drv != &qcow2_driver)
+        return -ENOTSUP;
+    struct qcow2_state *s = img->priv;
+    if (has_data_file(s))
+        return -ENOTSUP;
+    *type = s->h.compression_type;
+    *cluster = (size_t)s->cs;
+    return 0;
+}
+
+int image_write_precompressed(image_t *img, uint64_t off, const void *buf, size_t n,
+                              const void *cbuf, ssize_t clen)
+{
+    int r = image_check_request(img, off, n);
+    if (r < 0)
+        return r;
+    if (img->broken)
+        return -ENOMEDIUM;
+    if (!(img->flags & IMG_OPEN_RDWR))
+        return -EPERM;
+    struct qcow2_state *s = img->priv;
+    if (has_data_file(s))
+        return -ENOTSUP;
+    if ((r = may_write(s)) < 0)
+        return r;
+    const uint64_t cs = s->cs;
+    if ((off & (cs - 1)) || (n != cs && (n > cs || off + n != img->size)))
+        return -EINVAL;
+    return after_corruption(img, dirty(img, off, n,
+                                       store_compressed_cluster(img, off, buf, n, cbuf, clen)));
 }

@@ -3,6 +3,7 @@
 #include "format/qcow2_codec.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -137,4 +138,73 @@ ssize_t qcow2_compress(unsigned type, uint8_t *dst, const uint8_t *src, size_t c
     case QCOW2_COMPRESSION_ZSTD: return zstd_compress(dst, cap, src, cs);
     default: return -EINVAL;
     }
+}
+
+/* ---- a reusable compressor (one per thread) ---- */
+
+struct qcow2_compressor {
+    z_stream z;
+    bool z_ready;
+    ZSTD_CCtx *zc;
+};
+
+struct qcow2_compressor *qcow2_compressor_new(void)
+{
+    return calloc(1, sizeof(struct qcow2_compressor));
+}
+
+void qcow2_compressor_free(struct qcow2_compressor *c)
+{
+    if (!c)
+        return;
+    if (c->z_ready)
+        deflateEnd(&c->z);
+    ZSTD_freeCCtx(c->zc);
+    free(c);
+}
+
+/* deflateReset and ZSTD_CCtx_reset(session) leave the state a fresh init would have, so the
+ * bytes are qcow2_compress's; only the allocations are saved. */
+ssize_t qcow2_compress_with(struct qcow2_compressor *c, unsigned type, uint8_t *dst,
+                            const uint8_t *src, size_t cs)
+{
+    if (!c)
+        return qcow2_compress(type, dst, src, cs);
+    if (cs < 2 || cs > UINT_MAX)
+        return -EINVAL;
+    size_t cap = cs - 1;
+    if (type == QCOW2_COMPRESSION_ZLIB) {
+        int zr;
+        if (!c->z_ready) {
+            memset(&c->z, 0, sizeof(c->z));
+            zr = deflateInit2(&c->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, QCOW2_ZLIB_WINDOW, 9,
+                              Z_DEFAULT_STRATEGY);
+            if (zr != Z_OK)
+                return zr == Z_MEM_ERROR ? -ENOMEM : -EIO;
+            c->z_ready = true;
+        } else if (deflateReset(&c->z) != Z_OK) {
+            return -EIO;
+        }
+        c->z.next_in = (Bytef *)src;
+        c->z.avail_in = (uInt)cs;
+        c->z.next_out = dst;
+        c->z.avail_out = (uInt)cap;
+        zr = deflate(&c->z, Z_FINISH);
+        return zr == Z_STREAM_END ? (ssize_t)(cap - c->z.avail_out) : zr == Z_OK ? -ENOSPC : -EIO;
+    }
+    if (type == QCOW2_COMPRESSION_ZSTD) {
+        if (!c->zc && !(c->zc = ZSTD_createCCtx()))
+            return -ENOMEM;
+        ZSTD_CCtx_reset(c->zc, ZSTD_reset_session_only);
+        ZSTD_outBuffer out = { dst, cap, 0 };
+        ZSTD_inBuffer in = { src, cs, 0 };
+        size_t zr = ZSTD_compressStream2(c->zc, &out, &in, ZSTD_e_end);
+        if (zr != 0) {
+            /* an error leaves the context mid-frame: start the next one afresh */
+            ZSTD_CCtx_reset(c->zc, ZSTD_reset_session_only);
+            return zr > out.size - out.pos ? -ENOSPC : -EIO;
+        }
+        return (ssize_t)out.pos;
+    }
+    return -EINVAL;
 }

@@ -56,4 +56,12 @@ static inline bool qcow2_inflate_strict_ok(int r)
  * libzstd. */
 ssize_t qcow2_compress(unsigned type, uint8_t *dst, const uint8_t *src, size_t cs);
 
+/* The same bytes from a context reused across clusters (one per thread; NULL: fresh
+ * contexts as qcow2_compress), saving the codecs' allocation per cluster. */
+struct qcow2_compressor;
+struct qcow2_compressor *qcow2_compressor_new(void);
+void qcow2_compressor_free(struct qcow2_compressor *c);
+ssize_t qcow2_compress_with(struct qcow2_compressor *c, unsigned type, uint8_t *dst,
+                            const uint8_t *src, size_t cs);
+
 #endif

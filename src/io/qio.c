@@ -40,7 +40,7 @@ int qio_truncate(qio_t *q, uint64_t size)
     return q->ops->truncate(q, size);
 }
 
-int qio_flush(qio_t *q) { return q->ops->flush(q); }
+int qio_flush(qio_t *q) { return q->no_flush ? 0 : q->ops->flush(q); }
 
 int qio_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
 {

@@ -50,6 +50,7 @@ struct qio {
     const struct qio_ops *ops;
     char *path;
     bool writable;
+    bool no_flush;  /* qemu's cache=unsafe (BDRV_O_NO_FLUSH): flushes succeed doing nothing */
     int fd;
     /* memory backend */
     unsigned char *mem;

@@ -157,6 +157,19 @@ static int load_data(struct qcow2_image *m, const struct qcow2_bitmap_dirent *e,
     return rc;
 }
 
+int qcow2_bitmap_read_bits(struct qcow2_image *m, const struct qcow2_bitmap_dirent *e,
+                           uint8_t **bits, uint64_t *nbytes)
+{
+    struct qcow2_dbitmap b = { .gran_bits = e->granularity_bits };
+    dbitmap_geometry(&b, disk_size(m));
+    int r = load_data(m, e, &b);
+    if (r < 0)
+        return r;
+    *bits = b.bits;
+    *nbytes = b.nbytes;
+    return 0;
+}
+
 /* The directory bytes for entries e[0..n) (bitmap_list_store's encoding); *size. */
 static uint8_t *dir_encode(const struct qcow2_bitmap_dirent *e, uint32_t n, uint64_t *size)
 {

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "format/qcow2_bitmap.h"
 #include "qcow2/image.h"
 
 struct qcow2_dbitmap {
@@ -78,6 +79,11 @@ int qcow2_bitmaps_truncate_check(struct qcow2_image *m, char **errmsg);
 /* bdrv_dirty_bitmap_truncate after a resize to size bytes: bits past the end cleared,
  * new bits clear. 0 or -ENOMEM (the bitmaps keep their old size then). */
 int qcow2_bitmaps_resize(struct qcow2_image *m, uint64_t size);
+
+/* The serialized bits of directory entry e (load_bitmap_data), for a reader of any open
+ * mode: *bits malloc'd, *nbytes long. 0 or -errno. */
+int qcow2_bitmap_read_bits(struct qcow2_image *m, const struct qcow2_bitmap_dirent *e,
+                           uint8_t **bits, uint64_t *nbytes);
 
 /* Frees m->dbm. */
 void qcow2_bitmaps_free(struct qcow2_image *m);
