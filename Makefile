@@ -32,7 +32,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 .PHONY: all deps test unit pytest asan demo install clean bench fuzz fuzz-smoke golden diffcheck \
         iotests iotests-must
 
-all: $(BUILD)/qimg $(BUILD)/qimg-io
+all: $(BUILD)/qimg $(BUILD)/qimg-io $(BUILD)/qimg-salvage
 
 # Package checks, once per build directory: the stamp is an order-only prerequisite, so a
 # later `make` (or a sub-make of asan, fuzz, golden with the same BUILD) does not ask again.
@@ -58,6 +58,10 @@ $(BUILD)/qimg: $(BUILD)/obj/src/main.o $(BUILD)/libqimg.a
 
 # qemu-io's command line over qimg's block layer, for the write tests; not installed
 $(BUILD)/qimg-io: tests/tools/qimg_io.c $(BUILD)/libqimg.a | $(BUILD)/.deps-build
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libqimg.a $(LDFLAGS) $(LIBS)
+
+# the salvage reader on its own (tests/py/test_salvage.py); not installed
+$(BUILD)/qimg-salvage: tests/tools/qimg_salvage.c $(BUILD)/libqimg.a | $(BUILD)/.deps-build
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libqimg.a $(LDFLAGS) $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libqimg.a | $(BUILD)/.deps-test

@@ -15,6 +15,7 @@
 #include "block/image.h"
 #include "block/measure.h"
 #include "cmd/commands.h"
+#include "cmd/convert_salvage.h"
 #include "io/lock.h"
 #include "cmd/convert.h"
 #include "cmd/convert_extra.h"
@@ -114,7 +115,7 @@ int cmd_convert(int argc, char **argv)
     static const struct option longopts[] = {
         OPTS_LONG_COMMON,
         { "target-image-opts", no_argument, 0, OPT_TARGET_IMAGE_OPTS },
-        { "salvage", no_argument, 0, OPT_SALVAGE },
+        { "salvage", optional_argument, 0, OPT_SALVAGE }, /* =reader: convert_salvage.h */
         { "target-is-zero", no_argument, 0, OPT_TARGET_IS_ZERO },
         { "bitmaps", no_argument, 0, OPT_BITMAPS },
         { "skip-broken-bitmaps", no_argument, 0, OPT_SKIP_BROKEN },
@@ -126,7 +127,7 @@ int cmd_convert(int argc, char **argv)
     char *options = NULL;
     bool image_opts = false, tgt_image_opts = false, skip_create = false, progress = false;
     bool force_share = false, explicit_min_sparse = false, bitmaps = false,
-         skip_broken = false;
+         skip_broken = false, salvage_reader = false;
     int64_t rate_limit = 0;
     struct convert s = {
         .min_sparse = 8, /* at least 4k of zeros for sparse detection */
@@ -209,7 +210,7 @@ int cmd_convert(int argc, char **argv)
             goto fail_getopt;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: tgt_image_opts = true; break;
-        case OPT_SALVAGE: s.salvage = true; break;
+        case OPT_SALVAGE: s.salvage = true; salvage_reader = convert_salvage_arg(optarg); break;
         case OPT_TARGET_IS_ZERO: s.has_zero_init = true; break;
         case OPT_BITMAPS: bitmaps = true; break;
         case OPT_SKIP_BROKEN: skip_broken = true; break;
@@ -284,7 +285,8 @@ int cmd_convert(int argc, char **argv)
     s.src = xcalloc((size_t)s.src_num, sizeof(*s.src));
     for (int i = 0; i < s.src_num; i++) {
         const char *name = argv[optind + i];
-        image_t *img = image_open_or_report(name, fmt, force_share ? IMG_OPEN_SHARE : 0);
+        image_t *img = convert_open_source(name, fmt, force_share ? IMG_OPEN_SHARE : 0,
+                                           s.salvage, salvage_reader);
         if (!img)
             goto out;
         s.src[i].img = img;
@@ -468,6 +470,9 @@ out:
         progress_print(100, 0);
     progress_end();
     fflush(stdout);
+    if (ret == 0 && s.src) /* sources from the salvage reader: lost ranges, exit 2 or 3 */
+        for (int i = 0; i < s.src_num; i++)
+            ret = convert_salvage_finish(s.src[i].img, ret);
     if (target)
         image_close(target);
     if (s.src)

@@ -267,12 +267,14 @@ int qcow2_header_decode(const uint8_t *buf, size_t buf_len, unsigned flags,
         fmt_error_qemu(err, "Image does not contain a reference count table");
         return -EINVAL;
     }
-    rc = validate_table(h, h->refcount_table_offset, h->refcount_table_clusters,
-                        h->cluster_size, QCOW2_MAX_REFTABLE_SIZE, "Reference count table",
-                        "refcount_table_clusters", QCOW2_OFF_REFTABLE_CLUSTERS,
-                        "refcount_table_offset", QCOW2_OFF_REFTABLE_OFFSET, err);
-    if (rc)
-        return rc;
+    if (!(flags & QCOW2_HDR_SALVAGE)) {
+        rc = validate_table(h, h->refcount_table_offset, h->refcount_table_clusters,
+                            h->cluster_size, QCOW2_MAX_REFTABLE_SIZE, "Reference count table",
+                            "refcount_table_clusters", QCOW2_OFF_REFTABLE_CLUSTERS,
+                            "refcount_table_offset", QCOW2_OFF_REFTABLE_OFFSET, err);
+        if (rc)
+            return rc;
+    }
 
     /* Step 11: snapshot table, skipped in check mode (check reports it itself). */
     if (!(flags & QCOW2_HDR_CHECK)) {
@@ -285,7 +287,9 @@ int qcow2_header_decode(const uint8_t *buf, size_t buf_len, unsigned flags,
     }
 
     /* Step 12: active L1 table. */
-    rc = validate_table(h, h->l1_table_offset, h->l1_size, 8, QCOW2_MAX_L1_SIZE,
+    rc = validate_table(h, h->l1_table_offset,
+                        (flags & QCOW2_HDR_SALVAGE) && h->l1_size > QCOW2_MAX_L1_SIZE / 8
+                            ? QCOW2_MAX_L1_SIZE / 8 : h->l1_size, 8, QCOW2_MAX_L1_SIZE,
                         "Active L1 table", "l1_size", QCOW2_OFF_L1_SIZE, "l1_table_offset",
                         QCOW2_OFF_L1_OFFSET, err);
     if (rc)
@@ -299,7 +303,7 @@ int qcow2_header_decode(const uint8_t *buf, size_t buf_len, unsigned flags,
         fmt_error_qemu(err, "Image is too big");
         return -EFBIG;
     }
-    if (h->l1_size < h->l1_vm_state_index) {
+    if (h->l1_size < h->l1_vm_state_index && !(flags & QCOW2_HDR_SALVAGE)) {
         FAIL(-EINVAL, "l1_size", h->l1_size, QCOW2_OFF_L1_SIZE,
              "must be at least %llu to map the virtual size",
              (unsigned long long)h->l1_vm_state_index);

@@ -74,6 +74,10 @@ enum {
 #define QCOW2_HDR_RDWR   0x1u   /* refuse the corrupt bit (unless CHECK) */
 #define QCOW2_HDR_CHECK  0x2u   /* check mode: accept 0 reftable clusters, skip snapshot table */
 #define QCOW2_HDR_STRICT 0x4u   /* refuse buf_len < header_length (qemu zero-fills instead) */
+/* with CHECK: salvage (block/salvage.h) reads guest data only: the refcount table is not
+ * validated at all, and an L1 size that is too large or too small for the virtual size is
+ * accepted (the reader bounds and reports it) */
+#define QCOW2_HDR_SALVAGE 0x8u
 
 struct qcow2_header {
     /* Raw fields, host byte order. v2 images get qemu's implied v3 values. */

@@ -109,7 +109,8 @@ int qcow2_image_load_reftable(struct qcow2_image *m)
 int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
                      const struct qcow2_open_opts *o, char **errmsg)
 {
-    bool check = o->mode == QCOW2_MODE_CHECK;
+    bool salvage = o->mode == QCOW2_MODE_SALVAGE;
+    bool check = o->mode == QCOW2_MODE_CHECK || salvage;
     struct fmt_error e;
     int rc;
 
@@ -129,6 +130,8 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
 
     fmt_error_clear(&e);
     unsigned hflags = check ? QCOW2_HDR_CHECK : o->mode == QCOW2_MODE_RDWR ? QCOW2_HDR_RDWR : 0;
+    if (salvage)
+        hflags |= QCOW2_HDR_SALVAGE;
     rc = qcow2_header_decode(buf, blen, hflags, &m->h, &e);
     /* a size whose L1 count wraps in qemu's arithmetic: the open goes on and the user
      * refuses the size at the end (only the size rule: a too-large L1 is -EFBIG too) */
@@ -145,7 +148,9 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
 
     /* the active L1 (<= 4 Mi entries, validated by the decoder); the driver indexes it
      * whole, the checker judges what the file holds */
-    rc = qcow2_table_load(q, m->file_size, m->h.l1_table_offset, m->h.l1_size,
+    rc = qcow2_table_load(q, m->file_size, m->h.l1_table_offset,
+                          salvage && m->h.l1_size > QCOW2_MAX_L1_SIZE / 8
+                              ? QCOW2_MAX_L1_SIZE / 8 : m->h.l1_size,
                           check ? 0 : QCOW2_TABLE_PAD, &m->l1, &m->l1_loaded);
     if (rc < 0) {
         free(buf);
@@ -156,7 +161,9 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
     /* qcow2_refcount_init: the checker needs the reftable, and so does the writer (whole,
      * zeros past EOF as qemu reads it, so the allocator can hook refblocks up anywhere in
      * it); the reader loads it on demand, but fails here where qemu's read would */
-    if (check)
+    if (salvage)
+        rc = 0;
+    else if (check)
         rc = load_reftable(m, 0);
     else if (o->mode == QCOW2_MODE_RDWR)
         rc = load_reftable(m, QCOW2_TABLE_PAD);

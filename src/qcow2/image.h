@@ -104,7 +104,10 @@ struct qcow2_image {
         };                                                                                 \
     }
 
-enum qcow2_open_mode { QCOW2_MODE_READ, QCOW2_MODE_CHECK, QCOW2_MODE_RDWR };
+/* SALVAGE (block/salvage.c): CHECK's tolerance, and no refcount table at all (neither
+ * validated nor loaded: salvage reads guest data only); l1 holds min(l1_size, 4 Mi) entries
+ * as far as the file has them. */
+enum qcow2_open_mode { QCOW2_MODE_READ, QCOW2_MODE_CHECK, QCOW2_MODE_RDWR, QCOW2_MODE_SALVAGE };
 
 struct qcow2_open_opts {
     enum qcow2_open_mode mode;
