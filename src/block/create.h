@@ -19,5 +19,9 @@ int vdi_create(const char *filename, const struct copts *o, char **errmsg);
  * preallocation prealloc ("off", "falloc", "full"; NULL: off). Shared by the formats that
  * create their file first. 0 or -errno with *errmsg. */
 int file_create(const char *filename, uint64_t size, const char *prealloc, char **errmsg);
+/* file-posix's allocate_first_block on an open file that just grew from empty to size:
+ * zeros over its first block (512 bytes, 4096 once the file is that long). Best effort,
+ * failures ignored as qemu ignores them; the allocation it leaves is part of the result. */
+void file_allocate_first_block(int fd, uint64_t size);
 
 #endif

@@ -291,9 +291,10 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
     bool opts = image_opts || image_spec_is_json(filename);
     flags &= ~IMG_OPEN_IMAGE_OPTS;
     int r = 0;
-    if (!filename[0]) /* file-posix refuses an empty name before anything is tried */
-        r = -EINVAL, inner = xstrdup("The 'file' block driver requires a file name");
-    else if (opts) {
+    if (!filename[0]) { /* file-posix refuses an empty name before anything is tried */
+        r = -EINVAL;
+        inner = xstrdup("The 'file' block driver requires a file name");
+    } else if (opts) {
         r = image_spec_parse(filename, image_opts, &spec, &inner);
         if (r == 0 && spec.other_rules && !(flags & IMG_OPEN_NO_IO)) {
             /* rules of a blkdebug above the format or on its data file: no qimg driver

@@ -20,6 +20,14 @@ static char *msgf(const char *fmt, const char *a, int e)
     return xstrdup(buf);
 }
 
+void file_allocate_first_block(int fd, uint64_t size)
+{
+    static const uint8_t z[4096];
+    if (pwrite(fd, z, size < 4096 ? 512 : 4096, 0) < 0) {
+        /* ignored, as qemu ignores it */
+    }
+}
+
 /* raw_regular_truncate's falloc/full/off growth of fd from cur to size */
 static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
 {
@@ -31,6 +39,8 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
             *errmsg = msgf("Could not preallocate new data%s: %s", "", e);
             return -e;
         }
+        if (cur == 0)   /* the fallocated area would read fine unaligned: as qemu */
+            file_allocate_first_block(fd, size);
         return 0;
     }
     if (ftruncate(fd, (off_t)size) < 0) {
@@ -39,12 +49,7 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
         return -e;
     }
     if (mode == 0 && cur == 0 && size > 0) {
-        /* file-posix's allocate_first_block: the first block written (zeros) so that the
-         * alignment probing of a later open finds an allocated block; best effort */
-        static const uint8_t z[4096];
-        if (pwrite(fd, z, size < 4096 ? 512 : 4096, 0) < 0) {
-            /* ignored, as qemu ignores it */
-        }
+        file_allocate_first_block(fd, size);
         return 0;
     }
     if (mode == 2) {

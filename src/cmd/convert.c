@@ -16,6 +16,7 @@
 #include "block/measure.h"
 #include "cmd/commands.h"
 #include "cmd/convert_salvage.h"
+#include "io/lock.h"
 #include "cmd/convert.h"
 #include "cmd/convert_extra.h"
 #include "util/cache.h"
@@ -88,6 +89,25 @@ static bool target_zero_init(const image_t *t)
 {
     (void)t;
     return true;
+}
+
+/* qemu-img convert opens its sources with BDRV_O_NO_SHARE: nobody else may write or resize
+ * them while they are read, raw ones included (so a target naming a source is refused by
+ * the creation's locks instead of emptying it). */
+static int lock_source(image_t *img, const char *name)
+{
+    const char *perm = NULL;
+    bool shared = false;
+    int r = qio_lock_perms(img->file, QIO_PERM_READ, QIO_PERM_WRITE | QIO_PERM_RESIZE, &perm,
+                           &shared);
+    if (r == -EBUSY) {
+        char *msg = qio_lock_msg(perm, shared, name);
+        err_report("Could not open '%s': %s", name, msg);
+        free(msg);
+    } else if (r < 0) {
+        err_report("Could not open '%s': %s", name, strerror(-r));
+    }
+    return r;
 }
 
 int cmd_convert(int argc, char **argv)
@@ -275,6 +295,8 @@ int cmd_convert(int argc, char **argv)
             goto out;
         s.src[i].img = img;
         s.src[i].name = name;
+        if (!force_share && lock_source(img, name) < 0)
+            goto out;
         s.src[i].sectors = (int64_t)((img->size + CONVERT_SECTOR - 1) / CONVERT_SECTOR);
         s.src[i].alignment = 1;
         if (img->cluster_size / CONVERT_SECTOR > 1)

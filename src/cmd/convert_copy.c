@@ -21,7 +21,7 @@
 /* qemu's BDRV_REQUEST_MAX_SECTORS: MIN(SIZE_MAX, INT_MAX) / 512 rounded to 512 bytes */
 #define REQUEST_MAX_SECTORS ((int64_t)(0x7fffffff & ~511) / SECTOR)
 
-static int default_read(struct convert *s, int idx, uint64_t off, void *buf, size_t n)
+int convert_default_read(struct convert *s, int idx, uint64_t off, void *buf, size_t n)
 {
     return image_read(s->src[idx].img, off, buf, n);
 }
@@ -39,7 +39,7 @@ static int default_status(struct convert *s, int idx, uint64_t off, uint64_t byt
 void convert_init_io(struct convert *s)
 {
     if (!s->read)
-        s->read = default_read;
+        s->read = convert_default_read;
     if (!s->status_fn)
         s->status_fn = default_status;
 }

@@ -28,5 +28,7 @@ int convert_read(struct convert *s, int64_t sector, int64_t nb, uint8_t *buf);
 int convert_write(struct convert *s, int64_t sector, int64_t nb, const uint8_t *buf,
                   enum convert_status status, const struct convert_cchunk *cc);
 bool convert_buffer_is_zero(const uint8_t *p, size_t n);
+/* The block layer's read: the seam's default (convert.read). */
+int convert_default_read(struct convert *s, int idx, uint64_t off, void *buf, size_t n);
 
 #endif

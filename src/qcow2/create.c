@@ -199,17 +199,14 @@ static int write_initial(qio_t *q, const struct qparams *p)
     return r < 0 ? r : 0;
 }
 
-/* The data file grew from 0 through file-posix's truncate (PREALLOC_MODE_OFF), whose
- * allocate_first_block writes the first block: the same allocation on disk */
+/* The data file grew from 0 through file-posix's truncate (off, metadata: ftruncate;
+ * falloc: fallocate), which then writes the first block: the same allocation on disk */
 static void first_block(const char *path, uint64_t size)
 {
-    static const uint8_t z[4096];
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return;
-    if (pwrite(fd, z, size < 4096 ? 512 : 4096, 0) < 0) {
-        /* best effort, as in qemu */
-    }
+    file_allocate_first_block(fd, size);
     close(fd);
 }
 
@@ -316,7 +313,8 @@ static int build(const char *filename, const struct qparams *p, char **errmsg, i
 out:
     image_close(img);
     if (r == 0 && p->data_file && p->size > 0 &&
-        (p->prealloc == IMG_PREALLOC_OFF || p->prealloc == IMG_PREALLOC_METADATA))
+        (p->prealloc == IMG_PREALLOC_OFF || p->prealloc == IMG_PREALLOC_METADATA ||
+         p->prealloc == IMG_PREALLOC_FALLOC))
         first_block(p->data_file, p->size);
     return r;
 }

@@ -156,6 +156,12 @@ CASES += [
     ('S-4k-unaligned-src', '-O qcow2 -S 4k c4k.qcow2 t.img'),
     ('S-16M', '-O raw -S 16M s.qcow2 t.img'),
     ('over-existing', '-O qcow2 s.qcow2 junk'),
+    # the target names a source: refused by the locks, the source intact
+    ('target-is-source', '-f raw junk junk'),
+    ('target-is-source-qcow2', '-f raw -O qcow2 junk junk'),
+    ('target-is-second-source', '-O qcow2 s.qcow2 junk junk'),
+    ('target-is-source-n', '-n -f raw junk junk'),
+    ('target-is-source-U', '-U -f raw junk junk'),
     # snapshots
     ('l-name', '-l one -O qcow2 snap.qcow2 t.img'),
     ('l-id', '-l 2 -O raw snap.qcow2 t.img'),
