@@ -127,7 +127,7 @@ void bspec_parse_keyval(const char *text, struct bspec *o)
             bool off = !strncmp(key, "no", 2);
             const char *name = off ? key + 2 : key;
             fprintf(stderr, "%s: warning: short-form boolean option '%s' deprecated\n"
-                    "Please use %s=%s instead\n", qimg_progname, name, name, off ? "off" : "on");
+                    "Please use %s=%s instead\n", qimg_progname, key, name, off ? "off" : "on");
             bspec_put_str(o, name, off ? "off" : "on", true);
         }
         free(key);
@@ -479,6 +479,10 @@ static int plain_path(const char *name, char **path, char **errmsg)
 {
     if (!strncmp(name, "file:", 5)) {
         const char *rest = name + 5;
+        if (!*rest) {
+            *errmsg = xstrdup("The 'file' block driver requires a file name");
+            return -EINVAL;
+        }
         /* a colon left in the rest would look like a protocol again: qemu adds "./" */
         *path = blockspec_has_protocol(rest) ? xasprintf("./%s", rest) : xstrdup(rest);
         return 0;
@@ -626,7 +630,9 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         r->backing = BS_BACKING_NONE;
         bspec_del(&o, "backing");
     } else if (bv && bv->type == BSV_STR && with_backing) {
-        *errmsg = xasprintf("Cannot find device='%s' nor node-name='%s'", bv->s, bv->s);
+        /* qemu finds out when it opens the backing image */
+        *errmsg = xasprintf("Could not open backing file: Cannot find device='%s' nor "
+                            "node-name='%s'", bv->s, bv->s);
         goto out;
     }
     bool takes_backing = !drv || strcmp(drv, "raw") != 0;

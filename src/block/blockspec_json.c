@@ -92,7 +92,8 @@ static char *parse_error(const json_error_t *e)
         if (strstr(t, "':' expected")) {
             detail = "missing : in object pair";
         } else if (strstr(t, "string or '}' expected")) {
-            detail = !strcmp(tok, ",") ? "expecting value" : "key is not a string in object";
+            detail = tok[0] && strchr(",}]", tok[0]) ? "expecting value"
+                                                   : "key is not a string in object";
         } else if (strstr(t, "'}' expected")) {
             detail = "expected separator in dict";
         } else if (strstr(t, "']' expected")) {

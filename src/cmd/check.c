@@ -130,6 +130,7 @@ int cmd_check(int argc, char **argv)
         filename = res.path;
         fmt = res.format;
         check_run_set_report_name(arg);
+        o.open_name = arg;
     }
     int ret = check_file(filename, arg, fmt, &res, fix, dry_run, journal, json, quiet, &o);
     blockspec_resolved_free(&res);
@@ -199,7 +200,7 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
             return check_blk(filename, fmt, fix, json, quiet, &o, dry_run, journal);
         if (!strcmp(fmt, "luks")) {
             /* qemu's open for I/O asks for the key before it reads the header */
-            err_report("Could not open '%s': %s", filename, LUKS_NO_KEY_MSG);
+            err_report("Could not open '%s': %s", arg, LUKS_NO_KEY_MSG);
             return 1;
         }
         if (!strcmp(fmt, "qcow")) {
@@ -233,7 +234,7 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     }
     char *lockmsg = NULL;
     if (qio_lock_image(q, false, true, o.share, filename, &lockmsg) < 0) {
-        err_report("Could not open '%s': %s", filename, lockmsg);
+        err_report("Could not open '%s': %s", arg, lockmsg);
         free(lockmsg);
         qio_close(q);
         return 1;
