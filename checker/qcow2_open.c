@@ -31,7 +31,7 @@ static int open_fail(const char *filename, int code, const char *msg)
 
 static int open_backing(struct qc2 *s)
 {
-    if (!s->backing_name)
+    if (!s->backing_name || s->opts->no_backing)
         return 0;
     /* qemu-img check opens the whole backing chain (read-only, locks taken as for any
      * reader) although it reads none of it: a missing or broken image further down, or a

@@ -106,7 +106,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         img->raw_size = UINT64_MAX; /* to the end of the file */
     if (res.read_only && (flags & IMG_OPEN_RDWR)) {
         /* qemu: the node is read-only and the command wants to write it */
-        *errmsg = xstrdup("Could not open the image read-write: the read-only option is set");
+        *errmsg = xstrdup("Block node is read-only");
         r = -EACCES;
         goto fail;
     }

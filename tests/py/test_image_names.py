@@ -263,3 +263,40 @@ def test_raw_window_reads(d):
     assert_same(d, 'compare', name, 'w.raw')
     assert_same(d, 'compare', '-f', 'raw', 'w.raw', name)
     assert_same(d, 'map', '--output=json', name)
+
+
+@pytest.mark.parametrize('backing', [
+    ('json:{"driver":"qcow2","file":{"driver":"file","filename":"b.qcow2"}}', 'qcow2'),
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"}}', 'raw'),
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"},"size":4096}', 'raw'),
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"}', 'raw'),
+    ('json:{"file":{"filename":"nonexist"}}', 'raw'),
+    ('file:a:b.raw', 'raw'),
+])
+def test_create_with_named_backing(d, backing):
+    """create -b with json:/file: backing names: the Formatting line (commas doubled), the
+    size taken from the backing image, errors; then info/map of the overlay."""
+    name, fmt = backing
+    a, b = both(d, 'create', '-f', 'qcow2', '-b', name, '-F', fmt, 'c.qcow2')
+    assert b == a
+    if a[0] == 0:
+        assert_same(d, 'info', '--backing-chain', 'c.qcow2')
+        assert_same(d, 'map', '--output=json', 'c.qcow2')
+
+
+def test_read_only_option_refuses_writes(d):
+    assert_same(d, 'resize', '--image-opts', 'driver=raw,file.filename=r.raw,read-only=on', '2M')
+    assert_same(d, 'resize', 'json:{"driver":"raw","file":{"filename":"r.raw"},"size":4096}',
+                '2M')
+
+
+def test_check_backing_null_skips_missing_backing(d):
+    """"backing": null: neither tool opens the (here missing) backing file."""
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2',
+                  'm.qcow2', '1M', cwd=d, check=True)
+    assert_same(d, 'check', 'm.qcow2')
+    for name in ('json:{"driver":"qcow2","file":{"filename":"m.qcow2"},"backing":null}',):
+        assert_same(d, 'check', name)
+        assert_same(d, 'map', name)
+        assert_same(d, 'compare', name, 'r.raw')
+    assert_same(d, 'check', '--image-opts', 'driver=qcow2,file.filename=m.qcow2')
