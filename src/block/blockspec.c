@@ -475,7 +475,7 @@ static void take_prefix(struct bspec *o, const char *prefix, struct bspec *sub)
 
 /* The name of a file given as "file:NAME" or plainly (qemu's protocol detection and
  * bdrv_parse_filename_strip_prefix()). */
-static int plain_path(const char *name, char **path, char **errmsg)
+int blockspec_plain_path(const char *name, char **path, char **errmsg)
 {
     if (!strncmp(name, "file:", 5)) {
         const char *rest = name + 5;
@@ -559,7 +559,7 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
     }
     const char *drv = str_of(dv);
     if (filename) {
-        rc = plain_path(filename, &fname, errmsg);
+        rc = blockspec_plain_path(filename, &fname, errmsg);
         if (rc < 0)
             goto out;
         rc = -EINVAL;

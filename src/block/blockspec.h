@@ -101,6 +101,12 @@ void blockspec_resolved_free(struct bs_resolved *r);
 char *blockspec_file_unknown_msg(const struct bs_resolved *r);
 char *blockspec_format_unknown_msg(const struct bs_resolved *r, const char *format);
 
+/* The file a plain name (not json:) names: "file:NAME" -> NAME ("./NAME" when NAME has a
+ * colon before any slash), a plain name as it is; another "PROTO:" prefix is qemu's
+ * "Unknown protocol 'PROTO'" (-EINVAL) or, for qemu's network protocols, -ENOTSUP. create
+ * uses it for its target (qemu's bdrv_find_protocol). */
+int blockspec_plain_path(const char *name, char **path, char **errmsg);
+
 /* qemu's path_has_protocol(): a colon before the first slash. */
 bool blockspec_has_protocol(const char *name);
 

@@ -300,3 +300,23 @@ def test_check_backing_null_skips_missing_backing(d):
         assert_same(d, 'map', name)
         assert_same(d, 'compare', name, 'r.raw')
     assert_same(d, 'check', '--image-opts', 'driver=qcow2,file.filename=m.qcow2')
+
+
+@pytest.mark.parametrize('target', ['file:x.qcow2', 'file:w:1.qcow2',
+                                    'json:{"driver":"file","filename":"z.qcow2"}',
+                                    'a:b.qcow2', 'nbd:localhost:10809'])
+def test_create_target_names(tmp_path, target):
+    """create's target: "file:NAME" creates NAME (./NAME with a colon), other protocol
+    prefixes are refused before anything is printed, as qemu's bdrv_find_protocol."""
+    res = {}
+    for tool in ('qemu', 'qimg'):
+        d = tmp_path / tool
+        d.mkdir()
+        res[tool] = qemu.run(qemu.tool_path(tool), 'create', '-f', 'qcow2', target, '1M',
+                             cwd=str(d))
+        res[tool + '-files'] = sorted(os.listdir(str(d)))
+        if res[tool][0] == 0:
+            res[tool + '-info'] = qemu.run(qemu.tool_path(tool), 'info', target, cwd=str(d))
+    assert res['qimg'] == res['qemu'] or target.startswith('nbd:')
+    assert res['qimg-files'] == res['qemu-files']
+    assert res.get('qimg-info') == res.get('qemu-info')
