@@ -35,6 +35,8 @@ struct check_opts {
                                 image was named by json:/--image-opts (NULL: its file) */
     bool no_backing;         /* "backing": null in the image's options: the chain is not
                                 opened */
+    const char *data_file;   /* data-file.filename option: the data file to open instead of
+                                the header's name (NULL: the header's) */
 };
 
 /* Outcome of a check run. ret < 0: the check did not complete (qemu's "Check failed:

@@ -63,6 +63,7 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         .no_warnings = o->no_open_warnings,
         .data_flags = (o->rdwr ? QIO_RDWR : QIO_RDONLY) | (o->share ? QIO_SHARE : 0),
         .data_lock_write = false,
+        .data_file = o->data_file,
     };
     char *err = NULL;
     int rc = qcow2_image_open(&s->m, q, filename, &oo, &err);

@@ -82,6 +82,7 @@ struct bs_resolved {
     struct bspec backing_opts; /* backing.* without the prefix, when BS_BACKING_OPTS */
     char *file_unknown;    /* first option the file protocol does not take, or NULL */
     struct bspec rest;     /* format-level options left to check against the format */
+    char *data_file;       /* qcow2's data-file.filename option, or NULL */
     char *display;         /* the name info prints when it is not path (json:{...}), or NULL */
 };
 

@@ -73,6 +73,7 @@ struct image {
     char *backing_format;  /* backing format from the image (extension), or NULL */
     image_t *backing;      /* opened backing image, NULL when none or NO_BACKING */
 
+    char *data_file_opt;   /* data-file.filename option (qcow2): replaces the header's name */
     bool backing_none;     /* "backing": null: the backing image is not opened */
     struct bspec *backing_opts; /* backing.* options for the backing image, or NULL */
     uint64_t raw_offset;   /* raw's offset/size options: the guest disk is this window */

@@ -94,6 +94,8 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     img->display_name = res.display;
     res.display = NULL;
     img->backing_none = res.backing == BS_BACKING_NONE;
+    img->data_file_opt = res.data_file;
+    res.data_file = NULL;
     if (res.backing == BS_BACKING_OPTS) {
         img->backing_opts = xcalloc(1, sizeof(*img->backing_opts));
         *img->backing_opts = res.backing_opts;
@@ -295,6 +297,7 @@ void image_close(image_t *img)
         qio_close(img->file);
         free(img->filename);
         free(img->display_name);
+        free(img->data_file_opt);
         if (img->backing_opts)
             bspec_free(img->backing_opts);
         free(img->backing_opts);

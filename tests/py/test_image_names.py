@@ -320,3 +320,23 @@ def test_create_target_names(tmp_path, target):
     assert res['qimg'] == res['qemu'] or target.startswith('nbd:')
     assert res['qimg-files'] == res['qemu-files']
     assert res.get('qimg-info') == res.get('qemu-info')
+
+
+def test_data_file_option(d):
+    """qcow2's data-file.filename option replaces the name in the header (iotest 061 uses
+    it with --image-opts); a missing one fails as in qemu."""
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-o', 'data_file=df.data', 'df.qcow2', '1M',
+                  cwd=d, check=True)
+    qemu.io(os.path.join(d, 'df.qcow2'), 'write -P 5 0 64k', fmt='qcow2', cwd=d)
+    os.rename(os.path.join(d, 'df.data'), os.path.join(d, 'df2.data'))
+    spec = 'data-file.filename=df2.data,file.filename=df.qcow2'
+    for args in (['info'], ['map'], ['map', '--output=json'], ['check'],
+                 ['check', '--output=json'], ['compare', '-U', spec, 'file.filename=df.qcow2'],
+                 ['measure', '-O', 'qcow2']):
+        if args[0] == 'compare':
+            assert_same(d, 'compare', '--image-opts', spec, 'driver=raw,file.filename=df2.data')
+        else:
+            assert_same(d, *args[:1], '--image-opts', *args[1:], spec)
+    assert_same(d, 'map', 'json:{"file":{"filename":"df.qcow2"},"data-file":{"filename":"x"}}')
+    assert_same(d, 'map', 'json:{"file":{"filename":"df.qcow2"},"data-file":"x"}')
+    assert_same(d, 'check', 'df.qcow2')
