@@ -225,13 +225,18 @@ int repair_snapshot_rewrite(struct qc2 *s)
         uint64_t first = s->sn_offset >> s->h.cluster_bits;
         uint64_t last = (s->sn_offset + s->sn_size - 1) >> s->h.cluster_bits;
         int why = 0;
-        for (uint64_t k = first; k <= last && !why; k++) {
+        for (uint64_t k = first; k <= last && !why;) {   /* a refblock at a time */
             const uint8_t *blk = NULL;
-            uint64_t v = 0;
-            if (qc2_refblock(s, k >> s->h.refcount_block_bits, &blk) < 0 || !blk)
+            uint64_t ti = k >> s->h.refcount_block_bits;
+            uint64_t stop = (ti + 1) << s->h.refcount_block_bits;
+            if (stop > last + 1 || stop <= k)
+                stop = last + 1;
+            if (qc2_refblock(s, ti, &blk) < 0 || !blk)
                 why = EAGAIN;
-            else if (qc2_ondisk_refcount(s, k, &v) < 0 || v == 0)
-                why = EINVAL;
+            for (; k < stop && !why; k++)
+                if (!qcow2_refblock_entry(blk, s->h.refcount_order,
+                                          k & (s->h.refcount_block_entries - 1)))
+                    why = EINVAL;
         }
         if (why)
             err_plain("qcow2_free_clusters failed: %s\n", strerror(why));

@@ -109,6 +109,10 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
 /* The name info prints for img (qemu's bs->filename). */
 const char *image_name(const image_t *img);
 
+/* qemu's raw_open warning for a writable raw image whose format was probed (printed by
+ * image_open, and again where qemu opens the raw driver a second time). */
+void image_warn_probed_raw(const image_t *img, const char *filename);
+
 /* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
 

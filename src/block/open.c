@@ -163,11 +163,8 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EINVAL;
         goto fail;
     }
-    if (img->probed && !strcmp(img->format, "raw") && (flags & IMG_OPEN_RDWR))
-        fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed "
-                "raw.\n         Automatically detecting the format is dangerous for raw "
-                "images, write operations on block 0 will be restricted.\n         Specify "
-                "the 'raw' format explicitly to remove the restrictions.\n", filename);
+    if (flags & IMG_OPEN_RDWR)
+        image_warn_probed_raw(img, filename);
     blockspec_resolved_free(&res);
     *out = img;
     return 0;
@@ -175,6 +172,15 @@ fail:
     blockspec_resolved_free(&res);
     image_close(img);
     return r;
+}
+
+void image_warn_probed_raw(const image_t *img, const char *filename)
+{
+    if (img->probed && !strcmp(img->format, "raw"))
+        fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed "
+                "raw.\n         Automatically detecting the format is dangerous for raw "
+                "images, write operations on block 0 will be restricted.\n         Specify "
+                "the 'raw' format explicitly to remove the restrictions.\n", filename);
 }
 
 /* Opens the backing chain below img, one layer after the other (no recursion: qemu-img

@@ -19,94 +19,11 @@
 #include <string.h>
 
 #include "block/open_mem.h"
-#include "io/lock.h"
+#include "cmd/ported.h"
 #include "io/qio.h"
-#include "io/wport.h"
-#include "repair/journal.h"
 #include "repair/plan.h"
 #include "util/err.h"
 #include "util/xalloc.h"
-
-/* The writable overlay: reads see the plan applied, writes and growth are recorded. */
-struct wov {
-    struct qio q;              /* first: the qio functions see this */
-    struct plan *p;
-    enum plan_class cls;       /* alternates at each barrier */
-    bool dirty;                /* writes since the last barrier */
-};
-
-static int wov_pread(qio_t *q, void *buf, size_t n, uint64_t off)
-{
-    return plan_read(((struct wov *)q)->p, buf, n, off);
-}
-
-static int wov_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
-{
-    struct wov *o = (struct wov *)q;
-    o->dirty = true;
-    return plan_write(o->p, o->cls, off, buf, n, "resize");
-}
-
-static int wov_size(qio_t *q, uint64_t *out)
-{
-    *out = ((struct wov *)q)->p->size;
-    return 0;
-}
-
-static int wov_truncate(qio_t *q, uint64_t size)
-{
-    struct wov *o = (struct wov *)q;
-    if (size <= o->p->size)
-        return 0;   /* a cut is not made (see above) */
-    o->dirty = true;
-    return plan_truncate(o->p, o->cls, size, "resize: grow the file");
-}
-
-static int wov_flush(qio_t *q)
-{
-    struct wov *o = (struct wov *)q;
-    if (o->dirty) {
-        o->cls = o->cls == PC_REFCOUNT ? PC_COPIED : PC_REFCOUNT;
-        o->dirty = false;
-    }
-    return 0;
-}
-
-static int wov_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
-{
-    struct plan *p = ((struct wov *)q)->p;
-    *is_data = off < p->size;
-    *len = off < p->size ? p->size - off : 0;
-    return 0;
-}
-
-static int wov_allocated(qio_t *q, uint64_t *out)
-{
-    *out = ((struct wov *)q)->p->size;
-    return 0;
-}
-
-static void wov_close(qio_t *q)
-{
-    (void)q;   /* qio_close frees the path and the struct */
-}
-
-static const struct qio_ops wov_ops = {
-    .pread = wov_pread, .pwrite = wov_pwrite, .size = wov_size, .truncate = wov_truncate,
-    .flush = wov_flush, .extent = wov_extent, .allocated = wov_allocated, .close = wov_close,
-};
-
-static qio_t *wov_open(struct plan *p, const char *path)
-{
-    struct wov *o = xcalloc(1, sizeof(*o));
-    o->q.ops = &wov_ops;
-    o->q.fd = -1;
-    o->q.path = xstrdup(path);
-    o->q.writable = true;
-    o->p = p;
-    o->cls = PC_REFCOUNT;
-    return &o->q;
-}
 
 static void print_plan(const struct plan *p)
 {
@@ -129,7 +46,8 @@ static int plan_resize(struct plan *p, qio_t *base, image_t *orig, const char *f
                        uint64_t size, enum img_prealloc prealloc, char **errmsg)
 {
     image_t *img;
-    int r = image_open_qio(wov_open(p, filename), filename, orig->format, IMG_OPEN_RDWR,
+    int r = image_open_qio(ported_overlay(p, filename, "resize"), filename, orig->format,
+                           IMG_OPEN_RDWR,
                            &img, errmsg);
     if (r < 0) {
         char *m = *errmsg;
@@ -179,38 +97,7 @@ int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_p
         print_plan(&plan);
         goto out;
     }
-    /* the journal's own read-write descriptor, locked as a writer (orig holds no locks) */
-    qio_t *wq;
-    const char *perm;
-    if ((r = qio_open_file(filename, QIO_RDWR, &wq)) < 0) {
-        *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        goto out;
-    }
-    if ((r = qio_lock_for_repair(wq, &perm)) < 0) {
-        if (r == -EBUSY)
-            *errmsg = xasprintf("Could not open '%s': Failed to get \"%s\" lock\n"
-                                "Is another process using the image [%s]?", filename, perm,
-                                filename);
-        else
-            *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
-        qio_close(wq);
-        goto out;
-    }
-    journal_t *j;
-    if ((r = journal_create(journal, filename, wq, &j)) < 0) {
-        r = -EIO;   /* journal_create printed why */
-        qio_close(wq);
-        goto out;
-    }
-    struct wport w;
-    const struct plan_entry *failed = NULL;
-    if ((r = wport_init_journal(&w, wq, j)) == 0)
-        r = wport_apply(&w, &plan, &failed);
-    if (r < 0 && failed)
-        *errmsg = xasprintf("Could not write '%s': %s", filename, strerror(-r));
-    journal_finish(j, wq, r == 0);
-    journal_close(j);
-    qio_close(wq);
+    r = ported_apply_journal(&plan, filename, journal, errmsg);
 out:
     plan_free(&plan);
     return r;
