@@ -13,6 +13,8 @@ CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET
            -pthread -Isrc -I. $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
 LIBS    := -lz -lzstd -lsqlite3 -lm
+# jansson parses json: image names (src/block/blockspec_json.c says why jansson)
+LIBS    += -ljansson
 # liburing (Debian liburing-dev, in the build group) gives bench its io_uring engine; a build
 # without it still works (bench -n then uses threads, -i io_uring is unknown as in a qemu
 # built without io_uring).

@@ -90,10 +90,12 @@ static int qcow2_open(image_t *img, char **errmsg)
         img->data_file = NULL;
     if (r < 0)
         return r;
-    if (s->geom.data_file && img->data_file_label)
-        img->data_file_name = xstrdup(img->data_file_label);
-    else if (s->geom.data_file && s->ext.has_data_file)
-        img->data_file_name = xstrdup(s->ext.data_file);
+    /* map's File column: the data-file option's name as qemu shows it (its label, e.g.
+     * "blkdebug::NAME" over a blkdebug filter), else the header's name */
+    if (s->geom.data_file && (img->data_file_label || img->data_file_opt || s->ext.has_data_file))
+        img->data_file_name = xstrdup(img->data_file_label ? img->data_file_label
+                                      : img->data_file_opt ? img->data_file_opt
+                                                           : s->ext.data_file);
     img->cluster_size = (uint32_t)s->h.cluster_size;
     img->size = s->h.size & ~(uint64_t)511; /* qemu: total_sectors = size / 512 */
     img->dirty = (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
@@ -140,17 +141,15 @@ int cmd_map(int argc, char **argv)
         case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
-    if (image_opts && fmt) {
-        err_report("--image-opts and --format are mutually exclusive");
-        return 1;
-    }
     const char *filename = opts_one_file(argc, argv);
     bool json;
     if (opts_output_json(output, &json) < 0)
         return 1;
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
 
     image_t *img = image_open_or_report(filename, fmt, (share ? IMG_OPEN_SHARE : 0) |
-                                                       (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
+                                        (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
     if (json)
