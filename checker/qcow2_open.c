@@ -46,7 +46,8 @@ static int open_backing(struct qc2 *s)
                                &msg);
     free(path);
     if (rc < 0) {
-        err_report("Could not open '%s': %s", s->filename, msg);
+        err_report("Could not open '%s': %s",
+                   s->opts->open_name ? s->opts->open_name : s->filename, msg);
         free(msg);
         return rc;
     }
@@ -66,7 +67,7 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
     char *err = NULL;
     int rc = qcow2_image_open(&s->m, q, filename, &oo, &err);
     if (rc < 0) {
-        rc = open_fail(filename, rc, err);
+        rc = open_fail(o->open_name ? o->open_name : filename, rc, err);
         free(err);
         return rc;
     }
@@ -74,12 +75,13 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         return rc;
     /* the model's bitmap directory (qemu fails the open on a bad one) */
     if ((rc = qcow2_image_load_bitmaps(&s->m, &err)) < 0) {
-        rc = open_fail(filename, rc, err);
+        rc = open_fail(o->open_name ? o->open_name : filename, rc, err);
         free(err);
         return rc;
     }
     if (s->size_wraps || (s->h.size & ~(uint64_t)511) > IMG_MAX_LENGTH)
-        return open_fail(filename, -EFBIG, "Could not refresh total sector count: File too large");
+        return open_fail(o->open_name ? o->open_name : filename, -EFBIG,
+                         "Could not refresh total sector count: File too large");
     return 0;
 }
 

@@ -24,6 +24,9 @@ static void help(void)
            qimg_progname, qimg_progname);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         printf("  %-10s%s\n", commands[i].name, commands[i].fn ? "" : " (not implemented yet)");
+    printf("\nImage names: a file name, 'file:NAME' (a name with a colon), 'json:{...}' (block\n"
+           "options as JSON), or with --image-opts a 'key=value,...' list (',,' is a comma),\n"
+           "e.g. 'driver=qcow2,file.filename=disk.qcow2'.\n");
 }
 
 int main(int argc, char **argv)

@@ -21,6 +21,7 @@
 
 struct driver;
 struct json;
+struct bspec;
 
 /* Open flags. */
 enum {
@@ -31,6 +32,7 @@ enum {
                                      tolerated, guest I/O then fails with -ENOMEDIUM */
     IMG_OPEN_CHECK = 1 << 4,      /* opened by check (qemu's BDRV_O_CHECK): no repair at
                                      open, check does it (QED's NEED_CHECK) */
+    IMG_OPEN_IMAGE_OPTS = 1 << 5, /* the name is an --image-opts key=value list */
 };
 
 /* Most backing files below an image. qemu-img 7.2 has no designed limit (its compare
@@ -47,7 +49,12 @@ typedef struct image image_t;
 
 struct image {
     const struct driver *drv;
-    char *filename;        /* the name the image was opened with (qemu's bs->filename) */
+    char *filename;        /* the file the image was opened from (the protocol node's name:
+                              "file:"/json: wrappers removed): map's File column, the base
+                              of relative backing names */
+    char *display_name;    /* qemu's bs->filename when it is not filename: the json:{...}
+                              qemu reconstructs for a node with strong options; else NULL.
+                              image_name() gives the one to print. */
     const char *format;    /* driver name: "raw", "qcow2" */
     bool probed;           /* format came from probing, not from -f / the backing format */
     int flags;             /* IMG_OPEN_* it was opened with */
@@ -66,12 +73,20 @@ struct image {
     char *backing_format;  /* backing format from the image (extension), or NULL */
     image_t *backing;      /* opened backing image, NULL when none or NO_BACKING */
 
+    bool backing_none;     /* "backing": null: the backing image is not opened */
+    struct bspec *backing_opts; /* backing.* options for the backing image, or NULL */
+    uint64_t raw_offset;   /* raw's offset/size options: the guest disk is this window */
+    uint64_t raw_size;     /* of the file; raw_size 0 with !raw_window: the whole file */
+    bool raw_window;
+
     bool broken;           /* writable image hit corruption: further I/O gives -ENOMEDIUM */
     bool corruption_signaled;
     void *priv;            /* driver state */
 };
 
-/* Opens filename as fmt (NULL: probe as qemu does) with IMG_OPEN_* flags and, unless
+/* Opens filename as fmt (NULL: probe as qemu does). filename is any name qemu-img takes
+ * (plain, "file:NAME", "json:{...}"; with IMG_OPEN_IMAGE_OPTS an --image-opts list), see
+ * block/blockspec.h; messages name it as given. Opens with IMG_OPEN_* flags and, unless
  * IMG_OPEN_NO_BACKING, its backing chain (backing format from the image, else probed;
  * relative backing names resolved against the directory of the image that names them).
  * Chains of up to IMG_MAX_BACKING backing files open (file descriptors are the other
@@ -89,6 +104,9 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
  * ("Could not open backing file: ..."). */
 int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
                           image_t **out, char **errmsg);
+
+/* The name info prints for img (qemu's bs->filename). */
+const char *image_name(const image_t *img);
 
 /* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags);

@@ -8,16 +8,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "block/blockspec.h"
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/lock.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
-/* qemu's path_combine(): name relative to the directory part of base. */
+/* qemu's bdrv_make_absolute_filename(): absolute names and names with a protocol prefix
+ * ("json:{...}", "file:x") as they are, others relative to the directory part of base. */
 char *image_path_combine(const char *base, const char *name)
 {
-    if (name[0] == '/')
+    if (name[0] == '/' || blockspec_has_protocol(name))
         return xstrdup(name);
     const char *slash = strrchr(base, '/');
     size_t dir = slash ? (size_t)(slash - base) + 1 : 0;
@@ -67,23 +69,55 @@ static bool ids_add(struct chain_ids *ids, qio_t *q)
     return true;
 }
 
-/* Opens one layer, not its backing file. errmsg gets the text qemu prints after the
- * prefixes ("Could not open 'TOP': " and one "Could not open backing file: " per level). */
-static int open_layer(const char *filename, const char *fmt, int flags, struct chain_ids *ids,
-                      image_t **out, char **errmsg)
+/* Opens one layer, not its backing file: name (any name, see blockspec.h; NULL with options
+ * only) with options opts (NULL: none) and format fmt (NULL: from the options or probed).
+ * errmsg gets the text qemu prints after the prefixes ("Could not open 'TOP': " and one
+ * "Could not open backing file: " per level). */
+static int open_layer(const char *name, const struct bspec *opts, const char *fmt, int flags,
+                      struct chain_ids *ids, image_t **out, char **errmsg)
 {
     *out = NULL;
+    struct bs_resolved res;
+    int r = blockspec_resolve(name, opts, fmt, !(flags & IMG_OPEN_NO_BACKING), &res, errmsg);
+    if (r < 0)
+        return r;
+    fmt = res.protocol_only ? "raw" : res.format;
+    const char *filename = res.path;
     if (fmt && !driver_find(fmt)) { /* qemu looks the driver up before opening the file */
         *errmsg = xasprintf("Unknown driver '%s'", fmt);
+        blockspec_resolved_free(&res);
         return -EINVAL;
     }
     image_t *img = xcalloc(1, sizeof(*img));
     img->filename = xstrdup(filename);
     img->flags = flags;
-    int r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
-                           &img->file, errmsg);
+    img->display_name = res.display;
+    res.display = NULL;
+    img->backing_none = res.backing == BS_BACKING_NONE;
+    if (res.backing == BS_BACKING_OPTS) {
+        img->backing_opts = xcalloc(1, sizeof(*img->backing_opts));
+        *img->backing_opts = res.backing_opts;
+        res.backing_opts = (struct bspec){ 0 };
+    }
+    img->raw_window = res.has_offset || res.has_size;
+    img->raw_offset = res.offset;
+    img->raw_size = res.has_size ? res.size : 0;
+    if (img->raw_window && !res.has_size)
+        img->raw_size = UINT64_MAX; /* to the end of the file */
+    if (res.read_only && (flags & IMG_OPEN_RDWR)) {
+        /* qemu: the node is read-only and the command wants to write it */
+        *errmsg = xstrdup("Could not open the image read-write: the read-only option is set");
+        r = -EACCES;
+        goto fail;
+    }
+    r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
+                       &img->file, errmsg);
     if (r < 0)
         goto fail;
+    if ((*errmsg = blockspec_file_unknown_msg(&res))) {
+        r = -EINVAL;
+        goto fail;
+    }
     if (!ids_add(ids, img->file)) {
         *errmsg = xasprintf("Backing file '%s' creates an infinite loop.", filename);
         r = -ELOOP;
@@ -106,11 +140,11 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         r = -ENOTSUP;
         goto fail;
     }
-    img->format = img->drv->name;
+    img->format = res.protocol_only ? "file" : img->drv->name;
     /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
      * from writing or resizing the file under them), taken when the format attaches its
      * file, before reading it; -U shares everything. */
-    r = qio_lock_image(img->file, flags & IMG_OPEN_RDWR, strcmp(img->format, "raw") != 0,
+    r = qio_lock_image(img->file, flags & IMG_OPEN_RDWR, strcmp(img->drv->name, "raw") != 0,
                        flags & IMG_OPEN_SHARE, filename, errmsg);
     if (r < 0)
         goto fail;
@@ -123,14 +157,20 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         r = -EFBIG;
         goto fail;
     }
+    if ((*errmsg = blockspec_format_unknown_msg(&res, img->format))) {
+        r = -EINVAL;
+        goto fail;
+    }
     if (img->probed && !strcmp(img->format, "raw") && (flags & IMG_OPEN_RDWR))
         fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed "
                 "raw.\n         Automatically detecting the format is dangerous for raw "
                 "images, write operations on block 0 will be restricted.\n         Specify "
                 "the 'raw' format explicitly to remove the restrictions.\n", filename);
+    blockspec_resolved_free(&res);
     *out = img;
     return 0;
 fail:
+    blockspec_resolved_free(&res);
     image_close(img);
     return r;
 }
@@ -144,15 +184,25 @@ fail:
 static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **errmsg)
 {
     size_t level = 0;
-    for (; img->backing_file; img = img->backing) {
+    for (; img->backing_file || img->backing_opts; img = img->backing) {
+        if (img->backing_none)
+            break;
         if (++level > IMG_MAX_BACKING) {
             *errmsg = xasprintf("Backing chain too deep: more than %d backing files",
                                 IMG_MAX_BACKING);
             return -ELOOP;
         }
         char *inner = NULL;
-        int r = open_layer(img->backing_full, img->backing_format, flags & ~IMG_OPEN_RDWR, ids,
-                           &img->backing, &inner);
+        /* qemu's bdrv_open_backing_hd(): backing.* options of the overlay's open first
+         * (a backing.driver wins over the stored backing format), the stored name unless
+         * the options name the file themselves */
+        const struct bspec *bo = img->backing_opts;
+        bool named = false;
+        for (size_t i = 0; bo && i < bo->n; i++)
+            named |= !strncmp(bo->v[i].key, "file", 4);
+        int r = open_layer(named ? NULL : img->backing_full, bo, img->backing_format,
+                           flags & ~(IMG_OPEN_RDWR | IMG_OPEN_IMAGE_OPTS), ids, &img->backing,
+                           &inner);
         if (r < 0) {
             const char *pre = "Could not open backing file: ";
             size_t plen = strlen(pre), ilen = strlen(inner);
@@ -175,7 +225,12 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
     struct chain_ids ids = { 0 };
     char *inner = NULL;
     image_t *img;
-    int r = open_layer(filename, fmt, flags, &ids, &img, &inner);
+    struct bspec kv = { 0 };
+    if (flags & IMG_OPEN_IMAGE_OPTS)
+        bspec_parse_keyval(filename, &kv);
+    int r = open_layer((flags & IMG_OPEN_IMAGE_OPTS) ? NULL : filename, &kv, fmt, flags, &ids,
+                       &img, &inner);
+    bspec_free(&kv);
     if (r == 0 && !(flags & IMG_OPEN_NO_BACKING)) {
         r = open_chain(img, flags, &ids, &inner);
         if (r < 0) {
@@ -202,7 +257,7 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
     stub.backing_file = (char *)path;
     stub.backing_full = (char *)path;
     stub.backing_format = (char *)fmt;
-    int r = open_chain(&stub, flags, &ids, errmsg);
+    int r = open_chain(&stub, flags & ~IMG_OPEN_IMAGE_OPTS, &ids, errmsg);
     free(ids.v);
     if (r < 0) {
         image_close(stub.backing);
@@ -210,6 +265,11 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
     }
     *out = stub.backing;
     return r;
+}
+
+const char *image_name(const image_t *img)
+{
+    return img->display_name ? img->display_name : img->filename;
 }
 
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags)
@@ -234,6 +294,10 @@ void image_close(image_t *img)
             qio_close(img->data_file);
         qio_close(img->file);
         free(img->filename);
+        free(img->display_name);
+        if (img->backing_opts)
+            bspec_free(img->backing_opts);
+        free(img->backing_opts);
         free(img->data_file_name);
         free(img->backing_file);
         free(img->backing_full);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "cmd/compare_fast.h"
@@ -214,7 +215,7 @@ int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = { OPTS_LONG_COMMON, { 0, 0, 0, 0 } };
     const char *fmt1 = NULL, *fmt2 = NULL, *cache = "writeback";
-    bool progress = false, strict = false, share = false;
+    bool progress = false, strict = false, share = false, image_opts = false;
     struct cmp c = { 0 };
     int opt;
     opts_start();
@@ -228,7 +229,7 @@ int cmd_compare(int argc, char **argv)
         case 's': strict = true; break;
         case 'U': share = true; break;
         case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
-        case OPT_IMAGE_OPTS: break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (c.quiet)
@@ -247,8 +248,11 @@ int cmd_compare(int argc, char **argv)
     /* out of memory must not exit 1, which says "images differ": 2 while opening, 3 in
      * block status, 4 while reading (qemu-img aborts instead) */
     xalloc_set_oom_exit(2);
-    int flags = share ? IMG_OPEN_SHARE : 0;
-    if (!(img1 = image_open_or_report(fn1, fmt1, flags)) ||
+    int flags = (share ? IMG_OPEN_SHARE : 0) | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
+    /* qemu-img's img_open() checks --image-opts against each image's format in turn */
+    if (blockspec_check_image_opts_fmt(image_opts, fmt1) < 0 ||
+        !(img1 = image_open_or_report(fn1, fmt1, flags)) ||
+        blockspec_check_image_opts_fmt(image_opts, fmt2) < 0 ||
         !(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
     xalloc_set_oom_exit(4);

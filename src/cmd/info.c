@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "block/blockspec.h"
 #include "block/driver.h"
 #include "cmd/commands.h"
 #include "util/err.h"
@@ -45,7 +46,7 @@ static json_t *snapshot_json(const snapshot_info_t *sn)
 static void query(image_t *img, struct layer_info *li)
 {
     json_t *o = json_object();
-    json_set(o, "filename", json_string(img->filename));
+    json_set(o, "filename", json_string(image_name(img)));
     json_set(o, "format", json_string(img->format));
     json_set(o, "virtual-size", json_int((int64_t)img->size));
     int64_t actual = image_allocated_size(img);
@@ -198,6 +199,7 @@ static long collect(const char *filename, const char *fmt, bool chain, int flags
         n++;
         next = chain ? l[n - 1].next : NULL;
         next_fmt = chain ? l[n - 1].next_fmt : NULL;
+        flags &= ~IMG_OPEN_IMAGE_OPTS; /* backing names are names, not option lists */
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -229,7 +231,7 @@ int cmd_info(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *output = NULL;
-    bool chain = false, share = false;
+    bool chain = false, share = false, image_opts = false;
     int c;
     opts_start();
     while ((c = opts_next(argc, argv, ":f:hU", longopts, help)) != -1) {
@@ -238,9 +240,9 @@ int cmd_info(int argc, char **argv)
         case 'U': share = true; break;
         case OPT_OUTPUT: output = optarg; break;
         case OPT_BACKING_CHAIN: chain = true; break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
+            err_report("--object is not supported by qimg");
             return 1;
         }
     }
@@ -248,7 +250,10 @@ int cmd_info(int argc, char **argv)
     bool json;
     if (opts_output_json(output, &json) < 0)
         return 1;
-    int flags = IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | (share ? IMG_OPEN_SHARE : 0);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
+    int flags = IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | (share ? IMG_OPEN_SHARE : 0) |
+                (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
     struct layer_info *l;
     long n = collect(filename, fmt, chain, flags, &l);
     if (n < 0)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/create_opts.h"
 #include "block/image.h"
 #include "block/measure.h"
@@ -272,7 +273,7 @@ int cmd_measure(int argc, char **argv)
     };
     const char *fmt = NULL, *out_fmt = "raw", *snapshot_name = NULL;
     char *options = NULL, *sn_id = NULL, *sn_name = NULL;
-    bool share = false, json = false, sn_opts = false;
+    bool share = false, json = false, sn_opts = false, image_opts = false;
     uint64_t img_size = UINT64_MAX;
     image_t *in = NULL;
     struct copts o = { 0 };
@@ -307,9 +308,9 @@ int cmd_measure(int argc, char **argv)
             }
             break;
         case 'U': share = true; break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
+            err_report("--object is not supported by qimg");
             goto out;
         case OPT_OUTPUT:
             if (opts_output_json(optarg, &json) < 0)
@@ -332,7 +333,7 @@ int cmd_measure(int argc, char **argv)
     } else if (argc - optind == 1) {
         filename = argv[optind];
     }
-    if (!filename && (fmt || snapshot_name || sn_opts)) {
+    if (!filename && (image_opts || fmt || snapshot_name || sn_opts)) {
         err_report("--image-opts, -f, and -l require a filename argument.");
         goto out;
     }
@@ -346,7 +347,10 @@ int cmd_measure(int argc, char **argv)
     }
 
     if (filename) {
-        in = image_open_or_report(filename, fmt, share ? IMG_OPEN_SHARE : 0);
+        if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+            goto out;
+        in = image_open_or_report(filename, fmt, (share ? IMG_OPEN_SHARE : 0) |
+                                  (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
         if (!in)
             goto out;
         char *msg = NULL;
