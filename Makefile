@@ -13,7 +13,8 @@ CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET
            -pthread -Isrc -I. $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
 # jansson parses json: image names (src/block/blockspec_json.c says why jansson)
-LIBS    := -lz -lzstd -lsqlite3 -ljansson -lm
+# libnbd is the NBD client (src/io/nbd.c says why libnbd)
+LIBS    := -lz -lzstd -lsqlite3 -ljansson -lnbd -lm
 # Debian's interpreter carries python3-pytest; a pyenv python3 earlier on PATH would not.
 PYTHON  ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 

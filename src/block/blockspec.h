@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/nbd.h"
+
 /* Typed values: JSON keeps its types (qemu prints "size": 512), --image-opts values are
  * strings (qemu prints "size": "512"). */
 enum bsv_type { BSV_STR, BSV_INT, BSV_DOUBLE, BSV_BOOL, BSV_NULL, BSV_EMPTY_DICT,
@@ -83,6 +85,8 @@ struct bs_resolved {
     char *file_unknown;    /* first option the file protocol does not take, or NULL */
     struct bspec rest;     /* format-level options left to check against the format */
     char *display;         /* the name info prints when it is not path (json:{...}), or NULL */
+    struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
+    const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
 };
 
 /* Resolves a name: filename (plain/file:/json:/PROTO:, NULL when only options are given),

@@ -110,8 +110,12 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EACCES;
         goto fail;
     }
-    r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
-                       &img->file, errmsg);
+    if (res.nbd)
+        r = qio_open_nbd(res.nbd, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
+                         errmsg);
+    else
+        r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
+                           &img->file, errmsg);
     if (r < 0)
         goto fail;
     if ((*errmsg = blockspec_file_unknown_msg(&res))) {
@@ -140,7 +144,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -ENOTSUP;
         goto fail;
     }
-    img->format = res.protocol_only ? "file" : img->drv->name;
+    img->format = res.protocol_only ? (res.nbd ? "nbd" : "file") : img->drv->name;
     /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
      * from writing or resizing the file under them), taken when the format attaches its
      * file, before reading it; -U shares everything. */

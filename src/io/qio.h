@@ -42,6 +42,10 @@ struct qio_ops {
     /* fallocate(2) of [off, off+len); NULL: -ENOTSUP (callers fall back to writing zeros). */
     int (*fallocate)(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len);
     void (*close)(qio_t *q);
+    /* Protocols that report block status themselves (NBD): QIO_ST_* flags of the run at
+     * off (at most bytes long) in *st and its length in *pnum. NULL: files, which answer
+     * through extent. */
+    int (*status)(qio_t *q, uint64_t off, uint64_t bytes, unsigned *st, uint64_t *pnum);
 };
 
 struct qio {
@@ -59,6 +63,7 @@ struct qio {
      * qio_extent, so a file without holes costs one SEEK_DATA/SEEK_HOLE pair, not one per
      * query; dropped by every write and truncate. Empty when bsc_hi <= bsc_lo. */
     uint64_t bsc_lo, bsc_hi;
+    void *priv; /* backend state (the NBD connection) */
 };
 
 /* Opens path (never blocks, even on a FIFO); a directory gives -EISDIR; on failure
