@@ -61,7 +61,7 @@ static int n_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
     struct nbd_state *s = q->priv;
     const unsigned char *p = buf;
     if (off > s->size || n > s->size - off)
-        return -ENOSPC; /* an export cannot grow */
+        return -EINVAL; /* an export cannot grow: qemu fails such a write so */
     while (n) {
         size_t k = n < NBD_MAX_REQUEST ? n : NBD_MAX_REQUEST;
         if (nbd_pwrite(s->h, p, k, off, 0) < 0)
