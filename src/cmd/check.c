@@ -189,7 +189,7 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     if (strcmp(fmt, "qcow2") != 0) {
         static const char *const known[] = { "raw", "file", "qcow", "luks", "vpc", "dmg",
                                              "cloop", "bochs", "vvfat", "vmdk", "vhdx",
-                                             "parallels", "qed", "vdi" };
+                                             "parallels", "qed", "vdi", "nbd" };
         bool k = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             k |= !strcmp(fmt, known[i]);

@@ -11,6 +11,7 @@
 #include "block/blockspec.h"
 #include "block/driver.h"
 #include "cmd/commands.h"
+#include "io/nbd.h"
 #include "util/err.h"
 #include "util/json.h"
 #include "util/opts.h"
@@ -57,7 +58,10 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
-    json_set(o, "dirty-flag", json_bool(img->dirty));
+    /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file */
+    if (!qio_is_nbd(img->file) ||
+        (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "raw") != 0))
+        json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
     if (img->backing_file) {

@@ -191,6 +191,11 @@ static const struct qio_ops nbd_ops = {
     .fallocate = n_fallocate, .close = n_close, .status = n_status,
 };
 
+bool qio_is_nbd(const qio_t *q)
+{
+    return q && q->ops == &nbd_ops;
+}
+
 void qio_nbd_addr_free(struct qio_nbd_addr *a)
 {
     if (!a)

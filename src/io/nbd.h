@@ -25,6 +25,9 @@ char *qio_nbd_name(const struct qio_nbd_addr *a);
  * '/run/s': No such file or directory". */
 int qio_open_nbd(const struct qio_nbd_addr *a, int flags, qio_t **out, char **errmsg);
 
+/* Whether q is an NBD connection. */
+bool qio_is_nbd(const qio_t *q);
+
 /* Block status flags of qio_status (NBD_STATE_HOLE / NBD_STATE_ZERO turned around). */
 enum { QIO_ST_DATA = 1, QIO_ST_ZERO = 2 };
 
