@@ -318,6 +318,37 @@ def test_write_past_export_end(d):
     assert res[0][0] == 1
 
 
+def test_commit_into_nbd_backing(d):
+    """commit of a local overlay whose backing file is an exported qcow2: the base file is
+    byte for byte qemu-img's."""
+    dd = d[0]
+    files = {}
+    for tool in ('qemu', 'qimg'):
+        f = os.path.join(dd, 'cb-%s.qcow2' % tool)
+        qemu.qemu_img('create', '-q', '-f', 'qcow2', f, '1M', cwd=dd, check=True)
+        qemu.io(f, 'write -P 1 0 64k', cwd=dd)
+        os.truncate(f, 4 << 20)
+        s = serve(d, f, 'raw', export='b')
+        t = os.path.join(dd, 'ct-%s.qcow2' % tool)
+        qemu.qemu_img('create', '-q', '-f', 'qcow2', '-u', '-b', s.uri(), '-F', 'qcow2', t,
+                      '1M', cwd=dd, check=True)
+        qemu.io(t, 'write -P 9 128k 64k', cwd=dd)
+        r = qemu.run(qemu.tool_path(tool), 'commit', t, cwd=dd, env=ENV)
+        assert r == (0, 'Image committed.\n', '')
+        s.stop()
+        time.sleep(0.2)
+        with open(f, 'rb') as fh:
+            files[tool] = fh.read()
+    assert files['qimg'] == files['qemu']
+
+
+def test_resize_nbd(d):
+    s = serve(d, os.path.join(d[0], 'r.raw'), 'raw')
+    assert assert_same(d[0], 'resize', '-f', 'raw', s.uri(), '2M')[0] == 1
+    assert assert_same(d[0], 'resize', s.uri(), '--', '-512')[0] == 1
+    assert assert_same(d[0], 'resize', '-f', 'raw', '--shrink', s.uri(), '1M')[0] == 0
+
+
 # -- failures ------------------------------------------------------------------------------
 
 BAD_NAMES = [
@@ -336,6 +367,14 @@ BAD_NAMES = [
     'nbd://127.0.0.1:{port}/exp?socket=/x',
     'nbd:///exp',
     'nbd+rdma://h/x',
+    'nbd://h:99999999/e',
+    'nbd://h:x/e',
+    'nbd+unix:///e?sock=/s',
+    'nbd://[::1]:{port}/e',
+    'nbd://127.0.0.1:{port}/a%2fb',
+    'nbd+unix:///e?socket=',
+    'nbd:unix:',
+    'nbd:[::1]:{port}',
 ]
 
 
