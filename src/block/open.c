@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "block/blockspec.h"
+#include "block/blockspec_nbd.h"
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/lock.h"
@@ -24,6 +25,13 @@ char *image_path_combine(const char *base, const char *name)
     const char *slash = strrchr(base, '/');
     size_t dir = slash ? (size_t)(slash - base) + 1 : 0;
     return xasprintf("%.*s%s", (int)dir, base, name);
+}
+
+char *image_backing_path(const char *base, const char *name)
+{
+    if (blockspec_is_nbd_name(base) && name[0] != '/' && !blockspec_has_protocol(name))
+        return NULL;
+    return image_path_combine(base, name);
 }
 
 static const char *probe(qio_t *f, int *err)
@@ -204,7 +212,13 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
         bool named = false;
         for (size_t i = 0; bo && i < bo->n; i++)
             named |= !strncmp(bo->v[i].key, "file", 4);
-        int r = open_layer(named ? NULL : img->backing_full, bo, img->backing_format,
+        if (!named && !img->backing_full) {
+            /* a relative backing name under an image on NBD (image_backing_path) */
+            inner = xstrdup("Cannot generate a base directory for NBD nodes");
+            level--; /* qemu fails before it tries to open the backing file */
+        }
+        int r = inner ? -EINVAL
+                      : open_layer(named ? NULL : img->backing_full, bo, img->backing_format,
                            flags & ~(IMG_OPEN_RDWR | IMG_OPEN_IMAGE_OPTS), ids, &img->backing,
                            &inner);
         if (r < 0) {

@@ -226,6 +226,31 @@ def test_map_no_block_status(d):
                 'x-dirty-bitmap=qemu:allocation-depth' % s.sock)
 
 
+@pytest.mark.parametrize('relative', [True, False], ids=['relative', 'absolute'])
+def test_backing_chain_over_nbd(d, relative):
+    """An exported overlay whose backing name is relative: NBD has no directory, so qemu's
+    "Cannot generate a base directory for NBD nodes" (info: "cannot determine actual path");
+    an absolute backing name opens from the local file system."""
+    dd = d[0]
+    b = 'b.qcow2' if relative else os.path.join(dd, 'b.qcow2')
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-b', b, '-F', 'qcow2', 'o.qcow2', cwd=dd,
+                  check=True)
+    qemu.io(os.path.join(dd, 'o.qcow2'), 'write -P 8 32k 64k', cwd=dd)
+    s = serve(d, os.path.join(dd, 'o.qcow2'), 'raw', extra=['-r'])
+    for args in (['info'], ['info', '--output=json'], ['info', '--backing-chain'],
+                 ['map'], ['map', '--output=json'], ['check'], ['check', '--output=json'],
+                 ['measure', '-O', 'qcow2'], ['compare', '-U', 'o.qcow2']):
+        if args[0] == 'compare':
+            assert_same(dd, 'compare', s.uri(), *args[1:])
+        else:
+            assert_same(dd, *args, s.uri())
+    # backing options name the file: the chain opens either way
+    o = ('driver=qcow2,file.driver=nbd,file.server.type=unix,file.server.path=%s,'
+         'file.export=exp,backing.file.filename=%s' % (s.sock, os.path.join(dd, 'b.qcow2')))
+    assert_same(dd, 'info', '--image-opts', o)
+    assert_same(dd, 'map', '--output=json', '--image-opts', o)
+
+
 # -- compare and check ---------------------------------------------------------------------
 
 def test_compare(d):
