@@ -276,7 +276,8 @@ int qio_open_nbd(const struct qio_nbd_addr *a, int flags, qio_t **out, char **er
     if (size < 0)
         goto fail_connect;
     if ((flags & QIO_RDWR) && nbd_is_read_only(h) == 1) {
-        *errmsg = xstrdup("Could not open the image read-write: export is read-only");
+        /* qemu: bdrv_apply_auto_read_only fails without a message of its own */
+        *errmsg = xstrdup("Could not open image: Permission denied");
         nbd_close(h);
         return -EACCES;
     }

@@ -367,6 +367,13 @@ def test_commit_into_nbd_backing(d):
     assert files['qimg'] == files['qemu']
 
 
+def test_write_to_read_only_export(d):
+    s = serve(d, os.path.join(d[0], 'c.qcow2'), 'raw', extra=['-r'])
+    assert assert_same(d[0], 'rebase', '-u', '-b', 'x', '-F', 'raw', s.uri())[0] == 1
+    assert assert_same(d[0], 'resize', '-f', 'raw', s.uri(), '1M')[0] == 1
+    assert assert_same(d[0], 'commit', s.uri())[0] == 1
+
+
 def test_resize_nbd(d):
     s = serve(d, os.path.join(d[0], 'r.raw'), 'raw')
     assert assert_same(d[0], 'resize', '-f', 'raw', s.uri(), '2M')[0] == 1
