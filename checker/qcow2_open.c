@@ -31,7 +31,7 @@ static int open_fail(const char *filename, int code, const char *msg)
 
 static int open_backing(struct qc2 *s)
 {
-    if (!s->backing_name)
+    if (!s->backing_name || s->opts->no_backing)
         return 0;
     /* qemu-img check opens the whole backing chain (read-only, locks taken as for any
      * reader) although it reads none of it: a missing or broken image further down, or a
@@ -66,6 +66,7 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         .no_warnings = o->no_open_warnings,
         .data_flags = (o->rdwr ? QIO_RDWR : QIO_RDONLY) | (o->share ? QIO_SHARE : 0),
         .data_lock_write = false,
+        .data_file = o->data_file,
     };
     char *err = NULL;
     int rc = qcow2_image_open(&s->m, q, filename, &oo, &err);

@@ -476,7 +476,7 @@ static void take_prefix(struct bspec *o, const char *prefix, struct bspec *sub)
 
 /* The name of a file given as "file:NAME" or plainly (qemu's protocol detection and
  * bdrv_parse_filename_strip_prefix()). */
-static int plain_path(const char *name, char **path, char **errmsg)
+int blockspec_plain_path(const char *name, char **path, char **errmsg)
 {
     if (!strncmp(name, "file:", 5)) {
         const char *rest = name + 5;
@@ -600,7 +600,7 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         rc = -EINVAL;
     }
     if (filename) {
-        rc = plain_path(filename, &fname, errmsg);
+        rc = blockspec_plain_path(filename, &fname, errmsg);
         if (rc < 0)
             goto out;
         rc = -EINVAL;
@@ -698,6 +698,34 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             r->backing = BS_BACKING_OPTS;
     }
 
+    /* qcow2's external data file: a file of its own, or null (qemu: no child) */
+    const struct bsv *df = bspec_get(&o, "data-file");
+    if (df && df->type == BSV_STR) {
+        *errmsg = xasprintf("Cannot find device='%s' nor node-name='%s'", df->s, df->s);
+        goto out;
+    }
+    if (df && df->type == BSV_NULL)
+        bspec_del(&o, "data-file");
+    if (!drv || !strcmp(drv, "qcow2")) {
+        struct bspec dfo = { 0 };
+        take_prefix(&o, "data-file", &dfo);
+        const char *dd = str_of(bspec_get(&dfo, "driver"));
+        const char *dn = str_of(bspec_get(&dfo, "filename"));
+        if (dfo.n && dd && !is_file_protocol(dd)) {
+            rc = unsupported_driver(dd, errmsg);
+            bspec_free(&dfo);
+            goto out;
+        }
+        if (dfo.n && !dn) {
+            *errmsg = xasprintf("The '%s' block driver requires a file name", dd ? dd : "file");
+            bspec_free(&dfo);
+            goto out;
+        }
+        if (dn)
+            r->data_file = xstrdup(dn);
+        bspec_free(&dfo);
+    }
+
     if (drv && !strcmp(drv, "raw")) {
         const struct bsv *v;
         if ((v = bspec_get(&o, "offset"))) {
@@ -768,6 +796,7 @@ void blockspec_resolved_free(struct bs_resolved *r)
     free(r->format);
     free(r->path);
     free(r->file_unknown);
+    free(r->data_file);
     free(r->display);
     if (r->nbd) {
         qio_nbd_addr_free(r->nbd);

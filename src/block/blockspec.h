@@ -84,6 +84,7 @@ struct bs_resolved {
     struct bspec backing_opts; /* backing.* without the prefix, when BS_BACKING_OPTS */
     char *file_unknown;    /* first option the file protocol does not take, or NULL */
     struct bspec rest;     /* format-level options left to check against the format */
+    char *data_file;       /* qcow2's data-file.filename option, or NULL */
     char *display;         /* the name info prints when it is not path (json:{...}), or NULL */
     struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
     const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
@@ -104,6 +105,12 @@ void blockspec_resolved_free(struct bs_resolved *r);
  * given) does not take, in qemu's order, or NULL when every option was taken. */
 char *blockspec_file_unknown_msg(const struct bs_resolved *r);
 char *blockspec_format_unknown_msg(const struct bs_resolved *r, const char *format);
+
+/* The file a plain name (not json:) names: "file:NAME" -> NAME ("./NAME" when NAME has a
+ * colon before any slash), a plain name as it is; another "PROTO:" prefix is qemu's
+ * "Unknown protocol 'PROTO'" (-EINVAL) or, for qemu's network protocols, -ENOTSUP. create
+ * uses it for its target (qemu's bdrv_find_protocol). */
+int blockspec_plain_path(const char *name, char **path, char **errmsg);
 
 /* qemu's path_has_protocol(): a colon before the first slash. */
 bool blockspec_has_protocol(const char *name);

@@ -73,6 +73,7 @@ struct image {
     char *backing_format;  /* backing format from the image (extension), or NULL */
     image_t *backing;      /* opened backing image, NULL when none or NO_BACKING */
 
+    char *data_file_opt;   /* data-file.filename option (qcow2): replaces the header's name */
     bool backing_none;     /* "backing": null: the backing image is not opened */
     struct bspec *backing_opts; /* backing.* options for the backing image, or NULL */
     uint64_t raw_offset;   /* raw's offset/size options: the guest disk is this window */
@@ -107,6 +108,10 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
 
 /* The name info prints for img (qemu's bs->filename). */
 const char *image_name(const image_t *img);
+
+/* qemu's raw_open warning for a writable raw image whose format was probed (printed by
+ * image_open, and again where qemu opens the raw driver a second time). */
+void image_warn_probed_raw(const image_t *img, const char *filename);
 
 /* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags);

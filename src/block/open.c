@@ -102,6 +102,8 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     img->display_name = res.display;
     res.display = NULL;
     img->backing_none = res.backing == BS_BACKING_NONE;
+    img->data_file_opt = res.data_file;
+    res.data_file = NULL;
     if (res.backing == BS_BACKING_OPTS) {
         img->backing_opts = xcalloc(1, sizeof(*img->backing_opts));
         *img->backing_opts = res.backing_opts;
@@ -114,7 +116,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         img->raw_size = UINT64_MAX; /* to the end of the file */
     if (res.read_only && (flags & IMG_OPEN_RDWR)) {
         /* qemu: the node is read-only and the command wants to write it */
-        *errmsg = xstrdup("Could not open the image read-write: the read-only option is set");
+        *errmsg = xstrdup("Block node is read-only");
         r = -EACCES;
         goto fail;
     }
@@ -173,11 +175,8 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EINVAL;
         goto fail;
     }
-    if (img->probed && !strcmp(img->format, "raw") && (flags & IMG_OPEN_RDWR))
-        fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed "
-                "raw.\n         Automatically detecting the format is dangerous for raw "
-                "images, write operations on block 0 will be restricted.\n         Specify "
-                "the 'raw' format explicitly to remove the restrictions.\n", filename);
+    if (flags & IMG_OPEN_RDWR)
+        image_warn_probed_raw(img, filename);
     blockspec_resolved_free(&res);
     *out = img;
     return 0;
@@ -185,6 +184,15 @@ fail:
     blockspec_resolved_free(&res);
     image_close(img);
     return r;
+}
+
+void image_warn_probed_raw(const image_t *img, const char *filename)
+{
+    if (img->probed && !strcmp(img->format, "raw"))
+        fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed "
+                "raw.\n         Automatically detecting the format is dangerous for raw "
+                "images, write operations on block 0 will be restricted.\n         Specify "
+                "the 'raw' format explicitly to remove the restrictions.\n", filename);
 }
 
 /* Opens the backing chain below img, one layer after the other (no recursion: qemu-img
@@ -313,6 +321,7 @@ void image_close(image_t *img)
         qio_close(img->file);
         free(img->filename);
         free(img->display_name);
+        free(img->data_file_opt);
         if (img->backing_opts)
             bspec_free(img->backing_opts);
         free(img->backing_opts);

@@ -132,6 +132,8 @@ int cmd_check(int argc, char **argv)
         fmt = res.format;
         check_run_set_report_name(arg);
         o.open_name = arg;
+        o.no_backing = res.backing == BS_BACKING_NONE;
+        o.data_file = res.data_file;
     }
     int ret = check_file(filename, arg, fmt, &res, fix, dry_run, journal, json, quiet, &o);
     blockspec_resolved_free(&res);

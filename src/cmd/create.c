@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/create.h"
 #include "block/create_opts.h"
 #include "block/image.h"
@@ -54,6 +55,14 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         report(filename, err);
         return 1;
     }
+    /* qemu's bdrv_find_protocol(): "file:NAME" creates NAME; messages keep the name given */
+    char *path = NULL, *perr = NULL;
+    if (blockspec_plain_path(filename, &path, &perr) < 0) {
+        report(filename, perr);
+        free(perr);
+        copts_free(&o);
+        return 1;
+    }
     if (options && copts_parse(&o, options, err, sizeof(err)) < 0) {
         report(filename, err);
         goto out;
@@ -89,7 +98,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     const char *bfmt = copts_isset(&o, "backing_fmt") ? copts_str(&o, "backing_fmt") : NULL;
     uint64_t size = copts_num(&o, "size", (uint64_t)img_size);
     if (backing && !no_backing) {
-        char *full = image_path_combine(filename, backing);
+        char *full = image_path_combine(path, backing);
         image_t *bs = NULL;
         char *msg = NULL;
         int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_SHARE, &bs, &msg);
@@ -136,7 +145,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         fflush(stdout);
     }
     char *msg = NULL;
-    int r = block_create(fmt, filename, &o, &msg);
+    int r = block_create(fmt, path, &o, &msg);
     if (r == -EFBIG) {
         snprintf(err, sizeof(err), "The image size is too large for file format '%s'%s", fmt,
                  copts_num(&o, "cluster_size", 0) ? " (try using a larger cluster size)" : "");
@@ -148,6 +157,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     }
     free(msg);
 out:
+    free(path);
     copts_free(&o);
     return ret;
 }

@@ -10,6 +10,7 @@
 
 #include "block/blockspec.h"
 #include "block/driver.h"
+#include "block/snapshot.h"
 #include "cmd/commands.h"
 #include "io/nbd.h"
 #include "util/err.h"
@@ -88,24 +89,6 @@ static void query(image_t *img, struct layer_info *li)
 static const char *jstr(const json_t *o, const char *key);
 static int64_t jint(const json_t *o, const char *key);
 
-/* qemu's bdrv_snapshot_dump() for one row. */
-static void snapshot_row(const snapshot_info_t *sn)
-{
-    char date[64] = "", clock[128], icount[64] = "", vm[32];
-    time_t t = (time_t)sn->date_sec;
-    struct tm tm;
-    if (localtime_r(&t, &tm))
-        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-    int64_t secs = (int64_t)(sn->vm_clock_nsec / 1000000000u);
-    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
-             (int)((secs / 60) % 60), (int)(secs % 60),
-             (int)((sn->vm_clock_nsec / 1000000) % 1000));
-    if (sn->icount != UINT64_MAX)
-        snprintf(icount, sizeof(icount), "%" PRId64, (int64_t)sn->icount);
-    printf("%-9s %-16s %8s%20s%13s%11s\n", sn->id, sn->name, size_to_str(sn->vm_state_size, vm),
-           date, clock, icount);
-}
-
 /* qemu's bdrv_image_info_dump(). */
 static void dump_human(const struct layer_info *li)
 {
@@ -136,10 +119,10 @@ static void dump_human(const struct layer_info *li)
     if (jstr(o, "backing-filename-format"))
         printf("backing file format: %s\n", jstr(o, "backing-filename-format"));
     if (li->n_snaps) {
-        printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
-               "VM CLOCK", "ICOUNT");
+        printf("Snapshot list:\n");
+        snapshot_dump_header();
         for (size_t i = 0; i < li->n_snaps; i++)
-            snapshot_row(&li->snaps[i]);
+            snapshot_dump_row(&li->snaps[i]);
     }
     const json_t *spec = json_get(o, "format-specific");
     if (spec) {

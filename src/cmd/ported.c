@@ -13,12 +13,15 @@
 #include "repair/journal.h"
 #include "util/xalloc.h"
 
+static const struct qio_ops wov_ops;
+
 struct wov {
     struct qio q;              /* first: the qio functions see this */
     struct plan *p;
     enum plan_class cls;       /* alternates at each barrier */
     bool dirty;                /* writes since the last barrier */
     const char *label;
+    bool zero_discards;        /* ported_record_discards */
 };
 
 static int wov_pread(qio_t *q, void *buf, size_t n, uint64_t off)
@@ -72,6 +75,35 @@ static int wov_allocated(qio_t *q, uint64_t *out)
     return 0;
 }
 
+/* A punched hole or zeroed range recorded as zeros written (the journal restores bytes,
+ * not allocation), within the file as FALLOC_FL_KEEP_SIZE keeps it; only when the command
+ * asked (ported_record_discards), else -ENOTSUP as without the op. */
+static int wov_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
+{
+    struct wov *o = (struct wov *)q;
+    if (!o->zero_discards || mode == QIO_FALLOC_ALLOCATE)
+        return -ENOTSUP;
+    if (off >= o->p->size)
+        return 0;
+    if (len > o->p->size - off)
+        len = o->p->size - off;
+    static const uint8_t zeros[1 << 16];
+    for (uint64_t done = 0; done < len;) {
+        size_t n = len - done < sizeof(zeros) ? (size_t)(len - done) : sizeof(zeros);
+        int r = wov_pwrite(q, zeros, n, off + done);
+        if (r < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
+void ported_record_discards(struct ported *pt)
+{
+    if (pt->img && pt->img->file && pt->img->file->ops == &wov_ops)
+        ((struct wov *)pt->img->file)->zero_discards = true;
+}
+
 static void wov_close(qio_t *q)
 {
     (void)q;   /* qio_close frees the path and the struct */
@@ -79,7 +111,8 @@ static void wov_close(qio_t *q)
 
 static const struct qio_ops wov_ops = {
     .pread = wov_pread, .pwrite = wov_pwrite, .size = wov_size, .truncate = wov_truncate,
-    .flush = wov_flush, .extent = wov_extent, .allocated = wov_allocated, .close = wov_close,
+    .flush = wov_flush, .extent = wov_extent, .allocated = wov_allocated,
+    .fallocate = wov_fallocate, .close = wov_close,
 };
 
 qio_t *ported_overlay(struct plan *p, const char *path, const char *label)

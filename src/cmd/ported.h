@@ -37,6 +37,11 @@ int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t 
 int ported_apply_journal(struct plan *plan, const char *filename, const char *journal,
                          char **errmsg);
 
+/* After ported_open: discards the command makes (holes punched in the file, as qemu's
+ * freed clusters) are recorded as zeros written, so a journaled result reads as the
+ * direct one (snapshot). Without it they are dropped, as the journal cannot hold holes. */
+void ported_record_discards(struct ported *pt);
+
 /* Closes the overlay image (its close-time writes belong to the plan), then if ok: dry run prints the plan under "TITLE plan (dry run, ...)";
  * journal applies it through a journal at path journal. 0 or -errno with *errmsg set
  * (malloc'd) unless the message was printed already. */

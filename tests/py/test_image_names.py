@@ -263,3 +263,80 @@ def test_raw_window_reads(d):
     assert_same(d, 'compare', name, 'w.raw')
     assert_same(d, 'compare', '-f', 'raw', 'w.raw', name)
     assert_same(d, 'map', '--output=json', name)
+
+
+@pytest.mark.parametrize('backing', [
+    ('json:{"driver":"qcow2","file":{"driver":"file","filename":"b.qcow2"}}', 'qcow2'),
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"}}', 'raw'),
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"},"size":4096}', 'raw'),
+    ('json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"}', 'raw'),
+    ('json:{"file":{"filename":"nonexist"}}', 'raw'),
+    ('file:a:b.raw', 'raw'),
+])
+def test_create_with_named_backing(d, backing):
+    """create -b with json:/file: backing names: the Formatting line (commas doubled), the
+    size taken from the backing image, errors; then info/map of the overlay."""
+    name, fmt = backing
+    a, b = both(d, 'create', '-f', 'qcow2', '-b', name, '-F', fmt, 'c.qcow2')
+    assert b == a
+    if a[0] == 0:
+        assert_same(d, 'info', '--backing-chain', 'c.qcow2')
+        assert_same(d, 'map', '--output=json', 'c.qcow2')
+
+
+def test_read_only_option_refuses_writes(d):
+    assert_same(d, 'resize', '--image-opts', 'driver=raw,file.filename=r.raw,read-only=on', '2M')
+    assert_same(d, 'resize', 'json:{"driver":"raw","file":{"filename":"r.raw"},"size":4096}',
+                '2M')
+
+
+def test_check_backing_null_skips_missing_backing(d):
+    """"backing": null: neither tool opens the (here missing) backing file."""
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2',
+                  'm.qcow2', '1M', cwd=d, check=True)
+    assert_same(d, 'check', 'm.qcow2')
+    for name in ('json:{"driver":"qcow2","file":{"filename":"m.qcow2"},"backing":null}',):
+        assert_same(d, 'check', name)
+        assert_same(d, 'map', name)
+        assert_same(d, 'compare', name, 'r.raw')
+    assert_same(d, 'check', '--image-opts', 'driver=qcow2,file.filename=m.qcow2')
+
+
+@pytest.mark.parametrize('target', ['file:x.qcow2', 'file:w:1.qcow2',
+                                    'json:{"driver":"file","filename":"z.qcow2"}',
+                                    'a:b.qcow2', 'nbd:localhost:10809'])
+def test_create_target_names(tmp_path, target):
+    """create's target: "file:NAME" creates NAME (./NAME with a colon), other protocol
+    prefixes are refused before anything is printed, as qemu's bdrv_find_protocol."""
+    res = {}
+    for tool in ('qemu', 'qimg'):
+        d = tmp_path / tool
+        d.mkdir()
+        res[tool] = qemu.run(qemu.tool_path(tool), 'create', '-f', 'qcow2', target, '1M',
+                             cwd=str(d))
+        res[tool + '-files'] = sorted(os.listdir(str(d)))
+        if res[tool][0] == 0:
+            res[tool + '-info'] = qemu.run(qemu.tool_path(tool), 'info', target, cwd=str(d))
+    assert res['qimg'] == res['qemu'] or target.startswith('nbd:')
+    assert res['qimg-files'] == res['qemu-files']
+    assert res.get('qimg-info') == res.get('qemu-info')
+
+
+def test_data_file_option(d):
+    """qcow2's data-file.filename option replaces the name in the header (iotest 061 uses
+    it with --image-opts); a missing one fails as in qemu."""
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-o', 'data_file=df.data', 'df.qcow2', '1M',
+                  cwd=d, check=True)
+    qemu.io(os.path.join(d, 'df.qcow2'), 'write -P 5 0 64k', fmt='qcow2', cwd=d)
+    os.rename(os.path.join(d, 'df.data'), os.path.join(d, 'df2.data'))
+    spec = 'data-file.filename=df2.data,file.filename=df.qcow2'
+    for args in (['info'], ['map'], ['map', '--output=json'], ['check'],
+                 ['check', '--output=json'], ['compare', '-U', spec, 'file.filename=df.qcow2'],
+                 ['measure', '-O', 'qcow2']):
+        if args[0] == 'compare':
+            assert_same(d, 'compare', '--image-opts', spec, 'driver=raw,file.filename=df2.data')
+        else:
+            assert_same(d, *args[:1], '--image-opts', *args[1:], spec)
+    assert_same(d, 'map', 'json:{"file":{"filename":"df.qcow2"},"data-file":{"filename":"x"}}')
+    assert_same(d, 'map', 'json:{"file":{"filename":"df.qcow2"},"data-file":"x"}')
+    assert_same(d, 'check', 'df.qcow2')
