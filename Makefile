@@ -15,6 +15,8 @@ LDFLAGS += -pthread $(SANFLAGS)
 LIBS    := -lz -lzstd -lsqlite3 -lm
 # jansson parses json: image names (src/block/blockspec_json.c says why jansson)
 LIBS    += -ljansson
+# libnbd is the NBD client (src/io/nbd.c says why libnbd)
+LIBS    += -lnbd
 # liburing (Debian liburing-dev, in the build group) gives bench its io_uring engine; a build
 # without it still works (bench -n then uses threads, -i io_uring is unknown as in a qemu
 # built without io_uring).

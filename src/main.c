@@ -26,7 +26,9 @@ static void help(void)
         printf("  %-10s%s\n", commands[i].name, commands[i].fn ? "" : " (not implemented yet)");
     printf("\nImage names: a file name, 'file:NAME' (a name with a colon), 'json:{...}' (block\n"
            "options as JSON), or with --image-opts a 'key=value,...' list (',,' is a comma),\n"
-           "e.g. 'driver=qcow2,file.filename=disk.qcow2'.\n");
+           "e.g. 'driver=qcow2,file.filename=disk.qcow2'. NBD exports: 'nbd://HOST[:PORT]/EXPORT',\n"
+           "'nbd+unix:///EXPORT?socket=PATH', 'nbd:unix:PATH[:exportname=NAME]',\n"
+           "'nbd:HOST:PORT[:exportname=NAME]' or --image-opts 'driver=nbd,server.type=unix,...'.\n");
 }
 
 int main(int argc, char **argv)

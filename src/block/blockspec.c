@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "block/blockspec.h"
+#include "block/blockspec_nbd.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/xalloc.h"
@@ -345,7 +346,7 @@ static bool qemu_only_driver(const char *d)
     static const char *const q[] = {
         "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop", "compress",
         "copy-before-write", "copy-on-read", "dmg", "ftp", "ftps", "gluster", "http", "https",
-        "iscsi", "iser", "nbd", "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate",
+        "iscsi", "iser", "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate",
         "quorum", "rbd", "replication", "snapshot-access", "ssh", "throttle", "vhdx", "vmdk",
         "vpc", "vvfat", NULL };
     for (int i = 0; q[i]; i++)
@@ -654,6 +655,24 @@ static int blkdebug_plain(const char *name, struct bs_resolved *r, const char **
     return 0;
 }
 
+/* The nbd protocol node's options out of o into r (address, name, left-over option). */
+static int take_nbd(struct bspec *o, struct bs_resolved *r, char **errmsg)
+{
+    r->nbd = xcalloc(1, sizeof(*r->nbd));
+    int rc = blockspec_nbd_take(o, r->nbd, errmsg);
+    if (rc < 0)
+        return rc;
+    r->path = qio_nbd_name(r->nbd);
+    r->file_proto = "nbd";
+    for (size_t i = 0; i < o->n;)
+        if (generic_opt(o->v[i].key))
+            bspec_del(o, o->v[i].key);
+        else
+            i++;
+    r->file_unknown = first_key(o);
+    return 0;
+}
+
 int blockspec_resolve(const char *filename, const struct bspec *opts, const char *fmt,
                       bool with_backing, struct bs_resolved *r, char **errmsg)
 {
@@ -730,6 +749,28 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         goto out;
     }
     const char *drv = str_of(dv);
+    if (filename && blockspec_is_nbd_name(filename)) {
+        /* the nbd protocol's options, on the node itself with driver=nbd, else on the
+         * protocol node under the (given or probed) format */
+        struct bspec nb = { 0 };
+        if ((rc = blockspec_nbd_parse_name(filename, &nb, errmsg)) < 0) {
+            bspec_free(&nb);
+            goto out;
+        }
+        bool top = drv && !strcmp(drv, "nbd");
+        for (size_t i = 0; i < nb.n; i++) {
+            struct bsv v = nb.v[i];
+            char *k = top ? xstrdup(v.key) : xasprintf("file.%s", v.key);
+            v.key = k;
+            bspec_put(&o, &v, false);
+            free(k);
+        }
+        if (!top)
+            bspec_put_str(&o, "file.driver", "nbd", false);
+        bspec_free(&nb);
+        filename = NULL;
+        rc = -EINVAL;
+    }
     if (filename) {
         rc = blockspec_plain_path(filename, &fname, errmsg);
         if (rc < 0)
@@ -761,6 +802,14 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         rc = 0;
         goto out;
     }
+    if (drv && !strcmp(drv, "nbd")) {
+        bspec_del(&o, "backing"); /* qemu drops it on every node */
+        if ((rc = take_nbd(&o, r, errmsg)) < 0)
+            goto out;
+        r->format = xstrdup("nbd");
+        r->protocol_only = true;
+        goto out;
+    }
     if (drv && !known_format(drv)) {
         rc = unsupported_driver(drv, errmsg);
         goto out;
@@ -769,24 +818,31 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
     bspec_del(&o, "file"); /* an empty "file": {} */
     if (file.n) {
         const char *fd = str_of(bspec_get(&file, "driver"));
-        if (fd && !is_file_protocol(fd)) {
+        if (fd && !strcmp(fd, "nbd")) {
+            if ((rc = take_nbd(&file, r, errmsg)) < 0)
+                goto out;
+            rc = -EINVAL;
+        } else if (fd && !is_file_protocol(fd)) {
             rc = known_format(fd) ? -EINVAL : unsupported_driver(fd, errmsg);
             if (known_format(fd))
                 *errmsg = xstrdup("A block device must be specified for \"file\"");
             goto out;
         }
         const char *fn = str_of(bspec_get(&file, "filename"));
-        if (!fn) {
+        if (r->nbd) {
+            /* taken above */
+        } else if (!fn) {
             *errmsg = xasprintf("The '%s' block driver requires a file name", fd ? fd : "file");
             goto out;
+        } else {
+            r->path = xstrdup(fn);
+            for (size_t i = 0; i < file.n;)
+                if (file_opt(file.v[i].key))
+                    bspec_del(&file, file.v[i].key);
+                else
+                    i++;
+            r->file_unknown = first_key(&file);
         }
-        r->path = xstrdup(fn);
-        for (size_t i = 0; i < file.n;)
-            if (file_opt(file.v[i].key))
-                bspec_del(&file, file.v[i].key);
-            else
-                i++;
-        r->file_unknown = first_key(&file);
     } else if (fname) {
         r->path = xstrdup(fname);
     } else {
@@ -895,7 +951,8 @@ char *blockspec_file_unknown_msg(const struct bs_resolved *r)
 {
     if (!r->file_unknown)
         return NULL;
-    return xasprintf("Block protocol 'file' doesn't support the option '%s'", r->file_unknown);
+    return xasprintf("Block protocol '%s' doesn't support the option '%s'",
+                     r->file_proto ? r->file_proto : "file", r->file_unknown);
 }
 
 char *blockspec_format_unknown_msg(const struct bs_resolved *r, const char *format)
@@ -926,6 +983,10 @@ void blockspec_resolved_free(struct bs_resolved *r)
     free(r->other_config[0]);
     free(r->other_config[1]);
     blkdebug_rules_free(&r->rules);
+    if (r->nbd) {
+        qio_nbd_addr_free(r->nbd);
+        free(r->nbd);
+    }
     bspec_free(&r->rest);
     bspec_free(&r->backing_opts);
     memset(r, 0, sizeof(*r));

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "io/blkdebug.h"
+#include "io/nbd.h"
 
 /* Typed values: JSON keeps its types (qemu prints "size": 512), --image-opts values are
  * strings (qemu prints "size": "512"). */
@@ -101,6 +102,8 @@ struct bs_resolved {
     char *file_config;     /* its config file, or NULL (blockspec_read_blkdebug reads it) */
     bool other_rules;      /* a blkdebug above the format or on the data file had rules */
     char *other_config[2]; /* their config files (top, data file), or NULL */
+    struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
+    const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
 };
 
 /* Resolves a name: filename (plain/file:/json:/PROTO:, NULL when only options are given),

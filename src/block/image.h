@@ -127,6 +127,10 @@ image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
  * with a protocol prefix unchanged). This is how backing and data file names are resolved.
  * Returns a malloc'd string. */
 char *image_path_combine(const char *base, const char *name);
+/* The backing file name as opened: image_path_combine(), or NULL when name is relative and
+ * the image is on an NBD export, which has no directory (qemu's nbd bdrv_dirname: "Cannot
+ * generate a base directory for NBD nodes"). */
+char *image_backing_path(const char *base, const char *name);
 
 /* Closes img and its backing chain. NULL is fine. */
 void image_close(image_t *img);

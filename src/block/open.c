@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "block/blockspec.h"
+#include "block/blockspec_nbd.h"
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/blkdebug.h"
@@ -30,6 +31,13 @@ char *image_path_combine(const char *base, const char *name)
     if (slash && slash + 1 > p)
         p = slash + 1;
     return xasprintf("%.*s%s", (int)(p - base), base, name);
+}
+
+char *image_backing_path(const char *base, const char *name)
+{
+    if (blockspec_is_nbd_name(base) && name[0] != '/' && !blockspec_has_protocol(name))
+        return NULL;
+    return image_path_combine(base, name);
 }
 
 static const char *probe(qio_t *f, int *err)
@@ -144,15 +152,20 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EACCES;
         goto fail;
     }
-    r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
-                       &img->file, errmsg);
+    if (res.nbd)
+        r = qio_open_nbd(res.nbd, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
+                         errmsg);
+    else
+        r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
+                           &img->file, errmsg);
     if (r < 0)
         goto fail;
     if ((*errmsg = blockspec_file_unknown_msg(&res))) {
         r = -EINVAL;
         goto fail;
     }
-    if (res.direct && (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
+    if (res.direct && !res.nbd &&
+        (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         goto fail;
     }
@@ -182,7 +195,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -ENOTSUP;
         goto fail;
     }
-    img->format = res.protocol_only ? "file" : img->drv->name;
+    img->format = res.protocol_only ? (res.nbd ? "nbd" : "file") : img->drv->name;
     /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
      * from writing or resizing the file under them), taken when the format attaches its
      * file, before reading it; -U shares everything. */
@@ -248,7 +261,13 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
         bool named = false;
         for (size_t i = 0; bo && i < bo->n; i++)
             named |= !strncmp(bo->v[i].key, "file", 4);
-        int r = open_layer(named ? NULL : img->backing_full, bo, img->backing_format,
+        if (!named && !img->backing_full) {
+            /* a relative backing name under an image on NBD (image_backing_path) */
+            inner = xstrdup("Cannot generate a base directory for NBD nodes");
+            level--; /* qemu fails before it tries to open the backing file */
+        }
+        int r = inner ? -EINVAL
+                      : open_layer(named ? NULL : img->backing_full, bo, img->backing_format,
                            flags & ~(IMG_OPEN_RDWR | IMG_OPEN_IMAGE_OPTS), ids, &img->backing,
                            &inner);
         if (r < 0) {

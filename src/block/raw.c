@@ -9,6 +9,7 @@
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/blkdebug.h"
+#include "io/nbd.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -187,6 +188,11 @@ static int raw_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
     if (r < 0) {
         *errmsg = xasprintf("Could not stat file: %s", strerror(-r));
         return r;
+    }
+    if (size != cur && qio_is_nbd(img->file)) {
+        /* qemu's nbd_co_truncate (raw passes exact=true on) */
+        *errmsg = xstrdup("Cannot resize NBD nodes");
+        return -ENOTSUP;
     }
     if (cur > size && prealloc != IMG_PREALLOC_OFF) {
         *errmsg = xstrdup("Cannot use preallocation for shrinking files");

@@ -16,6 +16,7 @@
 #include "cmd/commands.h"
 #include "cmd/check_blk.h"
 #include "format/probe.h"
+#include "io/nbd.h"
 #include "io/lock.h"
 #include "io/qio.h"
 #include "util/cache.h"
@@ -151,7 +152,13 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     char *msg = NULL;
     o.rdwr = fix && !dry_run;
     int mode = o.rdwr ? QIO_RDWR : QIO_RDONLY;
-    int rc = qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
+    if (res->nbd && o.rdwr) {
+        /* repair journals and reopens the image by file name */
+        err_report("check -r of an image over NBD is not supported by qimg");
+        return 1;
+    }
+    int rc = res->nbd ? qio_open_nbd(res->nbd, mode, &q, &msg)
+                      : qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
     if (rc < 0) {
         err_report("Could not open '%s': %s", arg, msg);
         free(msg);
@@ -184,7 +191,7 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     if (strcmp(fmt, "qcow2") != 0) {
         static const char *const known[] = { "raw", "file", "qcow", "luks", "vpc", "dmg",
                                              "cloop", "bochs", "vvfat", "vmdk", "vhdx",
-                                             "parallels", "qed", "vdi" };
+                                             "parallels", "qed", "vdi", "nbd" };
         bool k = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             k |= !strcmp(fmt, known[i]);

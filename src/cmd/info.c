@@ -12,6 +12,7 @@
 #include "block/driver.h"
 #include "block/snapshot.h"
 #include "cmd/commands.h"
+#include "io/nbd.h"
 #include "util/err.h"
 #include "util/json.h"
 #include "util/opts.h"
@@ -26,6 +27,7 @@ struct layer_info {
     snapshot_info_t *snaps;     /* for the human table */
     size_t n_snaps;
     char *next, *next_fmt;      /* --backing-chain: what to open next */
+    bool no_full;               /* a backing name without an absolute form (over NBD) */
 };
 
 static json_t *snapshot_json(const snapshot_info_t *sn)
@@ -58,15 +60,20 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
-    json_set(o, "dirty-flag", json_bool(img->dirty));
+    /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file */
+    if (!qio_is_nbd(img->file) ||
+        (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "raw") != 0))
+        json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
     if (img->backing_file) {
         json_set(o, "backing-filename", json_string(img->backing_file));
-        json_set(o, "full-backing-filename", json_string(img->backing_full));
+        if (img->backing_full) /* NULL: relative name under an NBD image */
+            json_set(o, "full-backing-filename", json_string(img->backing_full));
         if (img->backing_format)
             json_set(o, "backing-filename-format", json_string(img->backing_format));
-        li->next = xstrdup(img->backing_full);
+        li->next = img->backing_full ? xstrdup(img->backing_full) : NULL;
+        li->no_full = !img->backing_full;
         li->next_fmt = img->backing_format ? xstrdup(img->backing_format) : NULL;
     }
     if (img->drv->snapshots && img->drv->snapshots(img, &li->snaps, &li->n_snaps) == 0 &&
@@ -180,6 +187,11 @@ static long collect(const char *filename, const char *fmt, bool chain, int flags
         query(img, &l[n]);
         image_close(img);
         n++;
+        if (chain && l[n - 1].no_full) {
+            err_report("Could not determine absolute backing filename, but backing filename "
+                       "'%s' present", jstr(l[n - 1].json, "backing-filename"));
+            goto fail;
+        }
         next = chain ? l[n - 1].next : NULL;
         next_fmt = chain ? l[n - 1].next_fmt : NULL;
         flags &= ~IMG_OPEN_IMAGE_OPTS; /* backing names are names, not option lists */
