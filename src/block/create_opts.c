@@ -90,6 +90,19 @@ bool copts_format_known(const char *fmt)
     return format_list(fmt) != NULL;
 }
 
+bool copts_format_no_create(const char *fmt)
+{
+    static const char *const no_create[] = {
+        "bochs", "cloop", "dmg", "null-co", "null-aio", "vvfat", "blkdebug", "throttle",
+        "quorum", "replication", "preallocate", "compress", "copy-on-read",
+        "copy-before-write", "snapshot-access", "blklogwrites", "blkverify", NULL,
+    };
+    for (size_t i = 0; no_create[i]; i++)
+        if (!strcmp(no_create[i], fmt))
+            return true;
+    return false;
+}
+
 static int find(const struct copts *o, const char *name)
 {
     for (size_t i = 0; i < o->n; i++)

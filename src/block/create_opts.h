@@ -31,6 +31,10 @@ struct copts {
 /* Is fmt one of the formats qimg can create (qcow2, raw, qed, vdi)? */
 bool copts_format_known(const char *fmt);
 
+/* Is fmt a driver qemu-img 7.2 knows that has no creation (no create_opts: bochs, blkdebug,
+ * null-co, ...)? qemu-img says "Format driver 'X' does not support image creation". */
+bool copts_format_no_create(const char *fmt);
+
 /* The format's list; with_protocol appends the file protocol's options (size, nocow,
  * preallocation, extent_size_hint), as qemu-img does when a file name is given. Returns -1
  * for an unknown format. */

@@ -111,15 +111,23 @@ int image_file_status(qio_t *file, uint64_t off, uint64_t bytes, unsigned *flags
     }
     if (bytes > size - off)
         bytes = size - off;
+    /* bdrv_co_block_status asks the driver for the request widened to the request
+     * alignment (1 unless cache.direct=on), then cuts the answer back to the request */
+    uint64_t a = file->align > 1 ? file->align : 1;
+    uint64_t aoff = off / a * a;
+    uint64_t abytes = (off + bytes - aoff + a - 1) / a * a;
     bool is_data = false;
     uint64_t len = 0;
-    r = qio_extent(file, off, &is_data, &len);
-    if (r < 0 || len == 0 || (!is_data && off + len >= real)) {
+    r = qio_extent(file, aoff, &is_data, &len);
+    if (r < 0 || len == 0 || (!is_data && aoff + len >= real)) {
         /* no information: data (file-posix's guess); a trailing hole (SEEK_DATA's ENXIO)
          * reaches the rounded end */
         is_data = r < 0; /* the other two cases are holes */
-        len = bytes;
+        len = abytes;
+    } else if (is_data && len % a) {
+        len = (len + a - 1) / a * a; /* raw_co_block_status: a partial block at EOF */
     }
+    len = len > off - aoff ? len - (off - aoff) : 1; /* qemu asserts it is more */
     *pnum = len < bytes ? len : bytes;
     *flags = (is_data ? BS_DATA : BS_ZERO) | BS_OFFSET_VALID | BS_ALLOCATED;
     if (off + *pnum == size)

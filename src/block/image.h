@@ -31,6 +31,8 @@ enum {
                                      tolerated, guest I/O then fails with -ENOMEDIUM */
     IMG_OPEN_CHECK = 1 << 4,      /* opened by check (qemu's BDRV_O_CHECK): no repair at
                                      open, check does it (QED's NEED_CHECK) */
+    IMG_OPEN_IMAGE_OPTS = 1 << 5, /* the name is --image-opts options (block/spec.h); a
+                                     "json:{...}" name is always taken as options */
 };
 
 /* Most backing files below an image. qemu-img 7.2 has no designed limit (its compare
@@ -48,6 +50,8 @@ typedef struct image image_t;
 struct image {
     const struct driver *drv;
     char *filename;        /* the name the image was opened with (qemu's bs->filename) */
+    char *display_name;    /* how qemu names it when that differs ("blkdebug:CONF:F" over a
+                              blkdebug filter), else NULL: info's image, map's File */
     const char *format;    /* driver name: "raw", "qcow2" */
     bool probed;           /* format came from probing, not from -f / the backing format */
     int flags;             /* IMG_OPEN_* it was opened with */
@@ -60,6 +64,9 @@ struct image {
     qio_t *data_file;      /* where guest data lives: == file, or the external data file;
                               NULL only with IMG_OPEN_NO_IO and a missing data file */
     char *data_file_name;  /* resolved path of an external data file, else NULL */
+    char *data_file_opt;   /* the "data-file.filename" option, else NULL: opened in place of
+                              the name the image stores */
+    char *data_file_label; /* how qemu names that node ("blkdebug::F" through blkdebug) */
 
     char *backing_file;    /* backing file name as stored in the image, or NULL */
     char *backing_full;    /* that name resolved against the image's directory, or NULL */
@@ -93,9 +100,19 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
 /* image_open() for commands: prints the message as qemu-img does; NULL after reporting. */
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
 
-/* qemu's path_combine(): name as seen from the directory of base (absolute names unchanged).
- * This is how backing and data file names are resolved. Returns a malloc'd string. */
+/* qemu's path_combine(): name as seen from the directory of base (absolute names and names
+ * with a protocol prefix unchanged). This is how backing and data file names are resolved.
+ * Returns a malloc'd string. */
 char *image_path_combine(const char *base, const char *name);
+
+/* qemu's path_has_protocol(): a ':' before any '/'. */
+bool image_path_has_protocol(const char *name);
+
+/* The file a name given to qemu's block layer opens (bdrv_find_protocol, then file-posix's
+ * "file:" prefix stripped, "./" put in front of a rest that would look like a prefix).
+ * Names of protocols qimg does not open are returned unchanged; an unknown prefix fails:
+ * -ENOENT and errmsg "Unknown protocol 'X'". *path is malloc'd. */
+int image_file_path(const char *name, char **path, char **errmsg);
 
 /* Closes img and its backing chain. NULL is fine. */
 void image_close(image_t *img);

@@ -29,6 +29,7 @@ static struct qcow2_open_opts open_opts(const image_t *img)
         .data_flags = (rdwr ? QIO_RDWR : QIO_RDONLY) |
                       ((img->flags & IMG_OPEN_SHARE) ? QIO_SHARE : 0),
         .data_lock_write = rdwr,
+        .data_file = img->data_file_opt,
     };
 }
 
@@ -88,7 +89,9 @@ static int qcow2_open(image_t *img, char **errmsg)
         img->data_file = NULL;
     if (r < 0)
         return r;
-    if (s->geom.data_file && s->ext.has_data_file)
+    if (s->geom.data_file && img->data_file_label)
+        img->data_file_name = xstrdup(img->data_file_label);
+    else if (s->geom.data_file && s->ext.has_data_file)
         img->data_file_name = xstrdup(s->ext.data_file);
     img->cluster_size = (uint32_t)s->h.cluster_size;
     img->size = s->h.size & ~(uint64_t)511; /* qemu: total_sectors = size / 512 */

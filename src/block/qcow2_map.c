@@ -248,7 +248,8 @@ int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_
          run.type == QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC) && s->h.crypt_method == 0) {
         st->map = run.host;
         st->file = img->data_file;
-        st->filename = img->data_file_name ? img->data_file_name : img->filename;
+        st->filename = img->data_file_name ? img->data_file_name
+                      : img->display_name ? img->display_name : img->filename;
         f |= BS_OFFSET_VALID;
     }
     if (run.type == QCOW2_SUBCLUSTER_ZERO_PLAIN || run.type == QCOW2_SUBCLUSTER_ZERO_ALLOC)

@@ -8,6 +8,7 @@
 #include "block/qcow2_int.h"
 #include "format/qcow2_codec.h"
 #include "format/qcow2_l2.h"
+#include "io/blkdebug.h"
 #include "util/xalloc.h"
 
 static int load_compressed(image_t *img, uint64_t entry)
@@ -56,6 +57,7 @@ static int64_t qcow2_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
         memset(p, 0, k);
         break;
     case QCOW2_SUBCLUSTER_NORMAL:
+        qio_event(img->file, BLKDBG_READ_AIO); /* on the file, even with a data file */
         r = img->data_file ? qio_pread(img->data_file, p, k, run.host) : -ENOMEDIUM;
         break;
     case QCOW2_SUBCLUSTER_COMPRESSED:

@@ -15,6 +15,7 @@
 #include "qcow2/l2.h"
 #include "qcow2/alloc.h"
 #include "qcow2/bitmap_store.h"
+#include "qcow2/header_write.h"
 #include "qcow2/port.h"
 #include "qcow2/shrink.h"
 #include "util/err.h"
@@ -62,7 +63,13 @@ static int shrink(image_t *img, uint64_t size, uint64_t new_l1, char **errmsg)
         *errmsg = xasprintf("Failed to reduce the number of L2 tables: %s", strerror(-r));
         return r;
     }
-    if ((r = qcow2_l2_flush(&s->m)) < 0 || (r = qcow2_shrink_reftable(&s->m)) < 0) {
+    char why[256] = "";
+    if ((r = qcow2_l2_flush(&s->m)) < 0 || (r = qcow2_shrink_reftable(&s->m, why, sizeof why)) < 0) {
+        if (why[0]) { /* qcow2_signal_corruption: event, corrupt bit, image unusable */
+            image_corrupt(img, "%s", why);
+            if (s->h.version >= 3 && !(s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT))
+                (void)qcow2_image_mark_corrupt(&s->m);
+        }
         *errmsg = xasprintf("Failed to discard unused refblocks: %s", strerror(-r));
         return r;
     }

@@ -7,6 +7,7 @@
 
 #include "block/driver.h"
 #include "format/probe.h"
+#include "io/blkdebug.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -36,6 +37,7 @@ static int raw_open(image_t *img, char **errmsg)
 
 static int raw_read(image_t *img, uint64_t off, void *buf, size_t n)
 {
+    qio_event(img->file, BLKDBG_READ_AIO); /* raw_co_preadv */
     return qio_pread(img->file, buf, n, off);
 }
 
@@ -53,7 +55,7 @@ static int raw_block_status(image_t *img, uint64_t off, uint64_t bytes, block_st
     st->flags = f & (BS_DATA | BS_ZERO | BS_OFFSET_VALID);
     st->map = off;
     st->file = img->file;
-    st->filename = img->filename;
+    st->filename = img->display_name ? img->display_name : img->filename;
     return 0;
 }
 

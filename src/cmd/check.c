@@ -38,6 +38,9 @@ static int check_report(struct check_run *run, int rc, const char *filename, boo
     return ret;
 }
 
+static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix, bool json,
+                        bool quiet, struct check_opts o, bool dry_run, const char *journal);
+
 int cmd_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -110,12 +113,30 @@ int cmd_check(int argc, char **argv)
     char *msg = NULL;
     o.rdwr = fix && !dry_run;
     int mode = o.rdwr ? QIO_RDWR : QIO_RDONLY;
-    int rc = qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
+    /* a "file:" prefix stripped (the other names are unchanged); below, the messages name
+     * the file opened, qemu's the name given (only these prefixed names differ) */
+    const char *given = filename;
+    char *path = NULL;
+    int rc = image_file_path(given, &path, &msg);
+    if (rc == 0) {
+        filename = path;
+        rc = qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
+    }
     if (rc < 0) {
-        err_report("Could not open '%s': %s", filename, msg);
+        err_report("Could not open '%s': %s", given, msg);
         free(msg);
+        free(path);
         return 1;
     }
+    rc = check_opened(q, filename, fmt, fix, json, quiet, o, dry_run, journal);
+    free(path);
+    return rc;
+}
+
+static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix, bool json,
+                        bool quiet, struct check_opts o, bool dry_run, const char *journal)
+{
+    int rc;
     bool fmt_given = fmt != NULL;
     if (!fmt) {
         /* qemu probes a zero-padded 2048-byte read: a header cut short still has its

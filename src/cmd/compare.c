@@ -86,11 +86,12 @@ static int check_empty(struct cmp *c, image_t *img, const char *name, uint64_t o
 }
 
 /* The guest bytes of the run are the file's bytes at st->map (no decompression, no zeros
- * from metadata), so the fast path may read them directly. */
+ * from metadata), so the fast path may read them directly - unless a file acts on the
+ * driver's events (blkdebug): then the read must go through the driver. */
 static bool plain_data(const block_status_t *s)
 {
     return (s->flags & (BS_DATA | BS_OFFSET_VALID | BS_ZERO)) == (BS_DATA | BS_OFFSET_VALID) &&
-           s->file;
+           s->file && !s->file->ops->event && !(s->layer && s->layer->file->ops->event);
 }
 
 /* One step where both images have data: 0 equal, 1 mismatch (printed), 4 read error.

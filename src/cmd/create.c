@@ -13,6 +13,7 @@
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 #include "util/xalloc.h"
@@ -49,9 +50,25 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     char err[1024];
     int ret = 1;
 
-    if (copts_init(&o, fmt, true) < 0) {
+    /* bdrv_img_create's order: format, protocol, the format's creation support */
+    bool known = copts_init(&o, fmt, true) == 0;
+    if (!known && !copts_format_no_create(fmt)) {
         snprintf(err, sizeof(err), "Unknown file format '%s'", fmt);
         report(filename, err);
+        return 1;
+    }
+    char *path = NULL, *perr = NULL;
+    if (image_file_path(filename, &path, &perr) < 0) {
+        report(filename, perr);
+        free(perr);
+        if (known)
+            copts_free(&o);
+        return 1;
+    }
+    if (!known) {
+        snprintf(err, sizeof(err), "Format driver '%s' does not support image creation", fmt);
+        report(filename, err);
+        free(path);
         return 1;
     }
     if (options && copts_parse(&o, options, err, sizeof(err)) < 0) {
@@ -92,7 +109,9 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         char *full = image_path_combine(filename, backing);
         image_t *bs = NULL;
         char *msg = NULL;
-        int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_SHARE, &bs, &msg);
+        /* bdrv_img_create: BDRV_O_NO_BACKING | BDRV_O_NO_IO */
+        int r = image_open(full, bfmt, IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | IMG_OPEN_SHARE,
+                           &bs, &msg);
         if (r < 0) {
             /* the block layer's message: without the "Could not open 'F': " that image_open
              * puts in front as qemu-img's own opens do */
@@ -136,7 +155,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         fflush(stdout);
     }
     char *msg = NULL;
-    int r = block_create(fmt, filename, &o, &msg);
+    int r = block_create(fmt, path, &o, &msg);
     if (r == -EFBIG) {
         snprintf(err, sizeof(err), "The image size is too large for file format '%s'%s", fmt,
                  copts_num(&o, "cluster_size", 0) ? " (try using a larger cluster size)" : "");
@@ -148,6 +167,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     }
     free(msg);
 out:
+    free(path);
     copts_free(&o);
     return ret;
 }
@@ -188,14 +208,20 @@ int cmd_create(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'u': no_backing = true; break;
         case OPT_OBJECT:
-            err_report("--object is not supported by qimg yet");
-            free(options);
-            return 1;
+            if (secrets_add_object(optarg) < 0) {
+                free(options);
+                return 1;
+            }
+            break;
         }
     }
     const char *filename = optind < argc ? argv[optind] : NULL;
     if (options && copts_has_help(options)) {
         free(options);
+        if (copts_format_no_create(fmt)) {
+            err_report("Format driver '%s' does not support image creation", fmt);
+            return 1;
+        }
         if (!copts_format_known(fmt)) {
             err_report("Unknown file format '%s'", fmt);
             return 1;

@@ -45,7 +45,8 @@ static json_t *snapshot_json(const snapshot_info_t *sn)
 static void query(image_t *img, struct layer_info *li)
 {
     json_t *o = json_object();
-    json_set(o, "filename", json_string(img->filename));
+    json_set(o, "filename",
+             json_string(img->display_name ? img->display_name : img->filename));
     json_set(o, "format", json_string(img->format));
     json_set(o, "virtual-size", json_int((int64_t)img->size));
     int64_t actual = image_allocated_size(img);
@@ -196,6 +197,7 @@ static long collect(const char *filename, const char *fmt, bool chain, int flags
         query(img, &l[n]);
         image_close(img);
         n++;
+        flags &= ~IMG_OPEN_IMAGE_OPTS; /* backing files are named by plain file names */
         next = chain ? l[n - 1].next : NULL;
         next_fmt = chain ? l[n - 1].next_fmt : NULL;
     }
@@ -229,7 +231,7 @@ int cmd_info(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *output = NULL;
-    bool chain = false, share = false;
+    bool chain = false, share = false, image_opts = false;
     int c;
     opts_start();
     while ((c = opts_next(argc, argv, ":f:hU", longopts, help)) != -1) {
@@ -239,10 +241,14 @@ int cmd_info(int argc, char **argv)
         case OPT_OUTPUT: output = optarg; break;
         case OPT_BACKING_CHAIN: chain = true; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
+            err_report("--object is not supported by qimg");
             return 1;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
+    }
+    if (image_opts && fmt) {
+        err_report("--image-opts and --format are mutually exclusive");
+        return 1;
     }
     const char *filename = opts_one_file(argc, argv);
     bool json;
@@ -250,7 +256,7 @@ int cmd_info(int argc, char **argv)
         return 1;
     int flags = IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | (share ? IMG_OPEN_SHARE : 0);
     struct layer_info *l;
-    long n = collect(filename, fmt, chain, flags, &l);
+    long n = collect(filename, fmt, chain, flags | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0), &l);
     if (n < 0)
         return 1;
     if (json && chain) {

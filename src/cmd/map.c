@@ -119,7 +119,7 @@ int cmd_map(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *output = NULL;
-    bool share = false;
+    bool share = false, image_opts = false;
     int64_t start = 0, max_len = -1;
     int c;
     opts_start();
@@ -137,15 +137,20 @@ int cmd_map(int argc, char **argv)
                 return 1;
             break;
         case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
-        case OPT_IMAGE_OPTS: break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
+    }
+    if (image_opts && fmt) {
+        err_report("--image-opts and --format are mutually exclusive");
+        return 1;
     }
     const char *filename = opts_one_file(argc, argv);
     bool json;
     if (opts_output_json(output, &json) < 0)
         return 1;
 
-    image_t *img = image_open_or_report(filename, fmt, share ? IMG_OPEN_SHARE : 0);
+    image_t *img = image_open_or_report(filename, fmt, (share ? IMG_OPEN_SHARE : 0) |
+                                                       (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
     if (json)

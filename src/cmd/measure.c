@@ -201,12 +201,6 @@ static const char *const no_measure[] = {
 };
 
 /* Formats qemu-img 7.2 knows but cannot create (no create_opts). */
-static const char *const no_create[] = {
-    "bochs", "cloop", "dmg", "null-co", "null-aio", "vvfat", "blkdebug", "throttle", "quorum",
-    "replication", "preallocate", "compress", "copy-on-read", "copy-before-write",
-    "snapshot-access", "blklogwrites", "blkverify", NULL,
-};
-
 static bool in_list(const char *const *list, const char *s)
 {
     for (size_t i = 0; list[i]; i++)
@@ -370,7 +364,7 @@ int cmd_measure(int argc, char **argv)
     }
 
     bool creatable = copts_format_known(out_fmt);
-    if (in_list(no_create, out_fmt)) {
+    if (copts_format_no_create(out_fmt)) {
         err_report("Format driver '%s' does not support image creation", out_fmt);
         goto out;
     }

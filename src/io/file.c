@@ -243,3 +243,26 @@ int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg)
     *out = q;
     return 0;
 }
+
+int qio_probe_direct_align(const char *path, uint32_t *align)
+{
+    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, 4096) != 0) {
+        close(fd);
+        return -ENOMEM;
+    }
+    static const uint32_t sizes[] = { 512, 1024, 2048, 4096 };
+    *align = 4096;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        if (pread(fd, buf, sizes[i], 0) >= 0) {
+            *align = sizes[i];
+            break;
+        }
+    }
+    free(buf);
+    close(fd);
+    return 0;
+}

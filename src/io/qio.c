@@ -71,6 +71,12 @@ int qio_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
     return q->ops->fallocate(q, mode, off, len);
 }
 
+void qio_event(qio_t *q, int ev)
+{
+    if (q && q->ops->event)
+        q->ops->event(q, ev);
+}
+
 void qio_close(qio_t *q)
 {
     if (!q)

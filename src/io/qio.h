@@ -42,6 +42,8 @@ struct qio_ops {
     /* fallocate(2) of [off, off+len); NULL: -ENOTSUP (callers fall back to writing zeros). */
     int (*fallocate)(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len);
     void (*close)(qio_t *q);
+    /* A driver event (io/blkdebug.h); NULL: ignored. */
+    void (*event)(qio_t *q, int ev);
 };
 
 struct qio {
@@ -59,6 +61,9 @@ struct qio {
      * qio_extent, so a file without holes costs one SEEK_DATA/SEEK_HOLE pair, not one per
      * query; dropped by every write and truncate. Empty when bsc_hi <= bsc_lo. */
     uint64_t bsc_lo, bsc_hi;
+    /* qemu's request_alignment for block status: 1, or what an O_DIRECT open
+     * (cache.direct=on) needs (qio_probe_direct_align) */
+    uint32_t align;
 };
 
 /* Opens path (never blocks, even on a FIFO); a directory gives -EISDIR; on failure
@@ -71,6 +76,13 @@ int qio_open_file(const char *path, int flags, qio_t **out);
  * count: <strerror>", e.g. /proc/self/mem). Returns 0 or -errno with *errmsg set (malloc'd)
  * to that text, which callers prefix as qemu does ("Could not open 'TOP': ..."). */
 int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg);
+/* qemu's raw_probe_alignment for a file opened with O_DIRECT (cache.direct=on): the
+ * smallest of 512, 1024, 2048, 4096 bytes an O_DIRECT read at offset 0 accepts (4096 when
+ * none does). -errno when path cannot be opened with O_DIRECT. Reads nothing else. */
+int qio_probe_direct_align(const char *path, uint32_t *align);
+/* Announces a driver event to the file (qemu's BLKDBG_EVENT): only a blkdebug file acts on
+ * it. */
+void qio_event(qio_t *q, int ev);
 /* A copy of data in memory; writes may grow it up to max_len bytes. */
 qio_t *qio_open_mem(const void *data, size_t len, bool writable, size_t max_len);
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/create.h"
@@ -19,7 +20,10 @@
 #include "format/be.h"
 #include "qcow2/alloc.h"
 #include "qcow2/header_write.h"
+#include "io/lock.h"
 #include "io/qio.h"
+#include "util/err.h"
+#include "util/secrets.h"
 #include "util/xalloc.h"
 
 static int fail(char **errmsg, const char *fmt, const char *a)
@@ -35,6 +39,8 @@ struct qparams {
     int version;
     uint64_t cs;
     bool extl2, lazy, dfraw;
+    bool aes;              /* the legacy AES encryption (crypt_method 1): only the header
+                              says so, the key is not needed to create the image */
     int64_t refcount_bits;
     enum img_prealloc prealloc;
     int compression; /* 0 zlib, 1 zstd */
@@ -133,8 +139,11 @@ static int validate(const struct copts *o, struct qparams *p, char **errmsg)
     if (has_ct && p->compression && p->version < 3)
         return fail(errmsg, "Non-zlib compression type is only supported with compatibility "
                     "level 1.1 and above (use version=v3 or greater)", NULL);
-    if (enc)
+    if (enc && !secrets_have(copts_str(o, "encrypt.key-secret")))
         return fail(errmsg, "No secret with id '%s'", copts_str(o, "encrypt.key-secret"));
+    if (enc && strcmp(enc, "qcow"))
+        return fail(errmsg, "qimg cannot create LUKS-encrypted images yet", NULL);
+    p->aes = enc != NULL;
     return 0;
 }
 
@@ -204,6 +213,26 @@ static void first_block(const char *path, uint64_t size)
     close(fd);
 }
 
+/* qemu's raw_co_delete_file through bdrv_co_delete_file_noerr: a name that is no longer a
+ * regular file (a data file that was the image itself, deleted just before) is reported,
+ * with qemu's ENOENT whatever the cause, and left alone. */
+static void delete_file(const char *name)
+{
+    struct stat st;
+    if (stat(name, &st) != 0 || !S_ISREG(st.st_mode)) {
+        err_report("%s is not a regular file: %s", name, strerror(ENOENT));
+        return;
+    }
+    unlink(name);
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 /* *made: which files exist for the cleanup (1 image, 2 data file too) */
 static int build(const char *filename, const struct qparams *p, char **errmsg, int *made)
 {
@@ -216,6 +245,13 @@ static int build(const char *filename, const struct qparams *p, char **errmsg, i
         if (r < 0)
             return r;
         *made = 2;
+        /* a data file naming the image itself (or a link to it): qemu opens both protocol
+         * nodes of the one file, and the qcow2 node, which takes RESIZE unshared on its
+         * file, cannot attach the second one */
+        if (same_file(filename, p->data_file)) {
+            *errmsg = qio_lock_msg("resize", true, p->data_file);
+            return -EAGAIN;
+        }
     }
     qio_t *q = NULL;
     r = qio_open_file(filename, QIO_RDWR, &q);
@@ -252,6 +288,11 @@ static int build(const char *filename, const struct qparams *p, char **errmsg, i
     r = image_truncate(img, p->size, p->prealloc, errmsg);
     if (r < 0)
         goto out;
+    if (p->aes) {
+        m->h.crypt_method = QCOW2_CRYPT_AES;
+        if ((r = qcow2_image_update_header(m)) < 0)
+            goto out;
+    }
     if (p->backing) {
         free(m->backing_name);
         m->backing_name = xstrdup(p->backing);
@@ -309,9 +350,9 @@ int qcow2_create(const char *filename, const struct copts *o, char **errmsg)
         /* qemu deletes what it created (even a file that was there before); a file it
          * could not create (in use: lock refused) stays untouched */
         if (made >= 1)
-            unlink(filename);
+            delete_file(filename);
         if (made >= 2)
-            unlink(p.data_file);
+            delete_file(p.data_file);
     }
     return r;
 }

@@ -66,18 +66,19 @@ static int open_data_file(struct qcow2_image *m, const struct qcow2_open_opts *o
      * missing name or file, a FIFO or a directory there does not matter to it */
     if (o->no_io)
         return 0;
-    if (!m->ext.has_data_file)
+    if (!m->ext.has_data_file && !o->data_file)
         return fail_msg(errmsg, -EINVAL, "'data-file' is required for this image");
     if (m->data) {
         m->has_data_file = true; /* a reload (qcow2_image_reload) keeps the open file */
         return 0;
     }
+    const char *name = o->data_file ? o->data_file : m->ext.data_file;
     qio_t *d;
-    int rc = qio_open_image(m->ext.data_file, o->data_flags, &d, errmsg);
+    int rc = qio_open_image(name, o->data_flags, &d, errmsg);
     if (rc < 0)
         return rc;
-    rc = qio_lock_data_file(d, o->data_lock_write, (o->data_flags & QIO_SHARE) != 0,
-                            m->ext.data_file, errmsg);
+    rc = qio_lock_data_file(d, o->data_lock_write, (o->data_flags & QIO_SHARE) != 0, name,
+                            errmsg);
     if (rc < 0) {
         qio_close(d);
         return rc;

@@ -112,6 +112,8 @@ struct qcow2_open_opts {
     bool no_warnings;        /* the bitmaps-inconsistent warning was given already */
     unsigned data_flags;     /* qio_open_image flags for the data file */
     bool data_lock_write;    /* lock the data file as a writer */
+    const char *data_file;   /* the "data-file" open option: opened in place of the name
+                                the header stores (NULL: that name) */
 };
 
 /* Opens the qcow2 image on q (m zeroed by the caller). 0, or -errno with *errmsg (malloc'd)

@@ -20,8 +20,46 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
-int qcow2_shrink_reftable(struct qcow2_image *m)
+/* qemu's get_refblock_offset: the refblock covering off in the table as it stands (entries
+ * dropped so far already cleared); its index truncated to 32 bits as qemu's. 0: none. */
+static uint64_t covering_refblock(const struct qcow2_image *m, uint64_t off)
 {
+    uint32_t i = (uint32_t)(off >> (m->h.cluster_bits + m->h.refcount_block_bits));
+    return i < m->rt_loaded && i < m->rt_entries ? m->rt[i] & QCOW2_REFT_OFFSET_MASK : 0;
+}
+
+/* qemu's qcow2_discard_refcount_block: the refcount of a dropped refblock's own cluster,
+ * which must be 1, set to 0. Corruption events as qemu's (message into why). */
+static int discard_refblock(struct qcow2_image *m, uint64_t off, char *why, size_t whylen)
+{
+    uint64_t cov = covering_refblock(m, off);
+    if (!cov) {
+        snprintf(why, whylen, "Refblock at %#llx is not covered by the refcount structures",
+                 (unsigned long long)off);
+        return -EIO;
+    }
+    if (cov & (m->cs - 1)) {
+        snprintf(why, whylen, "Cannot get entry from refcount block cache: Offset %#llx is "
+                 "unaligned", (unsigned long long)cov);
+        return -EIO;
+    }
+    uint64_t rc;
+    int e = qcow2_image_refcount(m, off >> m->h.cluster_bits, &rc);
+    if (e < 0)
+        return e;
+    if (rc != 1) {
+        snprintf(why, whylen, "Invalid refcount: refblock offset %#llx, reftable index %u, "
+                 "block offset %#llx, refcount %#llx", (unsigned long long)cov,
+                 (unsigned)(off >> (m->h.cluster_bits + m->h.refcount_block_bits)),
+                 (unsigned long long)off, (unsigned long long)rc);
+        return -EINVAL;
+    }
+    return qcow2_update_refcount(m, off, m->cs, -1, QCOW2_DISCARD_ALWAYS);
+}
+
+int qcow2_shrink_reftable(struct qcow2_image *m, char *why, size_t whylen)
+{
+    why[0] = '\0';
     int r = qcow2_refcount_cache_flush(m); /* the file holds every refblock as cached */
     if (r < 0)
         return r;
@@ -35,6 +73,12 @@ int qcow2_shrink_reftable(struct qcow2_image *m)
         uint64_t off = m->rt[i] & QCOW2_REFT_OFFSET_MASK;
         if (!off)
             continue;
+        if (off & (m->cs - 1)) { /* qcow2_cache_get refuses it: nothing written */
+            snprintf(why, whylen, "Cannot get entry from refcount block cache: Offset %#llx "
+                     "is unaligned", (unsigned long long)off);
+            r = -EIO;
+            break;
+        }
         if ((r = qio_pread(m->q, blk, cs, off)) < 0)
             break;
         /* a refblock that counts itself is unused when that is its only reference */
@@ -63,15 +107,8 @@ int qcow2_shrink_reftable(struct qcow2_image *m)
             if (!drop[i])
                 continue;
             uint64_t off = m->rt[i] & QCOW2_REFT_OFFSET_MASK;
-            if (r == 0) {
-                uint64_t rc;
-                int e = qcow2_image_refcount(m, off >> m->h.cluster_bits, &rc);
-                if (e == 0 && rc != 1)
-                    e = -EINVAL; /* qemu: "Invalid refcount" corruption */
-                if (e == 0)
-                    e = qcow2_update_refcount(m, off, m->cs, -1, QCOW2_DISCARD_ALWAYS);
-                r = e;
-            }
+            if (r == 0)
+                r = discard_refblock(m, off, why, whylen);
             m->rt[i] = 0;
         }
         qcow2_rb_cache_drop(&m->rb);

@@ -207,3 +207,33 @@ def test_compare_injector(case, image_factory):
     d, f = image_factory(case)
     assert_same(*both(d, f, f))
     assert_same(*both(d, '-s', f, f))
+
+
+BLKDEBUG_CONF = '[inject-error]\nevent = "read_aio"\nerrno = "5"\nonce ="off"\n'
+
+
+@pytest.mark.parametrize('args', [
+    # iotest 074: the first guest data read arms the rule, the read fails
+    ['blkdebug:bd.conf:t.qcow2', 't2.qcow2'],
+    ['t2.qcow2', 'blkdebug:bd.conf:t.qcow2'],
+    ['blkdebug:bd.conf:t.qcow2', 'empty.qcow2'],
+    ['blkdebug::t.qcow2', 't2.qcow2'],
+    ['-f', 'raw', '-F', 'raw', 'blkdebug:bd.conf:r.raw', 'r.raw'],
+    ['blkdebug:nonexist.conf:t.qcow2', 't2.qcow2'],
+    ["json:{'driver':'qcow2','file':{'driver':'blkdebug','inject-error':[{'event':"
+     "'read_aio','errno':'28'}],'image':{'driver':'file','filename':'t.qcow2'}}}", 't2.qcow2'],
+    ["json:{'driver':'qcow2','file':{'driver':'blkdebug','inject-error':[{'event':"
+     "'read_aio','errno':'28','once':'on'}],'image':{'driver':'file','filename':'t.qcow2'}}}",
+     't.qcow2'],
+], ids=lambda a: ' '.join(a)[:50])
+def test_compare_blkdebug(tmp_path, args):
+    d = str(tmp_path)
+    with open(os.path.join(d, 'bd.conf'), 'w') as f:
+        f.write(BLKDEBUG_CONF)
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', 't.qcow2', '1G',
+                  cwd=d, check=True)
+    shutil.copy(os.path.join(d, 't.qcow2'), os.path.join(d, 't2.qcow2'))
+    qemu.io(os.path.join(d, 't.qcow2'), 'write -P 102 512 512', fmt='qcow2', cwd=d)
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', 'empty.qcow2', '0', cwd=d, check=True)
+    qemu.qemu_img('create', '-q', '-f', 'raw', 'r.raw', '1M', cwd=d, check=True)
+    assert_same(*both(d, *args))

@@ -36,6 +36,11 @@ CASES = [
     ('zstd', '-f qcow2 -o compression_type=zstd x.img 100M'),
     ('data-file', '-f qcow2 -o data_file=d.raw x.img 100M'),
     ('data-file-other-dir', '-f qcow2 -o data_file=d.raw sub/x.img 1M'),
+    # a data file naming the image itself: qemu fails on its own lock and deletes it
+    ('data-file-self', '-f qcow2 -o data_file=x.img x.img 1M'),
+    ('data-file-self-existing', '-f qcow2 -o data_file=./junk junk 1M'),
+    ('data-file-self-sub', '-f qcow2 -o data_file=sub/sb.img sub/sb.img 1M'),
+    ('data-file-self-v2', '-f qcow2 -o data_file=./x.img,compat=0.10 x.img 1M'),
     ('data-file-raw', '-f qcow2 -o data_file=d.raw,data_file_raw=on x.img 100M'),
     ('prealloc-metadata', '-f qcow2 -o preallocation=metadata x.img 100M'),
     # falloc/full need the engine's qcow2 falloc/full growth (branch i12-resize)
@@ -158,6 +163,49 @@ CASES = [
     ('help-with-value', '-f qcow2 -o help=1 x.img'),
     ('help-after-bad', '-f qcow2 -o foo=1,help x.img'),
     ('help-unknown-format', '-f foo -o help'),
+    # protocol prefixes (iotest 126): "file:" stripped, unknown ones refused
+    ('file-prefix', '-f qcow2 file:a:b.img 1M'),
+    ('file-prefix-twice', '-f raw file:file:x 1M'),
+    ('file-prefix-no-dir', '-f qcow2 file:nodir/x.img 1M'),
+    ('file-prefix-backing', '-f qcow2 -b file:b.img -F qcow2 x.img'),
+    ('file-prefix-image-backing', '-f qcow2 -b b.img -F qcow2 file:t:op.img'),
+    ('unknown-protocol', '-f qcow2 foo:bar 1M'),
+    ('unknown-protocol-no-create', '-f bochs foo:bar 1M'),
+    ('unknown-protocol-bad-format', '-f foo foo:bar 1M'),
+    ('unknown-protocol-backing', '-f qcow2 -b b:c.img -F qcow2 x.img'),
+    # legacy AES encryption (iotests 049, 134, 158): the secret must exist, the image is
+    # qemu's byte for byte (crypt_method 1)
+    ('aes', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0 x.img 1M'),
+    ('aes-format', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encrypt.format=aes,encrypt.key-secret=sec0 x.img 1M'),
+    ('aes-metadata', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0,preallocation=metadata x.img 1M'),
+    ('aes-v2', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0,compat=0.10 x.img 1M'),
+    ('aes-backing', '--object secret,id=sec0,data=123456 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0 -b b.img -F qcow2 x.img'),
+    ('aes-wrong-secret', '--object secret,id=sec1,data=1 -f qcow2 '
+     '-o encryption=on,encrypt.key-secret=sec0 x.img 1M'),
+    ('aes-no-secret', '-f qcow2 -o encryption=on x.img 1M'),
+    ('object-bad-type', '--object foo,id=x -f qcow2 x.img 1M'),
+    ('object-no-data', '--object secret,id=x -f qcow2 x.img 1M'),
+    ('object-no-id', '--object secret,data=1 -f qcow2 x.img 1M'),
+    ('object-duplicate', '--object secret,id=s,data=1 --object secret,id=s,data=2 '
+     '-f qcow2 x.img 1M'),
+    # a json: backing name through blkdebug (iotest 020): its rules do not matter to
+    # create, which reads only the backing file's metadata
+    ('json-backing-blkdebug', '-f qcow2 -b "json:{\'driver\': \'qcow2\', \'file\': '
+     '{\'driver\': \'blkdebug\', \'inject-error\': [{\'event\': \'write_aio\', '
+     '\'errno\': 28, \'once\': true}], \'image\': {\'driver\': \'file\', '
+     '\'filename\': \'b.img\'}}}" -F qcow2 x.img'),
+    ('json-backing', '-f qcow2 -b "json:{\\"driver\\": \\"qcow2\\", '
+     '\\"file.filename\\": \\"b.img\\"}" -F qcow2 x.img'),
+    # drivers qemu knows that cannot create (iotests 082, 113)
+    ('help-no-create', '-f bochs -o help'),
+    ('help-no-create-file', '-f blkdebug -o help x.img'),
+    ('no-create-format', '-f bochs x.img 1M'),
+    ('no-create-null-co', '-f null-co x.img 1M'),
     # command line
     ('unknown-format', '-f foo x.img 1M'),
     ('no-size', '-f qcow2 x.img'),

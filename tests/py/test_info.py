@@ -315,3 +315,48 @@ def test_missing_backing_in_chain(tmp_path, qimg_binary):
     assert_same(d, 'info', 't.qcow2')
     rc, _, _ = assert_same(d, 'info', '--backing-chain', 't.qcow2')
     assert rc == 1
+
+
+@pytest.mark.parametrize('args', [
+    ['info', 'file:t:op.qcow2'], ['info', '--output=json', 'file:t:op.qcow2'],
+    ['info', '--backing-chain', 'file:t:op.qcow2'], ['info', 'file:base.qcow2'],
+    ['info', '--backing-chain', 'top2.qcow2'], ['info', 'file:file:x'],
+    ['info', 'foo:bar'], ['info', 'file:nonexist'], ['info', 'file:b:c.qcow2'],
+    ['check', 'file:t:op.qcow2'], ['check', 'foo:bar'], ['map', 'file:t:op.qcow2'],
+    ['compare', 'file:t:op.qcow2', 'base.qcow2'], ['measure', '-O', 'qcow2', 'file:file:x'],
+], ids=lambda a: '-'.join(a))
+def test_file_protocol_prefix(tmp_path, qimg_binary, args):
+    """iotest 126: "file:" is stripped ("./" put in front of a rest that looks like a
+    prefix again), backing names are resolved from the stripped name, unknown prefixes
+    are refused."""
+    d = str(tmp_path)
+    create(d, 'base.qcow2', '1M')
+    create(d, './t:op.qcow2', '1M', backing='base.qcow2')
+    create(d, 'top2.qcow2', '1M', backing='file:t:op.qcow2')
+    create(d, './file:x', '1M')
+    assert_same(d, *args)
+
+
+@pytest.mark.parametrize('args', [
+    ['info', 'json:{"driver":"qcow2","file.filename":"t.qcow2"}'],
+    ['info', "json:{'driver':'qcow2','file':{'driver':'file','filename':'t.qcow2'}}"],
+    ['info', '--backing-chain', '--image-opts', 'driver=qcow2,file.driver=file,file.filename=t.qcow2'],
+    ['info', '--output=json', '--image-opts', 'driver=qcow2,file.filename=t.qcow2'],
+    ['info', '--image-opts', 'file.filename=t.qcow2'],
+    ['info', '--image-opts', 't.qcow2'],
+    ['info', '-f', 'qcow2', '--image-opts', 'file.filename=t.qcow2'],
+    ['info', '--image-opts', 'driver=qcow2,file.filename=t.qcow2,cache.direct=on'],
+    ['info', 'json:{'], ['info', 'json:[1]'], ['info', 'json:{"driver":"qcow2"}'],
+    ['info', 'json:{"driver":"qcow2","file.filename":"nonexist"}'],
+    ['info', '--image-opts', 'data-file.filename=u.data,file.filename=d.qcow2'],
+], ids=lambda a: ' '.join(a))
+def test_image_opts_and_json(tmp_path, qimg_binary, args):
+    """iotests 061, 089, 279: --image-opts and json: names of a format over a file."""
+    d = str(tmp_path)
+    create(d, 'b.qcow2', '1M')
+    create(d, 'm.qcow2', '1M', backing='b.qcow2')
+    create(d, 't.qcow2', '1M', backing=os.path.join(d, 'm.qcow2'))
+    create(d, 'd.qcow2', '1M', 'data_file=t.data')
+    qemu.qemu_img('amend', '-o', 'data_file=foo', 'd.qcow2', cwd=d, check=True)
+    os.rename(os.path.join(d, 't.data'), os.path.join(d, 'u.data'))
+    assert_same(d, *args)

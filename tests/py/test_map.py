@@ -111,3 +111,97 @@ def test_map_and_compare_respect_write_lock(built):
         q = qemu.run(qemu.tool_path('qemu'), 'compare', f, f, cwd=d)
         i = qemu.run(qemu.tool_path('qimg'), 'compare', f, f, cwd=d)
         assert_same(q, i)
+
+
+def _spec_images(d):
+    def img(*args):
+        qemu.qemu_img(*args, cwd=d, check=True)
+    img('create', '-q', '-f', 'qcow2', 'b.qcow2', '1M')
+    img('create', '-q', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', 'm.qcow2')
+    img('create', '-q', '-f', 'qcow2', '-o', 'data_file=t.data', 'd.qcow2', '1M')
+    qemu.io(os.path.join(d, 'd.qcow2'), 'write -P 0x11 0 64k', fmt='qcow2', cwd=d)
+    os.rename(os.path.join(d, 't.data'), os.path.join(d, 'u.data'))
+    # iotest 253: a raw file with an unaligned length and data at its end
+    img('create', '-q', '-f', 'raw', 'r.raw', '1048575')
+    qemu.io(os.path.join(d, 'r.raw'), 'write 983040 65535', fmt='raw', cwd=d)
+    os.truncate(os.path.join(d, 'r.raw'), 1048575)
+
+
+@pytest.mark.parametrize('args', [
+    ['--output=json', '--image-opts',
+     'driver=raw,file.driver=file,file.filename=r.raw,cache.direct=on'],
+    ['--output=json', '--image-opts', 'driver=raw,file.filename=r.raw'],
+    ['--output=json', '--image-opts', 'driver=raw,file.filename=b.qcow2,cache.direct=on'],
+    ['--output=json', '--image-opts', 'driver=raw,file.filename=r.raw,cache.direct=x'],
+    ['--output=json', 'json:{"driver":"qcow2","file.filename":"m.qcow2"}'],
+    ['--image-opts', 'data-file.filename=u.data,file.filename=d.qcow2'],
+    ['--image-opts', 'file.filename=d.qcow2'],
+    ['-f', 'raw', '--image-opts', 'file.filename=b.qcow2'],
+    ['--image-opts', 'b.qcow2'],
+    ['json:{"driver":"qcow2"}'], ['json:{'], ['json:[1]'],
+], ids=lambda a: ' '.join(a))
+def test_map_image_opts_and_json(tmp_path, args):
+    """--image-opts and json: names (iotests 253, 089): the file node's options qimg
+    takes, cache.direct=on's request alignment in block status."""
+    d = str(tmp_path)
+    _spec_images(d)
+    assert_same(*both(d, *args))
+
+
+@pytest.mark.parametrize('args', [
+    # iotest 204: a blkdebug filter on top, its limits do not change the map
+    ['--image-opts', 'driver=blkdebug,image.driver=qcow2,image.file.driver=file,'
+     'image.file.filename=m.qcow2,align=4k'],
+    ['--output=json', "json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', "
+     "'image': {'driver': 'file', 'filename': 'm.qcow2'}}}"],
+    ['--image-opts', 'data-file.driver=blkdebug,data-file.image.filename=u.data,'
+     'file.filename=d.qcow2'],
+], ids=lambda a: ' '.join(a)[:60])
+def test_map_through_blkdebug(tmp_path, args):
+    d = str(tmp_path)
+    _spec_images(d)
+    assert_same(*both(d, *args))
+
+
+def test_map_refuses_blkdebug_rules(tmp_path):
+    """Rules of a blkdebug on the data file (no qimg driver announces events there) are
+    refused rather than silently not injected."""
+    d = str(tmp_path)
+    _spec_images(d)
+    name = ("json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': 'd.qcow2'}, "
+            "'data-file': {'driver': 'blkdebug', 'inject-error': [{'event': 'read_aio', "
+            "'errno': 5}], 'image': {'driver': 'file', 'filename': 'u.data'}}}")
+    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'map', name, cwd=d)
+    assert rc == 1 and out == ''
+    assert err == "qemu-img: Could not open '%s': blkdebug error injection is only " \
+                  "supported on the image's file by qimg\n" % name
+
+
+@pytest.mark.parametrize('args', [
+    ['blkdebug::m.qcow2'], ['blkdebug:bd.conf:m.qcow2'], ['--output=json', 'blkdebug::m.qcow2'],
+    ["json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', "
+     "'image': {'driver': 'file', 'filename': 'b.qcow2'}}}"],
+], ids=lambda a: ' '.join(a)[:50])
+def test_map_blkdebug_names(tmp_path, args):
+    """blkdebug:CONFIG:FILE names and a blkdebug file: map reads no guest data (block
+    status only), and names the file as qemu does."""
+    d = str(tmp_path)
+    _spec_images(d)
+    qemu.io(os.path.join(d, 'b.qcow2'), 'write 0 64k', fmt='qcow2', cwd=d)
+    with open(os.path.join(d, 'bd.conf'), 'w') as f:
+        f.write('[inject-error]\nevent = "read_aio"\nerrno = "5"\n')
+    assert_same(*both(d, *args))
+
+
+def test_map_refuses_unannounced_blkdebug_event(tmp_path):
+    """A rule on an event no qimg driver announces would never fire: refused where guest
+    I/O may happen (create's backing open and info accept it, see test_create)."""
+    d = str(tmp_path)
+    _spec_images(d)
+    name = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'inject-error': "
+            "[{'event': 'write_aio', 'errno': 28}], 'image': {'driver': 'file', "
+            "'filename': 'm.qcow2'}}}")
+    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'map', name, cwd=d)
+    assert (rc, out) == (1, '')
+    assert err == "qemu-img: Could not open '%s': blkdebug event 'write_aio' is not " \
+                  "supported by qimg\n" % name

@@ -13,6 +13,7 @@ shrink and require real qemu-img check to find no corruption in what is left.
 import filecmp
 import os
 import shutil
+import struct
 
 import pytest
 
@@ -86,6 +87,19 @@ def _backed(base_size, top_size, data=()):
 
 DATA = ((0xaa, 0, 64 * KIB), (0xbb, 700 * KIB, 200 * KIB))
 BIGDATA = ((0xaa, 0, 64 * KIB), (0xbb, 5 * MIB, 300 * KIB), (0xcc, 9 * MIB, 64 * KIB))
+
+def _bad_reftable(pokes, **opts):
+    """iotest 060's refblock cases: refcount table entries (index -> value) overwritten."""
+    def build(d):
+        path = os.path.join(d, 'img')
+        qemu.make_image(path, size='64M', **opts)
+        with open(path, 'r+b') as f:
+            rt = struct.unpack('>Q', f.read(56)[48:56])[0]
+            for idx, val in pokes.items():
+                f.seek(rt + 8 * idx)
+                f.write(struct.pack('>Q', val))
+    return build
+
 
 # (id, build, resize args after `resize` with 'img' as the file name)
 CASES = [
@@ -219,6 +233,13 @@ CASES = [
      ['--shrink', 'img', '4M']),
     ('qcow2-shrink-to-tiny', _qcow2(size='10M', data=BIGDATA), ['--shrink', 'img', '512']),
     ('qcow2-shrink-grow-back', _qcow2(size='10M', data=BIGDATA), ['--shrink', 'img', '+0']),
+    # shrinking past a damaged refcount table (iotest 060): qemu's corruption events
+    ('qcow2-shrink-refblock-far', _bad_reftable({1: 0x00ffffff00000000}),
+     ['--shrink', 'img', '32M']),
+    ('qcow2-shrink-refblock-uncovered', _bad_reftable({1: 0x1000000000}, refcount_bits=1),
+     ['--shrink', 'img', '32M']),
+    ('qcow2-shrink-refblock-unaligned',
+     _bad_reftable({1: 0x1000000000, 2: 0x200}, refcount_bits=1), ['--shrink', 'img', '32M']),
     # qed and vdi
     ('qed-grow', _plain('qed'), ['img', '5M']),
     ('qed-grow-big', _plain('qed'), ['img', '100G']),

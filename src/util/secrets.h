@@ -1,0 +1,15 @@
+/* qemu-img's --object secret,id=ID,data=DATA (or file=PATH): the secrets a command was
+ * given, looked up by id (qemu's qcrypto_secret_lookup). */
+#ifndef QIMG_UTIL_SECRETS_H
+#define QIMG_UTIL_SECRETS_H
+
+#include <stdbool.h>
+
+/* Adds the object described by spec ("secret,id=ID,data=..." as qemu's --object); only
+ * secrets are known. 0, or -1 after printing qemu's message (prefix, no file name). */
+int secrets_add_object(const char *spec);
+
+/* Is there a secret with this id? */
+bool secrets_have(const char *id);
+
+#endif
