@@ -12,7 +12,7 @@ CFLAGS  ?=
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
            -pthread -Isrc -I. $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LIBS    := -lz -lzstd -lsqlite3 -lm
+LIBS    := -lz -lzstd -lsqlite3 -lnettle -lm
 # Debian's interpreter carries python3-pytest; a pyenv python3 earlier on PATH would not.
 PYTHON  ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 

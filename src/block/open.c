@@ -176,6 +176,10 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         img->data_file_opt = xstrdup(spec->data_file);
     if (spec && spec->data_label)
         img->data_file_label = xstrdup(spec->data_label);
+    if (spec && spec->key_secret)
+        img->key_secret = xstrdup(spec->key_secret);
+    if (spec && spec->encrypt_format)
+        img->encrypt_format = xstrdup(spec->encrypt_format);
     filename = img->filename; /* the file's own name from here on, as qemu's file node */
     img->flags = flags;
     r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
@@ -364,6 +368,8 @@ void image_close(image_t *img)
         free(img->display_name);
         free(img->data_file_name);
         free(img->data_file_opt);
+        free(img->key_secret);
+        free(img->encrypt_format);
         free(img->data_file_label);
         free(img->backing_file);
         free(img->backing_full);

@@ -370,6 +370,10 @@ int image_spec_parse(const char *name, bool image_opts, struct image_spec *sp, c
             dst = &sp->filename;
         else if (!strcmp(k, "data-file.filename"))
             dst = &sp->data_file;
+        else if (!strcmp(k, "encrypt.key-secret") || !strcmp(k, "key-secret"))
+            dst = &sp->key_secret;
+        else if (!strcmp(k, "encrypt.format"))
+            dst = &sp->encrypt_format;
         if (dst) {
             free(*dst);
             *dst = xstrdup(v);
@@ -419,6 +423,8 @@ void image_spec_free(struct image_spec *sp)
     free(sp->filename);
     free(sp->data_file);
     free(sp->data_label);
+    free(sp->key_secret);
+    free(sp->encrypt_format);
     blkdebug_rules_free(&sp->rules);
     free(sp->file_config);
     memset(sp, 0, sizeof(*sp));

@@ -13,6 +13,9 @@ struct image_spec {
     char *data_file;  /* "data-file.filename" (NULL: the image's own) */
     char *data_label; /* its name as qemu shows it (map's File column) */
     bool direct;      /* "cache.direct=on": block status at O_DIRECT's alignment */
+    char *key_secret; /* "encrypt.key-secret" (qcow2) or "key-secret" (luks): the id of
+                         an --object secret that unlocks the image */
+    char *encrypt_format; /* "encrypt.format": must match the header's (qcow2) */
     struct blkdebug_rules rules; /* a blkdebug filter as the format's file: its rules
                                     (io/blkdebug.h), applied to the file */
     bool file_blkdebug;   /* the file is a blkdebug filter (even without rules) */

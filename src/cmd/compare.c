@@ -12,6 +12,7 @@
 #include "cmd/compare_fast.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/hugebuf.h"
 #include "util/opts.h"
 #include "util/progress.h"
@@ -228,7 +229,10 @@ int cmd_compare(int argc, char **argv)
         case 'q': c.quiet = true; break;
         case 's': strict = true; break;
         case 'U': share = true; break;
-        case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
+        case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         case OPT_IMAGE_OPTS: break;
         }
     }

@@ -15,6 +15,7 @@
 #include "cmd/commands.h"
 #include "qcow2/measure.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/json.h"
 #include "util/opts.h"
 #include "util/size.h"
@@ -302,8 +303,11 @@ int cmd_measure(int argc, char **argv)
             break;
         case 'U': share = true; break;
         case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                goto out;
+            break;
         case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
+            err_report("--image-opts is not supported by qimg");
             goto out;
         case OPT_OUTPUT:
             if (opts_output_json(optarg, &json) < 0)

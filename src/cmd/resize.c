@@ -13,6 +13,7 @@
 #include "cmd/commands.h"
 #include "cmd/resize_port.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 
@@ -81,8 +82,11 @@ int cmd_resize(int argc, char **argv)
             break;
         }
         case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
+            err_report("--image-opts is not supported by qimg");
             return 1;
         }
     }
