@@ -221,7 +221,7 @@ int luks_create(const struct luks_create_opts *o, const uint8_t *pass, size_t pa
     family(o->cipher_alg, fam);
     memcpy(hdr + LUKS_OFF_CIPHER_NAME, fam, strlen(fam));
     char mode[33];
-    if (!strcmp(o->ivgen_alg, "essiv"))
+    if (o->ivgen_hash)
         snprintf(mode, sizeof(mode), "%s-%s:%s", o->cipher_mode, o->ivgen_alg, o->ivgen_hash);
     else
         snprintf(mode, sizeof(mode), "%s-%s", o->cipher_mode, o->ivgen_alg);

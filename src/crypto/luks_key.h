@@ -27,7 +27,8 @@ struct luks_create_opts {
     const char *cipher_alg;   /* "aes-256" */
     const char *cipher_mode;  /* "xts" */
     const char *ivgen_alg;    /* "plain64" */
-    const char *ivgen_hash;   /* essiv's hash, else NULL */
+    const char *ivgen_hash;   /* IV hash ("cbc-essiv:sha256"), NULL when not given and not
+                                 essiv (qemu then writes "xts-plain64") */
     const char *hash_alg;     /* "sha256" */
     uint64_t iter_time_ms;    /* 2000 */
 };
