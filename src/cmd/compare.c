@@ -216,7 +216,7 @@ int cmd_compare(int argc, char **argv)
 {
     static const struct option longopts[] = { OPTS_LONG_COMMON, { 0, 0, 0, 0 } };
     const char *fmt1 = NULL, *fmt2 = NULL, *cache = "writeback";
-    bool progress = false, strict = false, share = false;
+    bool progress = false, strict = false, share = false, image_opts = false;
     struct cmp c = { 0 };
     int opt;
     opts_start();
@@ -233,7 +233,7 @@ int cmd_compare(int argc, char **argv)
             if (secrets_add_object(optarg) < 0)
                 return 1;
             break;
-        case OPT_IMAGE_OPTS: break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (c.quiet)
@@ -252,7 +252,7 @@ int cmd_compare(int argc, char **argv)
     /* out of memory must not exit 1, which says "images differ": 2 while opening, 3 in
      * block status, 4 while reading (qemu-img aborts instead) */
     xalloc_set_oom_exit(2);
-    int flags = share ? IMG_OPEN_SHARE : 0;
+    int flags = (share ? IMG_OPEN_SHARE : 0) | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
     if (!(img1 = image_open_or_report(fn1, fmt1, flags)) ||
         !(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
