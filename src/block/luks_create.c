@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block/create.h"
 #include "crypto/luks_key.h"
@@ -71,7 +72,25 @@ int luks_options(const struct copts *o, const char *prefix, struct luks_create_o
     return 0;
 }
 
+static int build(const char *filename, const struct copts *o, char **errmsg);
+
+/* block_crypto_co_create_opts_luks: a failure after the file was created deletes it */
 int luks_create_image(const char *filename, const struct copts *o, char **errmsg)
+{
+    struct luks_create_opts lo;
+    int r = luks_options(o, "", &lo, errmsg);
+    if (r < 0)
+        return r;
+    const char *prealloc = copts_isset(o, "preallocation") ? copts_str(o, "preallocation")
+                                                           : NULL;
+    if ((r = file_create(filename, 0, prealloc, errmsg)) < 0)
+        return r;
+    if ((r = build(filename, o, errmsg)) < 0)
+        unlink(filename);
+    return r;
+}
+
+static int build(const char *filename, const struct copts *o, char **errmsg)
 {
     struct luks_create_opts lo;
     int r = luks_options(o, "", &lo, errmsg);
@@ -80,9 +99,6 @@ int luks_create_image(const char *filename, const struct copts *o, char **errmsg
     uint64_t size = copts_num(o, "size", 0);
     const char *prealloc = copts_isset(o, "preallocation") ? copts_str(o, "preallocation")
                                                            : NULL;
-    /* bdrv_create_file first: the file exists (empty) even if the key is missing */
-    if ((r = file_create(filename, 0, prealloc, errmsg)) < 0)
-        return r;
     if (!copts_isset(o, "key-secret")) {
         *errmsg = xstrdup("Parameter 'key-secret' is required for cipher");
         return -EINVAL;

@@ -4,9 +4,11 @@ with the same secret: qemu-img's outputs, messages and exit codes."""
 
 import json
 import os
+import shutil
 
 import pytest
 
+import qemu
 from qemu import create_luks, qemu_img, qemu_io, qimg
 
 SECRET = 'secret,id=sec0,data=hunter2'
@@ -163,3 +165,120 @@ def test_info_with_secret_as_qemu(tmp_path):
     b = qimg('info', '--object', SECRET, '--output=json', path)
     assert a[0] == b[0] == 0
     assert json.loads(a[1])['format-specific'] == json.loads(b[1])['format-specific']
+
+
+QIMG_IO = os.path.abspath(os.environ.get('QIMG_IO') or
+                          os.path.join(os.path.dirname(qemu.QIMG), 'qimg-io'))
+
+# kind -> (format, -o options) for images qimg creates
+CREATE = {
+    'luks': ('luks', 'key-secret=sec0,iter-time=10'),
+    'luks-cbc-essiv': ('luks', 'key-secret=sec0,iter-time=10,cipher-alg=aes-128,'
+                       'cipher-mode=cbc,ivgen-alg=essiv,hash-alg=sha1'),
+    'qcow2-luks': ('qcow2', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10'),
+    'qcow2-luks-plain': ('qcow2', 'encrypt.format=luks,encrypt.key-secret=sec0,'
+                         'encrypt.iter-time=10,encrypt.ivgen-alg=plain,'
+                         'encrypt.cipher-alg=aes-128'),
+    'qcow2-aes': ('qcow2', 'encrypt.format=aes,encrypt.key-secret=sec0'),
+}
+
+WRITES = ['write -P 0x41 1000 3000', 'write -P 0x42 70000 131072', 'write -P 0x43 3000 100',
+          'write -z 1M 64k', 'write -P 0x44 2M 512']
+VERIFY = ['read -P 0 0 1000', 'read -P 0x41 1000 2000', 'read -P 0x43 3000 100',
+          'read -P 0x41 3100 900', 'read -P 0 4000 66000', 'read -P 0x42 70000 131072',
+          'read -P 0 1M 64k', 'read -P 0x44 2M 512']
+
+
+def verify_for(kind):
+    """A luks volume's never-written sectors decrypt to noise (no zero init): only the
+    written ranges are checked there."""
+    if CREATE[kind][0] == 'luks':
+        return [c for c in VERIFY if ' 0 0 ' not in c and ' 4000 ' not in c]
+    return VERIFY
+
+
+def spec_for(kind, path):
+    fmt = CREATE[kind][0]
+    key = 'key-secret' if fmt == 'luks' else 'encrypt.key-secret'
+    return 'driver=%s,file.filename=%s,%s=sec0' % (fmt, path, key)
+
+
+def io_cmds(cmds):
+    out = []
+    for c in cmds:
+        out += ['-c', c]
+    return out
+
+
+@pytest.mark.parametrize('kind', sorted(CREATE))
+def test_create_readable_by_qemu(tmp_path, kind):
+    fmt, o = CREATE[kind]
+    mine, theirs = str(tmp_path / 'mine'), str(tmp_path / 'theirs')
+    b = qimg('create', '--object', SECRET, '-f', fmt, '-o', o, mine, '4M')
+    a = create_luks('--object', SECRET, '-f', fmt, '-o', o, theirs, '4M')
+    assert a[0] == b[0] == 0, (a, b)
+    assert b[1].replace(mine, theirs) == a[1]
+    assert os.path.getsize(mine) == os.path.getsize(theirs)
+    ia = json.loads(qemu_img('info', '--output=json', theirs)[1])['format-specific']
+    ib = json.loads(qemu_img('info', '--output=json', mine)[1])['format-specific']
+    enc_a = ia['data'].get('encrypt', ia['data'])
+    enc_b = ib['data'].get('encrypt', ib['data'])
+    for k in ('format', 'cipher-alg', 'cipher-mode', 'ivgen-alg', 'ivgen-hash-alg', 'hash-alg',
+              'payload-offset'):
+        assert enc_a.get(k) == enc_b.get(k), k
+    if 'slots' in enc_a:
+        assert [(s['active'], s['key-offset'], s.get('stripes')) for s in enc_a['slots']] == \
+            [(s['active'], s['key-offset'], s.get('stripes')) for s in enc_b['slots']]
+    # the real qemu-io unlocks it with the same secret and keeps the guest bytes
+    r = qemu_io('--object', SECRET, '--image-opts', *io_cmds(WRITES + verify_for(kind)),
+                spec_for(kind, mine))
+    assert r[0] == 0 and 'fail' not in r[1], r
+    r = qemu_io('--object', WRONG, '--image-opts', '-c', 'read 0 512', spec_for(kind, mine))
+    if 'aes' not in kind:
+        assert 'Invalid password, cannot unlock any keyslot' in r[2]
+    if fmt == 'qcow2':
+        r = qemu_img('check', '--object', SECRET, '--image-opts', spec_for(kind, mine))
+        assert r[0] == 0 and 'No errors were found' in r[1], r
+
+
+@pytest.mark.parametrize('kind', sorted(CREATE))
+def test_qimg_writes_read_by_qemu(tmp_path, kind):
+    fmt, o = CREATE[kind]
+    mine, theirs = str(tmp_path / 'mine'), str(tmp_path / 'theirs')
+    r = create_luks('--object', SECRET, '-f', fmt, '-o', o, mine, '4M')
+    assert r[0] == 0, r
+    shutil.copy(mine, theirs)
+    r = qemu.run(QIMG_IO, '--object', SECRET, *io_cmds(WRITES),
+                 'json:' + json.dumps({'driver': fmt, ('key-secret' if fmt == 'luks'
+                                                        else 'encrypt.key-secret'): 'sec0',
+                                       'file': {'driver': 'file', 'filename': mine}}))
+    assert r[0] == 0, r
+    r = qemu_io('--object', SECRET, '--image-opts', *io_cmds(WRITES), spec_for(kind, theirs))
+    assert r[0] == 0, r
+    r = qemu_io('--object', SECRET, '--image-opts', *io_cmds(verify_for(kind)), spec_for(kind, mine))
+    assert r[0] == 0 and 'fail' not in r[1], r
+    if fmt == 'qcow2':
+        r = qemu_img('check', '--object', SECRET, '--image-opts', spec_for(kind, mine))
+        assert r[0] == 0 and 'No errors were found' in r[1], r
+        a = qemu_img('map', '--object', SECRET, '--output=json', '--image-opts',
+                     spec_for(kind, theirs))
+        b = qemu_img('map', '--object', SECRET, '--output=json', '--image-opts',
+                     spec_for(kind, mine))
+        assert a == b
+    # same key, same writes, same allocation: qemu-io's file and qimg's are the same bytes
+    with open(mine, 'rb') as f1, open(theirs, 'rb') as f2:
+        assert f1.read() == f2.read()
+
+
+@pytest.mark.parametrize('opts', [
+    'key-secret=nosuch', '', 'key-secret=sec0,cipher-alg=foo', 'key-secret=sec0,hash-alg=md4',
+])
+def test_create_luks_errors(tmp_path, opts):
+    mine, theirs = str(tmp_path / 'mine'), str(tmp_path / 'theirs')
+    extra = ['-o', opts] if opts else []
+    a = qemu_img('create', '--object', SECRET, '-f', 'luks', *extra, theirs, '1M')
+    b = qimg('create', '--object', SECRET, '-f', 'luks', *extra, mine, '1M')
+    assert a[0] == b[0] == 1
+    assert b[1].replace(mine, theirs) == a[1]
+    assert b[2].replace('qimg:', 'qemu-img:').replace(mine, theirs) == a[2]
+    assert os.path.exists(mine) == os.path.exists(theirs)
