@@ -22,6 +22,12 @@ struct luks_create_opts;
 int luks_options(const struct copts *o, const char *prefix, struct luks_create_opts *lo,
                  char **errmsg);
 
+/* measure's LUKS header length (qcrypto_block_calculate_payload_offset): the options, the
+ * key secret (required and known, as qemu's measure creates a header with it) and the
+ * cipher checked. 0 or -errno with qemu's message. */
+int luks_measure_payload(const struct copts *o, const char *prefix, uint64_t *len,
+                         char **errmsg);
+
 /* file-posix's raw_co_create: the file created (truncated to 0) then sized to size with
  * preallocation prealloc ("off", "falloc", "full"; NULL: off). Shared by the formats that
  * create their file first. 0 or -errno with *errmsg. */

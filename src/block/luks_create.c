@@ -146,3 +146,23 @@ static int build(const char *filename, const struct copts *o, char **errmsg)
     free(km);
     return r;
 }
+
+int luks_measure_payload(const struct copts *o, const char *prefix, uint64_t *len,
+                         char **errmsg)
+{
+    struct luks_create_opts lo;
+    int r = luks_options(o, prefix, &lo, errmsg);
+    if (r < 0)
+        return r;
+    char k[64];
+    snprintf(k, sizeof(k), "%skey-secret", prefix);
+    if (!copts_isset(o, k)) {
+        *errmsg = xasprintf("Parameter '%s' is required for cipher", k);
+        return -EINVAL;
+    }
+    if (!secrets_have(copts_str(o, k))) {
+        *errmsg = xasprintf("No secret with id '%s'", copts_str(o, k));
+        return -EINVAL;
+    }
+    return luks_payload_len(&lo, len, errmsg);
+}

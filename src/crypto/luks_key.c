@@ -287,3 +287,27 @@ int luks_create(const struct luks_create_opts *o, const uint8_t *pass, size_t pa
     *payload_off = (uint64_t)payload_sector * LUKS_SECTOR;
     return 0;
 }
+
+int luks_payload_len(const struct luks_create_opts *o, uint64_t *len, char **errmsg)
+{
+    if (!qcrypt_hash(o->hash_alg)) {
+        *errmsg = xasprintf("Hash algorithm '%s' not supported", o->hash_alg);
+        return -ENOTSUP;
+    }
+    const char *dash = strchr(o->cipher_alg, '-');
+    unsigned bits = dash ? (unsigned)strtoul(dash + 1, NULL, 10) : 0;
+    size_t kb = bits / 8 * (strcmp(o->cipher_mode, "xts") ? 1 : 2);
+    uint8_t key[64] = { 0 };
+    qcrypt_t *c = kb <= sizeof(key) ? qcrypt_new(o->cipher_alg, o->cipher_mode, o->ivgen_alg,
+                                                 o->ivgen_hash, key, kb, errmsg) : NULL;
+    if (!c) {
+        if (!*errmsg)
+            *errmsg = xasprintf("Cipher '%s' is not supported by qimg", o->cipher_alg);
+        return -ENOTSUP;
+    }
+    qcrypt_free(c);
+    size_t split_len = kb * LUKS_STRIPES;
+    uint64_t split_sectors = ((split_len + LUKS_SECTOR - 1) / LUKS_SECTOR + 7) & ~(uint64_t)7;
+    *len = 4096 + LUKS_NUM_SLOTS * split_sectors * LUKS_SECTOR;
+    return 0;
+}

@@ -41,4 +41,9 @@ int luks_create(const struct luks_create_opts *o, const uint8_t *pass, size_t pa
                 uint8_t hdr[LUKS_HEADER_LEN], uint8_t **km, size_t *km_len, uint64_t *km_off,
                 uint8_t **mk, size_t *mk_len, uint64_t *payload_off, char **errmsg);
 
+/* qcrypto_block_calculate_payload_offset without the key derivation: the header length
+ * (header, 8 key slots) a volume with these options gets. 0 or -errno with *errmsg when the
+ * cipher is not supported. */
+int luks_payload_len(const struct luks_create_opts *o, uint64_t *len, char **errmsg);
+
 #endif

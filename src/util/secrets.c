@@ -1,7 +1,6 @@
 /* --object secret: ids checked as qemu's user_creatable_add_qapi does, values loaded as
- * qcrypto_secret_load_data does (data=, or file= read whole), decoded on lookup
- * (qcrypto_secret_lookup: format=base64 is decoded then, so bad base64 fails only when a
- * key is used). */
+ * qcrypto_secret_load_data does (data=, or file= read whole) and base64-decoded when the
+ * object is completed, as qcrypto_secret_complete does. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,63 +112,6 @@ static int read_file(const char *path, unsigned char **data, size_t *len)
     return 0;
 }
 
-int secrets_add_object(const char *spec)
-{
-    char *type = NULL, *unknown = NULL;
-    char *id = opt_value(spec, "id", &type, &unknown);
-    char *data = opt_value(spec, "data", NULL, NULL);
-    char *file = opt_value(spec, "file", NULL, NULL);
-    char *format = opt_value(spec, "format", NULL, NULL);
-    int r = -1;
-    if (!type) {
-        err_report("Parameter 'qom-type' is missing");
-    } else if (strcmp(type, "secret")) {
-        err_report("Parameter 'qom-type' does not accept value '%s'", type);
-    } else if (!id) {
-        err_report("Parameter 'id' is missing");
-    } else if (unknown) {
-        err_report("Parameter '%s' is unexpected", unknown);
-    } else if (format && strcmp(format, "raw") && strcmp(format, "base64")) {
-        err_report("Parameter 'format' does not accept value '%s'", format);
-    } else if (data && file) {
-        err_report("'data' and 'file' are mutually exclusive");
-    } else if (!data && !file) {
-        err_report("Either 'file' or 'data' must be provided");
-    } else if (secrets_have(id)) {
-        err_report("attempt to add duplicate property '%s' to object (type 'container')", id);
-    } else {
-        struct secret sc = { .id = id, .base64 = format && !strcmp(format, "base64") };
-        if (file) {
-            if (read_file(file, &sc.data, &sc.len) < 0)
-                goto out;
-        } else {
-            sc.len = strlen(data);
-            sc.data = (unsigned char *)data;
-            data = NULL;
-        }
-        secrets = xreallocarray(secrets, n_secrets + 1, sizeof(*secrets));
-        secrets[n_secrets++] = sc;
-        id = NULL;
-        r = 0;
-    }
-out:
-    free(type);
-    free(unknown);
-    free(id);
-    free(data);
-    free(file);
-    free(format);
-    return r;
-}
-
-bool secrets_have(const char *id)
-{
-    for (size_t i = 0; i < n_secrets; i++)
-        if (!strcmp(secrets[i].id, id))
-            return true;
-    return false;
-}
-
 static int b64val(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -212,14 +154,85 @@ static int base64_decode(const unsigned char *in, size_t n, unsigned char **out,
     return 0;
 }
 
+int secrets_add_object(const char *spec)
+{
+    char *type = NULL, *unknown = NULL;
+    char *id = opt_value(spec, "id", &type, &unknown);
+    char *data = opt_value(spec, "data", NULL, NULL);
+    char *file = opt_value(spec, "file", NULL, NULL);
+    char *format = opt_value(spec, "format", NULL, NULL);
+    int r = -1;
+    if (!type) {
+        err_report("Parameter 'qom-type' is missing");
+    } else if (strcmp(type, "secret")) {
+        err_report("Parameter 'qom-type' does not accept value '%s'", type);
+    } else if (!id) {
+        err_report("Parameter 'id' is missing");
+    } else if (unknown) {
+        err_report("Parameter '%s' is unexpected", unknown);
+    } else if (format && strcmp(format, "raw") && strcmp(format, "base64")) {
+        err_report("Parameter 'format' does not accept value '%s'", format);
+    } else if (data && file) {
+        err_report("'data' and 'file' are mutually exclusive");
+    } else if (!data && !file) {
+        err_report("Either 'file' or 'data' must be provided");
+    } else if (secrets_have(id)) {
+        err_report("attempt to add duplicate property '%s' to object (type 'container')", id);
+    } else {
+        struct secret sc = { .id = id, .base64 = format && !strcmp(format, "base64") };
+        if (file) {
+            if (read_file(file, &sc.data, &sc.len) < 0)
+                goto out;
+        } else {
+            sc.len = strlen(data);
+            sc.data = (unsigned char *)data;
+            data = NULL;
+        }
+        if (sc.base64) {
+            /* qcrypto_secret_complete decodes at once: bad base64 fails the object */
+            unsigned char *raw;
+            size_t rl;
+            char *msg = NULL;
+            int br = base64_decode(sc.data, sc.len, &raw, &rl, &msg);
+            free(sc.data);
+            if (br < 0) {
+                err_report("%s", msg);
+                free(msg);
+                goto out;
+            }
+            sc.data = raw;
+            sc.len = rl;
+            sc.base64 = false;
+        }
+        secrets = xreallocarray(secrets, n_secrets + 1, sizeof(*secrets));
+        secrets[n_secrets++] = sc;
+        id = NULL;
+        r = 0;
+    }
+out:
+    free(type);
+    free(unknown);
+    free(id);
+    free(data);
+    free(file);
+    free(format);
+    return r;
+}
+
+bool secrets_have(const char *id)
+{
+    for (size_t i = 0; i < n_secrets; i++)
+        if (!strcmp(secrets[i].id, id))
+            return true;
+    return false;
+}
+
 int secrets_get(const char *id, unsigned char **data, size_t *len, char **errmsg)
 {
     for (size_t i = 0; i < n_secrets; i++) {
         struct secret *s = &secrets[i];
         if (strcmp(s->id, id))
             continue;
-        if (s->base64)
-            return base64_decode(s->data, s->len, data, len, errmsg);
         *data = xmalloc(s->len + 1);
         memcpy(*data, s->data, s->len);
         (*data)[s->len] = 0;
