@@ -24,6 +24,9 @@ static void help(void)
            qimg_progname, qimg_progname);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         printf("  %-10s%s\n", commands[i].name, commands[i].fn ? "" : " (not implemented yet)");
+    printf("\nEncrypted images (LUKS, qcow2 LUKS/AES): --object secret,id=ID,data=PASS|file=PATH\n"
+           "and the image option encrypt.key-secret=ID (qcow2) or key-secret=ID (luks) through\n"
+           "--image-opts or a json: name; create takes them with -o.\n");
 }
 
 int main(int argc, char **argv)
