@@ -229,9 +229,9 @@ int cmd_compare(int argc, char **argv)
         case 'q': c.quiet = true; break;
         case 's': strict = true; break;
         case 'U': share = true; break;
-        case OPT_OBJECT:
+        case OPT_OBJECT: /* compare's error exit is 2 (1 means "images differ") */
             if (secrets_add_object(optarg) < 0)
-                return 1;
+                return 2;
             break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         }

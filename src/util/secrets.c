@@ -154,8 +154,35 @@ static int base64_decode(const unsigned char *in, size_t n, unsigned char **out,
     return 0;
 }
 
+/* user_creatable_help_func: "--object help" lists the types, "--object secret,help" the
+ * secret's options; qemu-img then exits 0. The list is Debian qemu-img 7.2's. */
+static bool object_help(const char *spec)
+{
+    static const char *const types[] = { "authz-list", "authz-list-file", "authz-simple",
+        "main-loop", "pr-manager-helper", "secret", "secret_keyring", "thread-context",
+        "throttle-group", "tls-cipher-suites", "tls-creds-anon", "tls-creds-psk",
+        "tls-creds-x509", NULL };
+    size_t tl = strcspn(spec, ",");
+    bool help = !strncmp(spec, "help", tl) && tl == 4;
+    if (!help && !strcmp(spec + tl, ",help") && tl == 6 && !strncmp(spec, "secret", 6)) {
+        printf("secret options:\n  data=<string>\n  file=<string>\n"
+               "  format=<QCryptoSecretFormat>\n  iv=<string>\n  keyid=<string>\n");
+        return true;
+    }
+    if (!help)
+        return false;
+    printf("List of user creatable objects:\n");
+    for (size_t i = 0; types[i]; i++)
+        printf("  %s\n", types[i]);
+    return true;
+}
+
 int secrets_add_object(const char *spec)
 {
+    if (object_help(spec)) {
+        fflush(stdout);
+        exit(0);
+    }
     char *type = NULL, *unknown = NULL;
     char *id = opt_value(spec, "id", &type, &unknown);
     char *data = opt_value(spec, "data", NULL, NULL);

@@ -7,7 +7,8 @@
 #include <stddef.h>
 
 /* Adds the object described by spec ("secret,id=ID,data=..." as qemu's --object); only
- * secrets are known. 0, or -1 after printing qemu's message (prefix, no file name). */
+ * secrets are known. 0, or -1 after printing qemu's message (prefix, no file name).
+ * "help" and "secret,help" print qemu's lists and exit 0, as qemu-img does. */
 int secrets_add_object(const char *spec);
 
 /* Is there a secret with this id? */

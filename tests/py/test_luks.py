@@ -282,3 +282,26 @@ def test_create_luks_errors(tmp_path, opts):
     assert b[1].replace(mine, theirs) == a[1]
     assert b[2].replace('qimg:', 'qemu-img:').replace(mine, theirs) == a[2]
     assert os.path.exists(mine) == os.path.exists(theirs)
+
+
+@pytest.mark.parametrize('spec', ['help', 'secret,help'])
+@pytest.mark.parametrize('cmd', ['info', 'map', 'check', 'measure'])
+def test_object_help(tmp_path, spec, cmd):
+    raw = str(tmp_path / 'r.raw')
+    qemu_img('create', '-q', '-f', 'raw', raw, '1M')
+    a = qemu_img(cmd, '--object', spec, raw)
+    b = qimg(cmd, '--object', spec, raw)
+    assert a[0] == b[0] == 0
+    assert a[1] == b[1]
+
+
+@pytest.mark.parametrize('cmd,rc', [('info', 1), ('map', 1), ('check', 1), ('compare', 2),
+                                    ('measure', 1)])
+def test_bad_object_exit_codes(tmp_path, cmd, rc):
+    raw = str(tmp_path / 'r.raw')
+    qemu_img('create', '-q', '-f', 'raw', raw, '1M')
+    names = [raw, raw] if cmd == 'compare' else [raw]
+    a = qemu_img(cmd, '--object', 'secret,id=x', *names)
+    b = qimg(cmd, '--object', 'secret,id=x', *names)
+    assert a[0] == b[0] == rc
+    assert b[2].replace('qimg:', 'qemu-img:') == a[2]
