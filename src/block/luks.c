@@ -225,6 +225,28 @@ static int luks_write(image_t *img, uint64_t off, const void *buf, size_t n)
     return r;
 }
 
+/* block_crypto_co_truncate: the file resized to payload + size (whole sectors). */
+static int luks_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
+                         char **errmsg)
+{
+    struct luks_state *s = img->priv;
+    if (size > UINT64_MAX - s->h.payload_offset) {
+        *errmsg = xstrdup("The requested file size is too large");
+        return -EFBIG;
+    }
+    if (prealloc != IMG_PREALLOC_OFF) {
+        *errmsg = xstrdup("qimg resizes luks images with preallocation=off only");
+        return -ENOTSUP;
+    }
+    int r = qio_truncate(img->file, s->h.payload_offset + size);
+    if (r < 0) {
+        *errmsg = xasprintf("Could not resize file: %s", strerror(-r));
+        return r;
+    }
+    img->size = size;
+    return 0;
+}
+
 /* No block status in block/crypto.c: qemu's generic answer, data everywhere, no offset. */
 static int luks_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)
 {
@@ -253,4 +275,5 @@ const struct driver luks_driver = {
     .block_status = luks_block_status,
     .format_specific = luks_format_specific,
     .write = luks_write,
+    .truncate = luks_truncate,
 };

@@ -305,3 +305,27 @@ def test_bad_object_exit_codes(tmp_path, cmd, rc):
     b = qimg(cmd, '--object', 'secret,id=x', *names)
     assert a[0] == b[0] == rc
     assert b[2].replace('qimg:', 'qemu-img:') == a[2]
+
+
+@pytest.mark.parametrize('kind', ['luks', 'qcow2-luks', 'qcow2-aes'])
+def test_resize_encrypted_as_qemu(tmp_path, kind):
+    fmt, o = CREATE[kind]
+    mine, theirs = str(tmp_path / 'mine'), str(tmp_path / 'theirs')
+    r = create_luks('--object', SECRET, '-f', fmt, '-o', o, mine, '4M')
+    assert r[0] == 0, r
+    shutil.copy(mine, theirs)
+
+    def name(path, secret='sec0'):
+        key = 'key-secret' if fmt == 'luks' else 'encrypt.key-secret'
+        return 'json:' + json.dumps({'driver': fmt, key: secret,
+                                     'file': {'driver': 'file', 'filename': path}})
+    for args in (['8M'], ['--shrink', '2M']):
+        a = qemu_img('resize', '--object', SECRET, name(theirs), *args)
+        b = qimg('resize', '--object', SECRET, name(mine), *args)
+        assert a[0] == b[0] == 0 and a[1] == b[1], (a, b)
+        with open(mine, 'rb') as f1, open(theirs, 'rb') as f2:
+            assert f1.read() == f2.read()
+    a = qemu_img('resize', '--object', SECRET, name(theirs, 'nosuch'), '3M')
+    b = qimg('resize', '--object', SECRET, name(mine, 'nosuch'), '3M')
+    assert a[0] == b[0] == 1
+    assert b[2].replace('qimg:', 'qemu-img:').replace(mine, theirs) == a[2]
