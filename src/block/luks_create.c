@@ -72,7 +72,8 @@ int luks_options(const struct copts *o, const char *prefix, struct luks_create_o
     return 0;
 }
 
-static int build(const char *filename, const struct copts *o, char **errmsg);
+static int build(const char *filename, const struct copts *o,
+                 const struct luks_create_opts *lo, const char *prealloc, char **errmsg);
 
 /* block_crypto_co_create_opts_luks: a failure after the file was created deletes it */
 int luks_create_image(const char *filename, const struct copts *o, char **errmsg)
@@ -83,22 +84,20 @@ int luks_create_image(const char *filename, const struct copts *o, char **errmsg
         return r;
     const char *prealloc = copts_isset(o, "preallocation") ? copts_str(o, "preallocation")
                                                            : NULL;
+    if (prealloc && !strcmp(prealloc, "metadata"))
+        prealloc = NULL; /* block/crypto.c: metadata is off for a luks volume */
     if ((r = file_create(filename, 0, prealloc, errmsg)) < 0)
         return r;
-    if ((r = build(filename, o, errmsg)) < 0)
+    if ((r = build(filename, o, &lo, prealloc, errmsg)) < 0)
         unlink(filename);
     return r;
 }
 
-static int build(const char *filename, const struct copts *o, char **errmsg)
+static int build(const char *filename, const struct copts *o,
+                 const struct luks_create_opts *lo, const char *prealloc, char **errmsg)
 {
-    struct luks_create_opts lo;
-    int r = luks_options(o, "", &lo, errmsg);
-    if (r < 0)
-        return r;
+    int r;
     uint64_t size = copts_num(o, "size", 0);
-    const char *prealloc = copts_isset(o, "preallocation") ? copts_str(o, "preallocation")
-                                                           : NULL;
     if (!copts_isset(o, "key-secret")) {
         *errmsg = xstrdup("Parameter 'key-secret' is required for cipher");
         return -EINVAL;
@@ -111,7 +110,7 @@ static int build(const char *filename, const struct copts *o, char **errmsg)
     uint8_t *km = NULL, *mk = NULL;
     size_t km_len = 0, mk_len = 0;
     uint64_t km_off = 0, payload = 0;
-    r = luks_create(&lo, pass, plen, hdr, &km, &km_len, &km_off, &mk, &mk_len, &payload,
+    r = luks_create(lo, pass, plen, hdr, &km, &km_len, &km_off, &mk, &mk_len, &payload,
                     errmsg);
     memset(pass, 0, plen);
     free(pass);

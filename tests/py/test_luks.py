@@ -329,3 +329,17 @@ def test_resize_encrypted_as_qemu(tmp_path, kind):
     b = qimg('resize', '--object', SECRET, name(mine, 'nosuch'), '3M')
     assert a[0] == b[0] == 1
     assert b[2].replace('qimg:', 'qemu-img:').replace(mine, theirs) == a[2]
+
+
+@pytest.mark.parametrize('prealloc', ['off', 'metadata', 'falloc', 'full', 'bogus'])
+def test_create_luks_preallocation(tmp_path, prealloc):
+    mine, theirs = str(tmp_path / 'mine'), str(tmp_path / 'theirs')
+    o = 'key-secret=sec0,iter-time=10,preallocation=' + prealloc
+    a = create_luks('--object', SECRET, '-f', 'luks', '-o', o, theirs, '1M')
+    b = qimg('create', '--object', SECRET, '-f', 'luks', '-o', o, mine, '1M')
+    assert a[0] == b[0]
+    assert b[2].replace('qimg:', 'qemu-img:').replace(mine, theirs) == a[2]
+    if a[0] == 0:
+        assert os.path.getsize(mine) == os.path.getsize(theirs)
+        # full and falloc allocate the payload, off and metadata leave it sparse
+        assert (os.stat(mine).st_blocks > 4096) == (os.stat(theirs).st_blocks > 4096)
