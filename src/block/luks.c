@@ -94,6 +94,39 @@ int luks_open_key(const char *key_secret, const char *missing_msg,
     return *c ? 0 : -ENOTSUP;
 }
 
+int qcow_aes_open_key(const char *key_secret, const char *missing_msg, struct qcrypt **c,
+                      char **errmsg)
+{
+    if (!key_secret) {
+        *errmsg = xstrdup(missing_msg);
+        return -EINVAL;
+    }
+    unsigned char *pass;
+    size_t plen;
+    int r = secrets_get(key_secret, &pass, &plen, errmsg);
+    if (r < 0)
+        return r;
+    uint8_t key[16] = { 0 };
+    memcpy(key, pass, plen < sizeof(key) ? plen : sizeof(key));
+    memset(pass, 0, plen);
+    free(pass);
+    *c = qcrypt_new("aes-128", "cbc", "plain64", NULL, key, sizeof(key), errmsg);
+    memset(key, 0, sizeof(key));
+    return *c ? 0 : -ENOTSUP;
+}
+
+int crypt_format_check(const char *given, const char *header, char **errmsg)
+{
+    if (!given || !strcmp(given, header))
+        return 0;
+    if (strcmp(given, "aes") && strcmp(given, "luks"))
+        *errmsg = xasprintf("Parameter 'encrypt.format' does not accept value '%s'", given);
+    else
+        *errmsg = xasprintf("Header reported '%s' encryption format but options specify '%s'",
+                            header, given);
+    return -EINVAL;
+}
+
 struct luks_state {
     struct luks_header h;
     qcrypt_t *c;       /* NULL when opened without a key (info) */

@@ -97,15 +97,9 @@ static int open_crypt(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
     const char *hdr = s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks";
-    if (img->encrypt_format && strcmp(img->encrypt_format, hdr)) {
-        if (strcmp(img->encrypt_format, "aes") && strcmp(img->encrypt_format, "luks"))
-            *errmsg = xasprintf("Parameter 'encrypt.format' does not accept value '%s'",
-                                img->encrypt_format);
-        else
-            *errmsg = xasprintf("Header reported '%s' encryption format but options specify "
-                                "'%s'", hdr, img->encrypt_format);
-        return -EINVAL;
-    }
+    int r = crypt_format_check(img->encrypt_format, hdr, errmsg);
+    if (r < 0)
+        return r;
     if (s->h.crypt_method == QCOW2_CRYPT_LUKS) {
         if (!s->luks) {
             *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
@@ -115,22 +109,7 @@ static int open_crypt(image_t *img, char **errmsg)
         return luks_open_key(img->key_secret, QCOW2_NO_KEY_MSG, s->luks, crypto_read, img,
                              &s->crypt, errmsg);
     }
-    if (!img->key_secret) {
-        *errmsg = xstrdup(QCOW2_NO_KEY_MSG);
-        return -EINVAL;
-    }
-    unsigned char *pass;
-    size_t plen;
-    int r = secrets_get(img->key_secret, &pass, &plen, errmsg);
-    if (r < 0)
-        return r;
-    uint8_t key[16] = { 0 };  /* the passphrase's first 16 bytes, zero padded */
-    memcpy(key, pass, plen < sizeof(key) ? plen : sizeof(key));
-    memset(pass, 0, plen);
-    free(pass);
-    s->crypt = qcrypt_new("aes-128", "cbc", "plain64", NULL, key, sizeof(key), errmsg);
-    memset(key, 0, sizeof(key));
-    return s->crypt ? 0 : -ENOTSUP;
+    return qcow_aes_open_key(img->key_secret, QCOW2_NO_KEY_MSG, &s->crypt, errmsg);
 }
 
 static int qcow2_open(image_t *img, char **errmsg)

@@ -26,6 +26,7 @@ KINDS = {
     'luks-plain': ('luks', 'key-secret',
                    'key-secret=sec0,iter-time=10,cipher-alg=aes-256,cipher-mode=xts,'
                    'ivgen-alg=plain'),
+    'qcow-aes': ('qcow', 'encrypt.key-secret', 'encrypt.format=aes,encrypt.key-secret=sec0'),
     'qcow2-luks-cbc': ('qcow2', 'encrypt.key-secret',
                        'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,'
                        'encrypt.cipher-alg=aes-256,encrypt.cipher-mode=cbc,'
@@ -67,7 +68,7 @@ def test_guest_bytes_equal_qemu(tmp_path, kind):
         assert (r[0], r[1]) == (0, 'Images are identical.\n'), (tool, r)
 
 
-@pytest.mark.parametrize('kind', ['luks', 'qcow2-luks', 'qcow2-aes'])
+@pytest.mark.parametrize('kind', ['luks', 'qcow2-luks', 'qcow2-aes', 'qcow-aes'])
 @pytest.mark.parametrize('output', ['human', 'json'])
 def test_map_as_qemu(tmp_path, kind, output):
     path = make(tmp_path, kind)
@@ -101,7 +102,7 @@ def test_wrong_password(tmp_path, kind):
         assert b[2].replace('qimg:', 'qemu-img:') == a[2]
 
 
-@pytest.mark.parametrize('kind', ['luks', 'qcow2-luks', 'qcow2-aes'])
+@pytest.mark.parametrize('kind', ['luks', 'qcow2-luks', 'qcow2-aes', 'qcow-aes'])
 @pytest.mark.parametrize('case', ['no-secret-object', 'no-key-option', 'wrong-format'])
 def test_missing_secret(tmp_path, kind, case):
     path = make(tmp_path, kind)
@@ -110,8 +111,8 @@ def test_missing_secret(tmp_path, kind, case):
     elif case == 'no-key-option':
         args = ['--object', SECRET, path]
     else:
-        if KINDS[kind][0] != 'qcow2':
-            pytest.skip('encrypt.format is a qcow2 option')
+        if KINDS[kind][0] == 'luks':
+            pytest.skip('encrypt.format is a qcow/qcow2 option')
         other = 'aes' if kind == 'qcow2-luks' else 'luks'
         args = ['--object', SECRET, '--image-opts',
                 opts(kind, path, extra=',encrypt.format=' + other)]
