@@ -285,11 +285,12 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
     char *inner = NULL;
     image_t *img = NULL;
     struct image_spec spec;
-    bool opts = (flags & IMG_OPEN_IMAGE_OPTS) || image_spec_is_json(filename);
+    bool image_opts = (flags & IMG_OPEN_IMAGE_OPTS) != 0; /* even a "json:" string */
+    bool opts = image_opts || image_spec_is_json(filename);
     flags &= ~IMG_OPEN_IMAGE_OPTS;
     int r = 0;
     if (opts) {
-        r = image_spec_parse(filename, !image_spec_is_json(filename), &spec, &inner);
+        r = image_spec_parse(filename, image_opts, &spec, &inner);
         if (r == 0 && spec.other_rules && !(flags & IMG_OPEN_NO_IO)) {
             /* rules of a blkdebug above the format or on its data file: no qimg driver
              * announces events there; a metadata-only open (info, create's backing) does

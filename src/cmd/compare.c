@@ -253,8 +253,17 @@ int cmd_compare(int argc, char **argv)
      * block status, 4 while reading (qemu-img aborts instead) */
     xalloc_set_oom_exit(2);
     int flags = (share ? IMG_OPEN_SHARE : 0) | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
-    if (!(img1 = image_open_or_report(fn1, fmt1, flags)) ||
-        !(img2 = image_open_or_report(fn2, fmt2, flags)))
+    if (image_opts && fmt1) { /* img_open, for each image */
+        err_report("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (!(img1 = image_open_or_report(fn1, fmt1, flags)))
+        goto out;
+    if (image_opts && fmt2) {
+        err_report("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (!(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
     xalloc_set_oom_exit(4);
     c.buf1 = hugebuf_alloc(IO_BUF_SIZE);

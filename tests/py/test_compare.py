@@ -237,3 +237,19 @@ def test_compare_blkdebug(tmp_path, args):
     qemu.qemu_img('create', '-q', '-f', 'qcow2', 'empty.qcow2', '0', cwd=d, check=True)
     qemu.qemu_img('create', '-q', '-f', 'raw', 'r.raw', '1M', cwd=d, check=True)
     assert_same(*both(d, *args))
+
+
+@pytest.mark.parametrize('args', [
+    ['-f', 'qcow2', '--image-opts', 'driver=qcow2,file.filename=b.qcow2',
+     'driver=qcow2,file.filename=c.qcow2'],
+    ['-F', 'qcow2', '--image-opts', 'driver=qcow2,file.filename=b.qcow2',
+     'driver=qcow2,file.filename=c.qcow2'],
+    ['--image-opts', 'driver=qcow2,file.filename=b.qcow2', 'driver=qcow2,file.filename=c.qcow2'],
+    ['--image-opts', 'file.filename=b.qcow2', 'json:{"file.filename":"b.qcow2"}'],
+    ['json:{"driver":"qcow2","file.filename":"b.qcow2"}', 'c.qcow2'],
+], ids=lambda a: ' '.join(a)[:50])
+def test_compare_image_opts(tmp_path, args):
+    d = str(tmp_path)
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', 'b.qcow2', '1M', cwd=d, check=True)
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', 'c.qcow2', '2M', cwd=d, check=True)
+    assert_same(*both(d, *args))

@@ -575,7 +575,9 @@ def test_out_of_memory_exit_codes(tmp_path):
     for kib in list(range(4000, 12000, 100)) + list(range(12000, 40000, 4000)):
         for cmd in (['info'], ['map'], ['check'], ['compare', 'big.qcow2']):
             rc, _, err = run('qimg', d, *cmd, 'big.qcow2', preexec=_limit_as(kib))
-            if 'error while loading shared libraries' in err:
+            # the dynamic loader failing before main (exit 127) is not qimg's answer
+            if 'error while loading shared libraries' in err or \
+                    'cannot allocate TLS data structures for initial thread' in err:
                 continue
             assert rc in codes[cmd[0]], '%s under %d KiB: exit %d: %s' % (cmd, kib, rc, err)
             if 'out of memory' in err:
