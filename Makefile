@@ -17,6 +17,8 @@ LIBS    := -lz -lzstd -lsqlite3 -lm
 LIBS    += -ljansson
 # libnbd is the NBD client (src/io/nbd.c says why libnbd)
 LIBS    += -lnbd
+# nettle is the crypto library (LUKS, AES, PBKDF2, the journal's SHA-256; README says why)
+LIBS    += -lnettle
 # liburing (Debian liburing-dev, in the build group) gives bench its io_uring engine; a build
 # without it still works (bench -n then uses threads, -i io_uring is unknown as in a qemu
 # built without io_uring).

@@ -393,6 +393,11 @@ static bool format_opt(const char *fmt, const char *k)
         if (!strncmp(k, "overlap-check.", 14))
             return true;
     }
+    /* qcow2's and qcow's encrypt.* (qcow2_runtime_opts' crypto options), luks's key-secret */
+    if ((!strcmp(fmt, "qcow2") || !strcmp(fmt, "qcow")) && !strncmp(k, "encrypt.", 8))
+        return true;
+    if (!strcmp(fmt, "luks"))
+        return !strcmp(k, "key-secret");
     if (!strcmp(fmt, "raw"))
         return !strcmp(k, "offset") || !strcmp(k, "size");
     return false;
@@ -934,6 +939,15 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
     if (r->file_blkdebug && !inline_rules)
         r->file_display = xasprintf("blkdebug:%s:%s", r->file_config ? r->file_config : "",
                                     r->path);
+    /* the key of an encrypted image (the drivers unlock with it, util/secrets.h); the keys
+     * stay in rest, where the format check takes them for the formats that have them */
+    const struct bsv *ks = bspec_get(&o, "encrypt.key-secret");
+    if (!ks)
+        ks = bspec_get(&o, "key-secret");
+    if (ks)
+        r->key_secret = bsv_text(ks);
+    if ((ks = bspec_get(&o, "encrypt.format")))
+        r->encrypt_format = bsv_text(ks);
     /* what is left is checked against the format's options once the format is known */
     for (size_t i = 0; i < o.n; i++)
         bspec_put(&r->rest, &o.v[i], true);
@@ -979,6 +993,8 @@ void blockspec_resolved_free(struct bs_resolved *r)
     free(r->display);
     free(r->file_display);
     free(r->data_label);
+    free(r->key_secret);
+    free(r->encrypt_format);
     free(r->file_config);
     free(r->other_config[0]);
     free(r->other_config[1]);

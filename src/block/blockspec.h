@@ -102,6 +102,9 @@ struct bs_resolved {
     char *file_config;     /* its config file, or NULL (blockspec_read_blkdebug reads it) */
     bool other_rules;      /* a blkdebug above the format or on the data file had rules */
     char *other_config[2]; /* their config files (top, data file), or NULL */
+    char *key_secret;      /* "encrypt.key-secret" (qcow2, qcow) or "key-secret" (luks): the
+                              id of an --object secret that unlocks the image, or NULL */
+    char *encrypt_format;  /* "encrypt.format": checked against the header's, or NULL */
     struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
     const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
 };

@@ -73,6 +73,10 @@ struct image {
                               the name the image stores */
     char *data_file_label; /* how qemu names that node ("blkdebug::F" through blkdebug) */
 
+    char *key_secret;      /* the open options' key-secret (an --object secret id), or NULL:
+                              encrypted images then open only for info (NO_IO) */
+    char *encrypt_format;  /* the open options' encrypt.format, or NULL */
+
     char *backing_file;    /* backing file name as stored in the image, or NULL */
     char *backing_full;    /* that name resolved against the image's directory, or NULL */
     char *backing_format;  /* backing format from the image (extension), or NULL */

@@ -126,6 +126,10 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     img->filename = res.path; /* the file's own name from here on, as qemu's file node */
     res.path = NULL;
     filename = img->filename;
+    img->key_secret = res.key_secret;
+    res.key_secret = NULL;
+    img->encrypt_format = res.encrypt_format;
+    res.encrypt_format = NULL;
     img->flags = flags;
     img->display_name = res.display;
     res.display = NULL;
@@ -373,6 +377,8 @@ void image_close(image_t *img)
             bspec_free(img->backing_opts);
         free(img->backing_opts);
         free(img->data_file_name);
+        free(img->key_secret);
+        free(img->encrypt_format);
         free(img->data_file_label);
         free(img->backing_file);
         free(img->backing_full);

@@ -8,11 +8,13 @@
 #include "block/luks.h"
 #include "block/qcow2_int.h"
 #include "block/qcow2_model.h"
+#include "crypto/sector.h"
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/header_write.h"
 #include "repair/dirty_open.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/xalloc.h"
 
 static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
@@ -31,6 +33,7 @@ static struct qcow2_open_opts open_opts(const image_t *img)
                       ((img->flags & IMG_OPEN_SHARE) ? QIO_SHARE : 0),
         .data_lock_write = rdwr,
         .data_file = img->data_file_opt,
+        .has_key = img->key_secret || img->encrypt_format,
     };
 }
 
@@ -73,6 +76,43 @@ static int open_rdwr_finish(image_t *img, char **errmsg)
     return 0;
 }
 
+/* qcow2_crypto_hdr_read_func: the LUKS header's bytes inside the crypto extension. */
+static int crypto_read(void *opaque, uint64_t off, void *buf, size_t len, char **errmsg)
+{
+    image_t *img = opaque;
+    struct qcow2_state *s = img->priv;
+    if (off > s->ext.crypto_length || len > s->ext.crypto_length - off) {
+        *errmsg = xstrdup("Request for data outside of extension header");
+        return -EINVAL;
+    }
+    int r = qio_pread(img->file, buf, len, s->ext.crypto_offset + off);
+    if (r < 0)
+        *errmsg = xasprintf("Could not read encryption header: %s", strerror(-r));
+    return r;
+}
+
+/* qcow2_update_options_prepare's encryption part and the crypto open of qcow2_do_open:
+ * encrypt.format must name the header's method, then the key-secret unlocks it (LUKS: the
+ * header's key slots; AES: the secret itself is the key, qcrypto_block_qcow_init). */
+static int open_crypt(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    const char *hdr = s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks";
+    int r = crypt_format_check(img->encrypt_format, hdr, errmsg);
+    if (r < 0)
+        return r;
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS) {
+        if (!s->luks) {
+            *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
+            return -EINVAL;
+        }
+        s->crypt_physical = true;
+        return luks_open_key(img->key_secret, QCOW2_NO_KEY_MSG, s->luks, crypto_read, img,
+                             &s->crypt, errmsg);
+    }
+    return qcow_aes_open_key(img->key_secret, QCOW2_NO_KEY_MSG, &s->crypt, errmsg);
+}
+
 static int qcow2_open(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = xcalloc(1, sizeof(*s));
@@ -112,6 +152,8 @@ static int qcow2_open(image_t *img, char **errmsg)
         if ((r = luks_read_header(img->file, s->ext.crypto_offset, s->luks, errmsg)) < 0)
             return -EINVAL;
     }
+    if (s->h.crypt_method != 0 && !no_io && (r = open_crypt(img, errmsg)) < 0)
+        return r;
     if (s->backing_name) {
         img->backing_file = xstrdup(s->backing_name);
         img->backing_full = image_backing_path(img->filename, img->backing_file);
@@ -143,6 +185,7 @@ static void qcow2_close(image_t *img)
     free(s->cbuf);
     free(s->dbuf);
     free(s->luks);
+    qcrypt_free(s->crypt);
     free(s);
     img->priv = NULL;
 }

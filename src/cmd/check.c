@@ -21,6 +21,7 @@
 #include "io/qio.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 
 enum { OPT_DEEP = OPT_CMD, OPT_FINDINGS_CAP, OPT_DRY_RUN, OPT_JOURNAL };
@@ -79,7 +80,10 @@ int cmd_check(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'U': o.share = true; break;
         case OPT_OUTPUT: output = optarg; break;
-        case OPT_OBJECT: break;        /* accepted for compatibility; no secrets needed */
+        case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_DEEP: o.deep = true; break;
         case OPT_FINDINGS_CAP: o.findings_cap = strtoul(optarg, NULL, 10); break;

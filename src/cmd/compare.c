@@ -13,6 +13,7 @@
 #include "cmd/compare_fast.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/hugebuf.h"
 #include "util/opts.h"
 #include "util/progress.h"
@@ -229,7 +230,10 @@ int cmd_compare(int argc, char **argv)
         case 'q': c.quiet = true; break;
         case 's': strict = true; break;
         case 'U': share = true; break;
-        case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
+        case OPT_OBJECT: /* compare's error exit is 2 (1 means "images differ") */
+            if (secrets_add_object(optarg) < 0)
+                return 2;
+            break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }

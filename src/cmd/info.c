@@ -14,6 +14,7 @@
 #include "cmd/commands.h"
 #include "io/nbd.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/json.h"
 #include "util/opts.h"
 #include "util/size.h"
@@ -237,8 +238,9 @@ int cmd_info(int argc, char **argv)
         case OPT_BACKING_CHAIN: chain = true; break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-            err_report("--object is not supported by qimg");
-            return 1;
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         }
     }
     const char *filename = opts_one_file(argc, argv);

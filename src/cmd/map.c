@@ -9,6 +9,7 @@
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 
@@ -137,7 +138,10 @@ int cmd_map(int argc, char **argv)
             if (cvtnum("max length", optarg, &max_len) < 0)
                 return 1;
             break;
-        case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
+        case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }

@@ -15,7 +15,9 @@
 #include "block/measure.h"
 #include "cmd/commands.h"
 #include "qcow2/measure.h"
+#include "block/create.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/json.h"
 #include "util/opts.h"
 #include "util/size.h"
@@ -117,14 +119,16 @@ static int qcow2_measure(struct copts *o, image_t *in, struct measure_info *info
     }
     bool has_backing = copts_isset(o, "backing_file");
     const char *ef = copts_isset(o, "encrypt.format") ? copts_str(o, "encrypt.format") : NULL;
+    uint64_t luks_payload = 0;
     if (ef && !strcmp(ef, "luks")) {
-        /* qimg has no secrets (--object is refused), so LUKS never gets its header size;
-         * the message is qemu's for the missing or unknown secret */
-        if (!copts_isset(o, "encrypt.key-secret"))
-            err_report("Parameter 'encrypt.key-secret' is required for cipher");
-        else
-            err_report("No secret with id '%s'", copts_str(o, "encrypt.key-secret"));
-        return -1;
+        /* the LUKS header's clusters come first (qcow2_measure's luks_payload_size) */
+        char *msg = NULL;
+        if (luks_measure_payload(o, "encrypt.", &luks_payload, &msg) < 0) {
+            err_report("%s", msg);
+            free(msg);
+            return -1;
+        }
+        luks_payload = round_up(luks_payload, cs);
     }
 
     /* the size check looks at the size option (0 with a source), as qemu's does */
@@ -146,7 +150,8 @@ static int qcow2_measure(struct copts *o, image_t *in, struct measure_info *info
     unsigned order = 0;
     while ((1u << order) < refbits)
         order++;
-    info->fully_allocated = qcow2_calc_prealloc_size(virtual_size, cs, order, extended_l2);
+    info->fully_allocated = luks_payload +
+                            qcow2_calc_prealloc_size(virtual_size, cs, order, extended_l2);
     info->required = info->fully_allocated - virtual_size + required;
     info->has_bitmaps = version >= 3 && in && image_supports_persistent_bitmaps(in);
     if (info->has_bitmaps) {
@@ -304,8 +309,9 @@ int cmd_measure(int argc, char **argv)
         case 'U': share = true; break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-            err_report("--object is not supported by qimg");
-            goto out;
+            if (secrets_add_object(optarg) < 0)
+                goto out;
+            break;
         case OPT_OUTPUT:
             if (opts_output_json(optarg, &json) < 0)
                 goto out;
@@ -399,9 +405,17 @@ int cmd_measure(int argc, char **argv)
     else if (!strcmp(out_fmt, "qcow2"))
         r = qcow2_measure(&o, in, &info);
     else if (!strcmp(out_fmt, "luks")) {
-        /* qemu's block_crypto_measure needs the key secret, which qimg cannot take */
-        err_report("Parameter 'key-secret' is required for cipher");
-        r = -1;
+        /* block_crypto_measure: the header, then the guest bytes as they are */
+        char *msg = NULL;
+        uint64_t payload = 0;
+        r = luks_measure_payload(&o, "", &payload, &msg);
+        if (r < 0) {
+            err_report("%s", msg);
+            free(msg);
+        } else {
+            info.required = payload + (in ? in->size : copts_num(&o, "size", 0));
+            info.fully_allocated = info.required;
+        }
     } else {
         /* qimg knows no option list for the formats it cannot create, so -o is not checked
          * for them before this message (qemu checks it first) */

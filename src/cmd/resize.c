@@ -14,6 +14,7 @@
 #include "cmd/commands.h"
 #include "cmd/resize_port.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 
@@ -83,8 +84,9 @@ int cmd_resize(int argc, char **argv)
         }
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-            err_report("--object is not supported by qimg");
-            return 1;
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         }
     }
     if (optind != argc - 1)
