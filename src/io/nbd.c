@@ -6,6 +6,7 @@
  * NBD_MAX_BUFFER_SIZE), block status with NBD_CMD_FLAG_REQ_ONE from base:allocation or the
  * x-dirty-bitmap context (whose bits are read as base:allocation's, as qemu does), and
  * everything DATA when the server has no such context. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <libnbd.h>
 #include <limits.h>
@@ -16,6 +17,85 @@
 
 #include "io/nbd.h"
 #include "util/xalloc.h"
+
+/* libnbd is loaded when the first NBD name is opened (dlopen), not linked: it pulls in
+ * gnutls, libxml2 and ICU (tens of MiB of mappings), which every qimg run on a plain file
+ * would otherwise map, and which fail to load under a small address-space limit (the
+ * out-of-memory behaviour tests/py/test_open_hostile.py checks). The calls below go
+ * through these pointers under libnbd's own names. */
+static struct {
+    void *dl;
+    __typeof__(&nbd_add_meta_context) add_meta_context;
+    __typeof__(&nbd_aio_connect_tcp) aio_connect_tcp;
+    __typeof__(&nbd_aio_connect_unix) aio_connect_unix;
+    __typeof__(&nbd_aio_is_connecting) aio_is_connecting;
+    __typeof__(&nbd_aio_is_created) aio_is_created;
+    __typeof__(&nbd_aio_is_ready) aio_is_ready;
+    __typeof__(&nbd_block_status) block_status;
+    __typeof__(&nbd_can_flush) can_flush;
+    __typeof__(&nbd_can_meta_context) can_meta_context;
+    __typeof__(&nbd_can_zero) can_zero;
+    __typeof__(&nbd_close) close;
+    __typeof__(&nbd_create) create;
+    __typeof__(&nbd_flush) flush;
+    __typeof__(&nbd_get_errno) get_errno;
+    __typeof__(&nbd_get_error) get_error;
+    __typeof__(&nbd_get_size) get_size;
+    __typeof__(&nbd_is_read_only) is_read_only;
+    __typeof__(&nbd_poll) poll;
+    __typeof__(&nbd_pread) pread;
+    __typeof__(&nbd_pwrite) pwrite;
+    __typeof__(&nbd_set_export_name) set_export_name;
+    __typeof__(&nbd_shutdown) shutdown;
+    __typeof__(&nbd_zero) zero;
+} L;
+#define nbd_add_meta_context L.add_meta_context
+#define nbd_aio_connect_tcp L.aio_connect_tcp
+#define nbd_aio_connect_unix L.aio_connect_unix
+#define nbd_aio_is_connecting L.aio_is_connecting
+#define nbd_aio_is_created L.aio_is_created
+#define nbd_aio_is_ready L.aio_is_ready
+#define nbd_block_status L.block_status
+#define nbd_can_flush L.can_flush
+#define nbd_can_meta_context L.can_meta_context
+#define nbd_can_zero L.can_zero
+#define nbd_close L.close
+#define nbd_create L.create
+#define nbd_flush L.flush
+#define nbd_get_errno L.get_errno
+#define nbd_get_error L.get_error
+#define nbd_get_size L.get_size
+#define nbd_is_read_only L.is_read_only
+#define nbd_poll L.poll
+#define nbd_pread L.pread
+#define nbd_pwrite L.pwrite
+#define nbd_set_export_name L.set_export_name
+#define nbd_shutdown L.shutdown
+#define nbd_zero L.zero
+
+/* 0, or -ENOTSUP with *errmsg when libnbd cannot be loaded */
+static int load_libnbd(char **errmsg)
+{
+    if (L.dl)
+        return 0;
+    void *dl = dlopen("libnbd.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
+        *errmsg = xasprintf("NBD needs libnbd (Debian's libnbd0): %s", dlerror());
+        return -ENOTSUP;
+    }
+#define LOAD(f) if (!(*(void **)&L.f = dlsym(dl, "nbd_" #f))) goto missing
+    LOAD(add_meta_context); LOAD(aio_connect_tcp); LOAD(aio_connect_unix); LOAD(aio_is_connecting); LOAD(aio_is_created); LOAD(aio_is_ready);
+    LOAD(block_status); LOAD(can_flush); LOAD(can_meta_context); LOAD(can_zero); LOAD(close); LOAD(create);
+    LOAD(flush); LOAD(get_errno); LOAD(get_error); LOAD(get_size); LOAD(is_read_only); LOAD(poll);
+    LOAD(pread); LOAD(pwrite); LOAD(set_export_name); LOAD(shutdown); LOAD(zero);
+#undef LOAD
+    L.dl = dl;
+    return 0;
+missing:
+    *errmsg = xasprintf("NBD needs libnbd (Debian's libnbd0): %s", dlerror());
+    dlclose(dl);
+    return -ENOTSUP;
+}
 
 #define NBD_MAX_REQUEST (32u << 20)
 
@@ -238,6 +318,9 @@ static double now(void)
 int qio_open_nbd(const struct qio_nbd_addr *a, int flags, qio_t **out, char **errmsg)
 {
     *out = NULL;
+    int lr = load_libnbd(errmsg);
+    if (lr < 0)
+        return lr;
     struct nbd_handle *h = nbd_create();
     if (!h) {
         *errmsg = xasprintf("%s", nbd_get_error());
