@@ -6,16 +6,19 @@
  *   - a plain file name                       "disk.qcow2"
  *   - "file:NAME" (a file name with a colon)  "file:a:b.qcow2" opens "./a:b.qcow2" as qemu does
  *   - "json:{...}"                            options as a JSON object, nested or dotted keys
- *   - "PROTO:..." for another protocol        qemu's "Unknown protocol 'PROTO'"; nbd and the
- *                                             other network protocols are a later step
+ *   - "nbd://...", "nbd+unix://...", "nbd:..." NBD exports (blockspec_nbd.c)
+ *   - "blkdebug:CONFIG:FILE"                  a blkdebug filter over FILE (looked through)
+ *   - "PROTO:..." for another protocol        qemu's "Unknown protocol 'PROTO'" (qemu's other
+ *                                             network protocols: not supported by qimg)
  * or, with --image-opts, a key=value,... list (",," is a literal comma).
  *
  * Everything becomes one flat option list (qemu's flattened QDict: "file.filename", "a.0"),
  * and blockspec_resolve() turns it into what the opener needs: the format driver (or probe),
  * the protocol file's name, backing overrides, read-only, raw's offset/size, the name info
  * prints, and the first option nobody takes (reported after the open, as qemu does).
- * Secrets (encrypt.*) and NBD options are seams for later work: they are accepted as keys
- * and reported as unsupported options today. */
+ * It also carries what the opener needs beyond that: blkdebug filters and their rules,
+ * cache.direct, the encryption key's secret id (encrypt.key-secret / key-secret) and the
+ * NBD address. */
 #ifndef QIMG_BLOCK_BLOCKSPEC_H
 #define QIMG_BLOCK_BLOCKSPEC_H
 
