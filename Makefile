@@ -13,6 +13,13 @@ CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET
            -pthread -Isrc -I. $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
 LIBS    := -lz -lzstd -lsqlite3 -lm
+# jansson parses json: image names (src/block/blockspec_json.c says why jansson)
+LIBS    += -ljansson
+# libnbd is the NBD client (src/io/nbd.c says why libnbd), loaded with dlopen when an NBD
+# name is opened (src/io/nbd.c says why); libnbd-dev gives its header
+LIBS    += -ldl
+# nettle is the crypto library (LUKS, AES, PBKDF2, the journal's SHA-256; README says why)
+LIBS    += -lnettle
 # liburing (Debian liburing-dev, in the build group) gives bench its io_uring engine; a build
 # without it still works (bench -n then uses threads, -i io_uring is unknown as in a qemu
 # built without io_uring).

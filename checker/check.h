@@ -31,6 +31,12 @@ struct check_opts {
                                 opens them (only the open's errors differ; nothing is written
                                 through the data file) */
     size_t findings_cap;     /* findings kept in full (0 = default) */
+    const char *open_name;   /* the name "Could not open 'NAME'" messages use when the
+                                image was named by json:/--image-opts (NULL: its file) */
+    bool no_backing;         /* "backing": null in the image's options: the chain is not
+                                opened */
+    const char *data_file;   /* data-file.filename option: the data file to open instead of
+                                the header's name (NULL: the header's) */
 };
 
 /* Outcome of a check run. ret < 0: the check did not complete (qemu's "Check failed:

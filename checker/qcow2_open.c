@@ -31,13 +31,16 @@ static int open_fail(const char *filename, int code, const char *msg)
 
 static int open_backing(struct qc2 *s)
 {
-    if (!s->backing_name)
+    if (!s->backing_name || s->opts->no_backing)
         return 0;
     /* qemu-img check opens the whole backing chain (read-only, locks taken as for any
      * reader) although it reads none of it: a missing or broken image further down, or a
      * loop, fails the check. The chain is closed again at once, so a deep chain costs no
      * memory during the check. */
-    char *path = image_path_combine(s->filename, s->backing_name);
+    char *path = image_backing_path(s->filename, s->backing_name);
+    if (!path) /* relative name under an image on NBD */
+        return open_fail(s->opts->open_name ? s->opts->open_name : s->filename, -EINVAL,
+                         "Cannot generate a base directory for NBD nodes");
     const char *fmt = s->ext.has_backing_format && s->ext.backing_format[0]
                           ? s->ext.backing_format : NULL;
     image_t *chain = NULL;
@@ -46,7 +49,8 @@ static int open_backing(struct qc2 *s)
                                &msg);
     free(path);
     if (rc < 0) {
-        err_report("Could not open '%s': %s", s->filename, msg);
+        err_report("Could not open '%s': %s",
+                   s->opts->open_name ? s->opts->open_name : s->filename, msg);
         free(msg);
         return rc;
     }
@@ -62,11 +66,12 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         .no_warnings = o->no_open_warnings,
         .data_flags = (o->rdwr ? QIO_RDWR : QIO_RDONLY) | (o->share ? QIO_SHARE : 0),
         .data_lock_write = false,
+        .data_file = o->data_file,
     };
     char *err = NULL;
     int rc = qcow2_image_open(&s->m, q, filename, &oo, &err);
     if (rc < 0) {
-        rc = open_fail(filename, rc, err);
+        rc = open_fail(o->open_name ? o->open_name : filename, rc, err);
         free(err);
         return rc;
     }
@@ -74,12 +79,13 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         return rc;
     /* the model's bitmap directory (qemu fails the open on a bad one) */
     if ((rc = qcow2_image_load_bitmaps(&s->m, &err)) < 0) {
-        rc = open_fail(filename, rc, err);
+        rc = open_fail(o->open_name ? o->open_name : filename, rc, err);
         free(err);
         return rc;
     }
     if (s->size_wraps || (s->h.size & ~(uint64_t)511) > IMG_MAX_LENGTH)
-        return open_fail(filename, -EFBIG, "Could not refresh total sector count: File too large");
+        return open_fail(o->open_name ? o->open_name : filename, -EFBIG,
+                         "Could not refresh total sector count: File too large");
     return 0;
 }
 

@@ -12,12 +12,12 @@
 #                     steps of each case only, as CI runs it)
 FUZZ_BUILD      ?= build-fuzz
 FUZZ_CC         ?= clang
-FUZZ_TARGETS    := header l2 refcount snapshot bitmap check read repair
+FUZZ_TARGETS    := header l2 refcount snapshot bitmap check read repair names
 FUZZ_SMOKE_SECS ?= 60
 FUZZ_SMOKE_SEED ?= 1
 # inputs per target for fuzz-smoke: about 30 s each on this project's 2-core machine
 FUZZ_SMOKE_RUNS ?= header=3000000 l2=60000 refcount=100000 snapshot=700000 bitmap=1400000 \
-                   check=8000 read=30000 repair=1500
+                   check=8000 read=30000 repair=1500 names=300000
 FUZZ_SMOKE_AFL_SECS ?= 35
 FUZZ_SECS       ?= 1800
 FUZZ_JOBS       ?= 2

@@ -13,7 +13,7 @@
 # The check is one dpkg-query per package; the Makefile keeps a stamp so that repeated builds
 # do not ask again. Without dpkg-query (not Debian) nothing can be checked: a note, exit 0.
 set -e
-BUILD_PKGS="gcc make zlib1g-dev libzstd-dev libsqlite3-dev liburing-dev"
+BUILD_PKGS="gcc make zlib1g-dev libzstd-dev libsqlite3-dev liburing-dev libjansson-dev libnbd-dev nettle-dev"
 TEST_PKGS="$BUILD_PKGS python3 libcmocka-dev python3-pytest qemu-utils strace"
 [ $# -gt 0 ] || set -- test
 PKGS=""

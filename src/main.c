@@ -24,6 +24,14 @@ static void help(void)
            qimg_progname, qimg_progname);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         printf("  %-10s%s\n", commands[i].name, commands[i].fn ? "" : " (not implemented yet)");
+    printf("\nImage names: a file name, 'file:NAME' (a name with a colon), 'json:{...}' (block\n"
+           "options as JSON), or with --image-opts a 'key=value,...' list (',,' is a comma),\n"
+           "e.g. 'driver=qcow2,file.filename=disk.qcow2'. NBD exports: 'nbd://HOST[:PORT]/EXPORT',\n"
+           "'nbd+unix:///EXPORT?socket=PATH', 'nbd:unix:PATH[:exportname=NAME]',\n"
+           "'nbd:HOST:PORT[:exportname=NAME]' or --image-opts 'driver=nbd,server.type=unix,...'.\n");
+    printf("\nEncrypted images (LUKS, qcow2 LUKS/AES): --object secret,id=ID,data=PASS|file=PATH\n"
+           "and the image option encrypt.key-secret=ID (qcow2) or key-secret=ID (luks) through\n"
+           "--image-opts or a json: name; create takes them with -o.\n");
 }
 
 int main(int argc, char **argv)

@@ -14,6 +14,19 @@ int raw_create(const char *filename, const struct copts *o, char **errmsg);
 int qcow2_create(const char *filename, const struct copts *o, char **errmsg);
 int qed_create(const char *filename, const struct copts *o, char **errmsg);
 int vdi_create(const char *filename, const struct copts *o, char **errmsg);
+int luks_create_image(const char *filename, const struct copts *o, char **errmsg);
+
+/* LUKS creation options (prefix "" for luks, "encrypt." for qcow2) with qemu's defaults:
+ * aes-256 xts plain64, sha256, iter-time 2000 ms. 0 or -EINVAL with qemu's message. */
+struct luks_create_opts;
+int luks_options(const struct copts *o, const char *prefix, struct luks_create_opts *lo,
+                 char **errmsg);
+
+/* measure's LUKS header length (qcrypto_block_calculate_payload_offset): the options, the
+ * key secret (required and known, as qemu's measure creates a header with it) and the
+ * cipher checked. 0 or -errno with qemu's message. */
+int luks_measure_payload(const struct copts *o, const char *prefix, uint64_t *len,
+                         char **errmsg);
 
 /* file-posix's raw_co_create: the file created (truncated to 0) then sized to size with
  * preallocation prealloc ("off", "falloc", "full"; NULL: off). Shared by the formats that

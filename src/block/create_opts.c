@@ -55,6 +55,19 @@ static const struct copt_desc qed_opts[] = {
     { NULL, 0, NULL, NULL },
 };
 
+/* block/crypto.c's block_crypto_create_opts_luks */
+static const struct copt_desc luks_opts[] = {
+    { "size", COPT_SIZE, "Virtual disk size", NULL },
+    { "key-secret", COPT_STR, "ID of the secret that provides the keyslot passphrase", NULL },
+    { "cipher-alg", COPT_STR, "Name of encryption cipher algorithm", NULL },
+    { "cipher-mode", COPT_STR, "Name of encryption cipher mode", NULL },
+    { "ivgen-alg", COPT_STR, "Name of IV generator algorithm", NULL },
+    { "ivgen-hash-alg", COPT_STR, "Name of IV generator hash algorithm", NULL },
+    { "hash-alg", COPT_STR, "Name of encryption hash algorithm", NULL },
+    { "iter-time", COPT_NUM, "Time to spend in PBKDF in milliseconds", NULL },
+    { NULL, 0, NULL, NULL },
+};
+
 static const struct copt_desc vdi_opts[] = {
     { "size", COPT_SIZE, "Virtual disk size", NULL },
     { "static", COPT_BOOL, "VDI static (pre-allocated) image", "off" },
@@ -82,6 +95,8 @@ static const struct copt_desc *format_list(const char *fmt)
         return qed_opts;
     if (!strcmp(fmt, "vdi"))
         return vdi_opts;
+    if (!strcmp(fmt, "luks"))
+        return luks_opts;
     return NULL;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "block/driver.h"
+#include "io/nbd.h"
 #include "util/xalloc.h"
 
 const struct driver *const drivers[] = { &qcow2_driver, &qcow1_driver, &qed_driver, &vdi_driver,
@@ -111,6 +112,20 @@ int image_file_status(qio_t *file, uint64_t off, uint64_t bytes, unsigned *flags
     }
     if (bytes > size - off)
         bytes = size - off;
+    if (file->ops->status) {
+        /* a protocol with its own block status (NBD): data/zero as the server says,
+         * allocated when either (qemu's bdrv_co_block_status) */
+        unsigned st;
+        if ((r = file->ops->status(file, off, bytes, &st, pnum)) < 0)
+            return r;
+        *flags = (st & QIO_ST_DATA ? BS_DATA : 0) | (st & QIO_ST_ZERO ? BS_ZERO : 0) |
+                 BS_OFFSET_VALID;
+        if (*flags & (BS_DATA | BS_ZERO))
+            *flags |= BS_ALLOCATED;
+        if (off + *pnum == size)
+            *flags |= BS_EOF;
+        return 0;
+    }
     /* bdrv_co_block_status asks the driver for the request widened to the request
      * alignment (1 unless cache.direct=on), then cuts the answer back to the request */
     uint64_t a = file->align > 1 ? file->align : 1;

@@ -21,6 +21,7 @@
 
 struct driver;
 struct json;
+struct bspec;
 
 /* Open flags. */
 enum {
@@ -31,8 +32,7 @@ enum {
                                      tolerated, guest I/O then fails with -ENOMEDIUM */
     IMG_OPEN_CHECK = 1 << 4,      /* opened by check (qemu's BDRV_O_CHECK): no repair at
                                      open, check does it (QED's NEED_CHECK) */
-    IMG_OPEN_IMAGE_OPTS = 1 << 5, /* the name is --image-opts options (block/spec.h); a
-                                     "json:{...}" name is always taken as options */
+    IMG_OPEN_IMAGE_OPTS = 1 << 5, /* the name is an --image-opts key=value list */
 };
 
 /* Most backing files below an image. qemu-img 7.2 has no designed limit (its compare
@@ -49,9 +49,14 @@ typedef struct image image_t;
 
 struct image {
     const struct driver *drv;
-    char *filename;        /* the name the image was opened with (qemu's bs->filename) */
-    char *display_name;    /* how qemu names it when that differs ("blkdebug:CONF:F" over a
-                              blkdebug filter), else NULL: info's image, map's File */
+    char *filename;        /* the file the image was opened from (the protocol node's name:
+                              "file:"/json: wrappers removed): map's File column, the base
+                              of relative backing names */
+    char *display_name;    /* qemu's bs->filename when it is not filename: the json:{...}
+                              qemu reconstructs for a node with strong options; else NULL.
+                              image_name() gives the one to print. */
+    char *file_display;    /* the file node's name when it is not filename ("blkdebug:C:F"
+                              over a blkdebug filter), else NULL: image_file_name() */
     const char *format;    /* driver name: "raw", "qcow2" */
     bool probed;           /* format came from probing, not from -f / the backing format */
     int flags;             /* IMG_OPEN_* it was opened with */
@@ -68,17 +73,29 @@ struct image {
                               the name the image stores */
     char *data_file_label; /* how qemu names that node ("blkdebug::F" through blkdebug) */
 
+    char *key_secret;      /* the open options' key-secret (an --object secret id), or NULL:
+                              encrypted images then open only for info (NO_IO) */
+    char *encrypt_format;  /* the open options' encrypt.format, or NULL */
+
     char *backing_file;    /* backing file name as stored in the image, or NULL */
     char *backing_full;    /* that name resolved against the image's directory, or NULL */
     char *backing_format;  /* backing format from the image (extension), or NULL */
     image_t *backing;      /* opened backing image, NULL when none or NO_BACKING */
+
+    bool backing_none;     /* "backing": null: the backing image is not opened */
+    struct bspec *backing_opts; /* backing.* options for the backing image, or NULL */
+    uint64_t raw_offset;   /* raw's offset/size options: the guest disk is this window */
+    uint64_t raw_size;     /* of the file; raw_size 0 with !raw_window: the whole file */
+    bool raw_window;
 
     bool broken;           /* writable image hit corruption: further I/O gives -ENOMEDIUM */
     bool corruption_signaled;
     void *priv;            /* driver state */
 };
 
-/* Opens filename as fmt (NULL: probe as qemu does) with IMG_OPEN_* flags and, unless
+/* Opens filename as fmt (NULL: probe as qemu does). filename is any name qemu-img takes
+ * (plain, "file:NAME", "json:{...}"; with IMG_OPEN_IMAGE_OPTS an --image-opts list), see
+ * block/blockspec.h; messages name it as given. Opens with IMG_OPEN_* flags and, unless
  * IMG_OPEN_NO_BACKING, its backing chain (backing format from the image, else probed;
  * relative backing names resolved against the directory of the image that names them).
  * Chains of up to IMG_MAX_BACKING backing files open (file descriptors are the other
@@ -97,6 +114,12 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
 int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
                           image_t **out, char **errmsg);
 
+/* The name info prints for img (qemu's bs->filename). */
+const char *image_name(const image_t *img);
+
+/* The name of img's file node as qemu prints it (map's File column). */
+const char *image_file_name(const image_t *img);
+
 /* qemu's raw_open warning for a writable raw image whose format was probed (printed by
  * image_open, and again where qemu opens the raw driver a second time). */
 void image_warn_probed_raw(const image_t *img, const char *filename);
@@ -108,15 +131,10 @@ image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
  * with a protocol prefix unchanged). This is how backing and data file names are resolved.
  * Returns a malloc'd string. */
 char *image_path_combine(const char *base, const char *name);
-
-/* qemu's path_has_protocol(): a ':' before any '/'. */
-bool image_path_has_protocol(const char *name);
-
-/* The file a name given to qemu's block layer opens (bdrv_find_protocol, then file-posix's
- * "file:" prefix stripped, "./" put in front of a rest that would look like a prefix).
- * Names of protocols qimg does not open are returned unchanged; an unknown prefix fails:
- * -ENOENT and errmsg "Unknown protocol 'X'". *path is malloc'd. */
-int image_file_path(const char *name, char **path, char **errmsg);
+/* The backing file name as opened: image_path_combine(), or NULL when name is relative and
+ * the image is on an NBD export, which has no directory (qemu's nbd bdrv_dirname: "Cannot
+ * generate a base directory for NBD nodes"). */
+char *image_backing_path(const char *base, const char *name);
 
 /* Closes img and its backing chain. NULL is fine. */
 void image_close(image_t *img);

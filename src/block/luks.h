@@ -15,6 +15,26 @@
  * On failure *errmsg (malloc'd) is qemu's message and -errno is returned. */
 int luks_read_header(qio_t *q, uint64_t off, struct luks_header *h, char **errmsg);
 
+/* The key of an encrypted image: the secret named by img->key_secret unlocks the LUKS
+ * header h (whose bytes rd reads, relative to the header) into a sector cipher. 0, or
+ * -errno with qemu's message ("Parameter 'key-secret' is required for cipher" with
+ * missing_msg, "No secret with id 'X'", "Invalid password, cannot unlock any keyslot"). */
+struct qcrypt;
+int luks_open_key(const char *key_secret, const char *missing_msg,
+                  const struct luks_header *h,
+                  int (*rd)(void *, uint64_t, void *, size_t, char **), void *opaque,
+                  struct qcrypt **c, char **errmsg);
+
+/* qcrypto_block_qcow_init, for qcow and qcow2's legacy AES: the secret's first 16 bytes
+ * (zero padded) as an aes-128-cbc key with plain64 IVs. 0, or -errno with qemu's message
+ * (missing_msg without a key-secret). */
+int qcow_aes_open_key(const char *key_secret, const char *missing_msg, struct qcrypt **c,
+                      char **errmsg);
+
+/* qcow's and qcow2's check of the encrypt.format option against the header's method
+ * ("aes" or "luks"): 0, or -EINVAL with qemu's message. */
+int crypt_format_check(const char *given, const char *header, char **errmsg);
+
 /* qemu's QCryptoBlockInfoLUKS as info shows it (qcrypto_block_luks_get_info); format, if
  * not NULL, is the discriminator of qcow2's encrypt union ("luks"). */
 json_t *luks_info_json(const struct luks_header *h, const char *format);

@@ -8,28 +8,24 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "block/blockspec.h"
+#include "block/blockspec_nbd.h"
 #include "block/driver.h"
-#include "block/spec.h"
 #include "format/probe.h"
 #include "io/blkdebug.h"
 #include "io/lock.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
-bool image_path_has_protocol(const char *name)
-{
-    return name[strcspn(name, ":/")] == ':';
-}
-
-/* qemu's bdrv_make_absolute_filename + path_combine(): a name with a protocol prefix or an
- * absolute one stays as it is; else it is taken from the directory of base (after base's
- * own protocol prefix, if any). */
+/* qemu's bdrv_make_absolute_filename + path_combine(): absolute names and names with a
+ * protocol prefix ("json:{...}", "file:x") as they are; others from the directory of base
+ * (after base's own protocol prefix, if any). */
 char *image_path_combine(const char *base, const char *name)
 {
-    if (name[0] == '/' || image_path_has_protocol(name))
+    if (name[0] == '/' || blockspec_has_protocol(name))
         return xstrdup(name);
     const char *p = base;
-    if (image_path_has_protocol(base))
+    if (blockspec_has_protocol(base))
         p = strchr(base, ':') + 1;
     const char *slash = strrchr(base, '/');
     if (slash && slash + 1 > p)
@@ -37,36 +33,11 @@ char *image_path_combine(const char *base, const char *name)
     return xasprintf("%.*s%s", (int)(p - base), base, name);
 }
 
-/* Protocols qemu 7.2 (Debian's build, without the extra modules) knows besides "file".
- * qimg does not open them (yet): such names are left as they are and fail to open. */
-static const char *const other_protocols[] = {
-    "json", "nbd", "nbd+tcp", "nbd+unix", "nbd+vsock", "host_device", "host_cdrom",
-    "null-co", "null-aio", "blkdebug", "blkverify", "fat", "nvme", NULL,
-};
-
-int image_file_path(const char *name, char **path, char **errmsg)
+char *image_backing_path(const char *base, const char *name)
 {
-    *path = NULL;
-    if (!image_path_has_protocol(name)) {
-        *path = xstrdup(name);
-        return 0;
-    }
-    size_t n = strcspn(name, ":");
-    if (n == 4 && !strncmp(name, "file", 4)) {
-        /* bdrv_parse_filename_strip_prefix: a rest that would again look like a protocol
-         * prefix gets "./" in front */
-        const char *rest = name + 5;
-        *path = image_path_has_protocol(rest) ? xasprintf("./%s", rest) : xstrdup(rest);
-        return 0;
-    }
-    for (size_t i = 0; other_protocols[i]; i++) {
-        if (strlen(other_protocols[i]) == n && !strncmp(name, other_protocols[i], n)) {
-            *path = xstrdup(name);
-            return 0;
-        }
-    }
-    *errmsg = xasprintf("Unknown protocol '%.*s'", (int)n, name);
-    return -ENOENT;
+    if (blockspec_is_nbd_name(base) && name[0] != '/' && !blockspec_has_protocol(name))
+        return NULL;
+    return image_path_combine(base, name);
 }
 
 static const char *probe(qio_t *f, int *err)
@@ -112,82 +83,100 @@ static bool ids_add(struct chain_ids *ids, qio_t *q)
     return true;
 }
 
-/* Opens one layer, not its backing file. errmsg gets the text qemu prints after the
- * prefixes ("Could not open 'TOP': " and one "Could not open backing file: " per level). */
-static int open_layer(const char *filename, const char *fmt, int flags, struct chain_ids *ids,
-                      const struct image_spec *spec, image_t **out, char **errmsg)
+/* Opens one layer, not its backing file: name (any name, see blockspec.h; NULL with options
+ * only) with options opts (NULL: none) and format fmt (NULL: from the options or probed).
+ * errmsg gets the text qemu prints after the prefixes ("Could not open 'TOP': " and one
+ * "Could not open backing file: " per level). */
+static int open_layer(const char *name, const struct bspec *opts, const char *fmt, int flags,
+                      struct chain_ids *ids, image_t **out, char **errmsg)
 {
     *out = NULL;
+    struct bs_resolved res;
+    int r = blockspec_resolve(name, opts, fmt, !(flags & IMG_OPEN_NO_BACKING), &res, errmsg);
+    if (r < 0)
+        return r;
+    fmt = res.protocol_only ? "raw" : res.format;
+    const char *filename = res.path;
     if (fmt && !driver_find(fmt)) { /* qemu looks the driver up before opening the file */
         *errmsg = xasprintf("Unknown driver '%s'", fmt);
+        blockspec_resolved_free(&res);
         return -EINVAL;
     }
-    char *path = NULL, *display = NULL;
-    struct blkdebug_rules rules = { 0 };
-    bool blkdebug = false;
-    int r = 0;
-    if (spec) {
-        rules.n = spec->rules.n; /* a copy: the spec keeps and frees its own */
-        rules.unsupported = spec->rules.unsupported ? xstrdup(spec->rules.unsupported) : NULL;
-        rules.v = rules.n ? xreallocarray(NULL, rules.n, sizeof(*rules.v)) : NULL;
-        if (rules.n)
-            memcpy(rules.v, spec->rules.v, rules.n * sizeof(*rules.v));
-        blkdebug = spec->file_blkdebug;
-        /* blkdebug_refresh_filename; with inline rules qemu shows a json: name instead */
-        if (blkdebug && !spec->file_inline_rules)
-            display = xasprintf("blkdebug:%s:%s", spec->file_config ? spec->file_config : "",
-                                spec->filename);
-    } else if (!strncmp(filename, "blkdebug:", 9)) {
-        /* blkdebug_parse_filename: "blkdebug:CONFIG:IMAGE" (CONFIG may be empty) */
-        const char *cfg = filename + 9, *colon = strchr(cfg, ':');
-        if (!colon) {
-            *errmsg = xstrdup("Invalid filename: no colon after the blkdebug config file");
-            return -EINVAL;
-        }
-        if (colon > cfg) {
-            char *c = xasprintf("%.*s", (int)(colon - cfg), cfg);
-            r = blkdebug_read_config(c, &rules, errmsg);
-            free(c);
-            if (r < 0)
-                return -EINVAL;
-        }
-        r = image_file_path(colon + 1, &path, errmsg);
-        blkdebug = true;
-        if (r == 0)
-            display = xasprintf("blkdebug:%.*s:%s", (int)(colon - cfg), cfg, path);
-    } else {
-        r = image_file_path(filename, &path, errmsg);
-    }
-    if (r == 0 && rules.unsupported && !(flags & IMG_OPEN_NO_IO)) {
-        /* a metadata-only open (info, create's backing) does no guest I/O; anything else
-         * would silently miss the rule's errors */
-        *errmsg = xasprintf("blkdebug event '%s' is not supported by qimg", rules.unsupported);
-        r = -ENOTSUP;
-    }
-    if (r < 0) {
-        blkdebug_rules_free(&rules);
-        free(display);
+    if ((r = blockspec_read_blkdebug(&res, errmsg)) < 0) {
+        blockspec_resolved_free(&res);
         return r;
     }
+    if (res.rules.unsupported && !(flags & IMG_OPEN_NO_IO)) {
+        /* a metadata-only open (info, create's backing) does no guest I/O; anything else
+         * would silently miss the rule's errors */
+        *errmsg = xasprintf("blkdebug event '%s' is not supported by qimg",
+                            res.rules.unsupported);
+        blockspec_resolved_free(&res);
+        return -ENOTSUP;
+    }
+    if (res.other_rules && !(flags & IMG_OPEN_NO_IO)) {
+        /* rules of a blkdebug above the format or on its data file: no qimg driver
+         * announces events there */
+        *errmsg = xstrdup("blkdebug error injection is only supported on the image's file "
+                          "by qimg");
+        blockspec_resolved_free(&res);
+        return -ENOTSUP;
+    }
     image_t *img = xcalloc(1, sizeof(*img));
-    img->display_name = display;
-    img->filename = spec ? xstrdup(spec->filename) : path;
-    if (spec && spec->data_file)
-        img->data_file_opt = xstrdup(spec->data_file);
-    if (spec && spec->data_label)
-        img->data_file_label = xstrdup(spec->data_label);
-    filename = img->filename; /* the file's own name from here on, as qemu's file node */
+    img->filename = res.path; /* the file's own name from here on, as qemu's file node */
+    res.path = NULL;
+    filename = img->filename;
+    img->key_secret = res.key_secret;
+    res.key_secret = NULL;
+    img->encrypt_format = res.encrypt_format;
+    res.encrypt_format = NULL;
     img->flags = flags;
-    r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
+    img->display_name = res.display;
+    res.display = NULL;
+    img->file_display = res.file_display;
+    res.file_display = NULL;
+    img->backing_none = res.backing == BS_BACKING_NONE;
+    img->data_file_opt = res.data_file;
+    res.data_file = NULL;
+    img->data_file_label = res.data_label;
+    res.data_label = NULL;
+    if (res.backing == BS_BACKING_OPTS) {
+        img->backing_opts = xcalloc(1, sizeof(*img->backing_opts));
+        *img->backing_opts = res.backing_opts;
+        res.backing_opts = (struct bspec){ 0 };
+    }
+    img->raw_window = res.has_offset || res.has_size;
+    img->raw_offset = res.offset;
+    img->raw_size = res.has_size ? res.size : 0;
+    if (img->raw_window && !res.has_size)
+        img->raw_size = UINT64_MAX; /* to the end of the file */
+    if (res.read_only && (flags & IMG_OPEN_RDWR)) {
+        /* qemu: the node is read-only and the command wants to write it */
+        *errmsg = xstrdup("Block node is read-only");
+        r = -EACCES;
+        goto fail;
+    }
+    if (res.nbd)
+        r = qio_open_nbd(res.nbd, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
+                         errmsg);
+    else
+        r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
                            &img->file, errmsg);
     if (r < 0)
         goto fail;
-    if (spec && spec->direct && (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
+    if ((*errmsg = blockspec_file_unknown_msg(&res))) {
+        r = -EINVAL;
+        goto fail;
+    }
+    if (res.direct && !res.nbd &&
+        (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         goto fail;
     }
-    if (blkdebug)
-        img->file = qio_blkdebug_wrap(img->file, &rules);
+    if (res.file_blkdebug) {
+        img->file = qio_blkdebug_wrap(img->file, &res.rules);
+        res.rules = (struct blkdebug_rules){ 0 };
+    }
     if (!ids_add(ids, img->file)) {
         *errmsg = xasprintf("Backing file '%s' creates an infinite loop.", filename);
         r = -ELOOP;
@@ -210,11 +199,11 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         r = -ENOTSUP;
         goto fail;
     }
-    img->format = img->drv->name;
+    img->format = res.protocol_only ? (res.nbd ? "nbd" : "file") : img->drv->name;
     /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
      * from writing or resizing the file under them), taken when the format attaches its
      * file, before reading it; -U shares everything. */
-    r = qio_lock_image(img->file, flags & IMG_OPEN_RDWR, strcmp(img->format, "raw") != 0,
+    r = qio_lock_image(img->file, flags & IMG_OPEN_RDWR, strcmp(img->drv->name, "raw") != 0,
                        flags & IMG_OPEN_SHARE, filename, errmsg);
     if (r < 0)
         goto fail;
@@ -227,12 +216,17 @@ static int open_layer(const char *filename, const char *fmt, int flags, struct c
         r = -EFBIG;
         goto fail;
     }
+    if ((*errmsg = blockspec_format_unknown_msg(&res, img->format))) {
+        r = -EINVAL;
+        goto fail;
+    }
     if (flags & IMG_OPEN_RDWR)
         image_warn_probed_raw(img, filename);
+    blockspec_resolved_free(&res);
     *out = img;
     return 0;
 fail:
-    blkdebug_rules_free(&rules);
+    blockspec_resolved_free(&res);
     image_close(img);
     return r;
 }
@@ -255,15 +249,31 @@ void image_warn_probed_raw(const image_t *img, const char *filename)
 static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **errmsg)
 {
     size_t level = 0;
-    for (; img->backing_file; img = img->backing) {
+    for (; img->backing_file || img->backing_opts; img = img->backing) {
+        if (img->backing_none)
+            break;
         if (++level > IMG_MAX_BACKING) {
             *errmsg = xasprintf("Backing chain too deep: more than %d backing files",
                                 IMG_MAX_BACKING);
             return -ELOOP;
         }
         char *inner = NULL;
-        int r = open_layer(img->backing_full, img->backing_format, flags & ~IMG_OPEN_RDWR, ids,
-                           NULL, &img->backing, &inner);
+        /* qemu's bdrv_open_backing_hd(): backing.* options of the overlay's open first
+         * (a backing.driver wins over the stored backing format), the stored name unless
+         * the options name the file themselves */
+        const struct bspec *bo = img->backing_opts;
+        bool named = false;
+        for (size_t i = 0; bo && i < bo->n; i++)
+            named |= !strncmp(bo->v[i].key, "file", 4);
+        if (!named && !img->backing_full) {
+            /* a relative backing name under an image on NBD (image_backing_path) */
+            inner = xstrdup("Cannot generate a base directory for NBD nodes");
+            level--; /* qemu fails before it tries to open the backing file */
+        }
+        int r = inner ? -EINVAL
+                      : open_layer(named ? NULL : img->backing_full, bo, img->backing_format,
+                           flags & ~(IMG_OPEN_RDWR | IMG_OPEN_IMAGE_OPTS), ids, &img->backing,
+                           &inner);
         if (r < 0) {
             const char *pre = "Could not open backing file: ";
             size_t plen = strlen(pre), ilen = strlen(inner);
@@ -285,34 +295,20 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
 {
     struct chain_ids ids = { 0 };
     char *inner = NULL;
-    image_t *img = NULL;
-    struct image_spec spec;
-    bool image_opts = (flags & IMG_OPEN_IMAGE_OPTS) != 0; /* even a "json:" string */
-    bool opts = image_opts || image_spec_is_json(filename);
-    flags &= ~IMG_OPEN_IMAGE_OPTS;
-    int r = 0;
+    image_t *img;
+    struct bspec kv = { 0 };
+    if (flags & IMG_OPEN_IMAGE_OPTS)
+        bspec_parse_keyval(filename, &kv);
+    int r;
     if (!filename[0]) { /* file-posix refuses an empty name before anything is tried */
         r = -EINVAL;
+        img = NULL;
         inner = xstrdup("The 'file' block driver requires a file name");
-    } else if (opts) {
-        r = image_spec_parse(filename, image_opts, &spec, &inner);
-        if (r == 0 && spec.other_rules && !(flags & IMG_OPEN_NO_IO)) {
-            /* rules of a blkdebug above the format or on its data file: no qimg driver
-             * announces events there; a metadata-only open (info, create's backing) does
-             * no guest I/O, anything else would silently lose them */
-            image_spec_free(&spec);
-            inner = xstrdup("blkdebug error injection is only supported on the image's "
-                            "file by qimg");
-            r = -ENOTSUP;
-        }
-        if (r == 0 && spec.driver)
-            fmt = spec.driver;
+    } else {
+        r = open_layer((flags & IMG_OPEN_IMAGE_OPTS) ? NULL : filename, &kv, fmt, flags, &ids,
+                       &img, &inner);
     }
-    if (r == 0) {
-        r = open_layer(filename, fmt, flags, &ids, opts ? &spec : NULL, &img, &inner);
-        if (opts)
-            image_spec_free(&spec); /* fmt pointed into it: not used below */
-    }
+    bspec_free(&kv);
     if (r == 0 && !(flags & IMG_OPEN_NO_BACKING)) {
         r = open_chain(img, flags, &ids, &inner);
         if (r < 0) {
@@ -339,7 +335,7 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
     stub.backing_file = (char *)path;
     stub.backing_full = (char *)path;
     stub.backing_format = (char *)fmt;
-    int r = open_chain(&stub, flags, &ids, errmsg);
+    int r = open_chain(&stub, flags & ~IMG_OPEN_IMAGE_OPTS, &ids, errmsg);
     free(ids.v);
     if (r < 0) {
         image_close(stub.backing);
@@ -347,6 +343,16 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
     }
     *out = stub.backing;
     return r;
+}
+
+const char *image_name(const image_t *img)
+{
+    return img->display_name ? img->display_name : image_file_name(img);
+}
+
+const char *image_file_name(const image_t *img)
+{
+    return img->file_display ? img->file_display : img->filename;
 }
 
 image_t *image_open_or_report(const char *filename, const char *fmt, int flags)
@@ -372,8 +378,14 @@ void image_close(image_t *img)
         qio_close(img->file);
         free(img->filename);
         free(img->display_name);
-        free(img->data_file_name);
+        free(img->file_display);
         free(img->data_file_opt);
+        if (img->backing_opts)
+            bspec_free(img->backing_opts);
+        free(img->backing_opts);
+        free(img->data_file_name);
+        free(img->key_secret);
+        free(img->encrypt_format);
         free(img->data_file_label);
         free(img->backing_file);
         free(img->backing_full);

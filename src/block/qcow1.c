@@ -4,12 +4,15 @@
  * table or cluster offset here, so neither do we beyond its own rules: reads that end past
  * qemu's maximum length fail with EIO, an uncompressed cluster offset that is not
  * 512-aligned fails a read with EIO, a compressed cluster must inflate to exactly one
- * cluster. Encrypted (AES) images open only for info, as qemu-img without a key. */
+ * cluster. Encrypted (AES) images open for I/O with a key-secret (aes-128-cbc, guest
+ * sector IVs, as qemu's qcow), else only for info, as qemu-img's. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/driver.h"
+#include "block/luks.h"
+#include "crypto/sector.h"
 #include "format/be.h"
 #include "format/qcow1_header.h"
 #include "format/qcow2_codec.h"
@@ -26,6 +29,7 @@ struct qcow1_state {
     uint8_t *cdata, *cluster; /* compressed bytes, and the inflated cluster cached */
     uint64_t cluster_coffset;
     bool cluster_valid;
+    struct qcrypt *crypt;    /* AES, once a key-secret unlocked the image */
 };
 
 static int qcow1_probe(const uint8_t *buf, size_t len, const char *filename)
@@ -91,7 +95,7 @@ static int load_backing_name(image_t *img, struct qcow1_state *s, char **errmsg)
     }
     if (name[0]) { /* a C string: up to the first NUL; empty means no backing file */
         img->backing_file = name;
-        img->backing_full = image_path_combine(img->filename, name);
+        img->backing_full = image_backing_path(img->filename, name);
     } else {
         free(name);
     }
@@ -122,10 +126,11 @@ static int qcow1_open(image_t *img, char **errmsg)
     }
     if (s->h.crypt_method == QCOW1_CRYPT_AES) {
         img->encrypted = true;
-        if (!(img->flags & IMG_OPEN_NO_IO)) { /* qemu-img without --object secret */
-            *errmsg = xstrdup(QCOW2_NO_KEY_MSG);
-            return -EINVAL;
-        }
+        if (!(img->flags & IMG_OPEN_NO_IO) &&
+            ((r = crypt_format_check(img->encrypt_format, "aes", errmsg)) < 0 ||
+             (r = qcow_aes_open_key(img->key_secret, QCOW2_NO_KEY_MSG, &s->crypt,
+                                    errmsg)) < 0))
+            return r;
     }
     if ((r = load_l1(img, s, file_size, errmsg)) < 0 ||
         (r = load_backing_name(img, s, errmsg)) < 0)
@@ -147,6 +152,7 @@ static void qcow1_close(image_t *img)
     free(s->l2);
     free(s->cdata);
     free(s->cluster);
+    qcrypt_free(s->crypt);
     free(s);
     img->priv = NULL;
 }
@@ -191,6 +197,24 @@ static int decompress(image_t *img, const struct qcow1_entry *e)
     return 0;
 }
 
+/* qcow_co_preadv with encryption: the enclosing sectors read and decrypted, IVs from the
+ * guest sector numbers (clusters are sector-aligned, so host and guest share the
+ * in-sector position). */
+static int read_encrypted(image_t *img, uint64_t off, uint64_t host, uint8_t *p, size_t n)
+{
+    struct qcow1_state *s = img->priv;
+    size_t skip = (size_t)(off % QCRYPT_SECTOR);
+    size_t len = (skip + n + QCRYPT_SECTOR - 1) / QCRYPT_SECTOR * QCRYPT_SECTOR;
+    uint8_t *b = xmalloc(len);
+    int r = qio_pread(img->file, b, len, host - skip);
+    if (r == 0) {
+        qcrypt_decrypt(s->crypt, (off - skip) / QCRYPT_SECTOR, b, len);
+        memcpy(p, b + skip, n);
+    }
+    free(b);
+    return r;
+}
+
 /* The rest of one cluster of a read (qcow_co_preadv's loop body). */
 static int64_t qcow1_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
 {
@@ -213,7 +237,12 @@ static int64_t qcow1_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
             memcpy(p, s->cluster + in, len);
         break;
     case QCOW1_NORMAL:
-        r = (e.host & 511) ? -EIO : qio_pread(img->file, p, len, e.host + in);
+        if (e.host & 511)
+            r = -EIO;
+        else if (s->crypt)
+            r = read_encrypted(img, off, e.host + in, p, len);
+        else
+            r = qio_pread(img->file, p, len, e.host + in);
         break;
     }
     return r < 0 ? r : (int64_t)len;
@@ -263,8 +292,8 @@ static int qcow1_block_status(image_t *img, uint64_t off, uint64_t bytes, block_
     if (e.kind == QCOW1_UNALLOCATED) {
         st->flags = 0;
         st->pnum = unallocated_run(img, off, bytes);
-    } else if (e.kind == QCOW1_COMPRESSED) {
-        st->flags = BS_DATA;
+    } else if (e.kind == QCOW1_COMPRESSED || s->crypt) {
+        st->flags = BS_DATA; /* qcow_co_block_status: no offset for encrypted data */
     } else {
         st->flags = BS_DATA | BS_OFFSET_VALID;
         st->map = e.host | in; /* qemu ORs; reads add (they differ for unaligned offsets) */

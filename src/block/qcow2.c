@@ -8,11 +8,13 @@
 #include "block/luks.h"
 #include "block/qcow2_int.h"
 #include "block/qcow2_model.h"
+#include "crypto/sector.h"
 #include "format/be.h"
 #include "io/lock.h"
 #include "qcow2/header_write.h"
 #include "repair/dirty_open.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/xalloc.h"
 
 static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
@@ -31,6 +33,7 @@ static struct qcow2_open_opts open_opts(const image_t *img)
                       ((img->flags & IMG_OPEN_SHARE) ? QIO_SHARE : 0),
         .data_lock_write = rdwr,
         .data_file = img->data_file_opt,
+        .has_key = img->key_secret || img->encrypt_format,
     };
 }
 
@@ -73,6 +76,43 @@ static int open_rdwr_finish(image_t *img, char **errmsg)
     return 0;
 }
 
+/* qcow2_crypto_hdr_read_func: the LUKS header's bytes inside the crypto extension. */
+static int crypto_read(void *opaque, uint64_t off, void *buf, size_t len, char **errmsg)
+{
+    image_t *img = opaque;
+    struct qcow2_state *s = img->priv;
+    if (off > s->ext.crypto_length || len > s->ext.crypto_length - off) {
+        *errmsg = xstrdup("Request for data outside of extension header");
+        return -EINVAL;
+    }
+    int r = qio_pread(img->file, buf, len, s->ext.crypto_offset + off);
+    if (r < 0)
+        *errmsg = xasprintf("Could not read encryption header: %s", strerror(-r));
+    return r;
+}
+
+/* qcow2_update_options_prepare's encryption part and the crypto open of qcow2_do_open:
+ * encrypt.format must name the header's method, then the key-secret unlocks it (LUKS: the
+ * header's key slots; AES: the secret itself is the key, qcrypto_block_qcow_init). */
+static int open_crypt(image_t *img, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    const char *hdr = s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks";
+    int r = crypt_format_check(img->encrypt_format, hdr, errmsg);
+    if (r < 0)
+        return r;
+    if (s->h.crypt_method == QCOW2_CRYPT_LUKS) {
+        if (!s->luks) {
+            *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
+            return -EINVAL;
+        }
+        s->crypt_physical = true;
+        return luks_open_key(img->key_secret, QCOW2_NO_KEY_MSG, s->luks, crypto_read, img,
+                             &s->crypt, errmsg);
+    }
+    return qcow_aes_open_key(img->key_secret, QCOW2_NO_KEY_MSG, &s->crypt, errmsg);
+}
+
 static int qcow2_open(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = xcalloc(1, sizeof(*s));
@@ -90,10 +130,12 @@ static int qcow2_open(image_t *img, char **errmsg)
         img->data_file = NULL;
     if (r < 0)
         return r;
-    if (s->geom.data_file && img->data_file_label)
-        img->data_file_name = xstrdup(img->data_file_label);
-    else if (s->geom.data_file && s->ext.has_data_file)
-        img->data_file_name = xstrdup(s->ext.data_file);
+    /* map's File column: the data-file option's name as qemu shows it (its label, e.g.
+     * "blkdebug::NAME" over a blkdebug filter), else the header's name */
+    if (s->geom.data_file && (img->data_file_label || img->data_file_opt || s->ext.has_data_file))
+        img->data_file_name = xstrdup(img->data_file_label ? img->data_file_label
+                                      : img->data_file_opt ? img->data_file_opt
+                                                           : s->ext.data_file);
     img->cluster_size = (uint32_t)s->h.cluster_size;
     img->size = s->h.size & ~(uint64_t)511; /* qemu: total_sectors = size / 512 */
     img->dirty = (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
@@ -110,9 +152,11 @@ static int qcow2_open(image_t *img, char **errmsg)
         if ((r = luks_read_header(img->file, s->ext.crypto_offset, s->luks, errmsg)) < 0)
             return -EINVAL;
     }
+    if (s->h.crypt_method != 0 && !no_io && (r = open_crypt(img, errmsg)) < 0)
+        return r;
     if (s->backing_name) {
         img->backing_file = xstrdup(s->backing_name);
-        img->backing_full = image_path_combine(img->filename, img->backing_file);
+        img->backing_full = image_backing_path(img->filename, img->backing_file);
         if (s->ext.has_backing_format && s->ext.backing_format[0])
             img->backing_format = xstrdup(s->ext.backing_format);
     }
@@ -141,6 +185,7 @@ static void qcow2_close(image_t *img)
     free(s->cbuf);
     free(s->dbuf);
     free(s->luks);
+    qcrypt_free(s->crypt);
     free(s);
     img->priv = NULL;
 }

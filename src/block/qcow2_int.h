@@ -26,6 +26,9 @@ struct qcow2_state {
     uint64_t dbuf_entry; /* L2 entry it came from; 0 = none */
 
     struct luks_header *luks; /* LUKS encryption header, read by info's NO_IO open */
+    struct qcrypt *crypt;     /* the data cipher once a key-secret unlocked the image */
+    bool crypt_physical;      /* IVs from host offsets (LUKS) or guest offsets (AES), as
+                                 qemu's crypt_physical_offset */
 };
 
 /* What one run of guest bytes maps to (qemu's qcow2_get_host_offset). */

@@ -249,7 +249,7 @@ int qcow2_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_
         st->map = run.host;
         st->file = img->data_file;
         st->filename = img->data_file_name ? img->data_file_name
-                      : img->display_name ? img->display_name : img->filename;
+                      : image_file_name(img);
         f |= BS_OFFSET_VALID;
     }
     if (run.type == QCOW2_SUBCLUSTER_ZERO_PLAIN || run.type == QCOW2_SUBCLUSTER_ZERO_ALLOC)

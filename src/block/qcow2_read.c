@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "block/qcow2_int.h"
+#include "crypto/sector.h"
 #include "format/qcow2_codec.h"
 #include "format/qcow2_l2.h"
 #include "io/blkdebug.h"
@@ -37,6 +38,26 @@ static int load_compressed(image_t *img, uint64_t entry)
     return 0;
 }
 
+/* Guest bytes [off, off+k) at host, decrypted (qcow2_co_preadv_encrypted): the enclosing
+ * 512-byte sectors are read and decrypted whole, their IVs numbered by host offset (LUKS)
+ * or guest offset (AES). Clusters are sector-aligned, so both offsets share the in-sector
+ * position. */
+static int read_encrypted(image_t *img, uint64_t off, uint64_t host, uint8_t *p, size_t k)
+{
+    struct qcow2_state *s = img->priv;
+    size_t skip = (size_t)(off % QCRYPT_SECTOR);
+    size_t len = (skip + k + QCRYPT_SECTOR - 1) / QCRYPT_SECTOR * QCRYPT_SECTOR;
+    uint8_t *b = xmalloc(len);
+    int r = qio_pread(img->data_file, b, len, host - skip);
+    if (r == 0) {
+        uint64_t iv = (s->crypt_physical ? host - skip : off - skip) / QCRYPT_SECTOR;
+        qcrypt_decrypt(s->crypt, iv, b, len);
+        memcpy(p, b + skip, k);
+    }
+    free(b);
+    return r;
+}
+
 /* One run of same-type clusters: backing, zeros, data (file or data file) or one
  * compressed cluster. */
 static int64_t qcow2_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
@@ -58,7 +79,12 @@ static int64_t qcow2_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
         break;
     case QCOW2_SUBCLUSTER_NORMAL:
         qio_event(img->file, BLKDBG_READ_AIO); /* on the file, even with a data file */
-        r = img->data_file ? qio_pread(img->data_file, p, k, run.host) : -ENOMEDIUM;
+        if (!img->data_file)
+            r = -ENOMEDIUM;
+        else if (s->crypt)
+            r = read_encrypted(img, off, run.host, p, k);
+        else
+            r = qio_pread(img->data_file, p, k, run.host);
         break;
     case QCOW2_SUBCLUSTER_COMPRESSED:
         r = load_compressed(img, run.host);
@@ -75,7 +101,7 @@ static int64_t qcow2_read_step(image_t *img, uint64_t off, uint8_t *p, size_t n)
 int qcow2_read(image_t *img, uint64_t off, void *buf, size_t n)
 {
     struct qcow2_state *s = img->priv;
-    if (s->h.crypt_method != 0)
-        return -ENOTSUP; /* encrypted data needs a key; qimg has none */
+    if (s->h.crypt_method != 0 && !s->crypt)
+        return -ENOTSUP; /* encrypted data needs a key */
     return read_in_steps(img, off, buf, n, qcow2_read_step);
 }

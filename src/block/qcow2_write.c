@@ -13,6 +13,7 @@
 #include "io/blkdebug.h"
 #include "block/compress_write.h"
 #include "block/qcow2_int.h"
+#include "crypto/sector.h"
 #include "format/be.h"
 #include "format/qcow2_codec.h"
 #include "qcow2/alloc.h"
@@ -454,6 +455,8 @@ static bool is_zero_fast(image_t *img, uint64_t off, uint64_t n)
 static int handle_alloc_space(image_t *img, struct metas *ms)
 {
     struct qcow2_state *s = img->priv;
+    if (s->crypt)
+        return 0; /* zeros on disk would decrypt to noise: the COW regions are written */
     for (size_t i = 0; i < ms->n; i++) {
         struct l2meta *m = &ms->v[i];
         if (!m->cow_start.nb_bytes && !m->cow_end.nb_bytes)
@@ -526,6 +529,13 @@ static int perform_cow(image_t *img, struct l2meta *m)
         r = qcow2_read(img, m->offset + a->offset, buf, a->nb_bytes);
     if (r == 0 && b->nb_bytes)
         r = qcow2_read(img, m->offset + b->offset, end_buf, b->nb_bytes);
+    if (r == 0 && s->crypt) {
+        /* do_perform_cow_encrypt: the old bytes encrypted for their new place (the
+         * guest data in m->data was encrypted by the write already) */
+        uint64_t base = s->crypt_physical ? m->alloc_offset : m->offset;
+        qcrypt_encrypt(s->crypt, (base + a->offset) / QCRYPT_SECTOR, buf, a->nb_bytes);
+        qcrypt_encrypt(s->crypt, (base + b->offset) / QCRYPT_SECTOR, end_buf, b->nb_bytes);
+    }
     if (r == 0 && m->data) {
         memcpy(buf + a->nb_bytes, m->data, data_bytes);
         r = data_overlap_check(s, m->alloc_offset + a->offset, total);
@@ -644,9 +654,30 @@ static int link_pending(image_t *img, struct pending *pd)
  * bitmaps qimg cannot keep current, i11-rdwr's qcow2_image_may_write) */
 static int may_write(struct qcow2_state *s)
 {
-    if (s->h.crypt_method != 0)
+    if (s->h.crypt_method != 0 && !s->crypt)
         return -ENOTSUP;
     return qcow2_image_may_write(&s->m);
+}
+
+static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n);
+
+/* An encrypted image's request alignment is a sector (qcow2_refresh_limits): the partial
+ * sectors at either end are read (decrypted) and written whole, as qemu's block layer
+ * does for such a request. */
+static int write_sectors(image_t *img, uint64_t off, const void *buf, size_t n)
+{
+    uint64_t a = off / QCRYPT_SECTOR * QCRYPT_SECTOR;
+    uint64_t e = (off + n + QCRYPT_SECTOR - 1) / QCRYPT_SECTOR * QCRYPT_SECTOR;
+    uint8_t *b = xmalloc((size_t)(e - a));
+    int r = qcow2_read(img, a, b, QCRYPT_SECTOR);
+    if (r == 0 && e - a > QCRYPT_SECTOR)
+        r = qcow2_read(img, e - QCRYPT_SECTOR, b + (e - a) - QCRYPT_SECTOR, QCRYPT_SECTOR);
+    if (r == 0) {
+        memcpy(b + (off - a), buf, n);
+        r = qcow2_write_op(img, a, b, (size_t)(e - a));
+    }
+    free(b);
+    return r;
 }
 
 static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
@@ -655,8 +686,13 @@ static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
     int r0 = may_write(s);
     if (r0 < 0)
         return r0;
+    if (s->crypt && ((off | n) % QCRYPT_SECTOR))
+        return write_sectors(img, off, buf, n);
     const uint8_t *p = buf;
     struct pending pd = { 0 };
+    /* encrypted copies of the guest data: a merged COW writes them when linking */
+    uint8_t **enc = NULL;
+    size_t n_enc = 0;
     int r = 0;
     while (n && r == 0) {
         uint64_t cur = n < INT_MAX ? n : INT_MAX, host;
@@ -670,9 +706,20 @@ static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
         }
         if (r == 0)
             r = handle_alloc_space(img, &ms);
-        if (r == 0 && !merge_cow(off, cur, p, &ms)) {
+        const uint8_t *src = p;
+        if (r == 0 && s->crypt) {
+            /* qcow2_co_encrypt: IVs from the host offset (LUKS) or the guest's (AES) */
+            uint8_t *c = xmalloc((size_t)cur);
+            memcpy(c, p, (size_t)cur);
+            qcrypt_encrypt(s->crypt, (s->crypt_physical ? host : off) / QCRYPT_SECTOR, c,
+                           (size_t)cur);
+            enc = xreallocarray(enc, n_enc + 1, sizeof(*enc));
+            enc[n_enc++] = c;
+            src = c;
+        }
+        if (r == 0 && !merge_cow(off, cur, src, &ms)) {
             qio_event(img->file, BLKDBG_WRITE_AIO); /* qcow2_co_pwritev_task */
-            r = qio_pwrite(img->data_file, p, (size_t)cur, host);
+            r = qio_pwrite(img->data_file, src, (size_t)cur, host);
         }
         if (r < 0) {
             handle_l2meta(img, &ms, false);
@@ -692,6 +739,9 @@ static int qcow2_write_op(image_t *img, uint64_t off, const void *buf, size_t n)
     if (r == 0)
         r = lr;
     free(pd.v);
+    for (size_t i = 0; i < n_enc; i++)
+        free(enc[i]);
+    free(enc);
     return r;
 }
 

@@ -1,6 +1,7 @@
 /* raw format: the file is the guest disk. Block status is the file's own allocation
  * (SEEK_DATA/SEEK_HOLE), as qemu's raw format passes through to file-posix. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/blkdebug.h"
+#include "io/nbd.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -31,6 +33,26 @@ static int raw_open(image_t *img, char **errmsg)
         *errmsg = xasprintf("Could not get the size of '%s': %s", img->filename, strerror(-r));
         return r;
     }
+    if (img->raw_window) {
+        /* qemu's raw_apply_options(): the offset/size window must lie inside the file */
+        bool has_size = img->raw_size != UINT64_MAX;
+        if (img->raw_offset > size) {
+            *errmsg = xasprintf("Offset (%" PRIu64 ") cannot be greater than size of the "
+                                "containing file (%" PRIu64 ")", img->raw_offset, size);
+            return -EINVAL;
+        }
+        if (has_size && size - img->raw_offset < img->raw_size) {
+            *errmsg = xasprintf("The sum of offset (%" PRIu64 ") and size (%" PRIu64 ") has "
+                                "to be smaller or equal to the  actual size of the containing "
+                                "file (%" PRIu64 ")", img->raw_offset, img->raw_size, size);
+            return -EINVAL;
+        }
+        if (has_size && img->raw_size % 512) {
+            *errmsg = xstrdup("Specified size is not multiple of 512");
+            return -EINVAL;
+        }
+        size = has_size ? img->raw_size : size - img->raw_offset;
+    }
     img->size = sectors_up(size);
     return 0;
 }
@@ -38,14 +60,14 @@ static int raw_open(image_t *img, char **errmsg)
 static int raw_read(image_t *img, uint64_t off, void *buf, size_t n)
 {
     qio_event(img->file, BLKDBG_READ_AIO); /* raw_co_preadv */
-    return qio_pread(img->file, buf, n, off);
+    return qio_pread(img->file, buf, n, off + img->raw_offset);
 }
 
 static int raw_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_t *st)
 {
     /* qemu's raw format answers RAW and the generic layer asks the file */
     unsigned f;
-    int r = image_file_status(img->file, off, bytes, &f, &st->pnum);
+    int r = image_file_status(img->file, off + img->raw_offset, bytes, &f, &st->pnum);
     if (r < 0)
         return r;
     if (st->pnum == 0) { /* the file shrank since open: the rest reads as zeros */
@@ -53,9 +75,9 @@ static int raw_block_status(image_t *img, uint64_t off, uint64_t bytes, block_st
         f = BS_ZERO | BS_OFFSET_VALID;
     }
     st->flags = f & (BS_DATA | BS_ZERO | BS_OFFSET_VALID);
-    st->map = off;
+    st->map = off + img->raw_offset;
     st->file = img->file;
-    st->filename = img->display_name ? img->display_name : img->filename;
+    st->filename = image_file_name(img);
     return 0;
 }
 
@@ -89,7 +111,7 @@ static int raw_write(image_t *img, uint64_t off, const void *buf, size_t n)
     if (img->probed)
         return raw_write_probed(img, off, buf, n);
     qio_event(img->file, BLKDBG_WRITE_AIO); /* raw_co_pwritev */
-    return qio_pwrite(img->file, buf, n, off);
+    return qio_pwrite(img->file, buf, n, off + img->raw_offset);
 }
 
 static bool no_fallocate(int r)
@@ -131,14 +153,14 @@ int posix_write_zeroes(qio_t *f, uint64_t off, uint64_t n, bool may_unmap)
 
 static int raw_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
-    return posix_write_zeroes(img->file, off, n, may_unmap);
+    return posix_write_zeroes(img->file, off + img->raw_offset, n, may_unmap);
 }
 
 /* handle_aiocb_discard: a punched hole; a file system that cannot punch makes discard the
  * no-op it may be (qemu's bdrv_co_pdiscard ignores -ENOTSUP). */
 static int raw_discard(image_t *img, uint64_t off, uint64_t n)
 {
-    int r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off, n);
+    int r = qio_fallocate(img->file, QIO_FALLOC_PUNCH_HOLE, off + img->raw_offset, n);
     return r == -ENOTSUP ? 0 : r;
 }
 
@@ -158,11 +180,22 @@ static void allocate_first_block(image_t *img, uint64_t size)
 static int raw_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
                         char **errmsg)
 {
+    if (img->raw_window) {
+        /* qemu's raw_co_truncate refuses a fixed size; qimg also leaves an offset window
+         * alone rather than move the file's end under it */
+        *errmsg = xstrdup("Cannot resize fixed-size raw disks");
+        return -ENOTSUP;
+    }
     uint64_t cur;
     int r = qio_size(img->file, &cur);
     if (r < 0) {
         *errmsg = xasprintf("Could not stat file: %s", strerror(-r));
         return r;
+    }
+    if (size != cur && qio_is_nbd(img->file)) {
+        /* qemu's nbd_co_truncate (raw passes exact=true on) */
+        *errmsg = xstrdup("Cannot resize NBD nodes");
+        return -ENOTSUP;
     }
     if (cur > size && prealloc != IMG_PREALLOC_OFF) {
         *errmsg = xstrdup("Cannot use preallocation for shrinking files");

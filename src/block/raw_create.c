@@ -154,6 +154,8 @@ int block_create(const char *fmt, const char *filename, const struct copts *o, c
         return qed_create(filename, o, errmsg);
     if (!strcmp(fmt, "vdi"))
         return vdi_create(filename, o, errmsg);
+    if (!strcmp(fmt, "luks"))
+        return luks_create_image(filename, o, errmsg);
     *errmsg = xstrdup("qimg cannot create images of this format yet");
     return -ENOTSUP;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "block/luks.h"
 #include "checker/blk_check.h"
@@ -15,10 +16,12 @@
 #include "cmd/commands.h"
 #include "cmd/check_blk.h"
 #include "format/probe.h"
+#include "io/nbd.h"
 #include "io/lock.h"
 #include "io/qio.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 
 enum { OPT_DEEP = OPT_CMD, OPT_FINDINGS_CAP, OPT_DRY_RUN, OPT_JOURNAL };
@@ -38,8 +41,9 @@ static int check_report(struct check_run *run, int rc, const char *filename, boo
     return ret;
 }
 
-static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix, bool json,
-                        bool quiet, struct check_opts o, bool dry_run, const char *journal);
+static int check_file(const char *filename, const char *arg, const char *fmt,
+                      const struct bs_resolved *res, int fix, bool dry_run, const char *journal,
+                      bool json, bool quiet, struct check_opts *op);
 
 int cmd_check(int argc, char **argv)
 {
@@ -54,7 +58,7 @@ int cmd_check(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *output = NULL, *cache = NULL, *journal = NULL;
-    bool dry_run = false;
+    bool dry_run = false, image_opts = false;
     struct check_opts o;
     memset(&o, 0, sizeof(o));
     bool quiet = false, json = false;
@@ -76,8 +80,11 @@ int cmd_check(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'U': o.share = true; break;
         case OPT_OUTPUT: output = optarg; break;
-        case OPT_OBJECT: break;        /* accepted for compatibility; no secrets needed */
-        case OPT_IMAGE_OPTS: break;
+        case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_DEEP: o.deep = true; break;
         case OPT_FINDINGS_CAP: o.findings_cap = strtoul(optarg, NULL, 10); break;
         case OPT_DRY_RUN: dry_run = true; break;
@@ -107,36 +114,66 @@ int cmd_check(int argc, char **argv)
                    "another process may use the image");
         return 1;
     }
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
+    /* json:, file: and --image-opts names: the checker works on the file they name, with the
+     * format they give; the JSON report keeps the name as given (qemu-img's check->filename) */
+    const char *arg = filename;
+    struct bs_resolved res = { 0 };
+    char *msg = NULL;
+    if (image_opts || blockspec_has_protocol(filename)) {
+        struct bspec kv = { 0 };
+        if (image_opts)
+            bspec_parse_keyval(filename, &kv);
+        int r = blockspec_resolve(image_opts ? NULL : filename, &kv, fmt, true, &res, &msg);
+        bspec_free(&kv);
+        if (r < 0) {
+            err_report("Could not open '%s': %s", arg, msg);
+            free(msg);
+            return 1;
+        }
+        filename = res.path;
+        fmt = res.format;
+        check_run_set_report_name(arg);
+        o.open_name = arg;
+        o.no_backing = res.backing == BS_BACKING_NONE;
+        o.data_file = res.data_file;
+    }
+    int ret = check_file(filename, arg, fmt, &res, fix, dry_run, journal, json, quiet, &o);
+    blockspec_resolved_free(&res);
+    return ret;
+}
+
+/* check of the file filename (arg: the name as given, for messages), fmt NULL: probed. */
+static int check_file(const char *filename, const char *arg, const char *fmt,
+                      const struct bs_resolved *res, int fix, bool dry_run, const char *journal,
+                      bool json, bool quiet, struct check_opts *op)
+{
+    struct check_opts o = *op;
     /* qemu-img check -r opens the image read-write from the start: a directory then fails
      * in open(2) itself ("Is a directory"), a FIFO or /proc file as in a read-only open */
     qio_t *q;
     char *msg = NULL;
     o.rdwr = fix && !dry_run;
     int mode = o.rdwr ? QIO_RDWR : QIO_RDONLY;
-    /* a "file:" prefix stripped (the other names are unchanged); below, the messages name
-     * the file opened, qemu's the name given (only these prefixed names differ) */
-    const char *given = filename;
-    char *path = NULL;
-    int rc = image_file_path(given, &path, &msg);
-    if (rc == 0) {
-        filename = path;
-        rc = qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
-    }
-    if (rc < 0) {
-        err_report("Could not open '%s': %s", given, msg);
-        free(msg);
-        free(path);
+    if (res->nbd && o.rdwr) {
+        /* repair journals and reopens the image by file name */
+        err_report("check -r of an image over NBD is not supported by qimg");
         return 1;
     }
-    rc = check_opened(q, filename, fmt, fix, json, quiet, o, dry_run, journal);
-    free(path);
-    return rc;
-}
-
-static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix, bool json,
-                        bool quiet, struct check_opts o, bool dry_run, const char *journal)
-{
-    int rc;
+    int rc = res->nbd ? qio_open_nbd(res->nbd, mode, &q, &msg)
+                      : qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
+    if (rc < 0) {
+        err_report("Could not open '%s': %s", arg, msg);
+        free(msg);
+        return 1;
+    }
+    if ((msg = blockspec_file_unknown_msg(res))) {
+        err_report("Could not open '%s': %s", arg, msg);
+        free(msg);
+        qio_close(q);
+        return 1;
+    }
     bool fmt_given = fmt != NULL;
     if (!fmt) {
         /* qemu probes a zero-padded 2048-byte read: a header cut short still has its
@@ -148,16 +185,23 @@ static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix
             memset(buf, 0, sizeof(buf));
         fmt = probe_format(buf, sizeof(buf));
     }
+    if (res->rest.n && (msg = blockspec_format_unknown_msg(res, fmt))) {
+        /* qemu reports left-over options once the format has opened; close enough here */
+        err_report("Could not open '%s': %s", arg, msg);
+        free(msg);
+        qio_close(q);
+        return 1;
+    }
     if (strcmp(fmt, "qcow2") != 0) {
         static const char *const known[] = { "raw", "file", "qcow", "luks", "vpc", "dmg",
                                              "cloop", "bochs", "vvfat", "vmdk", "vhdx",
-                                             "parallels", "qed", "vdi" };
+                                             "parallels", "qed", "vdi", "nbd" };
         bool k = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             k |= !strcmp(fmt, known[i]);
         qio_close(q);
         if (!k) {
-            err_report("Could not open '%s': Unknown driver '%s'", filename, fmt);
+            err_report("Could not open '%s': Unknown driver '%s'", arg, fmt);
             return 1;
         }
         if (!strcmp(fmt, "vdi") && (dry_run || journal)) {
@@ -169,7 +213,7 @@ static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix
             return check_blk(filename, fmt, fix, json, quiet, &o, dry_run, journal);
         if (!strcmp(fmt, "luks")) {
             /* qemu's open for I/O asks for the key before it reads the header */
-            err_report("Could not open '%s': %s", filename, LUKS_NO_KEY_MSG);
+            err_report("Could not open '%s': %s", arg, LUKS_NO_KEY_MSG);
             return 1;
         }
         if (!strcmp(fmt, "qcow")) {
@@ -203,7 +247,7 @@ static int check_opened(qio_t *q, const char *filename, const char *fmt, int fix
     }
     char *lockmsg = NULL;
     if (qio_lock_image(q, false, true, o.share, filename, &lockmsg) < 0) {
-        err_report("Could not open '%s': %s", filename, lockmsg);
+        err_report("Could not open '%s': %s", arg, lockmsg);
         free(lockmsg);
         qio_close(q);
         return 1;

@@ -6,9 +6,18 @@
 #include "checker/render.h"
 #include "util/err.h"
 
+static const char *report_name;
+
+void check_run_set_report_name(const char *name)
+{
+    report_name = name;
+}
+
 int check_run_report(const struct check_run *run, int rc, const char *filename, bool json,
                      bool quiet, check_json_amend_fn amend, const void *ctx)
 {
+    if (report_name)
+        filename = report_name;
     if (rc == 0 && !quiet) {
         if (json) {
             json_t *j = check_to_json(filename, run->format, &run->res, &run->findings,

@@ -19,4 +19,9 @@ typedef void (*check_json_amend_fn)(json_t *report, const void *ctx);
 int check_run_report(const struct check_run *run, int rc, const char *filename, bool json,
                      bool quiet, check_json_amend_fn amend, const void *ctx);
 
+/* The name the JSON report gives as "filename": qemu-img prints the FILENAME operand as
+ * given (a json:{...} text or an --image-opts list), while the checker works on the file it
+ * names. NULL (the default): the filename passed to check_run_report. */
+void check_run_set_report_name(const char *name);
+
 #endif

@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "cmd/compare_fast.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/hugebuf.h"
 #include "util/opts.h"
 #include "util/progress.h"
@@ -228,7 +230,10 @@ int cmd_compare(int argc, char **argv)
         case 'q': c.quiet = true; break;
         case 's': strict = true; break;
         case 'U': share = true; break;
-        case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
+        case OPT_OBJECT: /* compare's error exit is 2 (1 means "images differ") */
+            if (secrets_add_object(optarg) < 0)
+                return 2;
+            break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
@@ -249,17 +254,11 @@ int cmd_compare(int argc, char **argv)
      * block status, 4 while reading (qemu-img aborts instead) */
     xalloc_set_oom_exit(2);
     int flags = (share ? IMG_OPEN_SHARE : 0) | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
-    if (image_opts && fmt1) { /* img_open, for each image */
-        err_report("--image-opts and --format are mutually exclusive");
-        goto out;
-    }
-    if (!(img1 = image_open_or_report(fn1, fmt1, flags)))
-        goto out;
-    if (image_opts && fmt2) {
-        err_report("--image-opts and --format are mutually exclusive");
-        goto out;
-    }
-    if (!(img2 = image_open_or_report(fn2, fmt2, flags)))
+    /* qemu-img's img_open() checks --image-opts against each image's format in turn */
+    if (blockspec_check_image_opts_fmt(image_opts, fmt1) < 0 ||
+        !(img1 = image_open_or_report(fn1, fmt1, flags)) ||
+        blockspec_check_image_opts_fmt(image_opts, fmt2) < 0 ||
+        !(img2 = image_open_or_report(fn2, fmt2, flags)))
         goto out;
     xalloc_set_oom_exit(4);
     c.buf1 = hugebuf_alloc(IO_BUF_SIZE);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/create.h"
 #include "block/create_opts.h"
 #include "block/image.h"
@@ -57,8 +58,9 @@ static int img_create(const char *filename, const char *fmt, const char *base,
         report(filename, err);
         return 1;
     }
+    /* qemu's bdrv_find_protocol(): "file:NAME" creates NAME; messages keep the name given */
     char *path = NULL, *perr = NULL;
-    if (image_file_path(filename, &path, &perr) < 0) {
+    if (blockspec_plain_path(filename, &path, &perr) < 0) {
         report(filename, perr);
         free(perr);
         if (known)
@@ -106,7 +108,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     const char *bfmt = copts_isset(&o, "backing_fmt") ? copts_str(&o, "backing_fmt") : NULL;
     uint64_t size = copts_num(&o, "size", (uint64_t)img_size);
     if (backing && !no_backing) {
-        char *full = image_path_combine(filename, backing);
+        char *full = image_path_combine(path, backing);
         image_t *bs = NULL;
         char *msg = NULL;
         /* bdrv_img_create: BDRV_O_NO_BACKING | BDRV_O_NO_IO */

@@ -8,10 +8,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "block/blockspec.h"
 #include "block/driver.h"
 #include "block/snapshot.h"
 #include "cmd/commands.h"
+#include "io/nbd.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/json.h"
 #include "util/opts.h"
 #include "util/size.h"
@@ -25,6 +28,7 @@ struct layer_info {
     snapshot_info_t *snaps;     /* for the human table */
     size_t n_snaps;
     char *next, *next_fmt;      /* --backing-chain: what to open next */
+    bool no_full;               /* a backing name without an absolute form (over NBD) */
 };
 
 static json_t *snapshot_json(const snapshot_info_t *sn)
@@ -46,8 +50,7 @@ static json_t *snapshot_json(const snapshot_info_t *sn)
 static void query(image_t *img, struct layer_info *li)
 {
     json_t *o = json_object();
-    json_set(o, "filename",
-             json_string(img->display_name ? img->display_name : img->filename));
+    json_set(o, "filename", json_string(image_name(img)));
     json_set(o, "format", json_string(img->format));
     json_set(o, "virtual-size", json_int((int64_t)img->size));
     int64_t actual = image_allocated_size(img);
@@ -58,16 +61,20 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
-    if (!img->drv->no_get_info)
+    /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file; bochs has none */
+    if (!img->drv->no_get_info && (!qio_is_nbd(img->file) ||
+        (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "raw") != 0)))
         json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
     if (img->backing_file) {
         json_set(o, "backing-filename", json_string(img->backing_file));
-        json_set(o, "full-backing-filename", json_string(img->backing_full));
+        if (img->backing_full) /* NULL: relative name under an NBD image */
+            json_set(o, "full-backing-filename", json_string(img->backing_full));
         if (img->backing_format)
             json_set(o, "backing-filename-format", json_string(img->backing_format));
-        li->next = xstrdup(img->backing_full);
+        li->next = img->backing_full ? xstrdup(img->backing_full) : NULL;
+        li->no_full = !img->backing_full;
         li->next_fmt = img->backing_format ? xstrdup(img->backing_format) : NULL;
     }
     if (img->drv->snapshots && img->drv->snapshots(img, &li->snaps, &li->n_snaps) == 0 &&
@@ -181,9 +188,14 @@ static long collect(const char *filename, const char *fmt, bool chain, int flags
         query(img, &l[n]);
         image_close(img);
         n++;
-        flags &= ~IMG_OPEN_IMAGE_OPTS; /* backing files are named by plain file names */
+        if (chain && l[n - 1].no_full) {
+            err_report("Could not determine absolute backing filename, but backing filename "
+                       "'%s' present", jstr(l[n - 1].json, "backing-filename"));
+            goto fail;
+        }
         next = chain ? l[n - 1].next : NULL;
         next_fmt = chain ? l[n - 1].next_fmt : NULL;
+        flags &= ~IMG_OPEN_IMAGE_OPTS; /* backing names are names, not option lists */
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -224,23 +236,23 @@ int cmd_info(int argc, char **argv)
         case 'U': share = true; break;
         case OPT_OUTPUT: output = optarg; break;
         case OPT_BACKING_CHAIN: chain = true; break;
-        case OPT_OBJECT:
-            err_report("--object is not supported by qimg");
-            return 1;
         case OPT_IMAGE_OPTS: image_opts = true; break;
+        case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         }
-    }
-    if (image_opts && fmt) {
-        err_report("--image-opts and --format are mutually exclusive");
-        return 1;
     }
     const char *filename = opts_one_file(argc, argv);
     bool json;
     if (opts_output_json(output, &json) < 0)
         return 1;
-    int flags = IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | (share ? IMG_OPEN_SHARE : 0);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
+    int flags = IMG_OPEN_NO_BACKING | IMG_OPEN_NO_IO | (share ? IMG_OPEN_SHARE : 0) |
+                (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
     struct layer_info *l;
-    long n = collect(filename, fmt, chain, flags | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0), &l);
+    long n = collect(filename, fmt, chain, flags, &l);
     if (n < 0)
         return 1;
     if (json && chain) {

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 
@@ -136,21 +138,22 @@ int cmd_map(int argc, char **argv)
             if (cvtnum("max length", optarg, &max_len) < 0)
                 return 1;
             break;
-        case OPT_OBJECT: break;     /* accepted for compatibility; no secrets needed */
+        case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         }
-    }
-    if (image_opts && fmt) {
-        err_report("--image-opts and --format are mutually exclusive");
-        return 1;
     }
     const char *filename = opts_one_file(argc, argv);
     bool json;
     if (opts_output_json(output, &json) < 0)
         return 1;
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
 
     image_t *img = image_open_or_report(filename, fmt, (share ? IMG_OPEN_SHARE : 0) |
-                                                       (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
+                                        (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
     if (json)

@@ -9,12 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/create_opts.h"
 #include "block/image.h"
 #include "block/measure.h"
 #include "cmd/commands.h"
 #include "qcow2/measure.h"
+#include "block/create.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/json.h"
 #include "util/opts.h"
 #include "util/size.h"
@@ -116,14 +119,16 @@ static int qcow2_measure(struct copts *o, image_t *in, struct measure_info *info
     }
     bool has_backing = copts_isset(o, "backing_file");
     const char *ef = copts_isset(o, "encrypt.format") ? copts_str(o, "encrypt.format") : NULL;
+    uint64_t luks_payload = 0;
     if (ef && !strcmp(ef, "luks")) {
-        /* qimg has no secrets (--object is refused), so LUKS never gets its header size;
-         * the message is qemu's for the missing or unknown secret */
-        if (!copts_isset(o, "encrypt.key-secret"))
-            err_report("Parameter 'encrypt.key-secret' is required for cipher");
-        else
-            err_report("No secret with id '%s'", copts_str(o, "encrypt.key-secret"));
-        return -1;
+        /* the LUKS header's clusters come first (qcow2_measure's luks_payload_size) */
+        char *msg = NULL;
+        if (luks_measure_payload(o, "encrypt.", &luks_payload, &msg) < 0) {
+            err_report("%s", msg);
+            free(msg);
+            return -1;
+        }
+        luks_payload = round_up(luks_payload, cs);
     }
 
     /* the size check looks at the size option (0 with a source), as qemu's does */
@@ -145,7 +150,8 @@ static int qcow2_measure(struct copts *o, image_t *in, struct measure_info *info
     unsigned order = 0;
     while ((1u << order) < refbits)
         order++;
-    info->fully_allocated = qcow2_calc_prealloc_size(virtual_size, cs, order, extended_l2);
+    info->fully_allocated = luks_payload +
+                            qcow2_calc_prealloc_size(virtual_size, cs, order, extended_l2);
     info->required = info->fully_allocated - virtual_size + required;
     info->has_bitmaps = version >= 3 && in && image_supports_persistent_bitmaps(in);
     if (info->has_bitmaps) {
@@ -266,7 +272,7 @@ int cmd_measure(int argc, char **argv)
     };
     const char *fmt = NULL, *out_fmt = "raw", *snapshot_name = NULL;
     char *options = NULL, *sn_id = NULL, *sn_name = NULL;
-    bool share = false, json = false, sn_opts = false;
+    bool share = false, json = false, sn_opts = false, image_opts = false;
     uint64_t img_size = UINT64_MAX;
     image_t *in = NULL;
     struct copts o = { 0 };
@@ -301,10 +307,11 @@ int cmd_measure(int argc, char **argv)
             }
             break;
         case 'U': share = true; break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            goto out;
+            if (secrets_add_object(optarg) < 0)
+                goto out;
+            break;
         case OPT_OUTPUT:
             if (opts_output_json(optarg, &json) < 0)
                 goto out;
@@ -326,7 +333,7 @@ int cmd_measure(int argc, char **argv)
     } else if (argc - optind == 1) {
         filename = argv[optind];
     }
-    if (!filename && (fmt || snapshot_name || sn_opts)) {
+    if (!filename && (image_opts || fmt || snapshot_name || sn_opts)) {
         err_report("--image-opts, -f, and -l require a filename argument.");
         goto out;
     }
@@ -340,7 +347,10 @@ int cmd_measure(int argc, char **argv)
     }
 
     if (filename) {
-        in = image_open_or_report(filename, fmt, share ? IMG_OPEN_SHARE : 0);
+        if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+            goto out;
+        in = image_open_or_report(filename, fmt, (share ? IMG_OPEN_SHARE : 0) |
+                                  (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
         if (!in)
             goto out;
         char *msg = NULL;
@@ -395,9 +405,17 @@ int cmd_measure(int argc, char **argv)
     else if (!strcmp(out_fmt, "qcow2"))
         r = qcow2_measure(&o, in, &info);
     else if (!strcmp(out_fmt, "luks")) {
-        /* qemu's block_crypto_measure needs the key secret, which qimg cannot take */
-        err_report("Parameter 'key-secret' is required for cipher");
-        r = -1;
+        /* block_crypto_measure: the header, then the guest bytes as they are */
+        char *msg = NULL;
+        uint64_t payload = 0;
+        r = luks_measure_payload(&o, "", &payload, &msg);
+        if (r < 0) {
+            err_report("%s", msg);
+            free(msg);
+        } else {
+            info.required = payload + (in ? in->size : copts_num(&o, "size", 0));
+            info.fully_allocated = info.required;
+        }
     } else {
         /* qimg knows no option list for the formats it cannot create, so -o is not checked
          * for them before this message (qemu checks it first) */

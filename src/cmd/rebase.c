@@ -19,6 +19,7 @@
 #include "cmd/ported.h"
 #include "util/cache.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/progress.h"
 #include "util/xalloc.h"
@@ -217,8 +218,11 @@ int cmd_rebase(int argc, char **argv)
         case OPT_DRY_RUN: dry_run = true; break;
         case OPT_JOURNAL: journal = optarg; break;
         case OPT_OBJECT:
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
+            err_report("--image-opts is not supported by qimg");
             return 1;
         }
     }

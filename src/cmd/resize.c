@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "cmd/resize_port.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/opts.h"
 #include "util/size.h"
 
@@ -58,7 +60,7 @@ int cmd_resize(int argc, char **argv)
         err_usage("Not enough arguments");
     const char *size = argv[--argc];
     const char *fmt = NULL, *journal = NULL;
-    bool quiet = false, shrink = false, dry_run = false;
+    bool quiet = false, shrink = false, dry_run = false, image_opts = false;
     enum img_prealloc prealloc = IMG_PREALLOC_OFF;
     int c;
     opts_start();
@@ -80,10 +82,11 @@ int cmd_resize(int argc, char **argv)
             prealloc = (enum img_prealloc)i;
             break;
         }
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            return 1;
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
         }
     }
     if (optind != argc - 1)
@@ -104,7 +107,10 @@ int cmd_resize(int argc, char **argv)
     /* --dry-run and --journal open read-only: the resize is planned on an overlay
      * (resize_port.c), nothing it does reaches the file before the journal has it */
     int flags = dry_run ? 0 : journal ? IMG_OPEN_SHARE : IMG_OPEN_RDWR;
-    image_t *img = image_open_or_report(filename, fmt, flags);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
+    image_t *img = image_open_or_report(filename, fmt, flags |
+                                        (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
     int ret = 1;
@@ -129,7 +135,7 @@ int cmd_resize(int argc, char **argv)
     char *msg = NULL;
     int r;
     if (dry_run || journal)
-        r = resize_ported(img, filename, (uint64_t)total, prealloc, dry_run, journal, &msg);
+        r = resize_ported(img, img->filename, (uint64_t)total, prealloc, dry_run, journal, &msg);
     else
         r = image_truncate(img, (uint64_t)total, prealloc, &msg);
     if (r == 0 && !dry_run && (r = image_flush(img)) < 0)

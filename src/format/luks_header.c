@@ -250,12 +250,15 @@ int luks_header_decode(const uint8_t *buf, size_t len, struct luks_header *h,
     memcpy(h->hash_spec, buf + LUKS_OFF_HASH_SPEC, 32);
     h->payload_offset_sector = be32_get(buf + LUKS_OFF_PAYLOAD);
     h->key_bytes = be32_get(buf + LUKS_OFF_KEY_BYTES);
+    memcpy(h->mk_digest, buf + LUKS_OFF_MK_DIGEST, LUKS_DIGEST_LEN);
+    memcpy(h->mk_salt, buf + LUKS_OFF_MK_SALT, LUKS_SALT_LEN);
     h->master_key_iterations = be32_get(buf + LUKS_OFF_MK_ITERS);
     memcpy(h->uuid, buf + LUKS_OFF_UUID, 40);
     for (unsigned i = 0; i < LUKS_NUM_SLOTS; i++) {
         const uint8_t *s = buf + LUKS_OFF_SLOTS + i * LUKS_SLOT_LEN;
         h->slots[i].active = be32_get(s + LUKS_SLOT_OFF_ACTIVE);
         h->slots[i].iterations = be32_get(s + LUKS_SLOT_OFF_ITERS);
+        memcpy(h->slots[i].salt, s + LUKS_SLOT_OFF_SALT, LUKS_SALT_LEN);
         h->slots[i].key_offset_sector = be32_get(s + LUKS_SLOT_OFF_KEY_OFFSET);
         h->slots[i].stripes = be32_get(s + LUKS_SLOT_OFF_STRIPES);
     }

@@ -17,20 +17,25 @@
 #define LUKS_SECTOR        512u
 #define LUKS_SLOT_DISABLED 0x0000DEADu
 #define LUKS_SLOT_ENABLED  0x00AC71F3u
+#define LUKS_DIGEST_LEN    20
+#define LUKS_SALT_LEN      32
 
 enum {
     LUKS_OFF_MAGIC = 0, LUKS_OFF_VERSION = 6, LUKS_OFF_CIPHER_NAME = 8,
     LUKS_OFF_CIPHER_MODE = 40, LUKS_OFF_HASH_SPEC = 72, LUKS_OFF_PAYLOAD = 104,
-    LUKS_OFF_KEY_BYTES = 108, LUKS_OFF_MK_ITERS = 164, LUKS_OFF_UUID = 168,
+    LUKS_OFF_KEY_BYTES = 108, LUKS_OFF_MK_DIGEST = 112, LUKS_OFF_MK_SALT = 132,
+    LUKS_OFF_MK_ITERS = 164, LUKS_OFF_UUID = 168,
     LUKS_OFF_SLOTS = 208, LUKS_SLOT_LEN = 48,
     /* within a slot */
-    LUKS_SLOT_OFF_ACTIVE = 0, LUKS_SLOT_OFF_ITERS = 4, LUKS_SLOT_OFF_KEY_OFFSET = 40,
+    LUKS_SLOT_OFF_ACTIVE = 0, LUKS_SLOT_OFF_ITERS = 4, LUKS_SLOT_OFF_SALT = 8,
+    LUKS_SLOT_OFF_KEY_OFFSET = 40,
     LUKS_SLOT_OFF_STRIPES = 44,
 };
 
 struct luks_slot {
     uint32_t active;            /* LUKS_SLOT_ENABLED or LUKS_SLOT_DISABLED once validated */
     uint32_t iterations;
+    uint8_t salt[LUKS_SALT_LEN];
     uint32_t key_offset_sector;
     uint32_t stripes;
 };
@@ -40,6 +45,8 @@ struct luks_header {
     char cipher_name[33], cipher_mode[33], hash_spec[33];  /* NUL-terminated (validated) */
     uint32_t payload_offset_sector;
     uint32_t key_bytes;
+    uint8_t mk_digest[LUKS_DIGEST_LEN];
+    uint8_t mk_salt[LUKS_SALT_LEN];
     uint32_t master_key_iterations;
     char uuid[41];              /* up to the first NUL, as qemu's g_strndup */
     struct luks_slot slots[LUKS_NUM_SLOTS];

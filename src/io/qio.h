@@ -44,6 +44,10 @@ struct qio_ops {
     void (*close)(qio_t *q);
     /* A driver event (io/blkdebug.h); NULL: ignored. */
     void (*event)(qio_t *q, int ev);
+    /* Protocols that report block status themselves (NBD): QIO_ST_* flags of the run at
+     * off (at most bytes long) in *st and its length in *pnum. NULL: files, which answer
+     * through extent. */
+    int (*status)(qio_t *q, uint64_t off, uint64_t bytes, unsigned *st, uint64_t *pnum);
 };
 
 struct qio {
@@ -65,6 +69,7 @@ struct qio {
     /* qemu's request_alignment for block status: 1, or what an O_DIRECT open
      * (cache.direct=on) needs (qio_probe_direct_align) */
     uint32_t align;
+    void *priv; /* backend state (the NBD connection) */
 };
 
 /* Opens path (never blocks, even on a FIFO); a directory gives -EISDIR; on failure

@@ -17,6 +17,7 @@
 #include "block/create.h"
 #include "block/image.h"
 #include "block/qcow2_int.h"
+#include "crypto/luks_key.h"
 #include "format/be.h"
 #include "qcow2/alloc.h"
 #include "qcow2/header_write.h"
@@ -41,6 +42,9 @@ struct qparams {
     bool extl2, lazy, dfraw;
     bool aes;              /* the legacy AES encryption (crypt_method 1): only the header
                               says so, the key is not needed to create the image */
+    bool luks;             /* LUKS (crypt_method 2): a LUKS header in its own clusters */
+    struct luks_create_opts lo;
+    const char *key_secret;
     int64_t refcount_bits;
     enum img_prealloc prealloc;
     int compression; /* 0 zlib, 1 zstd */
@@ -141,10 +145,66 @@ static int validate(const struct copts *o, struct qparams *p, char **errmsg)
                     "level 1.1 and above (use version=v3 or greater)", NULL);
     if (enc && !secrets_have(copts_str(o, "encrypt.key-secret")))
         return fail(errmsg, "No secret with id '%s'", copts_str(o, "encrypt.key-secret"));
-    if (enc && strcmp(enc, "qcow"))
-        return fail(errmsg, "qimg cannot create LUKS-encrypted images yet", NULL);
-    p->aes = enc != NULL;
+    p->aes = enc && !strcmp(enc, "qcow");
+    p->luks = enc && !strcmp(enc, "luks");
+    p->key_secret = enc ? copts_str(o, "encrypt.key-secret") : NULL;
+    if (p->luks)
+        return luks_options(o, "encrypt.", &p->lo, errmsg);
     return 0;
+}
+
+/* qcow2_set_up_encryption with LUKS (qcow2_crypto_hdr_init_func / write_func): the LUKS
+ * header and key material in newly allocated clusters (zeroed first, as qemu does), then
+ * the header's crypt_method and crypto extension. */
+static int set_up_luks(image_t *img, const struct qparams *p, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    struct qcow2_image *m = &s->m;
+    unsigned char *pass;
+    size_t plen;
+    int r = secrets_get(p->key_secret, &pass, &plen, errmsg);
+    if (r < 0)
+        return r;
+    uint8_t hdr[LUKS_HEADER_LEN];
+    uint8_t *km = NULL, *mk = NULL;
+    size_t km_len = 0, mk_len = 0;
+    uint64_t km_off = 0, len = 0;
+    r = luks_create(&p->lo, pass, plen, hdr, &km, &km_len, &km_off, &mk, &mk_len, &len,
+                    errmsg);
+    memset(pass, 0, plen);
+    free(pass);
+    if (r < 0)
+        return r;
+    memset(mk, 0, mk_len);
+    free(mk);
+    uint64_t clen = (len + p->cs - 1) / p->cs * p->cs;
+    int64_t at = qcow2_alloc_clusters(m, clen);
+    if (at < 0) {
+        r = (int)at;
+        goto out;
+    }
+    uint8_t *zero = xcalloc(1, clen);
+    r = qio_pwrite(img->file, zero, clen, (uint64_t)at);
+    free(zero);
+    if (r == 0)
+        r = qio_pwrite(img->file, hdr, sizeof(hdr), (uint64_t)at);
+    if (r == 0)
+        r = qio_pwrite(img->file, km, km_len, (uint64_t)at + km_off);
+    if (r == 0)
+        r = qio_flush(img->file);
+    if (r < 0)
+        goto out;
+    m->h.crypt_method = QCOW2_CRYPT_LUKS;
+    m->ext.has_crypto = true;
+    m->ext.crypto_offset = (uint64_t)at;
+    m->ext.crypto_length = len;
+    r = qcow2_image_update_header(m);
+out:
+    if (r < 0 && !*errmsg)
+        *errmsg = xasprintf("Could not write encryption header: %s", strerror(-r));
+    memset(km, 0, km_len);
+    free(km);
+    return r;
 }
 
 static int ctz64(uint64_t v)
@@ -309,6 +369,8 @@ static int build(const char *filename, const struct qparams *p, char **errmsg, i
             goto out;
         }
     }
+    if (p->luks && (r = set_up_luks(img, p, errmsg)) < 0)
+        goto out;
     r = image_flush(img);
 out:
     image_close(img);

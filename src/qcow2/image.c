@@ -193,7 +193,7 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
     }
     /* encrypted images need a key secret for I/O, which qimg does not take (qemu opens the
      * LUKS header while it reads the extensions, before the data file) */
-    if (!o->no_io && m->h.crypt_method == QCOW2_CRYPT_LUKS && m->ext.has_crypto) {
+    if (!o->no_io && !o->has_key && m->h.crypt_method == QCOW2_CRYPT_LUKS && m->ext.has_crypto) {
         free(buf);
         return fail_msg(errmsg, -EINVAL, QCOW2_NO_KEY_MSG);
     }
@@ -206,7 +206,7 @@ int qcow2_image_open(struct qcow2_image *m, qio_t *q, const char *filename,
         *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", m->h.crypt_method);
         return -EINVAL;
     }
-    if (!o->no_io && m->h.crypt_method == QCOW2_CRYPT_AES) {
+    if (!o->no_io && !o->has_key && m->h.crypt_method == QCOW2_CRYPT_AES) {
         free(buf);
         return fail_msg(errmsg, -EINVAL, QCOW2_NO_KEY_MSG);
     }

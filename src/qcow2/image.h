@@ -113,10 +113,12 @@ struct qcow2_open_opts {
     enum qcow2_open_mode mode;
     bool no_io;              /* READ for info (qemu's BDRV_O_NO_IO): no data file, no key */
     bool no_warnings;        /* the bitmaps-inconsistent warning was given already */
+    bool has_key;            /* encryption options were given: the image layer unlocks an
+                                encrypted image after the open instead of refusing it */
     unsigned data_flags;     /* qio_open_image flags for the data file */
     bool data_lock_write;    /* lock the data file as a writer */
-    const char *data_file;   /* the "data-file" open option: opened in place of the name
-                                the header stores (NULL: that name) */
+    const char *data_file;   /* the data-file.filename option: opened instead of the name
+                                in the header (qemu's "data-file" child), or NULL */
 };
 
 /* Opens the qcow2 image on q (m zeroed by the caller). 0, or -errno with *errmsg (malloc'd)

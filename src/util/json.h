@@ -8,6 +8,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Link names: Debian's libjansson (parser of json: image names, block/blockspec_json.c)
+ * exports json_object, json_array, json_string and json_string_value too, and an
+ * executable's definition would take the place of the library's own. qimg's writer keeps
+ * its names in the source and links as qimg_json_*. */
+#define json_object qimg_json_object
+#define json_array qimg_json_array
+#define json_string qimg_json_string
+#define json_string_value qimg_json_string_value
+
 typedef struct json json_t;
 
 json_t *json_object(void);

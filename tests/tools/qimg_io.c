@@ -26,6 +26,7 @@
 #include "block/image.h"
 #include "io/lock.h"
 #include "util/err.h"
+#include "util/secrets.h"
 #include "util/size.h"
 #include "util/xalloc.h"
 
@@ -569,6 +570,7 @@ int main(int argc, char **argv)
         { "read-only", no_argument, NULL, 'r' },
         { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, 'O' },
         { NULL, 0, NULL, 0 },
     };
     err_set_progname(argv[0]);
@@ -584,6 +586,10 @@ int main(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'r': rdonly = true; break;
         case 'U': share = true; break;
+        case 'O':
+            if (secrets_add_object(optarg) < 0)
+                goto out;
+            break;
         case 'h': print_usage(); ret = 0; goto out;
         default: print_usage(); goto out;
         }
