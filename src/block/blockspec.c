@@ -333,7 +333,8 @@ static bool is_file_protocol(const char *d)
 
 static bool known_format(const char *d)
 {
-    static const char *const f[] = { "raw", "qcow2", "qed", "vdi", "qcow", "luks", NULL };
+    static const char *const f[] = { "raw", "qcow2", "qed", "vdi", "qcow", "luks", "bochs",
+                                     NULL };
     for (int i = 0; f[i]; i++)
         if (!strcmp(d, f[i]))
             return true;
@@ -344,7 +345,7 @@ static bool known_format(const char *d)
 static bool qemu_only_driver(const char *d)
 {
     static const char *const q[] = {
-        "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop", "compress",
+        "blkdebug", "blklogwrites", "blkreplay", "blkverify", "cloop", "compress",
         "copy-before-write", "copy-on-read", "dmg", "ftp", "ftps", "gluster", "http", "https",
         "iscsi", "iser", "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate",
         "quorum", "rbd", "replication", "snapshot-access", "ssh", "throttle", "vhdx", "vmdk",

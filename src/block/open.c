@@ -300,7 +300,8 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
     if (flags & IMG_OPEN_IMAGE_OPTS)
         bspec_parse_keyval(filename, &kv);
     int r;
-    if (!filename[0]) { /* file-posix refuses an empty name before anything is tried */
+    if (!filename[0] && !(flags & IMG_OPEN_IMAGE_OPTS)) {
+        /* file-posix refuses an empty name before anything is tried */
         r = -EINVAL;
         img = NULL;
         inner = xstrdup("The 'file' block driver requires a file name");

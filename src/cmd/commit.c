@@ -218,7 +218,7 @@ static int reopen_rw(image_t *top, image_t *base, image_t **out)
     image_t *below = base->backing;
     base->backing = NULL;
     /* a "blkdebug:CONF:FILE" base keeps its filter (qemu reopens the same node) */
-    char *name = xstrdup(base->display_name ? base->display_name : base->filename);
+    char *name = xstrdup(image_name(base));
     const char *fmt = base->format;   /* a driver's static name */
     image_close(base);
     prev->backing = NULL;
@@ -349,7 +349,7 @@ int cmd_commit(int argc, char **argv)
             r = 0;
         } else if (r < 0) { /* bdrv_make_empty's message names bs->filename */
             err = xasprintf("Failed to empty %s: %s",
-                            top->display_name ? top->display_name : top->filename,
+                            image_name(top),
                             strerror(-r));
             goto done_free;
         }
