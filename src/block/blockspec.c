@@ -501,7 +501,10 @@ int blockspec_plain_path(const char *name, char **path, char **errmsg)
         if (is_file_protocol(proto)) {
             *path = xstrdup(name + n + 1);
             r = 0;
-        } else if (qemu_only_driver(proto)) {
+        } else if (qemu_only_driver(proto) || !strcmp(proto, "nbd") ||
+                   !strcmp(proto, "nbd+unix") || !strcmp(proto, "nbd+tcp")) {
+            /* a protocol qemu has (NBD: qimg reads and writes it, but creates no image
+             * there) */
             *errmsg = xasprintf("Protocol '%s' is not supported by qimg", proto);
             r = -ENOTSUP;
         } else {

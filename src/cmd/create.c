@@ -60,7 +60,10 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     }
     /* qemu's bdrv_find_protocol(): "file:NAME" creates NAME; messages keep the name given */
     char *path = NULL, *perr = NULL;
-    if (blockspec_plain_path(filename, &path, &perr) < 0) {
+    int pr = blockspec_plain_path(filename, &path, &perr);
+    /* an unknown protocol fails in bdrv_find_protocol, before the format's creation
+     * support is asked; a protocol qemu has (-ENOTSUP: qimg cannot create there) after */
+    if ((pr < 0 && pr != -ENOTSUP) || (pr < 0 && known)) {
         report(filename, perr);
         free(perr);
         if (known)
@@ -70,6 +73,7 @@ static int img_create(const char *filename, const char *fmt, const char *base,
     if (!known) {
         snprintf(err, sizeof(err), "Format driver '%s' does not support image creation", fmt);
         report(filename, err);
+        free(perr);
         free(path);
         return 1;
     }
