@@ -186,10 +186,8 @@ int cmd_amend(int argc, char **argv)
         err_report("Expecting one image file name");
         goto out;
     }
-    if (dry_run && journal) {
-        err_report("--dry-run and --journal cannot be used together");
+    if (!ported_modes_ok(dry_run, journal))
         goto out;
-    }
     if (!cache_mode_valid(cache)) {
         err_report("Invalid cache option: %s", cache);
         goto out;

@@ -397,10 +397,8 @@ int cmd_bitmap(int argc, char **argv)
         err_report("Expecting filename and bitmap name");
         goto out_free;
     }
-    if (dry_run && journal) {
-        err_report("--dry-run and --journal cannot be used together");
+    if (!ported_modes_ok(dry_run, journal))
         goto out_free;
-    }
     const char *filename = argv[optind];
     jb.bitmap = argv[optind + 1];
     jb.has_granularity = granularity != 0;

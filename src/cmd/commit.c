@@ -287,10 +287,8 @@ int cmd_commit(int argc, char **argv)
     if (optind != argc - 1)
         err_usage("Expecting one image file name");
     const char *filename = argv[optind];
-    if (dry_run && journal) {
-        err_report("--dry-run and --journal cannot be used together");
+    if (!ported_modes_ok(dry_run, journal))
         return 1;
-    }
     if (cache && !cache_mode_valid(cache)) {
         err_report("Invalid cache option: %s", cache);
         return 1;

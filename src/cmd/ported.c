@@ -11,6 +11,7 @@
 #include "io/lock.h"
 #include "io/wport.h"
 #include "repair/journal.h"
+#include "util/err.h"
 #include "util/xalloc.h"
 
 static const struct qio_ops wov_ops;
@@ -227,4 +228,13 @@ int ported_finish(struct ported *pt, const char *filename, bool ok, bool dry_run
     }
     plan_free(&pt->plan);
     return r;
+}
+
+bool ported_modes_ok(bool dry_run, const char *journal)
+{
+    if (dry_run && journal) {
+        err_report("--dry-run and --journal cannot be used together");
+        return false;
+    }
+    return true;
 }

@@ -17,6 +17,10 @@
 #include "io/qio.h"
 #include "repair/plan.h"
 
+/* The two modes exclude each other: false after qemu-style error text, as every command
+ * taking both says it. */
+bool ported_modes_ok(bool dry_run, const char *journal);
+
 /* The writable overlay on plan p: reads see the plan applied, writes and growth are
  * recorded (label: reason of every entry). The qio is closed by its image. */
 qio_t *ported_overlay(struct plan *p, const char *path, const char *label);

@@ -233,10 +233,8 @@ int cmd_rebase(int argc, char **argv)
     if (!unsafe && !rb.out_baseimg)
         err_usage("Must specify backing file (-b) or use unsafe mode (-u)");
     rb.filename = argv[optind];
-    if (dry_run && journal) {
-        err_report("--dry-run and --journal cannot be used together");
+    if (!ported_modes_ok(dry_run, journal))
         return 1;
-    }
 
     progress_init(progress, 2.0f);
     progress_print(0, 100);

@@ -12,6 +12,7 @@
 #include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/commands.h"
+#include "cmd/ported.h"
 #include "cmd/resize_port.h"
 #include "util/err.h"
 #include "util/secrets.h"
@@ -92,10 +93,8 @@ int cmd_resize(int argc, char **argv)
     if (optind != argc - 1)
         err_usage("Expecting image file name and size");
     const char *filename = argv[optind];
-    if (dry_run && journal) {
-        err_report("--dry-run and --journal cannot be used together");
+    if (!ported_modes_ok(dry_run, journal))
         return 1;
-    }
 
     int relative = 0;
     if (size[0] == '+' || size[0] == '-')

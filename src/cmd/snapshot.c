@@ -156,10 +156,8 @@ int cmd_snapshot(int argc, char **argv)
         err_usage("Expecting one image file name");
     const char *filename = argv[optind];
     bool ported = dry_run || journal;
-    if (dry_run && journal) {
-        err_report("--dry-run and --journal cannot be used together");
+    if (!ported_modes_ok(dry_run, journal))
         return 1;
-    }
     if (ported && (j.action == NONE || j.action == LIST)) {
         err_report("--%s needs -c, -a or -d", dry_run ? "dry-run" : "journal");
         return 1;
