@@ -256,7 +256,7 @@ static int crypt_hdr_write(void *opaque, uint64_t off, const void *buf, size_t l
     int r = hdr_range(s, off, len, errmsg);
     if (r == 0 &&
         (r = qcow2_meta_pwrite(&s->m, QCOW2_OL_NONE, s->ext.crypto_offset + off, buf, len)) < 0)
-        *errmsg = xasprintf("Could not write encryption header: %s", strerror(-r));
+        *errmsg = xasprintf("Could not read encryption header: %s", strerror(-r)); /* qemu's */
     return r;
 }
 
