@@ -370,3 +370,46 @@ def test_other_amend_options_of_encrypted_qcow2(tmp_path, originals):
     with open(a, 'rb') as fa, open(b, 'rb') as fb:
         assert fa.read() == fb.read()
     assert read_ok(b, kind, 'sec0')
+
+
+@pytest.mark.parametrize('kind', ['qcow2-luks', 'luks'])
+@pytest.mark.parametrize('op', ['add', 'erase'])
+def test_cut_at_every_write(tmp_path, originals, kind, op):
+    """qimg killed after its n-th write (QIMG_FAULT_AFTER_WRITES=n) for every n: the real
+    qemu-io still opens the image with every password that was to survive (the key material
+    lands before the header that activates it; an erase disables the slot before it destroys
+    the material), and the changed slot either works or is off, never half there"""
+    base = str(tmp_path / 'base')
+    shutil.copy(originals[kind], base)
+    r = amend(qimg, kind, base, o(kind, state='active', new_secret='sec1', iter_time=10))
+    assert r[0] == 0, r
+    if op == 'add':
+        opts, keep, changed = o(kind, state='active', new_secret='sec2', iter_time=10), \
+            ['sec0', 'sec1'], 'sec2'
+    else:
+        opts, keep, changed = o(kind, state='inactive', old_secret='sec0'), ['sec1'], 'sec0'
+    n = 1
+    while True:
+        p = str(tmp_path / ('cut%d' % n))
+        shutil.copy(base, p)
+        rc, out, err = qemu.run(qemu.QIMG, 'amend', *OBJ, '--image-opts', spec(kind, p, 'sec1'),
+                                '-o', opts, env={'QIMG_FAULT_AFTER_WRITES': str(n)})
+        for sec in keep:
+            assert read_ok(p, kind, sec), 'cut after write %d: %s lost' % (n, sec)
+        works = read_ok(p, kind, changed)
+        slots = active_slots(p)
+        if op == 'add':
+            assert works == (2 in slots), (n, slots)
+        else:
+            assert works == (0 in slots), (n, slots)
+        if kind == 'qcow2-luks':
+            c = qemu_img('check', *OBJ, '--image-opts', spec(kind, p, 'sec1'))
+            assert c[0] == 0, (n, c)
+        os.unlink(p)
+        if rc != 86:
+            assert rc == 0, err
+            assert works == (op == 'add')
+            break
+        n += 1
+        assert n < 100
+    assert n > 2
