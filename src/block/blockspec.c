@@ -9,6 +9,7 @@
 
 #include "block/blockspec.h"
 #include "block/blockspec_nbd.h"
+#include "io/null.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/xalloc.h"
@@ -682,6 +683,67 @@ static int take_nbd(struct bspec *o, struct bs_resolved *r, char **errmsg)
     return 0;
 }
 
+/* qemu's null protocol drivers (block/null.c) by name, or NULL. */
+static const char *null_driver(const char *d)
+{
+    if (d && !strcmp(d, "null-co"))
+        return "null-co";
+    if (d && !strcmp(d, "null-aio"))
+        return "null-aio";
+    return NULL;
+}
+
+/* The null node's options out of o (null_opts: size, read-zeroes, latency-ns) into r. Its
+ * name is "DRV://" (null_refresh_filename) unless a strong option (size, read-zeroes) was
+ * given: then qemu names it by its options, which go to *strong (with "driver"). */
+static int take_null(struct bspec *o, const char *drv, struct bs_resolved *r,
+                     struct bspec *strong, char **errmsg)
+{
+    r->null_drv = drv;
+    r->null_size = QIO_NULL_DEFAULT_SIZE;
+    r->file_proto = drv;
+    const struct bsv *v;
+    if ((v = bspec_get(o, "size")) && opt_size(v, "size", &r->null_size, errmsg) < 0)
+        return -EINVAL;
+    if ((v = bspec_get(o, "read-zeroes")) && opt_bool(v, &r->null_zeroes, errmsg) < 0)
+        return -EINVAL;
+    if ((v = bspec_get(o, "latency-ns"))) {
+        uint64_t ns; /* only the delay of each request: no result depends on it */
+        if (v->type == BSV_STR ? parse_size_ex(v->s, &ns) != 0
+                               : !(v->type == BSV_INT && v->i >= 0)) {
+            *errmsg = xstrdup("Parameter 'latency-ns' expects a number");
+            return -EINVAL;
+        }
+    }
+    r->path = xasprintf("%s://", drv);
+    bspec_put_str(strong, "driver", drv, true);
+    static const char *const keys[] = { "size", "read-zeroes" };
+    for (size_t i = 0; i < 2; i++)
+        if ((v = bspec_get(o, keys[i])))
+            bspec_put(strong, v, true);
+    bspec_del(o, "size");
+    bspec_del(o, "read-zeroes");
+    bspec_del(o, "latency-ns");
+    for (size_t i = 0; i < o->n;)
+        if (generic_opt(o->v[i].key))
+            bspec_del(o, o->v[i].key);
+        else
+            i++;
+    r->file_unknown = first_key(o);
+    return 0;
+}
+
+/* "json:" + the options of a node named by them, or NULL when only "driver" is there. */
+static char *strong_name(const struct bspec *strong)
+{
+    if (strong->n <= 1)
+        return NULL;
+    char *j = bspec_to_json(strong);
+    char *n = xasprintf("json:%s", j);
+    free(j);
+    return n;
+}
+
 int blockspec_resolve(const char *filename, const struct bspec *opts, const char *fmt,
                       bool with_backing, struct bs_resolved *r, char **errmsg)
 {
@@ -780,6 +842,24 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         filename = NULL;
         rc = -EINVAL;
     }
+    const char *pnull = NULL;
+    if (filename && blockspec_has_protocol(filename)) {
+        size_t n = strcspn(filename, ":");
+        pnull = n == 7 && !strncmp(filename, "null-co", n)    ? "null-co"
+                : n == 8 && !strncmp(filename, "null-aio", n) ? "null-aio"
+                                                              : NULL;
+    }
+    if (pnull) {
+        /* null_file_parse_filename: the protocol's one name, the node itself with
+         * driver=null-co, else the file under the (given or probed) format */
+        if (strcmp(filename + strlen(pnull), "://")) {
+            *errmsg = xasprintf("The only allowed filename for this driver is '%s://'", pnull);
+            goto out;
+        }
+        if (!drv || strcmp(drv, pnull))
+            bspec_put_str(&o, "file.driver", pnull, false);
+        filename = NULL;
+    }
     if (filename) {
         rc = blockspec_plain_path(filename, &fname, errmsg);
         if (rc < 0)
@@ -819,6 +899,18 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         r->protocol_only = true;
         goto out;
     }
+    if (null_driver(drv)) {
+        struct bspec strong = { 0 };
+        bspec_del(&o, "backing"); /* qemu drops it on every node */
+        rc = take_null(&o, null_driver(drv), r, &strong, errmsg);
+        r->display = rc < 0 ? NULL : strong_name(&strong);
+        bspec_free(&strong);
+        if (rc < 0)
+            goto out;
+        r->format = xstrdup(r->null_drv);
+        r->protocol_only = true;
+        goto out;
+    }
     if (drv && !known_format(drv)) {
         rc = unsupported_driver(drv, errmsg);
         goto out;
@@ -831,6 +923,26 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             if ((rc = take_nbd(&file, r, errmsg)) < 0)
                 goto out;
             rc = -EINVAL;
+        } else if (null_driver(fd)) {
+            struct bspec strong = { 0 };
+            rc = take_null(&file, null_driver(fd), r, &strong, errmsg);
+            if (rc == 0 && drv && strong.n > 1) {
+                /* the format node is named by its options, its file's among them */
+                struct bspec d = { 0 };
+                bspec_put_str(&d, "driver", drv, true);
+                for (size_t i = 0; i < strong.n; i++) {
+                    struct bsv fv2 = strong.v[i];
+                    fv2.key = xasprintf("file.%s", strong.v[i].key);
+                    bspec_put(&d, &fv2, true);
+                    free(fv2.key);
+                }
+                r->display = strong_name(&d);
+                bspec_free(&d);
+            }
+            bspec_free(&strong);
+            if (rc < 0)
+                goto out;
+            rc = -EINVAL;
         } else if (fd && !is_file_protocol(fd)) {
             rc = known_format(fd) ? -EINVAL : unsupported_driver(fd, errmsg);
             if (known_format(fd))
@@ -838,7 +950,7 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             goto out;
         }
         const char *fn = str_of(bspec_get(&file, "filename"));
-        if (r->nbd) {
+        if (r->nbd || r->null_drv) {
             /* taken above */
         } else if (!fn) {
             *errmsg = xasprintf("The '%s' block driver requires a file name", fd ? fd : "file");

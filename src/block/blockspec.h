@@ -110,6 +110,11 @@ struct bs_resolved {
     char *encrypt_format;  /* "encrypt.format": checked against the header's, or NULL */
     struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
     const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
+    /* a null-co / null-aio protocol node (qemu's block/null.c, io/null.h): the image itself
+     * with driver=null-co, else the file under the format; "null-co://" as a plain name */
+    const char *null_drv;     /* "null-co", "null-aio", or NULL */
+    uint64_t null_size;
+    bool null_zeroes;         /* read-zeroes */
 };
 
 /* Resolves a name: filename (plain/file:/json:/PROTO:, NULL when only options are given),

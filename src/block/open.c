@@ -14,6 +14,7 @@
 #include "format/probe.h"
 #include "io/blkdebug.h"
 #include "io/lock.h"
+#include "io/null.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -156,7 +157,10 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EACCES;
         goto fail;
     }
-    if (res.nbd)
+    if (res.null_drv)
+        img->file = qio_open_null(filename, res.null_size, res.null_zeroes,
+                                  (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY);
+    else if (res.nbd)
         r = qio_open_nbd(res.nbd, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
                          errmsg);
     else
@@ -168,7 +172,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EINVAL;
         goto fail;
     }
-    if (res.direct && !res.nbd &&
+    if (res.direct && !res.nbd && !res.null_drv &&
         (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         goto fail;
@@ -199,7 +203,10 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -ENOTSUP;
         goto fail;
     }
-    img->format = res.protocol_only ? (res.nbd ? "nbd" : "file") : img->drv->name;
+    img->format = !res.protocol_only ? img->drv->name
+                  : res.nbd              ? "nbd"
+                  : res.null_drv         ? res.null_drv
+                                         : "file";
     /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
      * from writing or resizing the file under them), taken when the format attaches its
      * file, before reading it; -U shares everything. */
