@@ -750,7 +750,7 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
     memset(r, 0, sizeof(*r));
     struct bspec o = { 0 }, file = { 0 };
     char *fname = NULL;
-    bool inline_rules = false;
+    bool inline_rules = false, top_inline = false;
     int data_bd = 0;
     int rc = -EINVAL;
     if (opts)
@@ -775,7 +775,15 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         (rc = blkdebug_plain(filename, r, &filename, errmsg)) < 0)
         goto out;
     struct blkdebug_rules other = { 0 };
-    int sb = strip_blkdebug(&o, "", &other, &r->other_config[0], errmsg);
+    int sb = strip_blkdebug(&o, "", &r->top_rules, &r->top_config, errmsg);
+    top_inline = r->top_rules.n > 0;
+    if (sb > 0) {
+        r->top_blkdebug = true;
+        /* blkdebug_open: the image child is opened as a protocol node when it names no
+         * driver */
+        if (!bspec_get(&o, "driver"))
+            bspec_put_str(&o, "driver", "file", true);
+    }
     if (sb >= 0) {
         for (size_t i = 0; i < o.n; i++)
             inline_rules |= !strncmp(o.v[i].key, "file.inject-error.", 18) ||
@@ -1069,6 +1077,9 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         bspec_put(&r->rest, &o.v[i], true);
     rc = 0;
 out:
+    if (rc == 0 && r->top_blkdebug && !top_inline) /* blkdebug_refresh_filename */
+        r->top_display = xasprintf("blkdebug:%s:%s", r->top_config ? r->top_config : "",
+                                   r->display ? r->display : r->path);
     if (rc < 0)
         blockspec_resolved_free(r);
     free(fname);
@@ -1113,6 +1124,9 @@ void blockspec_resolved_free(struct bs_resolved *r)
     free(r->encrypt_format);
     free(r->file_config);
     free(r->other_config[0]);
+    free(r->top_config);
+    free(r->top_display);
+    blkdebug_rules_free(&r->top_rules);
     free(r->other_config[1]);
     blkdebug_rules_free(&r->rules);
     if (r->nbd) {
@@ -1142,6 +1156,22 @@ int blockspec_read_blkdebug(struct bs_resolved *r, char **errmsg)
             c.unsupported = xstrdup(r->rules.unsupported);
         blkdebug_rules_free(&r->rules);
         r->rules = c;
+    }
+    if (r->top_config) {
+        struct blkdebug_rules c = { 0 };
+        if (blkdebug_read_config(r->top_config, &c, errmsg) < 0) {
+            blkdebug_rules_free(&c);
+            return -EINVAL;
+        }
+        if (r->top_rules.n) {
+            c.v = xreallocarray(c.v, c.n + r->top_rules.n, sizeof(*c.v));
+            memcpy(c.v + c.n, r->top_rules.v, r->top_rules.n * sizeof(*c.v));
+            c.n += r->top_rules.n;
+        }
+        if (!c.unsupported && r->top_rules.unsupported)
+            c.unsupported = xstrdup(r->top_rules.unsupported);
+        blkdebug_rules_free(&r->top_rules);
+        r->top_rules = c;
     }
     for (int i = 0; i < 2; i++) {
         if (!r->other_config[i])

@@ -103,8 +103,14 @@ struct bs_resolved {
     bool file_blkdebug;
     struct blkdebug_rules rules; /* its inline rules (inject-error / set-state options) */
     char *file_config;     /* its config file, or NULL (blockspec_read_blkdebug reads it) */
-    bool other_rules;      /* a blkdebug above the format or on the data file had rules */
-    char *other_config[2]; /* their config files (top, data file), or NULL */
+    bool other_rules;      /* a blkdebug on the data file had rules */
+    char *other_config[2]; /* its config file ([1]; [0] unused), or NULL */
+    /* A blkdebug filter above the format (driver=blkdebug with an "image"): its rules act
+     * on the image's guest requests (image_t.top_bd) */
+    bool top_blkdebug;
+    struct blkdebug_rules top_rules;
+    char *top_config;      /* its config file, or NULL */
+    char *top_display;     /* the name qemu gives it ("blkdebug:CONFIG:IMAGE"), or NULL */
     char *key_secret;      /* "encrypt.key-secret" (qcow2, qcow) or "key-secret" (luks): the
                               id of an --object secret that unlocks the image, or NULL */
     char *encrypt_format;  /* "encrypt.format": checked against the header's, or NULL */
@@ -129,7 +135,8 @@ void blockspec_resolved_free(struct bs_resolved *r);
 
 /* Reads the blkdebug config files a resolved name names (qemu's blkdebug_open reads the
  * config file before the inline rules): r->rules then holds the file's rules in qemu's
- * order and r->other_rules says whether the other filters have any. 0, or -EINVAL with
+ * order (r->top_rules likewise for a filter above the format) and r->other_rules says
+ * whether the data file's filter has any. 0, or -EINVAL with
  * *errmsg (qemu's "Could not read blkdebug config file: ..."). */
 int blockspec_read_blkdebug(struct bs_resolved *r, char **errmsg);
 

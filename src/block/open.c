@@ -115,9 +115,14 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         blockspec_resolved_free(&res);
         return -ENOTSUP;
     }
+    if (res.top_rules.unsupported && !(flags & IMG_OPEN_NO_IO)) {
+        *errmsg = xasprintf("blkdebug event '%s' is not supported by qimg",
+                            res.top_rules.unsupported);
+        blockspec_resolved_free(&res);
+        return -ENOTSUP;
+    }
     if (res.other_rules && !(flags & IMG_OPEN_NO_IO)) {
-        /* rules of a blkdebug above the format or on its data file: no qimg driver
-         * announces events there */
+        /* rules of a blkdebug on the data file: no qimg driver announces events there */
         *errmsg = xstrdup("blkdebug error injection is only supported on the image's file "
                           "by qimg");
         blockspec_resolved_free(&res);
@@ -226,6 +231,17 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     if ((*errmsg = blockspec_format_unknown_msg(&res, img->format))) {
         r = -EINVAL;
         goto fail;
+    }
+    if (res.top_blkdebug) {
+        /* the filter above the format: its rules on this layer's requests, its name */
+        img->top_bd = xcalloc(1, sizeof(*img->top_bd));
+        blkdebug_state_init(img->top_bd, &res.top_rules);
+        img->format = "blkdebug";
+        if (res.top_display) {
+            free(img->display_name);
+            img->display_name = res.top_display;
+            res.top_display = NULL;
+        }
     }
     if (flags & IMG_OPEN_RDWR)
         image_warn_probed_raw(img, filename);
@@ -375,6 +391,15 @@ image_t *image_open_or_report(const char *filename, const char *fmt, int flags)
     return img;
 }
 
+void image_skip_filters(image_t *img)
+{
+    if (img->top_bd) {
+        blkdebug_state_free(img->top_bd);
+        free(img->top_bd);
+        img->top_bd = NULL;
+    }
+}
+
 void image_close(image_t *img)
 {
     while (img) {
@@ -395,6 +420,9 @@ void image_close(image_t *img)
         free(img->key_secret);
         free(img->encrypt_format);
         free(img->data_file_label);
+        if (img->top_bd)
+            blkdebug_state_free(img->top_bd);
+        free(img->top_bd);
         free(img->backing_file);
         free(img->backing_full);
         free(img->backing_format);

@@ -57,7 +57,11 @@ static void query(image_t *img, struct layer_info *li)
     int64_t actual = image_allocated_size(img);
     if (actual >= 0)
         json_set(o, "actual-size", json_int(actual));
-    json_t *spec = img->drv->format_specific ? img->drv->format_specific(img) : NULL;
+    /* a blkdebug filter on top (qemu's node is the filter): no format-specific block, no
+     * backing file of its own */
+    bool filter = img->top_bd != NULL;
+    json_t *spec = img->drv->format_specific && !filter ? img->drv->format_specific(img)
+                                                        : NULL;
     if (img->encrypted)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
@@ -68,7 +72,7 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
-    if (img->backing_file) {
+    if (img->backing_file && !filter) {
         json_set(o, "backing-filename", json_string(img->backing_file));
         if (img->backing_full) /* NULL: relative name under an NBD image */
             json_set(o, "full-backing-filename", json_string(img->backing_full));
@@ -78,7 +82,7 @@ static void query(image_t *img, struct layer_info *li)
         li->no_full = !img->backing_full;
         li->next_fmt = img->backing_format ? xstrdup(img->backing_format) : NULL;
     }
-    if (img->drv->snapshots && img->drv->snapshots(img, &li->snaps, &li->n_snaps) == 0 &&
+    if (!filter && img->drv->snapshots && img->drv->snapshots(img, &li->snaps, &li->n_snaps) == 0 &&
         li->n_snaps) {
         json_t *list = json_array();
         for (size_t i = 0; i < li->n_snaps; i++)
