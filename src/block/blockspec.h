@@ -119,6 +119,13 @@ struct bs_resolved {
     /* a null-co / null-aio protocol node (qemu's block/null.c, io/null.h): the image itself
      * with driver=null-co, else the file under the format; "null-co://" as a plain name */
     const char *null_drv;     /* "null-co", "null-aio", or NULL */
+    /* a quorum node (qemu's block/quorum.c, io/quorum.h): the image itself with
+     * driver=quorum, else the file under the format; its children are files */
+    char **quorum_paths;
+    size_t quorum_n;          /* 0: no quorum */
+    int quorum_threshold;
+    bool quorum_fifo;         /* read-pattern fifo */
+    char *quorum_unknown;     /* first option quorum does not take, or NULL */
     uint64_t null_size;
     bool null_zeroes;         /* read-zeroes */
 };

@@ -14,6 +14,7 @@
 #include "cmd/commands.h"
 #include "io/nbd.h"
 #include "io/null.h"
+#include "io/quorum.h"
 #include "util/err.h"
 #include "util/secrets.h"
 #include "util/json.h"
@@ -67,7 +68,9 @@ static void query(image_t *img, struct layer_info *li)
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
     /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file; bochs has none */
-    if (!img->drv->no_get_info && !qio_is_null(img->file) && (!qio_is_nbd(img->file) ||
+    if (!img->drv->no_get_info && !qio_is_null(img->file) &&
+        !(qio_is_quorum(img->file) && !strcmp(img->format, "quorum")) &&
+        (!qio_is_nbd(img->file) ||
         (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "raw") != 0)))
         json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
