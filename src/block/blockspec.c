@@ -782,6 +782,18 @@ static int take_quorum(struct bspec *o, struct bs_resolved *r, char **errmsg)
         if (!has)
             break;
     }
+    /* qdict_array_entries: every "children.X" must be one of the indexes 0..n-1 */
+    for (size_t i = 0; i < o->n; i++) {
+        const char *k = o->v[i].key;
+        if (strncmp(k, "children.", 9))
+            continue;
+        char *end;
+        unsigned long long x = strtoull(k + 9, &end, 10);
+        if (k[9] < '0' || k[9] > '9' || (*end && *end != '.') || x >= n) {
+            *errmsg = xstrdup("Option children is not a valid array");
+            return -EINVAL;
+        }
+    }
     if (n < 1) {
         *errmsg = xstrdup("Number of provided children must be 1 or more");
         return -EINVAL;
@@ -836,6 +848,11 @@ static int take_quorum(struct bspec *o, struct bs_resolved *r, char **errmsg)
         char *pre = xasprintf("children.%zu", c);
         struct bspec ch = { 0 };
         const struct bsv *ref = bspec_get(o, pre);
+        if (ref && ref->type != BSV_STR) {
+            *errmsg = xasprintf("A block device must be specified for \"%s\"", pre);
+            free(pre);
+            return -EINVAL;
+        }
         if (ref && ref->type == BSV_STR) {
             *errmsg = xasprintf("Cannot find device='%s' nor node-name='%s'", ref->s, ref->s);
             free(pre);
@@ -1263,9 +1280,31 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
     rc = 0;
 out:
     bspec_free(&file_bd);
-    if (rc == 0 && r->top_blkdebug && !top_inline) /* blkdebug_refresh_filename */
-        r->top_display = xasprintf("blkdebug:%s:%s", r->top_config ? r->top_config : "",
-                                   r->display ? r->display : r->path);
+    if (rc == 0 && r->top_blkdebug && !top_inline) { /* blkdebug_refresh_filename */
+        const char *inner = r->display ? r->display : r->path;
+        struct bspec in = { 0 };
+        char *ignored = NULL;
+        if (strncmp(inner, "json:", 5)) {
+            r->top_display = xasprintf("blkdebug:%s:%s", r->top_config ? r->top_config : "",
+                                       inner);
+        } else if (bspec_parse_json(inner + 5, &in, &ignored) == 0) {
+            /* an image without a plain name: qemu names the filter by its options too */
+            struct bspec d = { 0 };
+            bspec_put_str(&d, "driver", "blkdebug", true);
+            if (r->top_config)
+                bspec_put_str(&d, "config", r->top_config, true);
+            for (size_t i = 0; i < in.n; i++) {
+                struct bsv v = in.v[i];
+                v.key = xasprintf("image.%s", in.v[i].key);
+                bspec_put(&d, &v, true);
+                free(v.key);
+            }
+            r->top_display = strong_name(&d);
+            bspec_free(&d);
+        }
+        free(ignored);
+        bspec_free(&in);
+    }
     if (rc < 0)
         blockspec_resolved_free(r);
     free(fname);

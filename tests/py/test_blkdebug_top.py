@@ -99,7 +99,13 @@ def test_info_names(tmp_path, img):
                  'json:{"driver": "blkdebug", "image.driver": "null-co"}',
                  'json:{"driver": "blkdebug", "config": "42", "image": {"driver": "%s", '
                  '"file.filename": "%s"}}' % (fmt, p),
-                 'json:{"driver": "blkdebug", "config": "42", "image.filename": "%s"}' % p]:
+                 'json:{"driver": "blkdebug", "config": "42", "image.filename": "%s"}' % p,
+                 # an image without a plain name: the filter is named by its options too
+                 'json:{"driver": "blkdebug", "config": "42", "image": {"driver": "null-co", '
+                 '"size": 512}}',
+                 'json:{"driver": "blkdebug", "image": {"driver": "quorum", '
+                 '"vote-threshold": 1, "children": [{"driver": "file", "filename": "%s"}]}}'
+                 % p]:
         for extra in ([], ['--output=json']):
             rc, _, _ = assert_same(d, 'info', *extra, name)
             assert rc == 0

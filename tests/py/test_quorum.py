@@ -80,6 +80,11 @@ def test_compare(d, name):
     "json:{'driver':'qcow2','file':{'driver':'quorum','vote-threshold':1,'children':['x']}}",
     "json:{'driver':'qcow2','file':{'driver':'quorum','vote-threshold':1,"
     "'children':[{'filename':'t.qcow2'}]}}",
+    "json:{'driver':'quorum','vote-threshold':1,'children':{'1':{'driver':'file',"
+    "'filename':'t.qcow2'}}}",
+    "json:{'driver':'quorum','vote-threshold':1,'children':[null]}",
+    "json:{'driver':'quorum','vote-threshold':1,'children':[{}]}",
+    "json:{'driver':'quorum','vote-threshold':1,'children':7}",
 ])
 def test_errors(d, name):
     rc, _, err = assert_same(d, 'info', name)
