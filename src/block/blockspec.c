@@ -277,6 +277,9 @@ static void sb_object(struct sbuf *b, const struct bspec *o, const char *prefix)
             continue;
         const char *rest = plen ? k + plen + 1 : k;
         size_t clen = strcspn(rest, ".");
+        if (clen == 0) /* an empty component ("a..b", ".x" from --image-opts): the rest is
+                          one key, so that the recursion always moves on */
+            clen = strlen(rest);
         char *c = xasprintf("%.*s", (int)clen, rest);
         struct bsv marker = { .key = c, .type = BSV_NULL };
         bspec_put(&comps, &marker, false);
