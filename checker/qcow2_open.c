@@ -37,7 +37,7 @@ static int open_backing(struct qc2 *s)
      * reader) although it reads none of it: a missing or broken image further down, or a
      * loop, fails the check. The chain is closed again at once, so a deep chain costs no
      * memory during the check. */
-    char *path = image_backing_path(s->filename, s->backing_name);
+    char *path = image_backing_path_name(s->filename, s->backing_name);
     if (!path) /* relative name under an image on NBD */
         return open_fail(s->opts->open_name ? s->opts->open_name : s->filename, -EINVAL,
                          "Cannot generate a base directory for NBD nodes");

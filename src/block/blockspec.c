@@ -9,6 +9,7 @@
 
 #include "block/blockspec.h"
 #include "block/blockspec_nbd.h"
+#include "io/null.h"
 #include "util/err.h"
 #include "util/size.h"
 #include "util/xalloc.h"
@@ -276,21 +277,38 @@ static void sb_object(struct sbuf *b, const struct bspec *o, const char *prefix)
             continue;
         const char *rest = plen ? k + plen + 1 : k;
         size_t clen = strcspn(rest, ".");
+        if (clen == 0) /* an empty component ("a..b", ".x" from --image-opts): the rest is
+                          one key, so that the recursion always moves on */
+            clen = strlen(rest);
         char *c = xasprintf("%.*s", (int)clen, rest);
         struct bsv marker = { .key = c, .type = BSV_NULL };
         bspec_put(&comps, &marker, false);
         free(c);
     }
     size_t *idx = xcalloc(comps.n ? comps.n : 1, sizeof(*idx));
-    bspec_qdict_order(&comps, idx);
-    sb_str(b, "{");
+    /* keys "0".."n-1" are a list (qdict_crumple), in index order */
+    bool list = plen > 0 && comps.n > 0;
+    for (size_t j = 0; list && j < comps.n; j++) {
+        const char *c = comps.v[j].key;
+        char *end;
+        unsigned long x = strtoul(c, &end, 10);
+        list = c[0] >= '0' && c[0] <= '9' && !*end && x < comps.n &&
+               !(c[0] == '0' && c[1]);
+        if (list)
+            idx[x] = j;
+    }
+    if (!list)
+        bspec_qdict_order(&comps, idx);
+    sb_str(b, list ? "[" : "{");
     for (size_t j = 0; j < comps.n; j++) {
         const char *c = comps.v[idx[j]].key;
         char *full = plen ? xasprintf("%s.%s", prefix, c) : xstrdup(c);
         if (j)
             sb_str(b, ", ");
-        sb_json_string(b, c);
-        sb_str(b, ": ");
+        if (!list) {
+            sb_json_string(b, c);
+            sb_str(b, ": ");
+        }
         const struct bsv *v = bspec_get(o, full);
         if (v)
             sb_value(b, v);
@@ -298,7 +316,7 @@ static void sb_object(struct sbuf *b, const struct bspec *o, const char *prefix)
             sb_object(b, o, full);
         free(full);
     }
-    sb_str(b, "}");
+    sb_str(b, list ? "]" : "}");
     free(idx);
     bspec_free(&comps);
 }
@@ -682,13 +700,221 @@ static int take_nbd(struct bspec *o, struct bs_resolved *r, char **errmsg)
     return 0;
 }
 
+/* qemu's null protocol drivers (block/null.c) by name, or NULL. */
+static const char *null_driver(const char *d)
+{
+    if (d && !strcmp(d, "null-co"))
+        return "null-co";
+    if (d && !strcmp(d, "null-aio"))
+        return "null-aio";
+    return NULL;
+}
+
+/* The null node's options out of o (null_opts: size, read-zeroes, latency-ns) into r. Its
+ * name is "DRV://" (null_refresh_filename) unless a strong option (size, read-zeroes) was
+ * given: then qemu names it by its options, which go to *strong (with "driver"). */
+static int take_null(struct bspec *o, const char *drv, struct bs_resolved *r,
+                     struct bspec *strong, char **errmsg)
+{
+    r->null_drv = drv;
+    r->null_size = QIO_NULL_DEFAULT_SIZE;
+    r->file_proto = drv;
+    const struct bsv *v;
+    if ((v = bspec_get(o, "size")) && opt_size(v, "size", &r->null_size, errmsg) < 0)
+        return -EINVAL;
+    if ((v = bspec_get(o, "read-zeroes")) && opt_bool(v, &r->null_zeroes, errmsg) < 0)
+        return -EINVAL;
+    if ((v = bspec_get(o, "latency-ns"))) {
+        uint64_t ns; /* only the delay of each request: no result depends on it */
+        if (v->type == BSV_STR ? parse_size_ex(v->s, &ns) != 0
+                               : !(v->type == BSV_INT && v->i >= 0)) {
+            *errmsg = xstrdup("Parameter 'latency-ns' expects a number");
+            return -EINVAL;
+        }
+    }
+    r->path = xasprintf("%s://", drv);
+    bspec_put_str(strong, "driver", drv, true);
+    static const char *const keys[] = { "size", "read-zeroes" };
+    for (size_t i = 0; i < 2; i++)
+        if ((v = bspec_get(o, keys[i])))
+            bspec_put(strong, v, true);
+    bspec_del(o, "size");
+    bspec_del(o, "read-zeroes");
+    bspec_del(o, "latency-ns");
+    for (size_t i = 0; i < o->n;)
+        if (generic_opt(o->v[i].key))
+            bspec_del(o, o->v[i].key);
+        else
+            i++;
+    r->file_unknown = first_key(o);
+    return 0;
+}
+
+/* "json:" + the options of a node named by them, or NULL when only "driver" is there. */
+static char *strong_name(const struct bspec *strong)
+{
+    if (strong->n <= 1)
+        return NULL;
+    char *j = bspec_to_json(strong);
+    char *n = xasprintf("json:%s", j);
+    free(j);
+    return n;
+}
+
+/* The quorum node's options out of o (quorum_open: children first, then vote-threshold,
+ * read-pattern, the threshold's range, blkverify / rewrite-corrupted) into r; its name
+ * (json: of its options, as qemu names it) in r->path. Children must be files. */
+static int take_quorum(struct bspec *o, struct bs_resolved *r, char **errmsg)
+{
+    struct bspec named = { 0 };
+    for (size_t i = 0; i < o->n; i++)
+        if (!generic_opt(o->v[i].key) || !strcmp(o->v[i].key, "driver"))
+            bspec_put(&named, &o->v[i], true);
+    char *j = bspec_to_json(&named);
+    r->path = xasprintf("json:%s", j);
+    free(j);
+    bspec_free(&named);
+
+    size_t n = 0;
+    for (;; n++) {
+        char *k = xasprintf("children.%zu", n);
+        bool has = bspec_get(o, k) != NULL;
+        for (size_t i = 0; !has && i < o->n; i++)
+            has = !strncmp(o->v[i].key, k, strlen(k)) && o->v[i].key[strlen(k)] == '.';
+        free(k);
+        if (!has)
+            break;
+    }
+    /* qdict_array_entries: every "children.X" must be one of the indexes 0..n-1 */
+    for (size_t i = 0; i < o->n; i++) {
+        const char *k = o->v[i].key;
+        if (strncmp(k, "children.", 9))
+            continue;
+        char *end;
+        unsigned long long x = strtoull(k + 9, &end, 10);
+        if (k[9] < '0' || k[9] > '9' || (*end && *end != '.') || x >= n) {
+            *errmsg = xstrdup("Option children is not a valid array");
+            return -EINVAL;
+        }
+    }
+    if (n < 1) {
+        *errmsg = xstrdup("Number of provided children must be 1 or more");
+        return -EINVAL;
+    }
+    const struct bsv *v = bspec_get(o, "vote-threshold");
+    int64_t t = 0;
+    if (v) {
+        char *end = NULL;
+        if (v->type == BSV_INT)
+            t = v->i;
+        else if (v->type == BSV_STR && v->s[0])
+            t = strtoll(v->s, &end, 0);
+        if (!(v->type == BSV_INT || (v->type == BSV_STR && v->s[0] && !*end))) {
+            *errmsg = xstrdup("Parameter 'vote-threshold' expects a number");
+            return -EINVAL;
+        }
+    }
+    const char *rp = str_of(bspec_get(o, "read-pattern"));
+    if (rp && strcmp(rp, "quorum") && strcmp(rp, "fifo")) {
+        *errmsg = xstrdup("Please set read-pattern as fifo or quorum");
+        return -EINVAL;
+    }
+    r->quorum_fifo = rp && !strcmp(rp, "fifo");
+    if (r->quorum_fifo)
+        t = 1; /* quorum_open: fifo reads one child, the threshold is 1 */
+    if (t < 1) {
+        *errmsg = xstrdup("Parameter 'vote-threshold' expects a value >= 1");
+        return -EINVAL;
+    }
+    if ((uint64_t)t > n) {
+        *errmsg = xstrdup("threshold may not exceed children count");
+        return -EINVAL;
+    }
+    r->quorum_threshold = (int)t;
+    bool bv = false, rw = false;
+    if ((v = bspec_get(o, "blkverify")) && opt_bool(v, &bv, errmsg) < 0)
+        return -EINVAL;
+    if ((v = bspec_get(o, "rewrite-corrupted")) && opt_bool(v, &rw, errmsg) < 0)
+        return -EINVAL;
+    if (bv && (n != 2 || t != 2)) {
+        *errmsg = xstrdup("blkverify=on can only be set if there are exactly two files and "
+                          "vote-threshold is 2");
+        return -EINVAL;
+    }
+    if (rw && bv) {
+        *errmsg = xstrdup("rewrite-corrupted=on cannot be used with blkverify=on");
+        return -EINVAL;
+    }
+    r->quorum_paths = xcalloc(n, sizeof(*r->quorum_paths));
+    r->quorum_n = n;
+    for (size_t c = 0; c < n; c++) {
+        char *pre = xasprintf("children.%zu", c);
+        struct bspec ch = { 0 };
+        const struct bsv *ref = bspec_get(o, pre);
+        if (ref && ref->type != BSV_STR) {
+            *errmsg = xasprintf("A block device must be specified for \"%s\"", pre);
+            free(pre);
+            return -EINVAL;
+        }
+        if (ref && ref->type == BSV_STR) {
+            *errmsg = xasprintf("Cannot find device='%s' nor node-name='%s'", ref->s, ref->s);
+            free(pre);
+            return -EINVAL;
+        }
+        take_prefix(o, pre, &ch);
+        bspec_del(o, pre);
+        free(pre);
+        const char *cd = str_of(bspec_get(&ch, "driver"));
+        const char *cf = str_of(bspec_get(&ch, "filename"));
+        int rc = 0;
+        if (!cd) {
+            *errmsg = xstrdup("Must specify either driver or file");
+            rc = -EINVAL;
+        } else if (!is_file_protocol(cd)) {
+            *errmsg = xasprintf("Quorum children of driver '%s' are not supported by qimg",
+                                cd);
+            rc = -ENOTSUP;
+        } else if (!cf) {
+            *errmsg = xasprintf("The '%s' block driver requires a file name", cd);
+            rc = -EINVAL;
+        }
+        if (rc == 0) {
+            r->quorum_paths[c] = xstrdup(cf);
+            for (size_t i = 0; i < ch.n;)
+                if (file_opt(ch.v[i].key))
+                    bspec_del(&ch, ch.v[i].key);
+                else
+                    i++;
+            if (ch.n && !r->file_unknown) {
+                r->file_unknown = first_key(&ch);
+                r->file_proto = "file";
+            }
+        }
+        bspec_free(&ch);
+        if (rc < 0)
+            return rc;
+    }
+    static const char *const own[] = { "vote-threshold", "read-pattern", "blkverify",
+                                       "rewrite-corrupted", NULL };
+    for (int i = 0; own[i]; i++)
+        bspec_del(o, own[i]);
+    for (size_t i = 0; i < o->n;)
+        if (generic_opt(o->v[i].key))
+            bspec_del(o, o->v[i].key);
+        else
+            i++;
+    r->quorum_unknown = first_key(o);
+    return 0;
+}
+
 int blockspec_resolve(const char *filename, const struct bspec *opts, const char *fmt,
                       bool with_backing, struct bs_resolved *r, char **errmsg)
 {
     memset(r, 0, sizeof(*r));
     struct bspec o = { 0 }, file = { 0 };
     char *fname = NULL;
-    bool inline_rules = false;
+    bool inline_rules = false, top_inline = false;
+    struct bspec file_bd = { 0 }; /* the file's blkdebug options as given (its json: name) */
     int data_bd = 0;
     int rc = -EINVAL;
     if (opts)
@@ -713,11 +939,23 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         (rc = blkdebug_plain(filename, r, &filename, errmsg)) < 0)
         goto out;
     struct blkdebug_rules other = { 0 };
-    int sb = strip_blkdebug(&o, "", &other, &r->other_config[0], errmsg);
+    file_bd = (struct bspec){ 0 };
+    int sb = strip_blkdebug(&o, "", &r->top_rules, &r->top_config, errmsg);
+    top_inline = r->top_rules.n > 0;
+    if (sb > 0) {
+        r->top_blkdebug = true;
+        /* blkdebug_open: the image child is opened as a protocol node when it names no
+         * driver */
+        if (!bspec_get(&o, "driver"))
+            bspec_put_str(&o, "driver", "file", true);
+    }
     if (sb >= 0) {
         for (size_t i = 0; i < o.n; i++)
             inline_rules |= !strncmp(o.v[i].key, "file.inject-error.", 18) ||
                             !strncmp(o.v[i].key, "file.set-state.", 15);
+        for (size_t i = 0; inline_rules && i < o.n; i++)
+            if (!strncmp(o.v[i].key, "file.", 5))
+                bspec_put(&file_bd, &o.v[i], true);
         sb = strip_blkdebug(&o, "file.", &r->rules, &r->file_config, errmsg);
         r->file_blkdebug |= sb > 0;
     }
@@ -780,6 +1018,24 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         filename = NULL;
         rc = -EINVAL;
     }
+    const char *pnull = NULL;
+    if (filename && blockspec_has_protocol(filename)) {
+        size_t n = strcspn(filename, ":");
+        pnull = n == 7 && !strncmp(filename, "null-co", n)    ? "null-co"
+                : n == 8 && !strncmp(filename, "null-aio", n) ? "null-aio"
+                                                              : NULL;
+    }
+    if (pnull) {
+        /* null_file_parse_filename: the protocol's one name, the node itself with
+         * driver=null-co, else the file under the (given or probed) format */
+        if (strcmp(filename + strlen(pnull), "://")) {
+            *errmsg = xasprintf("The only allowed filename for this driver is '%s://'", pnull);
+            goto out;
+        }
+        if (!drv || strcmp(drv, pnull))
+            bspec_put_str(&o, "file.driver", pnull, false);
+        filename = NULL;
+    }
     if (filename) {
         rc = blockspec_plain_path(filename, &fname, errmsg);
         if (rc < 0)
@@ -819,6 +1075,26 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         r->protocol_only = true;
         goto out;
     }
+    if (drv && !strcmp(drv, "quorum")) {
+        bspec_del(&o, "backing"); /* qemu drops it on every node */
+        if ((rc = take_quorum(&o, r, errmsg)) < 0)
+            goto out;
+        r->format = xstrdup("quorum");
+        r->protocol_only = true;
+        goto out;
+    }
+    if (null_driver(drv)) {
+        struct bspec strong = { 0 };
+        bspec_del(&o, "backing"); /* qemu drops it on every node */
+        rc = take_null(&o, null_driver(drv), r, &strong, errmsg);
+        r->display = rc < 0 ? NULL : strong_name(&strong);
+        bspec_free(&strong);
+        if (rc < 0)
+            goto out;
+        r->format = xstrdup(r->null_drv);
+        r->protocol_only = true;
+        goto out;
+    }
     if (drv && !known_format(drv)) {
         rc = unsupported_driver(drv, errmsg);
         goto out;
@@ -831,6 +1107,43 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             if ((rc = take_nbd(&file, r, errmsg)) < 0)
                 goto out;
             rc = -EINVAL;
+        } else if (fd && !strcmp(fd, "quorum")) {
+            /* the format node is named by its options, its file's among them */
+            struct bspec d = { 0 };
+            if (drv)
+                bspec_put_str(&d, "driver", drv, true);
+            for (size_t i = 0; i < file.n; i++)
+                if (!generic_opt(file.v[i].key) || !strcmp(file.v[i].key, "driver")) {
+                    struct bsv fv2 = file.v[i];
+                    fv2.key = xasprintf("file.%s", file.v[i].key);
+                    bspec_put(&d, &fv2, true);
+                    free(fv2.key);
+                }
+            r->display = strong_name(&d);
+            bspec_free(&d);
+            if ((rc = take_quorum(&file, r, errmsg)) < 0)
+                goto out;
+            rc = -EINVAL;
+        } else if (null_driver(fd)) {
+            struct bspec strong = { 0 };
+            rc = take_null(&file, null_driver(fd), r, &strong, errmsg);
+            if (rc == 0 && drv && strong.n > 1) {
+                /* the format node is named by its options, its file's among them */
+                struct bspec d = { 0 };
+                bspec_put_str(&d, "driver", drv, true);
+                for (size_t i = 0; i < strong.n; i++) {
+                    struct bsv fv2 = strong.v[i];
+                    fv2.key = xasprintf("file.%s", strong.v[i].key);
+                    bspec_put(&d, &fv2, true);
+                    free(fv2.key);
+                }
+                r->display = strong_name(&d);
+                bspec_free(&d);
+            }
+            bspec_free(&strong);
+            if (rc < 0)
+                goto out;
+            rc = -EINVAL;
         } else if (fd && !is_file_protocol(fd)) {
             rc = known_format(fd) ? -EINVAL : unsupported_driver(fd, errmsg);
             if (known_format(fd))
@@ -838,7 +1151,7 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             goto out;
         }
         const char *fn = str_of(bspec_get(&file, "filename"));
-        if (r->nbd) {
+        if (r->nbd || r->null_drv || r->quorum_n) {
             /* taken above */
         } else if (!fn) {
             *errmsg = xasprintf("The '%s' block driver requires a file name", fd ? fd : "file");
@@ -939,7 +1252,19 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             bspec_free(&d);
         }
     }
-    /* blkdebug_refresh_filename; with inline rules qemu shows a json: name instead */
+    /* blkdebug_refresh_filename; with inline rules qemu shows a json: name instead: the
+     * format's driver and its file's options (qimg nests the rule lists that qemu prints
+     * as flat "set-state.0.event" keys) */
+    if (r->file_blkdebug && inline_rules && drv && !r->display) {
+        struct bspec d = { 0 };
+        bspec_put_str(&d, "driver", drv, true);
+        for (size_t i = 0; i < file_bd.n; i++)
+            bspec_put(&d, &file_bd.v[i], true);
+        if (bspec_get(&d, "file.image.filename") && !bspec_get(&d, "file.image.driver"))
+            bspec_put_str(&d, "file.image.driver", "file", true);
+        r->display = strong_name(&d);
+        bspec_free(&d);
+    }
     if (r->file_blkdebug && !inline_rules)
         r->file_display = xasprintf("blkdebug:%s:%s", r->file_config ? r->file_config : "",
                                     r->path);
@@ -957,6 +1282,32 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         bspec_put(&r->rest, &o.v[i], true);
     rc = 0;
 out:
+    bspec_free(&file_bd);
+    if (rc == 0 && r->top_blkdebug && !top_inline) { /* blkdebug_refresh_filename */
+        const char *inner = r->display ? r->display : r->path;
+        struct bspec in = { 0 };
+        char *ignored = NULL;
+        if (strncmp(inner, "json:", 5)) {
+            r->top_display = xasprintf("blkdebug:%s:%s", r->top_config ? r->top_config : "",
+                                       inner);
+        } else if (bspec_parse_json(inner + 5, &in, &ignored) == 0) {
+            /* an image without a plain name: qemu names the filter by its options too */
+            struct bspec d = { 0 };
+            bspec_put_str(&d, "driver", "blkdebug", true);
+            if (r->top_config)
+                bspec_put_str(&d, "config", r->top_config, true);
+            for (size_t i = 0; i < in.n; i++) {
+                struct bsv v = in.v[i];
+                v.key = xasprintf("image.%s", in.v[i].key);
+                bspec_put(&d, &v, true);
+                free(v.key);
+            }
+            r->top_display = strong_name(&d);
+            bspec_free(&d);
+        }
+        free(ignored);
+        bspec_free(&in);
+    }
     if (rc < 0)
         blockspec_resolved_free(r);
     free(fname);
@@ -1001,6 +1352,13 @@ void blockspec_resolved_free(struct bs_resolved *r)
     free(r->encrypt_format);
     free(r->file_config);
     free(r->other_config[0]);
+    free(r->top_config);
+    for (size_t i = 0; i < r->quorum_n; i++)
+        free(r->quorum_paths[i]);
+    free(r->quorum_paths);
+    free(r->quorum_unknown);
+    free(r->top_display);
+    blkdebug_rules_free(&r->top_rules);
     free(r->other_config[1]);
     blkdebug_rules_free(&r->rules);
     if (r->nbd) {
@@ -1030,6 +1388,22 @@ int blockspec_read_blkdebug(struct bs_resolved *r, char **errmsg)
             c.unsupported = xstrdup(r->rules.unsupported);
         blkdebug_rules_free(&r->rules);
         r->rules = c;
+    }
+    if (r->top_config) {
+        struct blkdebug_rules c = { 0 };
+        if (blkdebug_read_config(r->top_config, &c, errmsg) < 0) {
+            blkdebug_rules_free(&c);
+            return -EINVAL;
+        }
+        if (r->top_rules.n) {
+            c.v = xreallocarray(c.v, c.n + r->top_rules.n, sizeof(*c.v));
+            memcpy(c.v + c.n, r->top_rules.v, r->top_rules.n * sizeof(*c.v));
+            c.n += r->top_rules.n;
+        }
+        if (!c.unsupported && r->top_rules.unsupported)
+            c.unsupported = xstrdup(r->top_rules.unsupported);
+        blkdebug_rules_free(&r->top_rules);
+        r->top_rules = c;
     }
     for (int i = 0; i < 2; i++) {
         if (!r->other_config[i])

@@ -103,13 +103,31 @@ struct bs_resolved {
     bool file_blkdebug;
     struct blkdebug_rules rules; /* its inline rules (inject-error / set-state options) */
     char *file_config;     /* its config file, or NULL (blockspec_read_blkdebug reads it) */
-    bool other_rules;      /* a blkdebug above the format or on the data file had rules */
-    char *other_config[2]; /* their config files (top, data file), or NULL */
+    bool other_rules;      /* a blkdebug on the data file had rules */
+    char *other_config[2]; /* its config file ([1]; [0] unused), or NULL */
+    /* A blkdebug filter above the format (driver=blkdebug with an "image"): its rules act
+     * on the image's guest requests (image_t.top_bd) */
+    bool top_blkdebug;
+    struct blkdebug_rules top_rules;
+    char *top_config;      /* its config file, or NULL */
+    char *top_display;     /* the name qemu gives it ("blkdebug:CONFIG:IMAGE"), or NULL */
     char *key_secret;      /* "encrypt.key-secret" (qcow2, qcow) or "key-secret" (luks): the
                               id of an --object secret that unlocks the image, or NULL */
     char *encrypt_format;  /* "encrypt.format": checked against the header's, or NULL */
     struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
     const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
+    /* a null-co / null-aio protocol node (qemu's block/null.c, io/null.h): the image itself
+     * with driver=null-co, else the file under the format; "null-co://" as a plain name */
+    const char *null_drv;     /* "null-co", "null-aio", or NULL */
+    /* a quorum node (qemu's block/quorum.c, io/quorum.h): the image itself with
+     * driver=quorum, else the file under the format; its children are files */
+    char **quorum_paths;
+    size_t quorum_n;          /* 0: no quorum */
+    int quorum_threshold;
+    bool quorum_fifo;         /* read-pattern fifo */
+    char *quorum_unknown;     /* first option quorum does not take, or NULL */
+    uint64_t null_size;
+    bool null_zeroes;         /* read-zeroes */
 };
 
 /* Resolves a name: filename (plain/file:/json:/PROTO:, NULL when only options are given),
@@ -124,7 +142,8 @@ void blockspec_resolved_free(struct bs_resolved *r);
 
 /* Reads the blkdebug config files a resolved name names (qemu's blkdebug_open reads the
  * config file before the inline rules): r->rules then holds the file's rules in qemu's
- * order and r->other_rules says whether the other filters have any. 0, or -EINVAL with
+ * order (r->top_rules likewise for a filter above the format) and r->other_rules says
+ * whether the data file's filter has any. 0, or -EINVAL with
  * *errmsg (qemu's "Could not read blkdebug config file: ..."). */
 int blockspec_read_blkdebug(struct bs_resolved *r, char **errmsg);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "block/driver.h"
+#include "io/blkdebug.h"
 #include "io/nbd.h"
 #include "util/xalloc.h"
 
@@ -64,6 +65,8 @@ int image_chain_length(const image_t *img)
 int64_t image_allocated_size(image_t *img)
 {
     uint64_t a;
+    if (img->top_bd)
+        return -ENOTSUP; /* blkdebug has no bdrv_get_allocated_file_size: "unavailable" */
     int r = qio_allocated(img->file, &a);
     if (r < 0)
         return r;
@@ -79,11 +82,20 @@ static int64_t read_chunk(image_t *img, uint64_t off, uint8_t *p, size_t n)
     return r < 0 ? r : (int64_t)k;
 }
 
+/* The rules of a blkdebug filter above the format (blkdebug_co_preadv etc.), 0 without. */
+static int top_check(image_t *img, uint64_t off, uint64_t n, enum blkdebug_iotype io)
+{
+    return img->top_bd ? blkdebug_state_check(img->top_bd, off, n, io) : 0;
+}
+
 int image_read(image_t *img, uint64_t off, void *buf, size_t n)
 {
     unsigned char *p = buf;
     if (img->broken)
         return -ENOMEDIUM;
+    int r = top_check(img, off, n, BLKDBG_IO_READ);
+    if (r < 0)
+        return r;
     if (off >= img->size) {
         memset(p, 0, n);
         return 0;
@@ -165,7 +177,10 @@ int image_block_status(image_t *img, uint64_t off, uint64_t bytes, block_status_
     if (bytes > img->size - off)
         bytes = img->size - off;
 
-    int r = img->drv->block_status(img, off, bytes, st);
+    int r = top_check(img, off, bytes, BLKDBG_IO_BLOCK_STATUS);
+    if (r < 0)
+        return r;
+    r = img->drv->block_status(img, off, bytes, st);
     if (r < 0)
         return r;
     if (st->pnum == 0 || st->pnum > bytes)
@@ -267,6 +282,8 @@ static int write_check(const image_t *img, uint64_t off, uint64_t n)
 int image_write(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     int r = write_check(img, off, n);
+    if (r == 0 && n)
+        r = top_check(img, off, n, BLKDBG_IO_WRITE);
     if (r < 0 || n == 0)
         return r;
     return img->drv->write ? img->drv->write(img, off, buf, n) : -ENOTSUP;
@@ -275,6 +292,8 @@ int image_write(image_t *img, uint64_t off, const void *buf, size_t n)
 int image_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 {
     int r = write_check(img, off, n);
+    if (r == 0 && n)
+        r = top_check(img, off, n, BLKDBG_IO_WRITE_ZEROES);
     if (r < 0 || n == 0)
         return r;
     r = img->drv->write_zeroes ? img->drv->write_zeroes(img, off, n, may_unmap) : -ENOTSUP;
@@ -297,6 +316,8 @@ int image_write_zeroes(image_t *img, uint64_t off, uint64_t n, bool may_unmap)
 int image_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n)
 {
     int r = write_check(img, off, n);
+    if (r == 0)
+        r = top_check(img, off, n, BLKDBG_IO_WRITE);
     if (r < 0)
         return r;
     return img->drv->write_compressed ? img->drv->write_compressed(img, off, buf, n)
@@ -306,6 +327,8 @@ int image_write_compressed(image_t *img, uint64_t off, const void *buf, size_t n
 int image_discard(image_t *img, uint64_t off, uint64_t n)
 {
     int r = write_check(img, off, n);
+    if (r == 0 && n)
+        r = top_check(img, off, n, BLKDBG_IO_DISCARD);
     if (r < 0 || n == 0 || !img->drv->discard)
         return r;
     return img->drv->discard(img, off, n);
@@ -316,7 +339,10 @@ int image_flush(image_t *img)
     /* qemu's bdrv_co_flush: nothing to do on a read-only or dead node */
     if (img->broken || !(img->flags & IMG_OPEN_RDWR))
         return 0;
-    int r = img->drv->flush ? img->drv->flush(img) : 0;
+    int r = top_check(img, 0, 0, BLKDBG_IO_FLUSH);
+    if (r < 0)
+        return r;
+    r = img->drv->flush ? img->drv->flush(img) : 0;
     if (r == 0)
         r = qio_flush(img->file);
     if (r == 0 && img->data_file && img->data_file != img->file)

@@ -22,6 +22,7 @@
 struct driver;
 struct json;
 struct bspec;
+struct blkdebug_state;
 
 /* Open flags. */
 enum {
@@ -88,6 +89,9 @@ struct image {
     uint64_t raw_size;     /* of the file; raw_size 0 with !raw_window: the whole file */
     bool raw_window;
 
+    struct blkdebug_state *top_bd; /* a blkdebug filter above the format (json: driver=
+                              blkdebug with an "image"): its rules fail this layer's guest
+                              requests (io/blkdebug.h); info shows format "blkdebug" */
     bool broken;           /* writable image hit corruption: further I/O gives -ENOMEDIUM */
     bool corruption_signaled;
     void *priv;            /* driver state */
@@ -131,10 +135,19 @@ image_t *image_open_or_report(const char *filename, const char *fmt, int flags);
  * with a protocol prefix unchanged). This is how backing and data file names are resolved.
  * Returns a malloc'd string. */
 char *image_path_combine(const char *base, const char *name);
-/* The backing file name as opened: image_path_combine(), or NULL when name is relative and
- * the image is on an NBD export, which has no directory (qemu's nbd bdrv_dirname: "Cannot
- * generate a base directory for NBD nodes"). */
-char *image_backing_path(const char *base, const char *name);
+/* The backing file name of img as opened: image_path_combine() with img's file name, or
+ * NULL when name is relative and img's file has no directory (qemu's bdrv_dirname: "Cannot
+ * generate a base directory for NBD nodes", also for quorum nodes). */
+char *image_backing_path(const image_t *img, const char *name);
+/* The same for an image known by its file name only (check's own opener: plain files and
+ * NBD). */
+char *image_backing_path_name(const char *base, const char *name);
+/* "NBD" or "quorum" when img's file has no directory, else NULL. */
+const char *image_no_dirname(const image_t *img);
+
+/* qemu's bdrv_skip_filters for a command that works on the node below a filter (map):
+ * the rules of a blkdebug above the format stop acting on img. */
+void image_skip_filters(image_t *img);
 
 /* Closes img and its backing chain. NULL is fine. */
 void image_close(image_t *img);

@@ -14,6 +14,8 @@
 #include "format/probe.h"
 #include "io/blkdebug.h"
 #include "io/lock.h"
+#include "io/null.h"
+#include "io/quorum.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -33,7 +35,21 @@ char *image_path_combine(const char *base, const char *name)
     return xasprintf("%.*s%s", (int)(p - base), base, name);
 }
 
-char *image_backing_path(const char *base, const char *name)
+const char *image_no_dirname(const image_t *img)
+{
+    if (img->file && qio_is_quorum(img->file))
+        return "quorum";
+    return blockspec_is_nbd_name(img->filename) ? "NBD" : NULL;
+}
+
+char *image_backing_path(const image_t *img, const char *name)
+{
+    if (image_no_dirname(img) && name[0] != '/' && !blockspec_has_protocol(name))
+        return NULL;
+    return image_path_combine(img->filename, name);
+}
+
+char *image_backing_path_name(const char *base, const char *name)
 {
     if (blockspec_is_nbd_name(base) && name[0] != '/' && !blockspec_has_protocol(name))
         return NULL;
@@ -83,6 +99,49 @@ static bool ids_add(struct chain_ids *ids, qio_t *q)
     return true;
 }
 
+/* The children of a quorum node (files, read-only, each locked as a reader), then the
+ * node; its left-over options are reported after the children opened, as qemu does. */
+static int open_quorum(const struct bs_resolved *res, const char *name, int flags, qio_t **out,
+                       char **errmsg)
+{
+    if (flags & IMG_OPEN_RDWR) {
+        *errmsg = xstrdup("Writing through a quorum node is not supported by qimg");
+        return -ENOTSUP;
+    }
+    qio_t **ch = xcalloc(res->quorum_n, sizeof(*ch));
+    int r = 0;
+    size_t n = 0;
+    for (; n < res->quorum_n && r == 0; n++) {
+        const char *p = res->quorum_paths[n];
+        r = qio_open_image(p, QIO_RDONLY, &ch[n], errmsg);
+        if (r == 0 && (r = qio_lock_image(ch[n], false, false, flags & IMG_OPEN_SHARE, p,
+                                          errmsg)) < 0)
+            n++; /* close this one too */
+        if (r < 0)
+            break;
+    }
+    if (r == 0 && res->quorum_unknown) {
+        *errmsg = xasprintf("Block format 'quorum' does not support the option '%s'",
+                            res->quorum_unknown);
+        r = -EINVAL;
+    }
+    if (r < 0) {
+        for (size_t i = 0; i < n && i < res->quorum_n; i++)
+            qio_close(ch[i]);
+        free(ch);
+        return r;
+    }
+    *out = qio_open_quorum(name, ch, res->quorum_n, res->quorum_threshold,
+                           res->quorum_fifo);
+    uint64_t size; /* quorum_co_getlength: the children must agree */
+    if ((r = qio_size(*out, &size)) < 0) {
+        *errmsg = xasprintf("Could not refresh total sector count: %s", strerror(-r));
+        qio_close(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
 /* Opens one layer, not its backing file: name (any name, see blockspec.h; NULL with options
  * only) with options opts (NULL: none) and format fmt (NULL: from the options or probed).
  * errmsg gets the text qemu prints after the prefixes ("Could not open 'TOP': " and one
@@ -114,9 +173,14 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         blockspec_resolved_free(&res);
         return -ENOTSUP;
     }
+    if (res.top_rules.unsupported && !(flags & IMG_OPEN_NO_IO)) {
+        *errmsg = xasprintf("blkdebug event '%s' is not supported by qimg",
+                            res.top_rules.unsupported);
+        blockspec_resolved_free(&res);
+        return -ENOTSUP;
+    }
     if (res.other_rules && !(flags & IMG_OPEN_NO_IO)) {
-        /* rules of a blkdebug above the format or on its data file: no qimg driver
-         * announces events there */
+        /* rules of a blkdebug on the data file: no qimg driver announces events there */
         *errmsg = xstrdup("blkdebug error injection is only supported on the image's file "
                           "by qimg");
         blockspec_resolved_free(&res);
@@ -156,7 +220,12 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EACCES;
         goto fail;
     }
-    if (res.nbd)
+    if (res.quorum_n)
+        r = open_quorum(&res, filename, flags, &img->file, errmsg);
+    else if (res.null_drv)
+        img->file = qio_open_null(filename, res.null_size, res.null_zeroes,
+                                  (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY);
+    else if (res.nbd)
         r = qio_open_nbd(res.nbd, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
                          errmsg);
     else
@@ -168,7 +237,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EINVAL;
         goto fail;
     }
-    if (res.direct && !res.nbd &&
+    if (res.direct && !res.nbd && !res.null_drv && !res.quorum_n &&
         (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         goto fail;
@@ -199,7 +268,11 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -ENOTSUP;
         goto fail;
     }
-    img->format = res.protocol_only ? (res.nbd ? "nbd" : "file") : img->drv->name;
+    img->format = !res.protocol_only ? img->drv->name
+                  : res.nbd              ? "nbd"
+                  : res.null_drv         ? res.null_drv
+                  : res.quorum_n         ? "quorum"
+                                         : "file";
     /* qemu's permissions (raw: the parent's, all shared; formats with metadata keep others
      * from writing or resizing the file under them), taken when the format attaches its
      * file, before reading it; -U shares everything. */
@@ -219,6 +292,17 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     if ((*errmsg = blockspec_format_unknown_msg(&res, img->format))) {
         r = -EINVAL;
         goto fail;
+    }
+    if (res.top_blkdebug) {
+        /* the filter above the format: its rules on this layer's requests, its name */
+        img->top_bd = xcalloc(1, sizeof(*img->top_bd));
+        blkdebug_state_init(img->top_bd, &res.top_rules);
+        img->format = "blkdebug";
+        if (res.top_display) {
+            free(img->display_name);
+            img->display_name = res.top_display;
+            res.top_display = NULL;
+        }
     }
     if (flags & IMG_OPEN_RDWR)
         image_warn_probed_raw(img, filename);
@@ -266,8 +350,10 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
         for (size_t i = 0; bo && i < bo->n; i++)
             named |= !strncmp(bo->v[i].key, "file", 4);
         if (!named && !img->backing_full) {
-            /* a relative backing name under an image on NBD (image_backing_path) */
-            inner = xstrdup("Cannot generate a base directory for NBD nodes");
+            /* a relative backing name under an image on NBD or a quorum
+             * (image_backing_path) */
+            inner = xasprintf("Cannot generate a base directory for %s nodes",
+                              image_no_dirname(img) ? image_no_dirname(img) : "NBD");
             level--; /* qemu fails before it tries to open the backing file */
         }
         int r = inner ? -EINVAL
@@ -368,6 +454,15 @@ image_t *image_open_or_report(const char *filename, const char *fmt, int flags)
     return img;
 }
 
+void image_skip_filters(image_t *img)
+{
+    if (img->top_bd) {
+        blkdebug_state_free(img->top_bd);
+        free(img->top_bd);
+        img->top_bd = NULL;
+    }
+}
+
 void image_close(image_t *img)
 {
     while (img) {
@@ -388,6 +483,9 @@ void image_close(image_t *img)
         free(img->key_secret);
         free(img->encrypt_format);
         free(img->data_file_label);
+        if (img->top_bd)
+            blkdebug_state_free(img->top_bd);
+        free(img->top_bd);
         free(img->backing_file);
         free(img->backing_full);
         free(img->backing_format);

@@ -95,7 +95,7 @@ static int load_backing_name(image_t *img, struct qcow1_state *s, char **errmsg)
     }
     if (name[0]) { /* a C string: up to the first NUL; empty means no backing file */
         img->backing_file = name;
-        img->backing_full = image_backing_path(img->filename, name);
+        img->backing_full = image_backing_path(img, name);
     } else {
         free(name);
     }

@@ -156,7 +156,7 @@ static int qcow2_open(image_t *img, char **errmsg)
         return r;
     if (s->backing_name) {
         img->backing_file = xstrdup(s->backing_name);
-        img->backing_full = image_backing_path(img->filename, img->backing_file);
+        img->backing_full = image_backing_path(img, img->backing_file);
         if (s->ext.has_backing_format && s->ext.backing_format[0])
             img->backing_format = xstrdup(s->ext.backing_format);
     }

@@ -872,19 +872,26 @@ static int64_t discard_in_table(image_t *img, uint64_t off, uint64_t nb,
     return r < 0 ? r : (int64_t)nb;
 }
 
+/* qemu's qcow2_cluster_discard: the freed clusters' discards are collected and passed
+ * down merged at the end (s->cache_discards), not one cluster at a time */
 static int cluster_discard(image_t *img, uint64_t off, uint64_t bytes,
                            enum qcow2_discard_type type, bool full)
 {
     struct qcow2_state *s = img->priv;
     uint64_t nb = (bytes + s->cs - 1) >> s->h.cluster_bits;
-    while (nb > 0) {
+    int r = 0;
+    qcow2_discards_cache(&s->m);
+    while (nb > 0 && r == 0) {
         int64_t k = discard_in_table(img, off, nb, type, full);
-        if (k < 0)
-            return (int)k;
+        if (k < 0) {
+            r = (int)k;
+            break;
+        }
         nb -= (uint64_t)k;
         off += (uint64_t)k * s->cs;
     }
-    return 0;
+    qcow2_discards_process(&s->m, r);
+    return r;
 }
 
 /* qemu's zero_in_l2_slice */
@@ -972,7 +979,9 @@ static int zero_data_file(image_t *img, uint64_t off, uint64_t n, bool may_unmap
     return r;
 }
 
-/* qemu's qcow2_subcluster_zeroize */
+static int zeroize_v3(image_t *img, uint64_t off, uint64_t bytes, bool may_unmap);
+
+/* qemu's qcow2_subcluster_zeroize (discards collected as in cluster_discard) */
 static int subcluster_zeroize(image_t *img, uint64_t off, uint64_t bytes, bool may_unmap)
 {
     struct qcow2_state *s = img->priv;
@@ -984,6 +993,16 @@ static int subcluster_zeroize(image_t *img, uint64_t off, uint64_t bytes, bool m
             return cluster_discard(img, off, bytes, QCOW2_DISCARD_REQUEST, false);
         return -ENOTSUP;
     }
+    qcow2_discards_cache(&s->m);
+    r = zeroize_v3(img, off, bytes, may_unmap);
+    qcow2_discards_process(&s->m, r);
+    return r;
+}
+
+static int zeroize_v3(image_t *img, uint64_t off, uint64_t bytes, bool may_unmap)
+{
+    struct qcow2_state *s = img->priv;
+    int r;
     const uint64_t cs = s->cs, size = img->size;
     uint64_t end = off + bytes;
     uint64_t up = (off + cs - 1) & ~(cs - 1);

@@ -80,7 +80,7 @@ static int read_backing_name(image_t *img, const struct qed_header *h, char **er
     name[n] = 0;
     if (name[0]) { /* qemu treats an empty name as no backing file */
         img->backing_file = name;
-        img->backing_full = image_backing_path(img->filename, name);
+        img->backing_full = image_backing_path(img, name);
         if (h->features & QED_F_BACKING_FORMAT_NO_PROBE)
             img->backing_format = xstrdup("raw");
     } else {

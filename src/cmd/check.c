@@ -17,6 +17,7 @@
 #include "cmd/check_blk.h"
 #include "format/probe.h"
 #include "io/nbd.h"
+#include "io/null.h"
 #include "io/lock.h"
 #include "io/qio.h"
 #include "util/cache.h"
@@ -161,7 +162,11 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
         err_report("check -r of an image over NBD is not supported by qimg");
         return 1;
     }
-    int rc = res->nbd ? qio_open_nbd(res->nbd, mode, &q, &msg)
+    int rc = 0;
+    if (res->null_drv)
+        q = qio_open_null(filename, res->null_size, res->null_zeroes, mode);
+    else
+        rc = res->nbd ? qio_open_nbd(res->nbd, mode, &q, &msg)
                       : qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
     if (rc < 0) {
         err_report("Could not open '%s': %s", arg, msg);
@@ -195,7 +200,8 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     if (strcmp(fmt, "qcow2") != 0) {
         static const char *const known[] = { "raw", "file", "qcow", "luks", "vpc", "dmg",
                                              "cloop", "bochs", "vvfat", "vmdk", "vhdx",
-                                             "parallels", "qed", "vdi", "nbd" };
+                                             "parallels", "qed", "vdi", "nbd", "null-co",
+                                             "null-aio" };
         bool k = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             k |= !strcmp(fmt, known[i]);

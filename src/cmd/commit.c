@@ -217,8 +217,11 @@ static int reopen_rw(image_t *top, image_t *base, image_t **out)
         prev = prev->backing;
     image_t *below = base->backing;
     base->backing = NULL;
-    /* a "blkdebug:CONF:FILE" base keeps its filter (qemu reopens the same node) */
-    char *name = xstrdup(image_name(base));
+    /* qemu reopens the same node: the name the base was opened by (the overlay's backing
+     * name, a json: one with a blkdebug filter and its rules included), else the name it
+     * shows ("blkdebug:CONF:FILE" keeps its filter) */
+    char *name = xstrdup(prev->backing_full && !prev->backing_opts ? prev->backing_full
+                                                                    : image_name(base));
     const char *fmt = base->format;   /* a driver's static name */
     image_close(base);
     prev->backing = NULL;

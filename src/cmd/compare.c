@@ -89,10 +89,11 @@ static int check_empty(struct cmp *c, image_t *img, const char *name, uint64_t o
 
 /* The guest bytes of the run are the file's bytes at st->map (no decompression, no zeros
  * from metadata), so the fast path may read them directly - unless a file acts on the
- * driver's events (blkdebug): then the read must go through the driver. */
-static bool plain_data(const block_status_t *s)
+ * driver's events (blkdebug), or a blkdebug filter sits above img's format: then the read
+ * must go through the driver. */
+static bool plain_data(const image_t *img, const block_status_t *s)
 {
-    return (s->flags & (BS_DATA | BS_OFFSET_VALID | BS_ZERO)) == (BS_DATA | BS_OFFSET_VALID) &&
+    return !img->top_bd && (s->flags & (BS_DATA | BS_OFFSET_VALID | BS_ZERO)) == (BS_DATA | BS_OFFSET_VALID) &&
            s->file && !s->file->ops->event && !(s->layer && s->layer->file->ops->event);
 }
 
@@ -104,7 +105,7 @@ static int compare_data(struct cmp *c, image_t *img1, const char *fn1, const blo
                         image_t *img2, const char *fn2, const block_status_t *s2,
                         uint64_t off, size_t n)
 {
-    if (plain_data(s1) && plain_data(s2) &&
+    if (plain_data(img1, s1) && plain_data(img2, s2) &&
         fastcmp_equal(c->fast, s1->file, s1->map, s2->file, s2->map, n))
         return 0;
     int r = read_at(img1, fn1, off, c->buf1, n);
@@ -122,7 +123,7 @@ static int compare_data(struct cmp *c, image_t *img1, const char *fn1, const blo
 static int check_zero(struct cmp *c, image_t *img, const char *fn, const block_status_t *s,
                       uint64_t off, size_t n)
 {
-    if (plain_data(s) && fastcmp_equal(c->fast, s->file, s->map, NULL, 0, n))
+    if (plain_data(img, s) && fastcmp_equal(c->fast, s->file, s->map, NULL, 0, n))
         return 0;
     return check_empty(c, img, fn, off, n);
 }

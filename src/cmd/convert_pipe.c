@@ -75,13 +75,13 @@ static bool map_chunk(struct convert *s, struct slot *sl, int64_t sector, int64_
         return false; /* spans two sources */
     uint64_t off = (uint64_t)(sector - cur_off) * SECTOR, len = (uint64_t)n * SECTOR;
     image_t *img = s->src[cur].img;
-    if (off + len > img->size)
-        return false;
+    if (off + len > img->size || img->top_bd)
+        return false; /* a blkdebug filter's rules must see the read */
     block_status_t st;
     if (s->status_fn(s, cur, off, len, &st) < 0 || st.pnum < len || !st.file ||
         (st.flags & (BS_DATA | BS_ZERO | BS_OFFSET_VALID)) != (BS_DATA | BS_OFFSET_VALID) ||
-        st.file->fd < 0 || st.file->mem)
-        return false;
+        st.file->fd < 0 || st.file->mem || st.file->ops->event)
+        return false; /* (a blkdebug file: its rules must see the read) */
     uint64_t fsize;
     if (qio_size(st.file, &fsize) < 0 || st.map + len > fsize)
         return false;

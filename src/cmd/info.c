@@ -13,6 +13,8 @@
 #include "block/snapshot.h"
 #include "cmd/commands.h"
 #include "io/nbd.h"
+#include "io/null.h"
+#include "io/quorum.h"
 #include "util/err.h"
 #include "util/secrets.h"
 #include "util/json.h"
@@ -56,18 +58,26 @@ static void query(image_t *img, struct layer_info *li)
     int64_t actual = image_allocated_size(img);
     if (actual >= 0)
         json_set(o, "actual-size", json_int(actual));
-    json_t *spec = img->drv->format_specific ? img->drv->format_specific(img) : NULL;
+    /* a blkdebug filter on top (qemu's node is the filter): no format-specific block, no
+     * backing file of its own */
+    bool filter = img->top_bd != NULL;
+    json_t *spec = img->drv->format_specific && !filter ? img->drv->format_specific(img)
+                                                        : NULL;
     if (img->encrypted)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
-    /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file; bochs has none */
-    if (!img->drv->no_get_info && (!qio_is_nbd(img->file) ||
+    /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file; bochs has none;
+     * nor have null-co and quorum (as nodes of their own or under raw, also through a
+     * blkdebug filter, which asks its image) */
+    bool no_info_file = qio_is_null(img->file) || qio_is_quorum(img->file);
+    if (!img->drv->no_get_info && !(no_info_file && img->drv == &raw_driver) &&
+        (!qio_is_nbd(img->file) ||
         (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "raw") != 0)))
         json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
-    if (img->backing_file) {
+    if (img->backing_file && !filter) {
         json_set(o, "backing-filename", json_string(img->backing_file));
         if (img->backing_full) /* NULL: relative name under an NBD image */
             json_set(o, "full-backing-filename", json_string(img->backing_full));
@@ -77,7 +87,7 @@ static void query(image_t *img, struct layer_info *li)
         li->no_full = !img->backing_full;
         li->next_fmt = img->backing_format ? xstrdup(img->backing_format) : NULL;
     }
-    if (img->drv->snapshots && img->drv->snapshots(img, &li->snaps, &li->n_snaps) == 0 &&
+    if (!filter && img->drv->snapshots && img->drv->snapshots(img, &li->snaps, &li->n_snaps) == 0 &&
         li->n_snaps) {
         json_t *list = json_array();
         for (size_t i = 0; i < li->n_snaps; i++)

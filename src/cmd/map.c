@@ -156,6 +156,7 @@ int cmd_map(int argc, char **argv)
                                         (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
+    image_skip_filters(img); /* get_block_status: bdrv_skip_filters */
     if (json)
         putchar('[');
     else

@@ -1,6 +1,5 @@
-/* blkdebug's rules (qemu's blkdebug_debug_event / process_rule / rule_check) on a wrapped
- * file. Requests checked: reads, writes, flushes and truncates (qemu's default iotypes;
- * block status is not one of them). */
+/* blkdebug's rules (qemu's blkdebug_debug_event / process_rule / rule_check), on a wrapped
+ * file or, above the format, on the image (block/image.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +10,16 @@
 
 static const char *const event_names[BLKDBG_N_EVENTS] = {
     "read_aio", "l1_update", "empty_image_prepare", "reftable_update", "refblock_alloc",
-    "cluster_free", "write_aio",
+    "cluster_free", "write_aio", "none",
 };
+
+static const char *const iotype_names[BLKDBG_IO_N] = {
+    "read", "write", "write-zeroes", "discard", "flush", "block-status",
+};
+
+#define DEFAULT_IOTYPES                                                                    \
+    ((1u << BLKDBG_IO_READ) | (1u << BLKDBG_IO_WRITE) | (1u << BLKDBG_IO_WRITE_ZEROES) |   \
+     (1u << BLKDBG_IO_DISCARD) | (1u << BLKDBG_IO_FLUSH))
 
 int blkdebug_rule_start(struct blkdebug_rules *r, bool set_state)
 {
@@ -22,6 +29,7 @@ int blkdebug_rule_start(struct blkdebug_rules *r, bool set_state)
     u->event = BLKDBG_N_EVENTS; /* none yet */
     u->error = EIO;
     u->sector = -1;
+    u->iotypes = DEFAULT_IOTYPES;
     u->set_state = set_state;
     return 0;
 }
@@ -67,6 +75,15 @@ int blkdebug_rule_set(struct blkdebug_rules *r, const char *key, const char *val
                 r->unsupported = xstrdup(val);
         }
         return 0;
+    }
+    if (!strcmp(key, "iotype") && !u->set_state) {
+        for (int i = 0; i < BLKDBG_IO_N; i++)
+            if (!strcmp(val, iotype_names[i])) {
+                u->iotypes = 1u << i;
+                return 0;
+            }
+        *errmsg = xasprintf("invalid parameter value: %s", val); /* qapi_enum_parse */
+        return -1;
     }
     if (!strcmp(key, "state"))
         bad = number(val, &x) < 0 || (u->state = (int)x, 0);
@@ -169,24 +186,36 @@ int blkdebug_read_config(const char *path, struct blkdebug_rules *r, char **errm
     return ret;
 }
 
-/* ---- the wrapped file ---- */
+/* ---- the rule engine ---- */
 
-struct bd {
-    qio_t q;                 /* first: the qio handed out */
-    qio_t *inner;
-    struct blkdebug_rules rules;
-    int state;
-    size_t *active;          /* indexes of armed inject-error rules, newest first */
-    size_t n_active;
-};
+void blkdebug_state_init(struct blkdebug_state *b, struct blkdebug_rules *r)
+{
+    b->rules = *r;
+    memset(r, 0, sizeof(*r));
+    b->state = 1;
+    b->active = xcalloc(b->rules.n + 1, sizeof(size_t));
+    b->n_active = 0;
+    blkdebug_state_event(b, BLKDBG_NONE);
+}
 
-static int check(struct bd *b, uint64_t off, uint64_t n)
+void blkdebug_state_free(struct blkdebug_state *b)
+{
+    blkdebug_rules_free(&b->rules);
+    free(b->active);
+    b->active = NULL;
+    b->n_active = 0;
+}
+
+int blkdebug_state_check(struct blkdebug_state *b, uint64_t off, uint64_t n,
+                         enum blkdebug_iotype io)
 {
     for (size_t i = 0; i < b->n_active; i++) {
         struct blkdebug_rule *u = &b->rules.v[b->active[i]];
+        if (!(u->iotypes & (1u << io)))
+            continue;
         if (u->sector >= 0) {
             uint64_t s = (uint64_t)u->sector * 512;
-            if (s >= off + n || s + 512 <= off)
+            if (n == 0 || s < off || s - off >= n)
                 continue;
         }
         int e = u->error;
@@ -199,51 +228,8 @@ static int check(struct bd *b, uint64_t off, uint64_t n)
     return 0;
 }
 
-static int bd_pread(qio_t *q, void *buf, size_t n, uint64_t off)
+void blkdebug_state_event(struct blkdebug_state *b, int ev)
 {
-    struct bd *b = (struct bd *)q;
-    int r = check(b, off, n);
-    return r < 0 ? r : qio_pread(b->inner, buf, n, off);
-}
-
-static int bd_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
-{
-    struct bd *b = (struct bd *)q;
-    int r = check(b, off, n);
-    return r < 0 ? r : qio_pwrite(b->inner, buf, n, off);
-}
-
-static int bd_size(qio_t *q, uint64_t *out)
-{
-    return qio_size(((struct bd *)q)->inner, out);
-}
-
-static int bd_truncate(qio_t *q, uint64_t size)
-{
-    return qio_truncate(((struct bd *)q)->inner, size);
-}
-
-static int bd_flush(qio_t *q)
-{
-    struct bd *b = (struct bd *)q;
-    int r = check(b, 0, 0);
-    return r < 0 ? r : qio_flush(b->inner);
-}
-
-static int bd_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
-{
-    return qio_extent(((struct bd *)q)->inner, off, is_data, len);
-}
-
-static int bd_allocated(qio_t *q, uint64_t *out)
-{
-    (void)q, (void)out;
-    return -ENOTSUP; /* blkdebug has no bdrv_get_allocated_file_size: "unavailable" */
-}
-
-static void bd_event(qio_t *q, int ev)
-{
-    struct bd *b = (struct bd *)q;
     int new_state = b->state;
     bool injected = false;
     for (size_t i = 0; i < b->rules.n; i++) {
@@ -265,12 +251,71 @@ static void bd_event(qio_t *q, int ev)
     b->state = new_state;
 }
 
+/* ---- the wrapped file ---- */
+
+struct bd {
+    qio_t q;                 /* first: the qio handed out */
+    qio_t *inner;
+    struct blkdebug_state st;
+};
+
+static int check(struct bd *b, uint64_t off, uint64_t n, enum blkdebug_iotype io)
+{
+    return blkdebug_state_check(&b->st, off, n, io);
+}
+
+static int bd_pread(qio_t *q, void *buf, size_t n, uint64_t off)
+{
+    struct bd *b = (struct bd *)q;
+    int r = check(b, off, n, BLKDBG_IO_READ);
+    return r < 0 ? r : qio_pread(b->inner, buf, n, off);
+}
+
+static int bd_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
+{
+    struct bd *b = (struct bd *)q;
+    int r = check(b, off, n, BLKDBG_IO_WRITE);
+    return r < 0 ? r : qio_pwrite(b->inner, buf, n, off);
+}
+
+static int bd_size(qio_t *q, uint64_t *out)
+{
+    return qio_size(((struct bd *)q)->inner, out);
+}
+
+static int bd_truncate(qio_t *q, uint64_t size)
+{
+    return qio_truncate(((struct bd *)q)->inner, size);
+}
+
+static int bd_flush(qio_t *q)
+{
+    struct bd *b = (struct bd *)q;
+    int r = check(b, 0, 0, BLKDBG_IO_FLUSH);
+    return r < 0 ? r : qio_flush(b->inner);
+}
+
+static int bd_extent(qio_t *q, uint64_t off, bool *is_data, uint64_t *len)
+{
+    return qio_extent(((struct bd *)q)->inner, off, is_data, len);
+}
+
+static int bd_allocated(qio_t *q, uint64_t *out)
+{
+    (void)q, (void)out;
+    return -ENOTSUP; /* blkdebug has no bdrv_get_allocated_file_size: "unavailable" */
+}
+
+static void bd_event(qio_t *q, int ev)
+{
+    blkdebug_state_event(&((struct bd *)q)->st, ev);
+}
+
 static void bd_close(qio_t *q)
 {
     struct bd *b = (struct bd *)q;
     qio_close(b->inner);
-    blkdebug_rules_free(&b->rules);
-    free(b->active); /* qio_close frees the path and b itself */
+    blkdebug_state_free(&b->st); /* qio_close frees the path and b itself */
 }
 
 static const struct qio_ops bd_ops = {
@@ -294,9 +339,6 @@ qio_t *qio_blkdebug_wrap(qio_t *inner, struct blkdebug_rules *r)
     b->q.writable = inner->writable;
     b->q.align = inner->align;
     b->inner = inner;
-    b->rules = *r;
-    memset(r, 0, sizeof(*r));
-    b->state = 1;
-    b->active = xcalloc(b->rules.n + 1, sizeof(size_t));
+    blkdebug_state_init(&b->st, r);
     return &b->q;
 }

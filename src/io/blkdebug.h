@@ -18,7 +18,16 @@
 enum blkdebug_event {
     BLKDBG_READ_AIO, BLKDBG_L1_UPDATE, BLKDBG_EMPTY_IMAGE_PREPARE, BLKDBG_REFTABLE_UPDATE,
     BLKDBG_REFBLOCK_ALLOC, BLKDBG_CLUSTER_FREE,
-    BLKDBG_WRITE_AIO, BLKDBG_N_EVENTS, BLKDBG_NEVER
+    BLKDBG_WRITE_AIO,
+    BLKDBG_NONE, /* "none": announced once, when the filter opens (blkdebug_open) */
+    BLKDBG_N_EVENTS, BLKDBG_NEVER
+};
+
+/* The requests a rule fails (qemu's BlkdebugIOType), as mask bits; a rule without "iotype"
+ * fails reads, writes, write-zeroes, discards and flushes, not block status. */
+enum blkdebug_iotype {
+    BLKDBG_IO_READ, BLKDBG_IO_WRITE, BLKDBG_IO_WRITE_ZEROES, BLKDBG_IO_DISCARD,
+    BLKDBG_IO_FLUSH, BLKDBG_IO_BLOCK_STATUS, BLKDBG_IO_N
 };
 
 struct blkdebug_rule {
@@ -27,6 +36,7 @@ struct blkdebug_rule {
     int error;          /* errno */
     int64_t sector;     /* -1: any */
     bool once;
+    unsigned iotypes;   /* 1u << blkdebug_iotype */
     bool set_state;     /* a set-state rule: new_state below, no error */
     int new_state;
 };
@@ -49,6 +59,24 @@ int blkdebug_rule_done(struct blkdebug_rules *r, char **errmsg);
 int blkdebug_read_config(const char *path, struct blkdebug_rules *r, char **errmsg);
 
 void blkdebug_rules_free(struct blkdebug_rules *r);
+
+/* The rules at work in one blkdebug node (qemu's BDRVBlkdebugState): state, armed rules. */
+struct blkdebug_state {
+    struct blkdebug_rules rules;
+    int state;
+    size_t *active;          /* indexes of armed inject-error rules, newest first */
+    size_t n_active;
+};
+
+/* Takes the rules over, sets state 1 and announces "none" (blkdebug_open). */
+void blkdebug_state_init(struct blkdebug_state *b, struct blkdebug_rules *r);
+void blkdebug_state_free(struct blkdebug_state *b);
+/* qemu's blkdebug_debug_event. */
+void blkdebug_state_event(struct blkdebug_state *b, int ev);
+/* qemu's rule_check: -errno of the first armed rule for a request of this type covering
+ * the rule's sector (n == 0: only rules without a sector), else 0. */
+int blkdebug_state_check(struct blkdebug_state *b, uint64_t off, uint64_t n,
+                         enum blkdebug_iotype io);
 
 /* Wraps inner (taking it over) with the rules (taken over as well). */
 qio_t *qio_blkdebug_wrap(qio_t *inner, struct blkdebug_rules *r);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <libnbd.h>
 #include <limits.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,20 @@ int qio_open_nbd(const struct qio_nbd_addr *a, int flags, qio_t **out, char **er
     if (nbd_set_export_name(h, a->export ? a->export : "") < 0 ||
         nbd_add_meta_context(h, meta) < 0)
         goto fail_setup;
+    if (strcmp(a->type, "unix") != 0) {
+        /* qemu's inet_connect_saddr resolves the address first, with its own message */
+        struct addrinfo hints = { .ai_flags = AI_CANONNAME | AI_V4MAPPED | AI_ADDRCONFIG,
+                                  .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+        struct addrinfo *res = NULL;
+        int g = getaddrinfo(a->host, a->port, &hints, &res);
+        if (g != 0) {
+            *errmsg = xasprintf("address resolution failed for %s:%s: %s", a->host, a->port,
+                                gai_strerror(g));
+            nbd_close(h);
+            return -EINVAL;
+        }
+        freeaddrinfo(res);
+    }
     /* the connect and handshake are non-blocking so a silent server cannot hang us */
     r = !strcmp(a->type, "unix") ? nbd_aio_connect_unix(h, a->path)
                                  : nbd_aio_connect_tcp(h, a->host, a->port);

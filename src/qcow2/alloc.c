@@ -146,12 +146,10 @@ static int pwrite_sync(struct qcow2_image *m, unsigned ign, uint64_t off, const 
 
 /* ---- discards of freed clusters (qemu's update_refcount_discard / process_discards) ---- */
 
-struct discards {
-    uint64_t *off, *len;
-    size_t n, cap;
-};
-
-static void discard_add(struct discards *d, uint64_t off, uint64_t len)
+/* update_refcount_discard: grown into an adjacent region, else a new one at the end; a
+ * region that now touches another absorbs it (the list keeps its order: the discards are
+ * passed down in it) */
+static void discard_add(struct qcow2_discards *d, uint64_t off, uint64_t len)
 {
     size_t i;
     for (i = 0; i < d->n; i++)
@@ -170,22 +168,25 @@ static void discard_add(struct discards *d, uint64_t off, uint64_t len)
     if (off < d->off[i])
         d->off[i] = off;
     d->len[i] += len;
-    /* the grown region may now touch another one */
-    for (size_t j = 0; j < d->n; j++) {
-        if (j == i || (d->off[j] != d->off[i] + d->len[i] && d->off[j] + d->len[j] != d->off[i]))
+    for (size_t j = 0; j < d->n;) {
+        if (j == i || (d->off[j] != d->off[i] + d->len[i] && d->off[j] + d->len[j] != d->off[i])) {
+            j++;
             continue;
+        }
         if (d->off[j] < d->off[i])
             d->off[i] = d->off[j];
         d->len[i] += d->len[j];
-        d->off[j] = d->off[--d->n];
-        d->len[j] = d->len[d->n];
-        break;
+        memmove(d->off + j, d->off + j + 1, (d->n - j - 1) * sizeof(*d->off));
+        memmove(d->len + j, d->len + j + 1, (d->n - j - 1) * sizeof(*d->len));
+        d->n--;
+        if (j < i)
+            i--;
     }
 }
 
 /* Discards are optional: failures (and a backend that cannot punch holes) are ignored, as
- * qemu's qcow2_process_discards ignores them. */
-static void discard_run(struct qcow2_image *m, struct discards *d, int ret)
+ * qemu's qcow2_process_discards ignores them; after a failed operation none is passed. */
+static void discard_run(struct qcow2_image *m, struct qcow2_discards *d, int ret)
 {
     if (ret >= 0)
         for (size_t i = 0; i < d->n; i++)
@@ -193,6 +194,17 @@ static void discard_run(struct qcow2_image *m, struct discards *d, int ret)
     free(d->off);
     free(d->len);
     memset(d, 0, sizeof(*d));
+}
+
+void qcow2_discards_cache(struct qcow2_image *m)
+{
+    m->cache_discards = true;
+}
+
+void qcow2_discards_process(struct qcow2_image *m, int ret)
+{
+    m->cache_discards = false;
+    discard_run(m, &m->discards, ret);
 }
 
 /* ---- allocation without references ---- */
@@ -486,7 +498,8 @@ static int update_refcount(struct qcow2_image *m, uint64_t off, uint64_t len, ui
     uint64_t cs = m->cs, cb = m->h.cluster_bits;
     uint64_t start = off & ~(cs - 1), last = (off + len - 1) & ~(cs - 1);
     uint64_t max = qcow2_refcount_max(m->h.refcount_order);
-    struct discards d = {0};
+    struct qcow2_discards local = {0};
+    struct qcow2_discards *d = m->cache_discards ? &m->discards : &local;
     uint8_t *blk = NULL;
     uint64_t old_ti = UINT64_MAX, co;
     int ret = 0;
@@ -529,12 +542,13 @@ static int update_refcount(struct qcow2_image *m, uint64_t off, uint64_t len, ui
             if (m->rb.l2_forget)
                 m->rb.l2_forget(m, off);
             if (m->discard_passthrough[type])
-                discard_add(&d, co, cs);
+                discard_add(d, co, cs);
         }
     }
     ret = 0;
 fail:
-    discard_run(m, &d, ret);
+    if (!m->cache_discards)
+        discard_run(m, &local, ret);
     /* undo what was done (this may work, e.g. after ENOSPC on a new refblock) */
     if (ret < 0 && co > off)
         (void)update_refcount(m, off, co - off, addend, !decrease, QCOW2_DISCARD_NEVER);

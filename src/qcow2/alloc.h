@@ -43,6 +43,13 @@ enum qcow2_discard_type {
 int qcow2_update_refcount(struct qcow2_image *m, uint64_t off, uint64_t len, int64_t addend,
                           enum qcow2_discard_type type);
 
+/* qemu's s->cache_discards = true: from now on the discards of freed clusters are collected
+ * (adjacent ones merged) instead of passed down at once ... */
+void qcow2_discards_cache(struct qcow2_image *m);
+/* ... until qemu's qcow2_process_discards: passed down in their order (none when ret < 0),
+ * and collecting stops. */
+void qcow2_discards_process(struct qcow2_image *m, int ret);
+
 /* qemu's qcow2_alloc_clusters: size bytes (rounded up to clusters) of contiguous free
  * clusters with refcount 1; the file is not grown here (writes past EOF grow it). */
 int64_t qcow2_alloc_clusters(struct qcow2_image *m, uint64_t size);

@@ -41,6 +41,12 @@ struct qcow2_l2_cache;
 struct qcow2_bitmap_dirent;
 struct qcow2_dbitmaps;
 
+/* Host ranges to discard, in order (qcow2/alloc.c). */
+struct qcow2_discards {
+    uint64_t *off, *len;
+    size_t n, cap;
+};
+
 #define QCOW2_IMAGE_FIELDS                                                                 \
     qio_t *q;                    /* the image file (not owned) */                          \
     qio_t *data;                 /* external data file, NULL if none (owned by the user) */ \
@@ -88,6 +94,10 @@ struct qcow2_dbitmaps;
      * enum qcow2_discard_type), and the metadata write port (qcow2/port.h; NULL: direct) */ \
     uint64_t free_cluster_index, free_byte_offset;                                         \
     bool discard_passthrough[5];                                                           \
+    /* qemu's s->cache_discards / s->discards: while set, freed clusters' discards are    \
+     * collected (merged) and passed down at the end of the operation (qcow2/alloc.h) */  \
+    bool cache_discards;                                                                   \
+    struct qcow2_discards discards;                                                        \
     struct qcow2_port *port;                                                               \
     struct qcow2_l2_cache *l2cache; /* L2 tables (qcow2/l2.h), NULL until used */
 

@@ -465,3 +465,14 @@ def test_connect_time_is_bounded(d):
                        "connect to '%s': Connection timed out\n" % (sock, sock))
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize('name', [
+    'json:{"driver": "nbd", "host": -1}',           # iotest 162
+    'nbd://no-such-host.invalid:10809/x',
+    'json:{"driver": "nbd", "server": {"type": "inet", "host": "localhost", "port": "x"}}',
+])
+def test_unresolvable_address(tmp_path, name):
+    """qemu resolves the address before it connects: 'address resolution failed for H:P'."""
+    rc, _, err = assert_same(str(tmp_path), 'info', name)
+    assert rc == 1 and err

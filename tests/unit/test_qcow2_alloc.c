@@ -754,6 +754,70 @@ static void test_discard(void **state)
     unlink(path);
 }
 
+/* The punch holes a discard passes down, recorded. */
+static uint64_t rec_off[16], rec_len[16];
+static size_t rec_n;
+
+static int rec_fallocate(qio_t *q, enum qio_falloc mode, uint64_t off, uint64_t len)
+{
+    (void)q;
+    assert_int_equal(mode, QIO_FALLOC_PUNCH_HOLE);
+    assert_true(rec_n < 16);
+    rec_off[rec_n] = off;
+    rec_len[rec_n++] = len;
+    return 0;
+}
+
+/* qemu's cache_discards during qcow2_cluster_discard: the freed clusters' discards are
+ * collected, adjacent ones merged (also across an earlier region: that one is absorbed and
+ * the list keeps its order), and passed down at the end, one punch per region (iotest 250:
+ * per-cluster punches let ext4 grow an extent index block qemu's two punches do not);
+ * after a failure none is passed down. */
+static void test_discard_cache(void **state)
+{
+    (void)state;
+    struct img t;
+    img_create(&t, 16, 4, 1 << 20);
+    uint64_t cs = 65536;
+    int64_t a = qcow2_alloc_clusters(&t.m, 8 * cs);
+    assert_int_equal(a, 4 * cs); /* clusters 4..11 */
+    struct qio_ops ops = *t.q->ops;
+    ops.fallocate = rec_fallocate;
+    t.q->ops = &ops;
+    t.m.discard_passthrough[QCOW2_DISCARD_REQUEST] = true;
+
+    rec_n = 0;
+    qcow2_discards_cache(&t.m);
+    qcow2_free_clusters(&t.m, 9 * cs, cs, QCOW2_DISCARD_REQUEST);  /* region A: 9 */
+    qcow2_free_clusters(&t.m, 5 * cs, cs, QCOW2_DISCARD_REQUEST);  /* region B: 5 */
+    qcow2_free_clusters(&t.m, 10 * cs, cs, QCOW2_DISCARD_REQUEST); /* A: 9..10 */
+    qcow2_free_clusters(&t.m, 7 * cs, cs, QCOW2_DISCARD_REQUEST);  /* region C: 7 */
+    qcow2_free_clusters(&t.m, 6 * cs, cs, QCOW2_DISCARD_REQUEST);  /* B: 5..7, C absorbed */
+    assert_int_equal(rec_n, 0);
+    qcow2_discards_process(&t.m, 0);
+    assert_int_equal(rec_n, 2);
+    assert_int_equal(rec_off[0], 9 * cs);
+    assert_int_equal(rec_len[0], 2 * cs);
+    assert_int_equal(rec_off[1], 5 * cs);
+    assert_int_equal(rec_len[1], 3 * cs);
+
+    /* without the cache each free passes its discard at once */
+    rec_n = 0;
+    qcow2_free_clusters(&t.m, 4 * cs, cs, QCOW2_DISCARD_REQUEST);
+    assert_int_equal(rec_n, 1);
+    assert_int_equal(rec_off[0], 4 * cs);
+
+    /* a failed operation passes none */
+    rec_n = 0;
+    qcow2_discards_cache(&t.m);
+    qcow2_free_clusters(&t.m, 8 * cs, cs, QCOW2_DISCARD_REQUEST);
+    qcow2_discards_process(&t.m, -EIO);
+    assert_int_equal(rec_n, 0);
+    assert_int_equal(refcount(&t, 8 * cs), 0);
+    qcow2_free_clusters(&t.m, 11 * cs, cs, QCOW2_DISCARD_NEVER);
+    img_close(&t, NULL);
+}
+
 /* Hostile refcount structures: a refblock offset not aligned to the cluster is corruption
  * (-EIO, qemu's "Refblock offset ... unaligned"), for the search and for an update, and
  * nothing is written; a reftable entry whose refblock says every cluster is taken makes
@@ -1084,6 +1148,7 @@ int main(void)
         cmocka_unit_test(test_widths),
         cmocka_unit_test(test_eio_full_range),
         cmocka_unit_test(test_discard),
+        cmocka_unit_test(test_discard_cache),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_rdwr_reftable),
         cmocka_unit_test(test_order_hooks),
