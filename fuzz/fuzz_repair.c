@@ -23,7 +23,7 @@
 #include "fuzz/fuzz_common.h"
 #include "io/qio.h"
 #include "repair/apply.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 #include "repair/repair.h"
 #include "util/xalloc.h"
 

@@ -1,6 +1,6 @@
-/* The repair of a dirty image at a read-write open (see dirty_open.h): `check -r all`'s
+/* The repair of a dirty image at a read-write open (see qcow2/dirty_repair.h): `check -r all`'s
  * engine without its report. */
-#include "repair/dirty_open.h"
+#include "qcow2/dirty_repair.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -13,7 +13,7 @@
 #include "io/lock.h"
 #include "repair/apply.h"
 #include "repair/incompat.h"
-#include "repair/journal.h"
+#include "journal/journal.h"
 #include "repair/repair.h"
 #include "util/err.h"
 #include "util/json.h"

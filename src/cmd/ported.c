@@ -10,7 +10,7 @@
 #include "block/open_mem.h"
 #include "io/lock.h"
 #include "io/wport.h"
-#include "repair/journal.h"
+#include "journal/journal.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 

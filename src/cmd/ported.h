@@ -1,6 +1,6 @@
 /* --dry-run / --journal for commands that change images in place (resize, rebase,
  * commit): the command runs on a writable overlay of the image file whose writes land in
- * a plan (repair/plan.h) instead of the file. A dry run prints the plan; --journal then
+ * a plan (journal/plan.h) instead of the file. A dry run prints the plan; --journal then
  * replays it through the journaled write port (io/wport.h wport_apply), so `qimg undo
  * JOURNAL IMAGE` restores every byte.
  *
@@ -15,7 +15,7 @@
 
 #include "block/image.h"
 #include "io/qio.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 
 /* The two modes exclude each other: false after qemu-style error text, as every command
  * taking both says it. */

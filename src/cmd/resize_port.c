@@ -1,5 +1,5 @@
 /* resize --dry-run / --journal: the whole resize (open, truncate, close) runs on a writable
- * overlay of the image file whose writes land in a plan (repair/plan.h) instead of the
+ * overlay of the image file whose writes land in a plan (journal/plan.h) instead of the
  * file. A dry run prints the plan; --journal then replays it through the journaled write
  * port (io/wport.h wport_apply), so `qimg undo JOURNAL IMAGE` restores every byte.
  *
@@ -21,7 +21,7 @@
 #include "block/open_mem.h"
 #include "cmd/ported.h"
 #include "io/qio.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 

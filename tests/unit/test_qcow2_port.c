@@ -16,8 +16,8 @@
 #include "qcow2/image.h"
 #include "qcow2/overlap.h"
 #include "qcow2/port.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
 
 #define IMG_LEN 0xa0000u
 
