@@ -41,6 +41,11 @@ int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t 
 int ported_apply_journal(struct plan *plan, const char *filename, const char *journal,
                          char **errmsg);
 
+/* A dry run's plan: "TITLE plan for 'FILENAME' (dry run, nothing was written): N writes,
+ * B bytes" (without the for-part when filename is NULL: resize's older header), then a
+ * line per entry. */
+void ported_print_plan(const struct plan *p, const char *title, const char *filename);
+
 /* After ported_open: discards the command makes (holes punched in the file, as qemu's
  * freed clusters) are recorded as zeros written, so a journaled result reads as the
  * direct one (snapshot). Without it they are dropped, as the journal cannot hold holes. */
