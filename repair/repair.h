@@ -18,8 +18,8 @@
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
 #include "io/wport.h"
-#include "repair/data_guard.h"
 #include "journal/plan.h"
+#include "repair/data_guard.h"
 
 struct repair_ctx {
     struct plan *plan;
