@@ -22,8 +22,8 @@
 #include "checker/qcow2_check.h"
 #include "fuzz/fuzz_common.h"
 #include "io/qio.h"
+#include "journal/plan.h"
 #include "repair/apply.h"
-#include "repair/plan.h"
 #include "repair/repair.h"
 #include "util/xalloc.h"
 

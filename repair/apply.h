@@ -2,8 +2,8 @@
 #define QIMG_REPAIR_APPLY_H
 
 #include "io/qio.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
 
 /* Write every plan entry to q in order (journaled first when j is set), flushing between
  * classes and at the end. 0 or -errno; when the image write of an entry fails, *failed

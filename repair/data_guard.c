@@ -10,7 +10,7 @@
 
 #include "checker/qcow2_check.h"
 #include "format/be.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 #include "repair/repair.h"
 #include "util/err.h"
 #include "util/xalloc.h"

@@ -10,8 +10,8 @@
 
 #include "checker/check.h"
 #include "io/qio.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
 
 /* version and cluster_bits as the header on q holds them (zeros past EOF). */
 void repair_header_peek(qio_t *q, uint32_t *version, uint32_t *cluster_bits);

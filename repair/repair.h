@@ -2,12 +2,12 @@
  * (src/cmd/check_repair.c) opens and locks the image, drives these steps and prints.
  *
  * 1. Plan: the first pass (repair_first_pass) runs the checker's passes with qemu's fix
- *    mode on an overlay of the image (repair/plan.h); every fix qemu would write is
+ *    mode on an overlay of the image (journal/plan.h); every fix qemu would write is
  *    recorded as a plan entry instead, so the passes read back their own fixes exactly as
  *    qemu's in-place repair does, and nothing touches the file.
  * 2. Dry run: print the plan, write nothing.
  * 3. Apply (repair/apply.c): set the corrupt bit first (repair/incompat.h), journal each
- *    write before making it (repair/journal.h), flush between dependent steps, then run
+ *    write before making it (journal/journal.h), flush between dependent steps, then run
  *    the double check on the real file, and clear the corrupt/dirty bits only if it
  *    passes. */
 #ifndef QIMG_REPAIR_REPAIR_H
@@ -18,8 +18,8 @@
 #include "checker/check.h"
 #include "checker/qcow2_check.h"
 #include "io/wport.h"
+#include "journal/plan.h"
 #include "repair/data_guard.h"
-#include "repair/plan.h"
 
 struct repair_ctx {
     struct plan *plan;

@@ -4,6 +4,7 @@
 #define QIMG_BLOCK_CREATE_H
 
 #include "block/create_opts.h"
+#include "io/qio.h"
 
 /* Creates filename as fmt from the options (size set). 0, or -errno with *errmsg (malloc'd,
  * qemu's message; NULL: strerror). -EFBIG: size too large for the format (the caller words
@@ -35,6 +36,6 @@ int file_create(const char *filename, uint64_t size, const char *prealloc, char 
 /* file-posix's allocate_first_block on an open file that just grew from empty to size:
  * zeros over its first block (512 bytes, 4096 once the file is that long). Best effort,
  * failures ignored as qemu ignores them; the allocation it leaves is part of the result. */
-void file_allocate_first_block(int fd, uint64_t size);
+void file_allocate_first_block(qio_t *q, uint64_t size);
 
 #endif

@@ -32,17 +32,6 @@ int qed_read_table(qio_t *f, const struct qed_header *h, uint64_t off, uint64_t 
     return r;
 }
 
-int qed_write_table(qio_t *f, const struct qed_header *h, uint64_t off, const uint64_t *t)
-{
-    uint8_t *raw = xmalloc(h->table_bytes);
-    for (uint32_t i = 0; i < h->table_nelems; i++)
-        for (int b = 0; b < 8; b++)
-            raw[(size_t)i * 8 + b] = (uint8_t)(t[i] >> (8 * b));
-    int r = qio_pwrite(f, raw, h->table_bytes, off);
-    free(raw);
-    return r;
-}
-
 int qed_load_header(qio_t *f, struct qed_header *h, char **errmsg)
 {
     uint64_t size;
@@ -128,7 +117,7 @@ static int qed_open(image_t *img, char **errmsg)
             *errmsg = xstrdup("Failed to update header");
             return r;
         }
-        qio_flush(img->file);
+        wport_flush(&s->w);
     }
     /* the L1 table lies inside the file (decoder-checked), so this is bounded by it */
     s->l1 = xmalloc((size_t)s->h.table_nelems * 8);
@@ -156,7 +145,7 @@ static void qed_close(image_t *img)
     /* qemu's bdrv_qed_close: a read-write close marks the image clean, even when a
      * check -r left corruptions behind */
     if ((img->flags & IMG_OPEN_RDWR) && s->l1 && (s->h.features & QED_F_NEED_CHECK)) {
-        qio_flush(img->file);
+        wport_flush(&s->w); /* the data and tables before the header that vouches for them */
         s->h.features &= ~QED_F_NEED_CHECK;
         (void)qed_write_header(s); /* qemu ignores a failure too */
     }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "block/create.h"
+#include "format/be.h"
 #include "io/qio.h"
 #include "util/xalloc.h"
 
@@ -22,18 +23,6 @@ static int fail(char **errmsg, const char *msg)
 static bool pow2(uint64_t v)
 {
     return v && !(v & (v - 1));
-}
-
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 int qed_create(const char *filename, const struct copts *o, char **errmsg)
@@ -73,21 +62,21 @@ int qed_create(const char *filename, const struct copts *o, char **errmsg)
     }
     size_t blen = backing ? strlen(backing) : 0;
     uint8_t h[64] = { 0 };
-    le32(h + 0, 0x00444551); /* "QED\0" */
-    le32(h + 4, (uint32_t)cs);
-    le32(h + 8, (uint32_t)ts);
-    le32(h + 12, 1);                  /* header_size (clusters) */
+    le32_put(h + 0, 0x00444551); /* "QED\0" */
+    le32_put(h + 4, (uint32_t)cs);
+    le32_put(h + 8, (uint32_t)ts);
+    le32_put(h + 12, 1);                  /* header_size (clusters) */
     uint64_t features = 0;
     if (backing) {
         features |= 1;                /* QED_F_BACKING_FILE */
         if (bfmt && !strcmp(bfmt, "raw"))
             features |= 4;            /* QED_F_BACKING_FORMAT_NO_PROBE */
-        le32(h + 56, 64);
-        le32(h + 60, (uint32_t)blen);
+        le32_put(h + 56, 64);
+        le32_put(h + 60, (uint32_t)blen);
     }
-    le64(h + 16, features);
-    le64(h + 40, cs);                 /* l1_table_offset */
-    le64(h + 48, size);
+    le64_put(h + 16, features);
+    le64_put(h + 40, cs);                 /* l1_table_offset */
+    le64_put(h + 48, size);
     qio_t *q = NULL;
     r = qio_open_file(filename, QIO_RDWR, &q);
     if (r < 0)

@@ -31,8 +31,8 @@ int qed_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc, char *
 
 /* Reads the header at offset 0 and validates it (qemu's messages in *errmsg). */
 int qed_load_header(qio_t *f, struct qed_header *h, char **errmsg);
-/* Reads / writes one whole table (table_nelems little-endian entries) at off. */
+/* Reads one whole table (table_nelems little-endian entries) at off. Tables are written
+ * through the write port only (qed_write.c, checker/qed_check.c). */
 int qed_read_table(qio_t *f, const struct qed_header *h, uint64_t off, uint64_t *out);
-int qed_write_table(qio_t *f, const struct qed_header *h, uint64_t off, const uint64_t *t);
 
 #endif

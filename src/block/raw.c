@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/create.h"
 #include "block/driver.h"
 #include "format/probe.h"
 #include "io/blkdebug.h"
@@ -164,15 +165,6 @@ static int raw_discard(image_t *img, uint64_t off, uint64_t n)
     return r == -ENOTSUP ? 0 : r;
 }
 
-/* file-posix's allocate_first_block(): after growing an empty file qemu writes zeros over
- * its first block (512 bytes, or 4096 once the file is that long) to help its O_DIRECT
- * alignment probing; the allocation it leaves is part of the result. Failures ignored. */
-static void allocate_first_block(image_t *img, uint64_t size)
-{
-    static const uint8_t zeros[4096];
-    (void)qio_pwrite(img->file, zeros, size < sizeof(zeros) ? 512 : sizeof(zeros), 0);
-}
-
 /* file-posix's handle_aiocb_truncate for a regular file (raw_co_truncate always resizes to
  * exactly size): off = ftruncate, falloc = allocate the new tail, full = ftruncate then
  * write zeros over the new tail and fsync; preallocation refuses to shrink; a failed
@@ -209,7 +201,7 @@ static int raw_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
             return r;
         }
         if (cur == 0 && size > 0)
-            allocate_first_block(img, size);
+            file_allocate_first_block(img->file, size);
         break;
     case IMG_PREALLOC_FALLOC:
         if (size != cur) {
@@ -219,7 +211,7 @@ static int raw_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
                 break;
             }
             if (cur == 0)
-                allocate_first_block(img, size);
+                file_allocate_first_block(img->file, size);
         }
         break;
     case IMG_PREALLOC_FULL: {

@@ -20,16 +20,16 @@ static char *msgf(const char *fmt, const char *a, int e)
     return xstrdup(buf);
 }
 
-void file_allocate_first_block(int fd, uint64_t size)
+void file_allocate_first_block(qio_t *q, uint64_t size)
 {
-    static const uint8_t z[4096];
-    if (pwrite(fd, z, size < 4096 ? 512 : 4096, 0) < 0) {
-        /* ignored, as qemu ignores it */
-    }
+    static const uint8_t zeros[4096];
+    if (q)   /* failures ignored, as qemu ignores them */
+        (void)qio_pwrite(q, zeros, size < sizeof(zeros) ? 512 : sizeof(zeros), 0);
 }
 
-/* raw_regular_truncate's falloc/full/off growth of fd from cur to size */
-static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
+/* raw_regular_truncate's falloc/full/off growth of fd from cur to size; q is the same file
+ * (NULL: it could not be opened, and the best-effort first block is skipped) */
+static int grow(int fd, qio_t *q, uint64_t cur, uint64_t size, int mode, char **errmsg)
 {
     if (mode == 1) {
         if (size == cur)
@@ -40,7 +40,7 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
             return -e;
         }
         if (cur == 0)   /* the fallocated area would read fine unaligned: as qemu */
-            file_allocate_first_block(fd, size);
+            file_allocate_first_block(q, size);
         return 0;
     }
     if (ftruncate(fd, (off_t)size) < 0) {
@@ -49,7 +49,7 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
         return -e;
     }
     if (mode == 0 && cur == 0 && size > 0) {
-        file_allocate_first_block(fd, size);
+        file_allocate_first_block(q, size);
         return 0;
     }
     if (mode == 2) {
@@ -75,7 +75,7 @@ static int grow(int fd, uint64_t cur, uint64_t size, int mode, char **errmsg)
     return 0;
 }
 
-static int create_locked(int fd, uint64_t size, const char *prealloc, int mode,
+static int create_locked(int fd, qio_t *q, uint64_t size, const char *prealloc, int mode,
                          char **errmsg);
 
 int file_create(const char *filename, uint64_t size, const char *prealloc, char **errmsg)
@@ -116,14 +116,15 @@ int file_create(const char *filename, uint64_t size, const char *prealloc, char 
             return lr;
         }
     }
-    int r = create_locked(fd, size, prealloc, mode, errmsg);
+    int r = create_locked(fd, lq, size, prealloc, mode, errmsg);
     if (lq)
         qio_close(lq);
     close(fd);
     return r;
 }
 
-static int create_locked(int fd, uint64_t size, const char *prealloc, int mode, char **errmsg)
+static int create_locked(int fd, qio_t *q, uint64_t size, const char *prealloc, int mode,
+                         char **errmsg)
 {
     if (prealloc && !strcmp(prealloc, "metadata")) {
         *errmsg = xstrdup("Unsupported preallocation mode: metadata");
@@ -134,7 +135,7 @@ static int create_locked(int fd, uint64_t size, const char *prealloc, int mode, 
         *errmsg = msgf("Could not clear the file%s: %s", "", e);
         return -e;
     }
-    return grow(fd, 0, size, mode, errmsg);
+    return grow(fd, q, 0, size, mode, errmsg);
 }
 
 int raw_create(const char *filename, const struct copts *o, char **errmsg)

@@ -12,24 +12,13 @@
 #include <unistd.h>
 
 #include "block/create.h"
+#include "format/be.h"
 #include "format/vdi_header.h"
 #include "io/qio.h"
 #include "util/xalloc.h"
 
 #define VDI_BLOCK 0x100000u
 #define VDI_SIZE_MAX 0x1fffff8000000ull /* qemu's VDI_DISK_SIZE_MAX */
-
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* a version 4 UUID in the byte order vdi stores it (fields little-endian) */
 static int uuid(uint8_t *u)
@@ -69,18 +58,18 @@ int vdi_create(const char *filename, const struct copts *o, char **errmsg)
     uint8_t h[512] = { 0 };
     static const char text[] = "<<< QEMU VM Virtual Disk Image >>>\n";
     memcpy(h, text, sizeof(text) - 1);
-    le32(h + 0x40, VDI_SIGNATURE);
-    le32(h + 0x44, VDI_VERSION_1_1);
-    le32(h + 0x48, 0x180);
-    le32(h + 0x4c, stat ? 2 : 1);
-    le32(h + 0x154, 0x200);
-    le32(h + 0x158, 0x200 + bmap_size);
-    le32(h + 0x168, 512);
-    le64(h + 0x170, size);
-    le32(h + 0x178, VDI_BLOCK);
-    le32(h + 0x180, blocks);
+    le32_put(h + 0x40, VDI_SIGNATURE);
+    le32_put(h + 0x44, VDI_VERSION_1_1);
+    le32_put(h + 0x48, 0x180);
+    le32_put(h + 0x4c, stat ? 2 : 1);
+    le32_put(h + 0x154, 0x200);
+    le32_put(h + 0x158, 0x200 + bmap_size);
+    le32_put(h + 0x168, 512);
+    le64_put(h + 0x170, size);
+    le32_put(h + 0x178, VDI_BLOCK);
+    le32_put(h + 0x180, blocks);
     if (stat)
-        le32(h + 0x184, blocks);
+        le32_put(h + 0x184, blocks);
     if ((r = uuid(h + 0x188)) < 0 || (r = uuid(h + 0x198)) < 0)
         return r;
     qio_t *q = NULL;
@@ -91,7 +80,7 @@ int vdi_create(const char *filename, const struct copts *o, char **errmsg)
     if (r >= 0 && bmap_size) {
         uint8_t *bmap = xcalloc(1, bmap_size);
         for (uint32_t i = 0; i < blocks; i++)
-            le32(bmap + 4 * (size_t)i, stat ? i : VDI_UNALLOCATED);
+            le32_put(bmap + 4 * (size_t)i, stat ? i : VDI_UNALLOCATED);
         r = qio_pwrite(q, bmap, bmap_size, 0x200);
         free(bmap);
     }

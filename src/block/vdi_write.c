@@ -28,17 +28,12 @@
 #include <string.h>
 
 #include "block/vdi_int.h"
+#include "format/be.h"
 #include "io/wport.h"
 #include "util/xalloc.h"
 
 #define VDI_META_MERGE_MAX (1u << 20)
 #define VDI_ENTRIES_PER_SECTOR (VDI_SECTOR_SIZE / 4)
-
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* Map sector k as qemu's in-memory map holds it: entries, then the padding read at open. */
 static void map_sector(const struct vdi_state *s, uint64_t k, uint8_t *out)
@@ -47,7 +42,7 @@ static void map_sector(const struct vdi_state *s, uint64_t k, uint8_t *out)
     for (uint32_t j = 0; j < VDI_ENTRIES_PER_SECTOR; j++) {
         uint64_t i = k * VDI_ENTRIES_PER_SECTOR + j;
         if (i < s->h.blocks_in_image)
-            put_le(out + j * 4, vdi_entry(s, i), 4);
+            le32_put(out + j * 4, vdi_entry(s, i));
         else
             memcpy(out + j * 4, s->map_pad + (i * 4 - used), 4);
     }
@@ -56,8 +51,8 @@ static void map_sector(const struct vdi_state *s, uint64_t k, uint8_t *out)
 static void header_bytes(const struct vdi_state *s, uint8_t *out)
 {
     memcpy(out, s->raw_header, VDI_HEADER_LEN);
-    put_le(out + VDI_OFF_DISK_SIZE, s->h.disk_size, 8);
-    put_le(out + VDI_OFF_ALLOCATED, s->h.blocks_allocated, 4);
+    le64_put(out + VDI_OFF_DISK_SIZE, s->h.disk_size);
+    le32_put(out + VDI_OFF_ALLOCATED, s->h.blocks_allocated);
 }
 
 /* Header and map entries first..last (guest block indices) to the file. */

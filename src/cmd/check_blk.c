@@ -14,8 +14,8 @@
 #include "checker/render.h"
 #include "io/wport.h"
 #include "cmd/check_run.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
 #include "util/err.h"
 
 /* One pass of a block-layer checker on a fresh run; QED's fixes go through w. */

@@ -1,6 +1,7 @@
-/* `qimg check -r leaks|all` for qcow2: open and lock, plan on an overlay (repair/repair.h),
- * then dry-run or apply with the crash guard (repair/incompat.h), journal and double check.
- * Output and exit codes are qemu-img's (digest §4). */
+/* `qimg check -r leaks|all` for qcow2: open and lock, create the journal, run the repair
+ * in place (repair/inplace.h: plan on an overlay, apply with the crash guard, journal and
+ * double check) and print: the dry run's plan, qemu-img's lines and report. Output and
+ * exit codes are qemu-img's (digest §4). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -11,10 +12,8 @@
 #include "cmd/check_run.h"
 #include "format/qcow2_header.h"
 #include "io/lock.h"
-#include "repair/apply.h"
 #include "repair/incompat.h"
-#include "repair/journal.h"
-#include "repair/repair.h"
+#include "repair/inplace.h"
 #include "util/err.h"
 #include "util/json.h"
 
@@ -88,6 +87,24 @@ static void report_write_error(const struct plan_entry *e, int rc)
     err_report("Check failed: %s", err);
 }
 
+/* The engine's hooks: qemu-img's lines between its steps. */
+static void on_write_failed(const struct plan_entry *failed, int rc, void *arg)
+{
+    (void)arg;
+    report_write_error(failed, rc);
+}
+
+static void on_repaired(const struct check_result *first, void *arg)
+{
+    const struct repair_opts *o = arg;
+    if (!o->json && !o->quiet)
+        printf("The following inconsistencies were found and repaired:\n\n"
+               "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n"
+               "Double checking the fixed image now...\n",
+               first->leaks_fixed, first->corruptions_fixed);
+    fflush(stdout);
+}
+
 int check_repair_qcow2(const char *filename, const struct repair_opts *o)
 {
     qio_t *q;
@@ -113,98 +130,41 @@ int check_repair_qcow2(const char *filename, const struct repair_opts *o)
         qio_close(q);
         return 1;
     }
-    struct plan plan;
-    plan_init(&plan, q);
-    struct repair_ctx ctx = { .plan = &plan };
-    qio_t *ov = plan_overlay_qio(&plan);
-    struct check_run run;
-    check_run_start(&run, &o->check, true);
-    rc = repair_first_pass(ov, filename, &o->check, o->fix, &ctx, &run);
-    qio_close(ov);
-    int ret;
-    if (!run.opened) {
-        /* nothing is applied when the fixing pass itself fails (README): no journal */
-        journal_discard(j);
-        j = NULL;
-        ret = 1;
-        goto out;
-    }
-    struct { uint32_t version, cluster_bits; } h;
-    repair_header_peek(q, &h.version, &h.cluster_bits);
-    uint64_t orig;
-    if (repair_incompat_read(q, h.version, &orig) < 0)
-        orig = 0;
-    if (rc < 0) {
-        /* nothing is applied when the fixing pass itself fails (README); a refused write
-         * marks the image corrupt, as qemu's overlap check does */
-        if (ctx.guard.refused && !o->dry_run && h.version >= 3 &&
-            !(orig & QCOW2_INCOMPAT_CORRUPT)) {
-            repair_mark_corrupt(q, j, h.version, orig);
-        } else {
-            journal_discard(j);
-            j = NULL;
-        }
-        ret = check_run_report(&run, rc, filename, o->json, o->quiet, NULL, NULL);
-        goto out;
-    }
-    /* every write was checked when planned; nothing in the plan may touch guest data */
-    if (h.cluster_bits >= 9 && h.cluster_bits <= 21 &&
-        overlap_verify_plan(&ctx.guard, &plan, 1ull << h.cluster_bits) < 0) {
-        journal_discard(j);
-        j = NULL;
-        ret = 1;
-        goto out;
-    }
-    if (o->dry_run) {
-        ret = dry_run(q, &plan, &run, filename, o, h.version, orig);
-        goto out;
-    }
-
-    repair_incompat_guard(&plan, h.version, orig);
-    const struct plan_entry *failed;
-    rc = repair_apply(q, &plan, j, &failed);
-    if (rc < 0) {
-        report_write_error(failed, rc);
-        int rrc = repair_incompat_restore(q, j, h.version, orig);
-        if (rrc < 0)
+    struct check_opts co = o->check;
+    co.no_open_warnings = true;
+    struct repair_inplace_opts ro = {
+        .check = &o->check, .recheck = &co, .recheck_print = true, .fix = o->fix, .j = j,
+        .dry_run = o->dry_run, .crash_guard = true,
+        .write_failed = on_write_failed, .repaired = on_repaired, .arg = (void *)o,
+    };
+    struct repair_inplace r;
+    repair_inplace(q, filename, &ro, &r);
+    int ret = 1;
+    switch (r.stage) {
+    case RIP_NOT_OPENED:      /* nothing is applied when the fixing pass fails (README) */
+    case RIP_VERIFY_FAILED:
+    case RIP_CHECK_ERRORS:    /* (not asked for here) */
+        break;
+    case RIP_PASS_FAILED:
+        ret = check_run_report(&r.run, r.rc, filename, o->json, o->quiet, NULL, NULL);
+        break;
+    case RIP_PLANNED:
+        ret = dry_run(q, &r.plan, &r.run, filename, o, r.version, r.orig);
+        break;
+    case RIP_WRITE_FAILED:
+        if (r.restore_rc < 0)
             err_report("Could not restore the header of '%s' (the corrupt bit stays set): %s",
-                       filename, strerror(-rrc));
-        if (j)
-            journal_finish(j, q, false);
-        ret = 1;
-        goto out;
+                       filename, strerror(-r.restore_rc));
+        break;
+    case RIP_DONE:
+        if (r.rc < 0)
+            err_report("Could not update the header of '%s': %s", filename, strerror(-r.rc));
+        ret = check_run_report(repair_inplace_final(&r), r.final_rc, filename, o->json,
+                               o->quiet, NULL, NULL);
+        break;
     }
-    struct check_run *fin = &run, second;
-    bool fixed = run.res.corruptions_fixed || run.res.leaks_fixed;
-    int frc = 0;
-    if (fixed) {
-        if (!o->json && !o->quiet)
-            printf("The following inconsistencies were found and repaired:\n\n"
-                   "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n"
-                   "Double checking the fixed image now...\n",
-                   run.res.leaks_fixed, run.res.corruptions_fixed);
-        fflush(stdout);
-        struct check_opts co = o->check;
-        co.no_open_warnings = true;
-        frc = plain_check(q, filename, &co, true, &second);
-        second.res.corruptions_fixed = run.res.corruptions_fixed;
-        second.res.leaks_fixed = run.res.leaks_fixed;
-        fin = &second;
-    }
-    /* clear the guard (and corrupt/dirty if consistent) only now */
-    rc = repair_incompat_settle(q, j, h.version, repair_incompat_final(orig, frc, &fin->res));
-    if (rc < 0)
-        err_report("Could not update the header of '%s': %s", filename, strerror(-rc));
-    if (j && rc == 0)
-        journal_finish(j, q, true);
-    ret = check_run_report(fin, frc, filename, o->json, o->quiet, NULL, NULL);
-    if (fin == &second)
-        check_run_free(&second);
-out:
-    journal_close(j);
-    check_run_free(&run);
-    overlap_guard_free(&ctx.guard);
-    plan_free(&plan);
+    journal_close(r.j);
+    repair_inplace_free(&r);
     qio_close(q);
     return ret;
 }

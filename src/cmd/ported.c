@@ -10,7 +10,7 @@
 #include "block/open_mem.h"
 #include "io/lock.h"
 #include "io/wport.h"
-#include "repair/journal.h"
+#include "journal/journal.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -159,10 +159,13 @@ int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t 
     return 0;
 }
 
-static void print_plan(const struct plan *p, const char *title, const char *filename)
+void ported_print_plan(const struct plan *p, const char *title, const char *filename)
 {
-    printf("%s plan for '%s' (dry run, nothing was written): %zu write%s, %" PRIu64
-           " bytes\n", title, filename, p->n, p->n == 1 ? "" : "s", plan_bytes(p));
+    printf("%s plan", title);
+    if (filename)
+        printf(" for '%s'", filename);
+    printf(" (dry run, nothing was written): %zu write%s, %" PRIu64 " bytes\n", p->n,
+           p->n == 1 ? "" : "s", plan_bytes(p));
     for (size_t i = 0; i < p->n; i++) {
         const struct plan_entry *e = &p->v[i];
         if (e->op == PLAN_TRUNCATE)
@@ -224,7 +227,7 @@ int ported_finish(struct ported *pt, const char *filename, bool ok, bool dry_run
     }
     if (ok && r == 0) {
         if (dry_run)
-            print_plan(&pt->plan, title, filename);
+            ported_print_plan(&pt->plan, title, filename);
         else if (journal)
             r = ported_apply_journal(&pt->plan, filename, journal, errmsg);
     }

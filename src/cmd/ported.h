@@ -1,6 +1,6 @@
 /* --dry-run / --journal for commands that change images in place (resize, rebase,
  * commit): the command runs on a writable overlay of the image file whose writes land in
- * a plan (repair/plan.h) instead of the file. A dry run prints the plan; --journal then
+ * a plan (journal/plan.h) instead of the file. A dry run prints the plan; --journal then
  * replays it through the journaled write port (io/wport.h wport_apply), so `qimg undo
  * JOURNAL IMAGE` restores every byte.
  *
@@ -15,7 +15,7 @@
 
 #include "block/image.h"
 #include "io/qio.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 
 /* The two modes exclude each other: false after qemu-style error text, as every command
  * taking both says it. */
@@ -40,6 +40,11 @@ int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t 
  * read-write and locked as a writer). 0 or -errno with *errmsg (malloc'd) unless printed. */
 int ported_apply_journal(struct plan *plan, const char *filename, const char *journal,
                          char **errmsg);
+
+/* A dry run's plan: "TITLE plan for 'FILENAME' (dry run, nothing was written): N writes,
+ * B bytes" (without the for-part when filename is NULL: resize's older header), then a
+ * line per entry. */
+void ported_print_plan(const struct plan *p, const char *title, const char *filename);
 
 /* After ported_open: discards the command makes (holes punched in the file, as qemu's
  * freed clusters) are recorded as zeros written, so a journaled result reads as the

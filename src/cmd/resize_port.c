@@ -1,5 +1,5 @@
 /* resize --dry-run / --journal: the whole resize (open, truncate, close) runs on a writable
- * overlay of the image file whose writes land in a plan (repair/plan.h) instead of the
+ * overlay of the image file whose writes land in a plan (journal/plan.h) instead of the
  * file. A dry run prints the plan; --journal then replays it through the journaled write
  * port (io/wport.h wport_apply), so `qimg undo JOURNAL IMAGE` restores every byte.
  *
@@ -13,7 +13,6 @@
 #include "cmd/resize_port.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,24 +20,9 @@
 #include "block/open_mem.h"
 #include "cmd/ported.h"
 #include "io/qio.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 #include "util/err.h"
 #include "util/xalloc.h"
-
-static void print_plan(const struct plan *p)
-{
-    printf("Resize plan (dry run, nothing was written): %zu write%s, %" PRIu64 " bytes\n",
-           p->n, p->n == 1 ? "" : "s", plan_bytes(p));
-    for (size_t i = 0; i < p->n; i++) {
-        const struct plan_entry *e = &p->v[i];
-        if (e->op == PLAN_TRUNCATE)
-            printf("  %4zu  grow file %" PRIu64 " -> %" PRIu64 " bytes\n", i + 1, e->old_size,
-                   e->offset);
-        else
-            printf("  %4zu  offset 0x%" PRIx64 " length %" PRIu64 "\n", i + 1, e->offset,
-                   e->len);
-    }
-}
 
 /* The resize made on the overlay: open, truncate, close (the close-time writes of the
  * driver, e.g. qcow2 bitmaps, belong to the resize too). */
@@ -94,7 +78,7 @@ int resize_ported(image_t *orig, const char *filename, uint64_t size, enum img_p
     if (r < 0)
         goto out;
     if (dry_run) {
-        print_plan(&plan);
+        ported_print_plan(&plan, "Resize", NULL);
         goto out;
     }
     r = ported_apply_journal(&plan, filename, journal, errmsg);

@@ -1,5 +1,5 @@
 /* qimg undo JOURNAL IMAGE: put an image back as it was before `check -r --journal`. The
- * journal is validated first (repair/undo.h), then the image opened read-write and locked
+ * journal is validated first (journal/undo.h), then the image opened read-write and locked
  * as for a repair, then restored. */
 #include <stdio.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include "cmd/commands.h"
 #include "io/lock.h"
 #include "io/qio.h"
-#include "repair/undo.h"
+#include "journal/undo.h"
 #include "util/err.h"
 #include "util/opts.h"
 

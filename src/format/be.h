@@ -54,6 +54,20 @@ static inline uint64_t le64_get(const uint8_t *p)
     return (uint64_t)le32_get(p + 4) << 32 | le32_get(p);
 }
 
+static inline void le32_put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static inline void le64_put(uint8_t *p, uint64_t v)
+{
+    le32_put(p, (uint32_t)v);
+    le32_put(p + 4, (uint32_t)(v >> 32));
+}
+
 /* True on overflow; *out is then unspecified. */
 static inline bool u64_add_overflow(uint64_t a, uint64_t b, uint64_t *out)
 {

@@ -11,18 +11,6 @@
 #define FAIL(code, field, value, off, ...) \
     fmt_error_set(err, code, HDR, field, value, true, off, __VA_ARGS__)
 
-static void le32_put(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64_put(uint8_t *p, uint64_t v)
-{
-    le32_put(p, (uint32_t)v);
-    le32_put(p + 4, (uint32_t)(v >> 32));
-}
-
 static bool pow2(uint32_t v)
 {
     return v && !(v & (v - 1));

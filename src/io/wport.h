@@ -4,9 +4,9 @@
  *
  *   direct   writes the file; wport_flush is a real barrier (fdatasync)
  *   journal  records each write (offset, old and new bytes, class, reason) in the SQLite
- *            undo journal (repair/journal.h) and commits the row before making the write,
+ *            undo journal (journal/journal.h) and commits the row before making the write,
  *            so `qimg undo JOURNAL IMAGE` can put every byte back
- *   plan     records each write in a plan (repair/plan.h) instead of making it: a dry run
+ *   plan     records each write in a plan (journal/plan.h) instead of making it: a dry run
  *            prints the plan; reads through plan_overlay_qio see the planned bytes, so the
  *            code that planned a write reads it back as if it had been made
  *
@@ -18,7 +18,7 @@
  * Growth: a write past EOF grows the file; wport_truncate grows it explicitly. Shrinking
  * is for the direct backend only (the plan and the journal record growth; undo cuts the
  * file back to its size before the first write). The plan and journal stores live in
- * repair/, where undo reads them too. */
+ * src/journal/ beside undo, which reads them; repair/ sits above the port and uses it. */
 #ifndef QIMG_IO_WPORT_H
 #define QIMG_IO_WPORT_H
 
@@ -27,8 +27,8 @@
 #include <stdint.h>
 
 #include "io/qio.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
 
 enum wport_kind { WPORT_DIRECT, WPORT_JOURNAL, WPORT_PLAN };
 

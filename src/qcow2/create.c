@@ -6,7 +6,6 @@
  * (qcow2_co_truncate: L1 placement, metadata preallocation), and the backing file set. Any
  * failure removes the files made (qemu: bdrv_co_delete_file_noerr). */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,11 +262,11 @@ static int write_initial(qio_t *q, const struct qparams *p)
  * falloc: fallocate), which then writes the first block: the same allocation on disk */
 static void first_block(const char *path, uint64_t size)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
+    qio_t *q;
+    if (qio_open_file(path, QIO_RDWR, &q) < 0)
         return;
-    file_allocate_first_block(fd, size);
-    close(fd);
+    file_allocate_first_block(q, size);
+    qio_close(q);
 }
 
 /* qemu's raw_co_delete_file through bdrv_co_delete_file_noerr: a name that is no longer a

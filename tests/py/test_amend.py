@@ -11,13 +11,14 @@ a refcount width change and require real qemu-img check to find no corruption in
 left. The port cases check --dry-run (nothing written) and --journal + `qimg undo`.
 """
 
-import filecmp
 import os
-import shutil
 
 import pytest
 
 import qemu
+from portcheck import build_orig, cut_at_every_write, dry_run, journal_cut_then_undo, \
+    journal_pair, no_corruption, read_all, real_run_changes, run_pair, same_files, \
+    undo_restores
 
 KIB, MIB = 1 << 10, 1 << 20
 
@@ -353,26 +354,6 @@ CASES = [
 ]
 
 
-def _run_pair(tmp_path, build, args, env=None):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    a = qemu.copy_dir(str(orig), str(tmp_path / 'qemu'))
-    b = qemu.copy_dir(str(orig), str(tmp_path / 'qimg'))
-    ra = qemu.run(qemu.tool_path('qemu'), 'amend', *args, cwd=a)
-    rb = qemu.run(qemu.tool_path('qimg'), 'amend', *args, cwd=b, env=env)
-    return a, b, ra, rb
-
-
-def _same_files(a, b):
-    names = sorted(os.listdir(a))
-    assert names == sorted(os.listdir(b))
-    for n in names:
-        pa, pb = os.path.join(a, n), os.path.join(b, n)
-        assert os.path.getsize(pa) == os.path.getsize(pb), n
-        assert filecmp.cmp(pa, pb, shallow=False), '%s differs from qemu-img\'s' % n
-
-
 def _check_summary(d):
     rc, out, err = qemu.qemu_img('check', '--output=json', '-U', 'img', cwd=d)
     if not out.strip():
@@ -413,7 +394,7 @@ def _only_copied_bits_differ(a, b):
 
 @pytest.mark.parametrize('build,args', _params(CASES))
 def test_amend_matches_qemu(tmp_path, request, build, args):
-    a, b, ra, rb = _run_pair(tmp_path, build, args)
+    _, a, b, ra, rb = run_pair(tmp_path, build, 'amend', args)
     assert rb == ra
     if request.node.callspec.id in COPIED_FIXED:
         _only_copied_bits_differ(a, b)
@@ -421,7 +402,7 @@ def test_amend_matches_qemu(tmp_path, request, build, args):
         ok, detail = qemu.is_clean_by_qemu('img', cwd=b)
         assert ok, detail
         return
-    _same_files(a, b)
+    same_files(a, b)
     if os.path.exists(os.path.join(a, 'img')):
         assert _check_summary(b) == _check_summary(a)
 
@@ -480,23 +461,9 @@ def test_amend_cut_at_every_write(tmp_path, build, args):
     """qimg cut after its n-th write (QIMG_FAULT_AFTER_WRITES=n) for every n: what is left
     is no corrupt image to the real qemu-img check (leaks allowed: a cut between an
     allocation and the write that uses it leaks, as a crash of qemu's amend does)."""
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        rc, out, err = qemu.run(qemu.QIMG, 'amend', *args, 'img', cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc2, d2, out2, err2 = qemu.check_json('qemu', 'img', cwd=d)
-        assert d2 is not None and not d2.get('corruptions') and not d2.get('check-errors'), \
-            'cut after write %d: %s %s' % (n, out2, err2)
-        shutil.rmtree(d)
-        n += 1
-        assert n < 2000
+    orig = build_orig(tmp_path, build)
+    n = cut_at_every_write(tmp_path, orig, 'amend', [*args, 'img'], no_corruption('img'),
+                           limit=2000)
     assert n > 1
 
 
@@ -522,85 +489,49 @@ PORT_CASES = [
 ]
 
 
-def _read_all(d):
-    return {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
-
-
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_amend_dry_run_writes_nothing(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'dry'))
-    before = _read_all(d)
-    rc, out, err = qemu.qimg('amend', '--dry-run', *args, 'img', cwd=d)
+    orig = build_orig(tmp_path, build)
+    rc, out, err = dry_run(tmp_path, orig, 'amend', [*args, 'img'])
     assert (rc, err) == (0, '')
     assert out.startswith("Amend plan for 'img' (dry run, nothing was written): ")
-    assert _read_all(d) == before
     # the plan lists writes exactly when the real amend changes the file
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    qemu.run(qemu.QEMU_IMG, 'amend', *args, 'img', cwd=ref, check=True)
-    changed = _read_all(ref) != before
+    _, changed = real_run_changes(tmp_path, orig, 'amend', [*args, 'img'])
     assert (len(out.splitlines()) > 1) == changed
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_amend_journal_then_undo(tmp_path, request, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'j'))
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    before = _read_all(d)
-    jr = str(tmp_path / 'amend.journal')
-    ra = qemu.run(qemu.QEMU_IMG, 'amend', *args, 'img', cwd=ref)
-    rb = qemu.run(qemu.tool_path('qimg'), 'amend', '--journal', jr, *args, 'img', cwd=d)
+    orig = build_orig(tmp_path, build)
+    d, ref, before, jr, ra, rb = journal_pair(tmp_path, orig, 'amend', [*args, 'img'],
+                                              'amend.journal')
     assert rb == ra
     if 'snap' not in request.node.callspec.id:
-        assert _read_all(d) == _read_all(ref)   # the journaled amend is qemu's
+        assert read_all(d) == read_all(ref)   # the journaled amend is qemu's
     ok, detail = qemu.is_clean_by_qemu('img', cwd=d)
     assert ok, detail
-    rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-    assert rc == 0, out + err
-    assert _read_all(d) == before
+    undo_restores(jr, 'img', d, before)
 
 
 def test_amend_dry_run_and_journal_refusals(tmp_path):
     d = str(tmp_path)
     qemu.make_image(os.path.join(d, 'img'), size='1M', data_file='img.data')
-    before = _read_all(d)
+    before = read_all(d)
     rc, out, err = qemu.qimg('amend', '--dry-run', '-o', 'data_file=x', 'img', cwd=d)
     assert rc == 1 and 'not supported for images with an external data file' in err
     rc, out, err = qemu.qimg('amend', '--dry-run', '--journal', 'j', '-o', 'compat=1.1',
                              'img', cwd=d)
     assert rc == 1 and '--dry-run and --journal cannot be used together' in err
-    assert _read_all(d) == before
+    assert read_all(d) == before
 
 
 def test_amend_journal_cut_then_undo(tmp_path):
     """--journal cut at every write: undo restores the original bytes each time."""
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    _qcow2(io=ZEROS, refcount_bits=4, cluster_size=4096)(str(orig))
-    before = _read_all(str(orig))
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        jr = os.path.join(str(tmp_path), 'j%d' % n)
-        rc, out, err = qemu.run(qemu.QIMG, 'amend', '--journal', jr, '-o',
-                                'refcount_bits=16,compat=0.10', 'img', cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-        assert rc == 0, out + err
-        assert _read_all(d) == before, 'cut %d' % n
-        shutil.rmtree(d)
-        n += 1
-        assert n < 2000
+    orig = build_orig(tmp_path, _qcow2(io=ZEROS, refcount_bits=4, cluster_size=4096))
+    n = journal_cut_then_undo(tmp_path, orig, 'amend',
+                              ['-o', 'refcount_bits=16,compat=0.10', 'img'], limit=2000)
     assert n > 1
 
 

@@ -15,12 +15,13 @@ nothing; --journal leaves qemu's files and `qimg undo` restores the originals by
 
 import os
 import re
-import shutil
 import time
 
 import pytest
 
 import qemu
+from portcheck import build_orig, cut_at_every_write, dry_run, journal_cut_then_undo, \
+    journal_pair, no_corruption, read_all, real_run_changes, run_pair, undo_restores
 
 KIB, MIB = 1 << 10, 1 << 20
 
@@ -203,10 +204,6 @@ def _norm(r):
     return rc, out, NODE.sub('#block1NN', err)
 
 
-def _read_all(d):
-    return {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
-
-
 def _fmt_of(d):
     rc, out, _ = qemu.qemu_img('info', '--output=json', '-U', _img(d))
     return qemu.parse_json(out).get('format') if rc == 0 else None
@@ -214,15 +211,9 @@ def _fmt_of(d):
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bitmap_like_qemu(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    a = qemu.copy_dir(str(orig), str(tmp_path / 'qemu'))
-    b = qemu.copy_dir(str(orig), str(tmp_path / 'qimg'))
-    ra = _norm(qemu.run(qemu.QEMU_IMG, 'bitmap', *args, cwd=a))
-    rb = _norm(qemu.run(qemu.tool_path('qimg'), 'bitmap', *args, cwd=b))
-    assert rb == ra
-    fa, fb = _read_all(a), _read_all(b)
+    _, a, b, ra, rb = run_pair(tmp_path, build, 'bitmap', args)
+    assert _norm(rb) == _norm(ra)
+    fa, fb = read_all(a), read_all(b)
     assert sorted(fa) == sorted(fb)
     for n in fa:
         assert fb[n] == fa[n], n
@@ -268,23 +259,8 @@ FAULT_CASES = [
 @pytest.mark.parametrize('build,args', [c[1:] for c in FAULT_CASES],
                          ids=[c[0] for c in FAULT_CASES])
 def test_bitmap_cut_at_every_write(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        rc, out, err = qemu.run(qemu.QIMG, 'bitmap', *args, cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc2, d2, out2, err2 = qemu.check_json('qemu', 'img', cwd=d)
-        assert d2 is not None and not d2.get('corruptions') and not d2.get('check-errors'), \
-            'cut after write %d: %s %s' % (n, out2, err2)
-        shutil.rmtree(d)
-        n += 1
-        assert n < 500
+    orig = build_orig(tmp_path, build)
+    n = cut_at_every_write(tmp_path, orig, 'bitmap', args, no_corruption('img'), limit=500)
     assert n > 3   # open, operations and close wrote, so cuts were tested
 
 
@@ -306,74 +282,42 @@ PORT_CASES = [
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_bitmap_dry_run_writes_nothing(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'dry'))
-    before = _read_all(d)
-    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'bitmap', '--dry-run', *args, cwd=d)
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    ra = qemu.run(qemu.QEMU_IMG, 'bitmap', *args, cwd=ref)
+    orig = build_orig(tmp_path, build)
+    rc, out, err = dry_run(tmp_path, orig, 'bitmap', args, tool=qemu.tool_path('qimg'))
+    ra, changed = real_run_changes(tmp_path, orig, 'bitmap', args, check=False)
     assert (rc, err) == ra[::2]   # the same status and message as the real run
     assert out.startswith("Bitmap plan for 'img' (dry run, nothing was written): ")
-    assert _read_all(d) == before
-    assert (len(out.splitlines()) > 1) == (_read_all(ref) != before)
+    assert (len(out.splitlines()) > 1) == changed
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_bitmap_journal_then_undo(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'j'))
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    before = _read_all(d)
-    jr = str(tmp_path / 'bitmap.journal')
-    ra = qemu.run(qemu.QEMU_IMG, 'bitmap', *args, cwd=ref)
-    rb = qemu.run(qemu.tool_path('qimg'), 'bitmap', '--journal', jr, *args, cwd=d)
+    orig = build_orig(tmp_path, build)
+    d, ref, before, jr, ra, rb = journal_pair(tmp_path, orig, 'bitmap', args, 'bitmap.journal')
     assert rb == ra
-    after, expect = _read_all(d), _read_all(ref)
+    after, expect = read_all(d), read_all(ref)
     assert sorted(after) == sorted(expect)
     for n in expect:
         assert after[n] == expect[n], n
     ok, detail = qemu.is_clean_by_qemu('img', cwd=d)
     assert ok, detail
-    rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-    assert rc == 0, out + err
-    assert _read_all(d) == before
+    undo_restores(jr, 'img', d, before)
 
 
 def test_bitmap_journal_cut_then_undo(tmp_path):
     """A --journal bitmap run killed after each of its writes: qimg undo puts every byte
     back."""
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    TWO(str(orig))
-    before = _read_all(str(orig))
-    args = ['--add', '--merge', 'b0', 'img', 'b2']
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        jr = os.path.join(str(tmp_path), 'j%d' % n)
-        rc, out, err = qemu.run(qemu.QIMG, 'bitmap', '--journal', jr, *args, cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-        assert rc == 0, 'cut after write %d: %s%s' % (n, out, err)
-        assert _read_all(d) == before, 'cut after write %d' % n
-        shutil.rmtree(d)
-        n += 1
-        assert n < 500
+    orig = build_orig(tmp_path, TWO)
+    n = journal_cut_then_undo(tmp_path, orig, 'bitmap', ['--add', '--merge', 'b0', 'img', 'b2'],
+                              limit=500)
     assert n > 1
 
 
 def test_bitmap_dry_run_journal_refusals(tmp_path):
     d = str(tmp_path)
     qemu.make_image(_img(d), size='1M', data_file='img.data')
-    before = _read_all(d)
+    before = read_all(d)
     for opt in (['--dry-run'], ['--journal', str(tmp_path / 'j')]):
         rc, out, err = qemu.qimg('bitmap', *opt, '--add', 'img', 'b', cwd=d)
         assert (rc, out) == (1, '')
@@ -382,7 +326,7 @@ def test_bitmap_dry_run_journal_refusals(tmp_path):
     rc, out, err = qemu.qimg('bitmap', '--dry-run', '--journal', 'j', '--add', 'img', 'b',
                              cwd=d)
     assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
-    assert _read_all(d) == before
+    assert read_all(d) == before
     assert not os.path.exists(str(tmp_path / 'j'))
 
 
@@ -407,12 +351,12 @@ def test_bitmap_refused_while_in_use(tmp_path, read_only):
     with qemu.held_open('img', read_only=read_only, cwd=d):
         if not read_only:
             _wait_in_use(d)   # the holder's open marks the bitmaps in use, after its locks
-        before = _read_all(d)
+        before = read_all(d)
         ra = qemu.run(qemu.QEMU_IMG, 'bitmap', '--clear', 'img', 'b0', cwd=d)
         rb = qemu.run(qemu.tool_path('qimg'), 'bitmap', '--clear', 'img', 'b0', cwd=d)
         rj = qemu.run(qemu.tool_path('qimg'), 'bitmap', '--journal', 'j', '--clear', 'img',
                       'b0', cwd=d)
-        assert _read_all(d) == before
+        assert read_all(d) == before
     assert ra[0] == 1 and 'lock' in ra[2]
     assert rb == ra
     assert rj == ra

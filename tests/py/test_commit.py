@@ -13,7 +13,8 @@ import os
 import pytest
 
 import qemu
-from chainutil import build_chain, cut_dirs, images, layer, read_all, run_pair
+from chainutil import build_chain, images, layer
+from portcheck import build_orig, cut_dirs, dry_run, read_all, run_pair
 
 BASE = layer('base.qcow2', data=('write -P 1 0 64k', 'write -P 2 512k 88k'))
 
@@ -212,14 +213,9 @@ PORT_CASES = [c for c in CASES if c[0] in ('top', 'top-d', 'to-base', 'v2', 'bas
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_commit_dry_run_writes_nothing(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    before = read_all(str(orig))
-    rc, out, err = qemu.qimg('commit', '--dry-run', *args, cwd=str(orig))
+    rc, out, err = dry_run(tmp_path, build_orig(tmp_path, build), 'commit', args)
     assert rc == 0, err
     assert out.startswith('Commit plan for ')
-    assert read_all(str(orig)) == before
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],

@@ -13,8 +13,8 @@ import os
 import pytest
 
 import qemu
-from chainutil import KIB, MIB, build_chain, cut_dirs, images, layer, read_all, run_pair, \
-    same_files
+from chainutil import KIB, MIB, build_chain, images, layer
+from portcheck import build_orig, cut_dirs, dry_run, read_all, run_pair, same_files
 
 BASE = layer('base.qcow2', data=('write -P 1 0 64k', 'write -P 2 512k 88k'))
 NB4K = layer('nb.qcow2', cluster_size=4096, data=('write -P 1 0 32k', 'write -P 3 100k 10k'))
@@ -236,14 +236,9 @@ PORT_CASES = _no_progress(PORT_CASES)
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_rebase_dry_run_writes_nothing(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    before = read_all(str(orig))
-    rc, out, err = qemu.qimg('rebase', '--dry-run', *args, cwd=str(orig))
+    rc, out, err = dry_run(tmp_path, build_orig(tmp_path, build), 'rebase', args)
     assert rc == 0, err
     assert out.startswith("Rebase plan for '%s' (dry run, nothing was written): " % args[-1])
-    assert read_all(str(orig)) == before
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],

@@ -10,14 +10,15 @@ The fault cases cut qimg (QIMG_FAULT_AFTER_WRITES=N) after each write of a qcow2
 shrink and require real qemu-img check to find no corruption in what is left.
 """
 
-import filecmp
 import os
-import shutil
 import struct
 
 import pytest
 
 import qemu
+from portcheck import build_orig, cut_at_every_write, dry_run, journal_cut_then_undo, \
+    journal_pair, no_corruption, read_all, real_run_changes, run_pair, same_files, \
+    undo_restores
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 
@@ -252,26 +253,6 @@ CASES = [
 ]
 
 
-def _run_pair(tmp_path, build, args, env=None):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    a = qemu.copy_dir(str(orig), str(tmp_path / 'qemu'))
-    b = qemu.copy_dir(str(orig), str(tmp_path / 'qimg'))
-    ra = qemu.run(qemu.tool_path('qemu'), 'resize', *args, cwd=a)
-    rb = qemu.run(qemu.tool_path('qimg'), 'resize', *args, cwd=b, env=env)
-    return a, b, ra, rb
-
-
-def _same_files(a, b):
-    names = sorted(os.listdir(a))
-    assert names == sorted(os.listdir(b))
-    for n in names:
-        pa, pb = os.path.join(a, n), os.path.join(b, n)
-        assert os.path.getsize(pa) == os.path.getsize(pb), n
-        assert filecmp.cmp(pa, pb, shallow=False), '%s differs from qemu-img\'s' % n
-
-
 def _extents(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -295,9 +276,9 @@ def _fmt_of(d):
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_resize_matches_qemu(tmp_path, build, args):
-    a, b, ra, rb = _run_pair(tmp_path, build, args)
+    _, a, b, ra, rb = run_pair(tmp_path, build, 'resize', args)
     assert rb == ra
-    _same_files(a, b)
+    same_files(a, b)
     if any(x.startswith('--preallocation=f') for x in args):
         # preallocated: the same extents allocated on disk as well (SEEK_DATA/SEEK_HOLE;
         # st_blocks also counts the filesystem's extent tree blocks, which vary)
@@ -339,23 +320,8 @@ FAULT_CASES = [
 @pytest.mark.parametrize('build,args', [c[1:] for c in FAULT_CASES],
                          ids=[c[0] for c in FAULT_CASES])
 def test_resize_cut_at_every_write(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        rc, out, err = qemu.run(qemu.QIMG, 'resize', *args, cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc2, d2, out2, err2 = qemu.check_json('qemu', 'img', cwd=d)
-        assert d2 is not None and not d2.get('corruptions') and not d2.get('check-errors'), \
-            'cut after write %d: %s %s' % (n, out2, err2)
-        shutil.rmtree(d)
-        n += 1
-        assert n < 500
+    orig = build_orig(tmp_path, build)
+    n = cut_at_every_write(tmp_path, orig, 'resize', args, no_corruption('img'), limit=500)
     assert n > 1   # the resize wrote something, so some cut was tested
 
 
@@ -373,44 +339,26 @@ PORT_CASES = [
 ]
 
 
-def _read_all(d):
-    return {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
-
-
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_resize_dry_run_writes_nothing(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'dry'))
-    before = _read_all(d)
-    rc, out, err = qemu.qimg('resize', '--dry-run', *args, cwd=d)
+    orig = build_orig(tmp_path, build)
+    rc, out, err = dry_run(tmp_path, orig, 'resize', args)
     assert (rc, err) == (0, '')
     assert out.startswith('Resize plan (dry run, nothing was written): ')
     assert 'Image resized.' not in out
-    assert _read_all(d) == before
     # the plan lists writes exactly when the real resize changes the file
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    qemu.run(qemu.QEMU_IMG, 'resize', *args, cwd=ref, check=True)
-    changed = _read_all(ref) != before
+    _, changed = real_run_changes(tmp_path, orig, 'resize', args)
     assert (len(out.splitlines()) > 1) == changed
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_resize_journal_then_undo(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'j'))
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    before = _read_all(d)
-    jr = str(tmp_path / 'resize.journal')
-    ra = qemu.run(qemu.QEMU_IMG, 'resize', *args, cwd=ref)
-    rb = qemu.run(qemu.tool_path('qimg'), 'resize', '--journal', jr, *args, cwd=d)
+    orig = build_orig(tmp_path, build)
+    d, ref, before, jr, ra, rb = journal_pair(tmp_path, orig, 'resize', args, 'resize.journal')
     assert rb == ra
-    after, expect = _read_all(d), _read_all(ref)
+    after, expect = read_all(d), read_all(ref)
     shrink = '--shrink' in args
     for n in expect:
         if shrink and n == 'img':
@@ -422,15 +370,13 @@ def test_resize_journal_then_undo(tmp_path, build, args):
     if _fmt_of(d) in ('qcow2', 'qed'):
         ok, detail = qemu.is_clean_by_qemu('img', cwd=d)
         assert ok, detail
-    rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-    assert rc == 0, out + err
-    assert _read_all(d) == before
+    undo_restores(jr, 'img', d, before)
 
 
 def test_resize_dry_run_journal_refusals(tmp_path):
     d = str(tmp_path)
     _qcow2(data=DATA, data_file='img.data')(d)
-    before = _read_all(d)
+    before = read_all(d)
     for opt in (['--dry-run'], ['--journal', str(tmp_path / 'j')]):
         rc, out, err = qemu.qimg('resize', *opt, 'img', '5M', cwd=d)
         assert rc == 1 and out == ''
@@ -438,7 +384,7 @@ def test_resize_dry_run_journal_refusals(tmp_path):
             % opt[0].lstrip('-')
     rc, out, err = qemu.qimg('resize', '--dry-run', '--journal', 'j', 'img', '5M', cwd=d)
     assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
-    assert _read_all(d) == before
+    assert read_all(d) == before
     assert not os.path.exists(str(tmp_path / 'j'))
 
 
@@ -448,7 +394,7 @@ def test_resize_refused_while_in_use(tmp_path, read_only):
     --journal refuses the same way and leaves no journal."""
     d = str(tmp_path)
     _qcow2(data=DATA)(d)
-    before = _read_all(d)
+    before = read_all(d)
     with qemu.held_open('img', read_only=read_only, cwd=d):
         ra = qemu.run(qemu.QEMU_IMG, 'resize', 'img', '2M', cwd=d)
         rb = qemu.run(qemu.tool_path('qimg'), 'resize', 'img', '2M', cwd=d)
@@ -456,7 +402,7 @@ def test_resize_refused_while_in_use(tmp_path, read_only):
     assert ra[0] == 1 and 'lock' in ra[2]
     assert rb == ra
     assert rj == ra
-    assert _read_all(d) == before
+    assert read_all(d) == before
 
 
 JOURNAL_CUT_CASES = [c for c in FAULT_CASES if c[0] in ('grow-l1', 'grow-metadata', 'shrink',
@@ -467,23 +413,6 @@ JOURNAL_CUT_CASES = [c for c in FAULT_CASES if c[0] in ('grow-l1', 'grow-metadat
                          ids=[c[0] for c in JOURNAL_CUT_CASES])
 def test_resize_journal_cut_then_undo(tmp_path, build, args):
     """A --journal resize killed after each of its writes: qimg undo puts every byte back."""
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    before = _read_all(str(orig))
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        jr = os.path.join(str(tmp_path), 'j%d' % n)
-        rc, out, err = qemu.run(qemu.QIMG, 'resize', '--journal', jr, *args, cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-        assert rc == 0, 'cut after write %d: %s%s' % (n, out, err)
-        assert _read_all(d) == before, 'cut after write %d' % n
-        shutil.rmtree(d)
-        n += 1
-        assert n < 500
+    orig = build_orig(tmp_path, build)
+    n = journal_cut_then_undo(tmp_path, orig, 'resize', args, limit=500)
     assert n > 1

@@ -27,6 +27,8 @@ import pytest
 
 import qcow2poke
 import qemu
+from portcheck import build_orig, cut_at_every_write, dry_run, journal_cut_then_undo, \
+    journal_pair, read_all, undo_restores
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 
@@ -313,10 +315,6 @@ def _argv(cid, args):
 
 # -- comparison helpers ------------------------------------------------------------------------
 
-def _read_all(d):
-    return {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
-
-
 def _sn_dates(buf):
     """Offsets of the date fields (8 bytes each) of a qcow2 file's snapshot table entries."""
     if len(buf) < 72 or buf[:4] != b'QFI\xfb':
@@ -343,7 +341,7 @@ def _masked(buf):
 
 
 def _same_files(a, b):
-    fa, fb = _read_all(a), _read_all(b)
+    fa, fb = read_all(a), read_all(b)
     assert sorted(fa) == sorted(fb)
     for n in fa:
         assert len(fa[n]) == len(fb[n]), n
@@ -541,28 +539,16 @@ RESIZED_FIRST = {'apply-resized'}
 @pytest.mark.parametrize('build,args', [c[1:] for c in FAULT_CASES],
                          ids=[c[0] for c in FAULT_CASES])
 def test_snapshot_cut_at_every_write(tmp_path, request, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
+    orig = build_orig(tmp_path, build)
     # the guest content before and after the operation (made by the real qemu-img)
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
+    ref = qemu.copy_dir(orig, str(tmp_path / 'ref'))
     contents = {qemu.guest_sha256('img', cwd=ref)[0]}
     qemu.run(qemu.QEMU_IMG, 'snapshot', *args, 'img', cwd=ref, check=True)
     contents.add(qemu.guest_sha256('img', cwd=ref)[0])
     if request.node.callspec.id in RESIZED_FIRST:
         contents = None
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        rc, out, err = qemu.run(qemu.QIMG, 'snapshot', *args, 'img', cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        _cut_is_harmless(d, n, contents)
-        shutil.rmtree(d)
-        n += 1
-        assert n < 1000
+    n = cut_at_every_write(tmp_path, orig, 'snapshot', [*args, 'img'],
+                           lambda n, d: _cut_is_harmless(d, n, contents), limit=1000)
     assert n > 3   # the operation wrote several times, so several cuts were tested
 
 
@@ -586,69 +572,39 @@ PORT_CASES = [
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_snapshot_dry_run_writes_nothing(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'dry'))
-    before = _read_all(d)
-    rc, out, err = qemu.qimg('snapshot', '--dry-run', *args, 'img', cwd=d)
+    orig = build_orig(tmp_path, build)
+    rc, out, err = dry_run(tmp_path, orig, 'snapshot', [*args, 'img'])
     assert (rc, err) == (0, '')
     assert out.startswith("Snapshot plan for 'img' (dry run, nothing was written): ")
     assert len(out.splitlines()) > 1
-    assert _read_all(d) == before
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES],
                          ids=[c[0] for c in PORT_CASES])
 def test_snapshot_journal_then_undo(tmp_path, build, args):
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    d = qemu.copy_dir(str(orig), str(tmp_path / 'j'))
-    ref = qemu.copy_dir(str(orig), str(tmp_path / 'ref'))
-    before = _read_all(d)
-    jr = str(tmp_path / 'snap.journal')
-    ra = qemu.run(qemu.QEMU_IMG, 'snapshot', *args, 'img', cwd=ref)
-    rb = qemu.run(qemu.tool_path('qimg'), 'snapshot', '--journal', jr, *args, 'img', cwd=d)
+    orig = build_orig(tmp_path, build)
+    d, ref, before, jr, ra, rb = journal_pair(tmp_path, orig, 'snapshot', [*args, 'img'],
+                                              'snap.journal')
     assert rb == ra
     _same_files(ref, d)
     ok, detail = qemu.is_clean_by_qemu('img', cwd=d)
     assert ok, detail
-    rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-    assert rc == 0, out + err
-    assert _read_all(d) == before
+    undo_restores(jr, 'img', d, before)
 
 
 @pytest.mark.parametrize('build,args', [c[1:] for c in PORT_CASES[:4]],
                          ids=[c[0] for c in PORT_CASES[:4]])
 def test_snapshot_journal_cut_then_undo(tmp_path, build, args):
     """A --journal run killed after each of its writes: qimg undo puts every byte back."""
-    orig = tmp_path / 'orig'
-    orig.mkdir()
-    build(str(orig))
-    before = _read_all(str(orig))
-    n = 1
-    while True:
-        d = qemu.copy_dir(str(orig), str(tmp_path / ('cut%d' % n)))
-        jr = os.path.join(str(tmp_path), 'j%d' % n)
-        rc, out, err = qemu.run(qemu.QIMG, 'snapshot', '--journal', jr, *args, 'img', cwd=d,
-                                env={'QIMG_FAULT_AFTER_WRITES': str(n)})
-        if rc != 86:
-            assert rc == 0, err
-            break
-        rc, out, err = qemu.qimg('undo', jr, 'img', cwd=d)
-        assert rc == 0, 'cut after write %d: %s%s' % (n, out, err)
-        assert _read_all(d) == before, 'cut after write %d' % n
-        shutil.rmtree(d)
-        n += 1
-        assert n < 1000
+    orig = build_orig(tmp_path, build)
+    n = journal_cut_then_undo(tmp_path, orig, 'snapshot', [*args, 'img'], limit=1000)
     assert n > 1
 
 
 def test_snapshot_dry_run_journal_refusals(tmp_path):
     d = str(tmp_path)
     _qcow2(data=DATA, data_file='img.data')(d)
-    before = _read_all(d)
+    before = read_all(d)
     for opt in (['--dry-run'], ['--journal', str(tmp_path / 'j')]):
         rc, out, err = qemu.qimg('snapshot', *opt, '-c', 's', 'img', cwd=d)
         assert (rc, out) == (1, '')
@@ -658,7 +614,7 @@ def test_snapshot_dry_run_journal_refusals(tmp_path):
         assert (rc, out, err) == (1, '', 'qimg: --%s needs -c, -a or -d\n' % opt[0].lstrip('-'))
     rc, out, err = qemu.qimg('snapshot', '--dry-run', '--journal', 'j', '-c', 's', 'img', cwd=d)
     assert (rc, out, err) == (1, '', 'qimg: --dry-run and --journal cannot be used together\n')
-    assert _read_all(d) == before
+    assert read_all(d) == before
     assert not os.path.exists(str(tmp_path / 'j'))
 
 
@@ -667,7 +623,7 @@ def test_snapshot_refused_while_in_use(tmp_path):
     plain run and for --journal."""
     d = str(tmp_path)
     _qcow2(data=DATA)(d)
-    before = _read_all(d)
+    before = read_all(d)
     with qemu.held_open('img', cwd=d):
         ra = qemu.run(qemu.QEMU_IMG, 'snapshot', '-c', 's', 'img', cwd=d)
         rb = qemu.run(qemu.tool_path('qimg'), 'snapshot', '-c', 's', 'img', cwd=d)
@@ -676,7 +632,7 @@ def test_snapshot_refused_while_in_use(tmp_path):
     assert ra[0] == 1 and 'lock' in ra[2]
     assert rb == ra
     assert rj == ra
-    assert _read_all(d) == before
+    assert read_all(d) == before
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which('setpriv'),
@@ -689,14 +645,14 @@ def test_snapshot_read_only_file(tmp_path):
     os.chmod(str(tmp_path), 0o755)
     os.chmod(str(d), 0o755)
     os.chmod(str(d / 'img'), 0o444)
-    before = _read_all(str(d))
+    before = read_all(str(d))
     as_nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
     for args in (['-l'], ['-c', 'x'], ['-a', 's1'], ['-d', 's1']):
         ra = qemu.run(*as_nobody, qemu.tool_path('qemu'), 'snapshot', *args, 'img', cwd=str(d))
         rb = qemu.run(*as_nobody, qemu.tool_path('qimg'), 'snapshot', *args, 'img', cwd=str(d))
         assert rb == ra, args
         assert (ra[0] == 0) == (args == ['-l'])
-    assert _read_all(str(d)) == before
+    assert read_all(str(d)) == before
 
 
 @pytest.mark.parametrize('build,args', [
@@ -714,12 +670,12 @@ def test_snapshot_ported_failure_writes_nothing(tmp_path, build, args):
     ra = qemu.run(qemu.tool_path('qemu'), 'snapshot', *args, 'img', cwd=ref)
     assert ra[0] == 1
     d = qemu.copy_dir(str(orig), str(tmp_path / 'd'))
-    before = _read_all(d)
+    before = read_all(d)
     jr = str(tmp_path / 'j')
     for opt in (['--dry-run'], ['--journal', jr]):
         rb = qemu.run(qemu.tool_path('qimg'), 'snapshot', *opt, *args, 'img', cwd=d)
         assert rb == ra, opt
-        assert _read_all(d) == before
+        assert read_all(d) == before
     assert not os.path.exists(jr)
 
 

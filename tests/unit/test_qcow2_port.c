@@ -13,11 +13,11 @@
 #include "test_format_helpers.h"
 #include "format/be.h"
 #include "io/wport.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
 #include "qcow2/image.h"
 #include "qcow2/overlap.h"
 #include "qcow2/port.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
 
 #define IMG_LEN 0xa0000u
 

@@ -1,4 +1,4 @@
-#include "repair/journal.h"
+#include "journal/journal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "repair/plan.h"
+#include "journal/plan.h"
 
 #include <errno.h>
 #include <inttypes.h>

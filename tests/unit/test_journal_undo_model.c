@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "repair/undo_model.h"
+#include "journal/undo_model.h"
 
 #define FILE_LEN 64
 

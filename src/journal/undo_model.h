@@ -9,8 +9,8 @@
  *
  * Memory: the covered ranges, merged, are laid out once (orig) and once more per state
  * asked for; both bounded by the bytes the journal itself holds. */
-#ifndef QIMG_REPAIR_UNDO_MODEL_H
-#define QIMG_REPAIR_UNDO_MODEL_H
+#ifndef QIMG_JOURNAL_UNDO_MODEL_H
+#define QIMG_JOURNAL_UNDO_MODEL_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,12 +1,12 @@
-/* The undo engine (repair/undo.c): restores an image to its pre-repair bytes from a repair
+/* The undo engine (journal/undo.c): restores an image to its pre-repair bytes from a repair
  * journal, or finishes an interrupted undo. `qimg undo` (src/cmd/undo.c) opens the journal
  * with undo_open, then opens and locks the image and calls undo_restore.
  *
  * Exit codes: 0 restored, 1 the image cannot be restored (cannot be opened, changed since
  * the repair, already restored, I/O error), 2 the journal cannot be used (cannot be opened,
  * invalid); 2 and "changed" write nothing. Each function prints its own messages. */
-#ifndef QIMG_REPAIR_UNDO_H
-#define QIMG_REPAIR_UNDO_H
+#ifndef QIMG_JOURNAL_UNDO_H
+#define QIMG_JOURNAL_UNDO_H
 
 #include <stddef.h>
 

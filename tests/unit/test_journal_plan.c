@@ -1,4 +1,4 @@
-/* repair/plan: reads through the plan see every planned write in order (the page overlay
+/* journal/plan: reads through the plan see every planned write in order (the page overlay
  * agrees with a byte-by-byte model), including writes past the base's end, merged runs
  * and a crash-guard write prepended under later ones. The many-small-writes case is the
  * shape of a refcount_bits=1 repair (each update rewrites one byte, none merge): the
@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "io/qio.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 
 #define BASE 20000
 #define SPAN 40000   /* writes reach past the base's end */

@@ -13,14 +13,14 @@
  *          old_size INTEGER, new_size INTEGER, old BLOB, new BLOB, reason TEXT)
  *
  * Every row is committed (synchronous=FULL) before the image write it describes. */
-#ifndef QIMG_REPAIR_JOURNAL_H
-#define QIMG_REPAIR_JOURNAL_H
+#ifndef QIMG_JOURNAL_JOURNAL_H
+#define QIMG_JOURNAL_JOURNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "io/qio.h"
-#include "repair/plan.h"
+#include "journal/plan.h"
 
 #define JOURNAL_HEADER_HASH_LEN 65536u   /* bytes of the image hashed as its "header" */
 

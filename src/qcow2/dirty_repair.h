@@ -1,10 +1,11 @@
 /* The repair of a dirty image at a read-write open (qemu's qcow2_do_open: an image whose
  * dirty bit is set - lazy refcounts and a writer that did not close it - is checked with
- * BDRV_FIX_ERRORS | BDRV_FIX_LEAKS before it is used). The block driver calls it; the
- * engine is `check -r all`'s (plan on an overlay, overlap guard, the corrupt bit as crash
- * guard while the fixes are written, a double check judging the result). */
-#ifndef QIMG_REPAIR_DIRTY_OPEN_H
-#define QIMG_REPAIR_DIRTY_OPEN_H
+ * BDRV_FIX_ERRORS | BDRV_FIX_LEAKS before it is used). The block driver (src/block/qcow2.c)
+ * calls it; repair/dirty_open.c implements it with `check -r all`'s engine (repair/inplace.h:
+ * plan on an overlay, overlap guard, a double check judging the result). The model names
+ * the repair it needs here, so nothing under src/ includes a repair/ header. */
+#ifndef QIMG_QCOW2_DIRTY_REPAIR_H
+#define QIMG_QCOW2_DIRTY_REPAIR_H
 
 #include <stdbool.h>
 

@@ -4,7 +4,7 @@
  *
  * 1. the journal alone: schema version, status, every row's op, class, offset, length,
  *    sizes and blob lengths in bounds, sizes chained from pre_size, old bytes consistent
- *    with the rows before them (repair/undo_model.h);
+ *    with the rows before them (journal/undo_model.h);
  * 2. the journal against the image: the image holds what the repair (or an interrupted
  *    undo) left there, and the old bytes put back give the recorded pre-repair header;
  * 3. the restore: every write's old bytes, newest first, then the pre-repair size. The
@@ -14,7 +14,7 @@
  * Exit codes (README): 0 restored; 1 the image (cannot be opened, changed since the
  * repair, already restored, I/O error while restoring); 2 the journal (cannot be opened,
  * not a qimg journal, fails validation, cannot record progress); 2 writes nothing. */
-#include "repair/undo.h"
+#include "journal/undo.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -24,9 +24,9 @@
 #include <string.h>
 
 #include "io/qio.h"
-#include "repair/journal.h"
-#include "repair/plan.h"
-#include "repair/undo_model.h"
+#include "journal/journal.h"
+#include "journal/plan.h"
+#include "journal/undo_model.h"
 #include "util/err.h"
 #include "util/sha256.h"
 #include "util/xalloc.h"

@@ -1,14 +1,15 @@
-/* A repair plan: the ordered list of writes a repair makes, each with its reason. The
- * first (simulated) pass records writes here instead of touching the image; the plan is
- * then printed (--dry-run) or journaled and applied (repair/apply.c).
+/* A plan: the ordered list of writes an in-place change makes (a repair, or a --dry-run /
+ * --journal command), each with its reason: the write port's plan backend stores it
+ * (io/wport.h). A first (simulated) pass records writes here instead of touching the
+ * image; the plan is then printed (--dry-run) or journaled and applied (wport_apply).
  *
  * The overlay (plan_overlay_qio) is a read-only qio that shows the image as if the plan
  * had been applied, so the checker passes of a fixing run read back their own fixes,
  * exactly as qemu's in-place repair does. Memory: the plan holds the new and old bytes of
  * every write; writes are metadata (refcounts, table entries, tables), so this follows
  * the image's metadata size. */
-#ifndef QIMG_REPAIR_PLAN_H
-#define QIMG_REPAIR_PLAN_H
+#ifndef QIMG_JOURNAL_PLAN_H
+#define QIMG_JOURNAL_PLAN_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-#include "repair/undo_model.h"
+#include "journal/undo_model.h"
 
 #include <errno.h>
 #include <inttypes.h>
