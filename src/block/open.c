@@ -293,12 +293,20 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
 
 int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg)
 {
+    return image_open_opts(filename, NULL, fmt, flags, out, errmsg);
+}
+
+int image_open_opts(const char *filename, const struct bspec *extra, const char *fmt, int flags,
+                    image_t **out, char **errmsg)
+{
     struct chain_ids ids = { 0 };
     char *inner = NULL;
     image_t *img;
     struct bspec kv = { 0 };
     if (flags & IMG_OPEN_IMAGE_OPTS)
         bspec_parse_keyval(filename, &kv);
+    for (size_t i = 0; extra && i < extra->n; i++)
+        bspec_put(&kv, &extra->v[i], true);
     int r;
     if (!filename[0] && !(flags & IMG_OPEN_IMAGE_OPTS)) {
         /* file-posix refuses an empty name before anything is tried */
