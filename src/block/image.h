@@ -110,7 +110,6 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
  * QDict): extra (may be NULL) wins over the same keys of an --image-opts list. convert
  * opens its new target with the key-secret options it was created with, commit reopens
  * an encrypted base with its key. */
-struct bspec;
 int image_open_opts(const char *filename, const struct bspec *extra, const char *fmt, int flags,
                     image_t **out, char **errmsg);
 
@@ -121,6 +120,11 @@ int image_open_opts(const char *filename, const struct bspec *extra, const char 
  * ("Could not open backing file: ..."). */
 int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
                           image_t **out, char **errmsg);
+
+/* image_open_backing_of() with the backing.* options of the top image's open (NULL: none),
+ * as open_chain uses them (a backing.encrypt.key-secret, a backing.driver). */
+int image_open_backing_with(qio_t *top, const char *path, const char *fmt,
+                            const struct bspec *opts, int flags, image_t **out, char **errmsg);
 
 /* The name info prints for img (qemu's bs->filename). */
 const char *image_name(const image_t *img);
