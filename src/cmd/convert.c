@@ -89,9 +89,12 @@ static bool parse_long(const char *s, long *out)
  * regular file start out reading zeros, as qemu's do. A raw LUKS volume does not (zeros on
  * disk decrypt to noise; qemu's crypto driver has no has_zero_init), so its zeros are
  * written. */
-static bool target_zero_init(const image_t *t)
+static bool target_zero_init(const image_t *t, const char *prealloc)
 {
-    return strcmp(t->format, "luks") != 0;
+    if (!strcmp(t->format, "luks"))
+        return false;
+    /* qcow2_has_zero_init: preallocated clusters of an encrypted image read as noise too */
+    return !(t->encrypted && prealloc && strcmp(prealloc, "off"));
 }
 
 /* qemu-img convert opens its sources with BDRV_O_NO_SHARE: nobody else may write or resize
@@ -495,7 +498,8 @@ int cmd_convert(int argc, char **argv)
     s.rate_limit = (uint64_t)rate_limit;
 
     if (!s.has_zero_init && s.target_is_new && s.min_sparse && !s.target_has_backing)
-        s.has_zero_init = target_zero_init(target);
+        s.has_zero_init = target_zero_init(target, have_opts && copts_isset(&o, "preallocation")
+                                                       ? copts_str(&o, "preallocation") : NULL);
 
     int r = convert_do_copy(&s);
     if (r == 0 && bitmaps)
