@@ -46,33 +46,6 @@ static void help(void)
            qimg_progname);
 }
 
-/* qemu-img's is_valid_option_list */
-static bool valid_option_list(const char *s)
-{
-    size_t len = strlen(s), i;
-    if (!s[0] || s[0] == ',')
-        return false;
-    for (i = len; i > 0 && s[i - 1] == ','; i--)
-        ;
-    return (len - i) % 2 == 0;
-}
-
-static int accumulate(char **options, const char *list)
-{
-    if (!valid_option_list(list)) {
-        err_report("Invalid option list: %s", list);
-        return -1;
-    }
-    if (!*options) {
-        *options = xstrdup(list);
-    } else {
-        char *n = xasprintf("%s,%s", *options, list);
-        free(*options);
-        *options = n;
-    }
-    return 0;
-}
-
 /* qemu's qemu_strtol(optarg, NULL, 0, &n) for -m: the whole string a number */
 static bool parse_long(const char *s, long *out)
 {
@@ -171,7 +144,7 @@ int cmd_convert(int argc, char **argv)
         case 'C': s.copy_range = true; break;
         case 'c': s.compressed = true; break;
         case 'o':
-            if (accumulate(&options, optarg) < 0)
+            if (opts_accumulate(&options, optarg) < 0)
                 goto fail_getopt;
             break;
         case 'l':
