@@ -13,10 +13,19 @@
 int image_open_qio(qio_t *q, const char *filename, const char *fmt, int flags, image_t **out,
                    char **errmsg)
 {
+    return image_open_qio_key(q, filename, fmt, flags, NULL, NULL, out, errmsg);
+}
+
+int image_open_qio_key(qio_t *q, const char *filename, const char *fmt, int flags,
+                       const char *key_secret, const char *encrypt_format, image_t **out,
+                       char **errmsg)
+{
     *out = NULL;
     *errmsg = NULL;
     image_t *img = xcalloc(1, sizeof(*img));
     img->filename = xstrdup(filename);
+    img->key_secret = key_secret ? xstrdup(key_secret) : NULL;
+    img->encrypt_format = encrypt_format ? xstrdup(encrypt_format) : NULL;
     img->flags = flags | IMG_OPEN_NO_BACKING;
     img->file = q;
     int r = 0;

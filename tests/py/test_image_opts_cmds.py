@@ -324,6 +324,25 @@ def test_snapshot_image_opts(tmp_path, kind):
         assert both('snapshot', *args)[0] == 1
 
 
+def test_snapshot_journal_on_encrypted_image(tmp_path):
+    path = make(tmp_path, 'qcow2-luks')
+    orig = open(path, 'rb').read()
+    spec = opts('qcow2-luks', path)
+    jnl = str(tmp_path / 'j.jnl')
+    r = qimg('snapshot', '--object', SECRET, '--image-opts', '--dry-run', '-c', 's9', spec)
+    assert r[0] == 0 and 'nothing was written' in r[1], r
+    assert open(path, 'rb').read() == orig
+    r = qimg('snapshot', '--object', SECRET, '--image-opts', '--journal', jnl, '-c', 's9', spec)
+    assert r[0] == 0, r
+    r = qemu_img('snapshot', '--object', SECRET, '--image-opts', '-l', spec)
+    assert ' s9 ' in r[1], r
+    r = qemu_img('check', '--object', SECRET, '--image-opts', spec)
+    assert r[0] == 0, r
+    r = qimg('undo', jnl, path)
+    assert r[0] == 0, r
+    assert open(path, 'rb').read() == orig
+
+
 def test_bitmap_image_opts_and_keyed_source(tmp_path):
     infos = []
     for who, tool in (('a', qemu_img), ('b', qimg)):
