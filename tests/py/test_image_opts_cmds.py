@@ -428,3 +428,18 @@ def test_copy_of_encrypted_image_converts_back_identical(tmp_path):
     assert r[0] == 0, r
     shutil.copy(back, str(tmp_path / 'copy.raw'))
     assert open(raw, 'rb').read() == open(back, 'rb').read()
+
+
+@pytest.mark.parametrize('cmd', ['convert', 'commit', 'rebase', 'snapshot', 'bitmap', 'dd',
+                                 'info', 'check'])
+@pytest.mark.parametrize('spec', ['secret,id=1a,data=x', 'secret,id=a@b,data=x',
+                                  'secret,id=a-b.c_d', 'secret,id=s,data=x,foo=1'])
+def test_object_errors_in_every_command(tmp_path, cmd, spec):
+    path = str(tmp_path / 'p.qcow2')
+    assert qemu_img('create', '-f', 'qcow2', path, '1M')[0] == 0
+    rest = {'convert': [path, str(tmp_path / 'o')], 'commit': [path],
+            'rebase': ['-u', '-b', '', path], 'snapshot': ['-l', path],
+            'bitmap': ['--add', path, 'b'], 'dd': ['if=' + path, 'of=' + str(tmp_path / 'o')],
+            'info': [path], 'check': [path]}[cmd]
+    a = both(cmd, '--object', spec, *rest)
+    assert a[0] == 1
