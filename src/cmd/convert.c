@@ -316,6 +316,10 @@ int cmd_convert(int argc, char **argv)
     }
 
     const char *out_baseimg_param = NULL;
+    /* a target on an NBD export: created through it; a raw one does not read zeros by
+     * itself (qemu's nbd driver has no has_zero_init; a new qcow2 over it reads zeros from
+     * its empty tables, as qcow2_has_zero_init says) */
+    bool out_nbd = !tgt_image_opts && block_create_is_nbd(out_filename);
     if (!skip_create) {
         char err[1024];
         if (copts_format_no_create(out_fmt)) { /* a known driver without create_opts */
@@ -389,7 +393,8 @@ int cmd_convert(int argc, char **argv)
 
     if (!skip_create) {
         char *msg = NULL;
-        int r = block_create(out_fmt, out_filename, &o, &msg);
+        int r = out_nbd ? block_create_nbd(out_fmt, out_filename, &o, &msg)
+                        : block_create(out_fmt, out_filename, &o, &msg);
         if (r < 0) {
             if (r == -EFBIG)
                 err_report("%s: error while converting %s: The image size is too large for "
@@ -470,7 +475,8 @@ int cmd_convert(int argc, char **argv)
         s.cluster_sectors = target->cluster_size / CONVERT_SECTOR;
     s.rate_limit = (uint64_t)rate_limit;
 
-    if (!s.has_zero_init && s.target_is_new && s.min_sparse && !s.target_has_backing)
+    if (!s.has_zero_init && s.target_is_new && s.min_sparse && !s.target_has_backing &&
+        !(out_nbd && !strcmp(target->format, "raw")))
         s.has_zero_init = target_zero_init(target, have_opts && copts_isset(&o, "preallocation")
                                                        ? copts_str(&o, "preallocation") : NULL);
 
