@@ -74,7 +74,8 @@ static void one(const uint8_t *data, size_t size, unsigned flags)
                 h2.compression_type == h.compression_type);
 }
 
-/* A LUKS header that decodes names only known algorithms and a payload past the header. */
+/* A LUKS header that decodes names only known algorithms and a payload past the header,
+ * and encodes back to the same bytes. */
 static void luks(const uint8_t *data, size_t size)
 {
     struct luks_header h;
@@ -88,6 +89,10 @@ static void luks(const uint8_t *data, size_t size)
     FUZZ_ASSERT(h.payload_offset >= 4096 && strlen(h.uuid) <= 40);
     for (int i = 0; i < LUKS_NUM_SLOTS; i++)
         FUZZ_ASSERT(h.slots[i].stripes == LUKS_STRIPES);
+    /* the encoder (amend's header writes) gives back every byte of a valid header */
+    uint8_t enc[LUKS_HEADER_LEN];
+    luks_header_encode(&h, enc);
+    FUZZ_ASSERT(memcmp(enc, data, LUKS_HEADER_LEN) == 0);
 }
 
 /* qcow v1: a decoded header has qemu's ranges and an L1 size within qemu's limit. */

@@ -134,6 +134,11 @@ struct luks_state {
     qcrypt_t *c;       /* NULL when opened without a key (info) */
 };
 
+struct luks_header *luks_image_header(image_t *img)
+{
+    return &((struct luks_state *)img->priv)->h;
+}
+
 static int luks_probe_drv(const uint8_t *buf, size_t len, const char *filename)
 {
     (void)filename;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "format/luks_header.h"
+#include "block/image.h"
 #include "io/qio.h"
 #include "util/json.h"
 
@@ -39,5 +40,21 @@ int crypt_format_check(const char *given, const char *header, char **errmsg);
 /* qemu's QCryptoBlockInfoLUKS as info shows it (qcrypto_block_luks_get_info); format, if
  * not NULL, is the discriminator of qcow2's encrypt union ("luks"). */
 json_t *luks_info_json(const struct luks_header *h, const char *format);
+
+/* The decoded header of a luks-format image (the luks driver's), for amend. */
+struct luks_header *luks_image_header(image_t *img);
+
+/* qemu's block_crypto_amend_opts_init: the amend options (keys with prefix, "" for the
+ * luks format, "encrypt." inside qcow2) as qemu's QAPI visitor reads them into
+ * QCryptoBlockAmendOptionsLUKS: 0, or -EINVAL with its message ("Parameter 'state' is
+ * missing", ... does not accept value ..., ... expects integer). */
+struct copts;
+struct luks_amend_opts;
+int luks_amend_opts_read(const struct copts *o, const char *prefix,
+                         struct luks_amend_opts *out, char **errmsg);
+
+/* qemu's block_crypto_amend_options_luks: the keyslot update of a luks-format image
+ * (options without prefix), the header region written through the image file. */
+int luks_format_amend(image_t *img, const struct copts *o, bool force, char **errmsg);
 
 #endif

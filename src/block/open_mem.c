@@ -13,12 +13,12 @@
 int image_open_qio(qio_t *q, const char *filename, const char *fmt, int flags, image_t **out,
                    char **errmsg)
 {
-    return image_open_qio_key(q, filename, fmt, flags, NULL, NULL, out, errmsg);
+    return image_open_qio_keyed(q, filename, fmt, flags, NULL, NULL, out, errmsg);
 }
 
-int image_open_qio_key(qio_t *q, const char *filename, const char *fmt, int flags,
-                       const char *key_secret, const char *encrypt_format, image_t **out,
-                       char **errmsg)
+int image_open_qio_keyed(qio_t *q, const char *filename, const char *fmt, int flags,
+                         const char *key_secret, const char *encrypt_format, image_t **out,
+                         char **errmsg)
 {
     *out = NULL;
     *errmsg = NULL;

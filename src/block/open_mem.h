@@ -12,10 +12,10 @@
 int image_open_qio(qio_t *q, const char *filename, const char *fmt, int flags, image_t **out,
                    char **errmsg);
 
-/* image_open_qio() of an encrypted image: key_secret and encrypt_format as the open
- * options would give them (NULL: not given). */
-int image_open_qio_key(qio_t *q, const char *filename, const char *fmt, int flags,
-                       const char *key_secret, const char *encrypt_format, image_t **out,
-                       char **errmsg);
+/* The same with the key options of an encrypted image (image_t.key_secret and
+ * encrypt_format, NULL when not given). */
+int image_open_qio_keyed(qio_t *q, const char *filename, const char *fmt, int flags,
+                         const char *key_secret, const char *encrypt_format, image_t **out,
+                         char **errmsg);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "block/amend.h"
+#include "block/luks.h"
 #include "block/qcow2_amend.h"
 #include "block/qcow2_int.h"
 #include "qcow2/alloc.h"
@@ -19,6 +20,7 @@
 #include "qcow2/port.h"
 #include "qcow2/refcount_order.h"
 #include "qcow2/snapshot_write.h"
+#include "crypto/luks_amend.h"
 #include "util/xalloc.h"
 
 /* qemu's qcow2_amend_opts: the LUKS keyslot options, then QCOW_COMMON_OPTIONS */
@@ -42,16 +44,28 @@ static const struct copt_desc amend_list[] = {
     { NULL, 0, NULL, NULL },
 };
 
-void amend_opts_init(struct copts *o, bool with_create)
+/* block/crypto.c's block_crypto_amend_opts_luks */
+static const struct copt_desc luks_amend_list[] = {
+    { "state", COPT_STR, "Select new state of affected keyslots (active/inactive)", NULL },
+    { "keyslot", COPT_NUM, "Select a single keyslot to modify explicitly", NULL },
+    { "old-secret", COPT_STR, "Select all keyslots that match this password", NULL },
+    { "new-secret", COPT_STR,
+      "New secret to set in the matching keyslots. Empty string to erase", NULL },
+    { "iter-time", COPT_NUM, "Time to spend in PBKDF in milliseconds", NULL },
+    { NULL, 0, NULL, NULL },
+};
+
+void amend_opts_init(struct copts *o, const char *fmt, bool with_create)
 {
+    bool luks = !strcmp(fmt, "luks");
     memset(o, 0, sizeof(*o));
-    o->fmt = "qcow2";
-    for (const struct copt_desc *d = amend_list; d->name; d++)
+    o->fmt = luks ? "luks" : "qcow2";
+    for (const struct copt_desc *d = luks ? luks_amend_list : amend_list; d->name; d++)
         o->desc[o->n++] = d;
     if (!with_create)
         return;
     struct copts c;
-    copts_init(&c, "qcow2", false);
+    copts_init(&c, o->fmt, false);
     for (size_t i = 0; i < c.n && o->n < COPTS_MAX; i++) {
         bool have = false;
         for (size_t k = 0; k < o->n && !have; k++)
@@ -64,7 +78,7 @@ void amend_opts_init(struct copts *o, bool with_create)
 
 bool amend_format_supported(const char *fmt)
 {
-    return !strcmp(fmt, "qcow2");
+    return !strcmp(fmt, "qcow2") || !strcmp(fmt, "luks");
 }
 
 /* qemu's Qcow2AmendHelperCBInfo and qcow2_amend_helper_cb */
@@ -212,10 +226,67 @@ static bool opt_set(const struct copts *o, size_t i)
     return o->str[i] != NULL;
 }
 
+/* qcow2_crypto_hdr_read_func / qcow2_crypto_hdr_write_func: the LUKS header region is the
+ * crypto header extension's range; writes go through the metadata write port (guarded:
+ * the range must not overlap qcow2 metadata) */
+static int hdr_range(const struct qcow2_state *s, uint64_t off, size_t len, char **errmsg)
+{
+    if (off > s->ext.crypto_length || len > s->ext.crypto_length - off) {
+        *errmsg = xstrdup("Request for data outside of extension header");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int crypt_hdr_read(void *opaque, uint64_t off, void *buf, size_t len, char **errmsg)
+{
+    image_t *img = opaque;
+    struct qcow2_state *s = img->priv;
+    int r = hdr_range(s, off, len, errmsg);
+    if (r == 0 && (r = qio_pread(s->m.q, buf, len, s->ext.crypto_offset + off)) < 0)
+        *errmsg = xasprintf("Could not read encryption header: %s", strerror(-r));
+    return r;
+}
+
+static int crypt_hdr_write(void *opaque, uint64_t off, const void *buf, size_t len,
+                           char **errmsg)
+{
+    image_t *img = opaque;
+    struct qcow2_state *s = img->priv;
+    int r = hdr_range(s, off, len, errmsg);
+    if (r == 0 &&
+        (r = qcow2_meta_pwrite(&s->m, QCOW2_OL_NONE, s->ext.crypto_offset + off, buf, len)) < 0)
+        *errmsg = xasprintf("Could not read encryption header: %s", strerror(-r)); /* qemu's */
+    return r;
+}
+
+static int crypt_hdr_flush(void *opaque, char **errmsg)
+{
+    image_t *img = opaque;
+    struct qcow2_state *s = img->priv;
+    int r = qcow2_meta_flush(&s->m);
+    if (r < 0)
+        *errmsg = xasprintf("Could not flush encryption header: %s", strerror(-r));
+    return r;
+}
+
+/* qcow2_amend_options' encryption update: the encrypt.* options to the LUKS block */
+static int update_encryption(image_t *img, const struct copts *o, bool force, char **errmsg)
+{
+    struct qcow2_state *s = img->priv;
+    struct luks_amend_opts lo;
+    int r = luks_amend_opts_read(o, "encrypt.", &lo, errmsg);
+    if (r < 0)
+        return r;
+    struct luks_io io = { crypt_hdr_read, crypt_hdr_write, crypt_hdr_flush, img };
+    return luks_amend(s->luks, &io, &lo, img->key_secret, force, errmsg);
+}
+
 int image_amend(image_t *img, const struct copts *o, bool force, amend_status_fn cb,
                 void *opaque, char **errmsg)
 {
-    (void)force;   /* LUKS keyslot updates only */
+    if (!strcmp(img->format, "luks"))
+        return luks_format_amend(img, o, force, errmsg);
     struct qcow2_state *s = img->priv;
     int old_version = (int)s->h.version, new_version = old_version;
     uint64_t new_size = 0;
@@ -295,9 +366,9 @@ int image_amend(image_t *img, const struct copts *o, bool force, amend_status_fn
             return r;
     }
     if (encryption_update) {
-        /* not reached: an encrypted image does not open without its secret (--object) */
-        *errmsg = xstrdup("LUKS keyslot updates are not supported by qimg");
-        return -ENOTSUP;
+        h.current = OP_ENCRYPTION;   /* qemu reports no progress for it */
+        if ((r = update_encryption(img, o, force, errmsg)) < 0)
+            return r;
     }
     if (refcount_bits != (int)s->h.refcount_bits) {
         if (new_version < 3 && refcount_bits != 16) {

@@ -1,8 +1,9 @@
 /* `qimg amend`: qemu-img 7.2's img_amend. -o is required (repeated -o join with ','),
  * `-o help` lists the format's amend options (with -f before the image is opened, else
- * after), -p prints qemu's progress lines, --force is LUKS's. The work is image_amend
- * (block/amend.h: qemu's qcow2_amend_options). Beyond qemu-img: --dry-run and --journal
- * (cmd/ported.h). */
+ * after), -p prints qemu's progress lines, --force is LUKS's, --object defines the
+ * secrets that --image-opts / json: names and the LUKS keyslot options refer to. The work
+ * is image_amend (block/amend.h: qemu's qcow2_amend_options, and the luks format's
+ * keyslot amend). Beyond qemu-img: --dry-run and --journal (cmd/ported.h). */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,24 +11,29 @@
 #include <string.h>
 
 #include "block/amend.h"
+#include "block/blockspec.h"
 #include "block/create_opts.h"
 #include "block/driver.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "cmd/ported.h"
+#include "crypto/luks_amend.h"
 #include "util/err.h"
 #include "util/opts.h"
 #include "util/progress.h"
+#include "util/secrets.h"
 #include "util/xalloc.h"
 
 enum { OPT_FORCE = OPT_CMD, OPT_DRY_RUN, OPT_JOURNAL };
 
 static void help(void)
 {
-    printf("usage: %s amend [-p] [-q] [-f FMT] [-t CACHE] [--force] [--dry-run]"
-           " [--journal FILE] -o OPTIONS FILENAME\n"
+    printf("usage: %s amend [--object OBJECTDEF] [--image-opts] [-p] [-q] [-f FMT]"
+           " [-t CACHE] [--force] [--dry-run] [--journal FILE] -o OPTIONS FILENAME\n"
            "  -o help lists the options of the format (qcow2: compat, lazy_refcounts,\n"
-           "  refcount_bits, data_file, data_file_raw, backing_file, backing_fmt, size)\n",
+           "  refcount_bits, data_file, data_file_raw, backing_file, backing_fmt, size,\n"
+           "  encrypt.state, encrypt.keyslot, encrypt.old-secret, encrypt.new-secret,\n"
+           "  encrypt.iter-time; luks: state, keyslot, old-secret, new-secret, iter-time)\n",
            qimg_progname);
 }
 
@@ -41,18 +47,6 @@ static bool valid_option_list(const char *s)
         ;
     return (len - i) % 2 == 0;
 }
-
-/* block-crypto's luks amend options (qemu's block_crypto_amend_opts_luks), help only:
- * qimg opens no LUKS image without its secret, so it amends none */
-static const char *const luks_help[] = {
-    "  iter-time=<num>        - Time to spend in PBKDF in milliseconds",
-    "  keyslot=<num>          - Select a single keyslot to modify explicitly",
-    "  new-secret=<str>       - New secret to set in the matching keyslots. Empty string to "
-    "erase",
-    "  old-secret=<str>       - Select all keyslots that match this password",
-    "  state=<str>            - Select new state of affected keyslots (active/inactive)",
-    NULL,
-};
 
 static int cmp_desc(const void *a, const void *b)
 {
@@ -68,18 +62,12 @@ static int print_amend_help(const char *fmt)
         err_report("Unknown file format '%s'", fmt);
         return 1;
     }
-    if (!strcmp(fmt, "luks")) {
-        printf("Amend options for 'luks':\n");
-        for (const char *const *l = luks_help; *l; l++)
-            printf("%s\n", *l);
-        return 0;
-    }
     if (!amend_format_supported(fmt)) {
         err_report("Format driver '%s' does not support option amendment", fmt);
         return 1;
     }
     struct copts o;
-    amend_opts_init(&o, false);
+    amend_opts_init(&o, fmt, false);
     qsort(o.desc, o.n, sizeof(o.desc[0]), cmp_desc);
     printf("Amend options for '%s':\n", fmt);
     for (size_t i = 0; i < o.n; i++) {
@@ -110,6 +98,15 @@ static int amend_work(image_t *img, const struct amend_ctx *a, char **errmsg)
     return image_amend(img, a->o, a->force, status_cb, NULL, errmsg);
 }
 
+/* Does the amend change LUKS key slots (any keyslot option given)? */
+static bool luks_update(const char *fmt, const struct copts *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (o->str[i] && (!strcmp(fmt, "luks") || !strncmp(o->desc[i]->name, "encrypt.", 8)))
+            return true;
+    return false;
+}
+
 static bool cache_mode_valid(const char *c)
 {
     static const char *const modes[] = { "none", "off", "writeback", "unsafe", "directsync",
@@ -133,7 +130,7 @@ int cmd_amend(int argc, char **argv)
     };
     char *options = NULL;
     const char *fmt = NULL, *cache = "writeback", *journal = NULL;
-    bool quiet = false, progress = false, force = false, dry_run = false;
+    bool quiet = false, progress = false, force = false, dry_run = false, image_opts = false;
     int c;
 
     opts_start();
@@ -161,10 +158,12 @@ int cmd_amend(int argc, char **argv)
         case OPT_DRY_RUN: dry_run = true; break;
         case OPT_JOURNAL: journal = optarg; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            free(options);
-            return 1;
+            if (secrets_add_object(optarg) < 0) {
+                free(options);
+                return 1;
+            }
+            break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (!options)
@@ -194,7 +193,10 @@ int cmd_amend(int argc, char **argv)
     }
     /* --dry-run and --journal open read-only: the amend runs on a plan overlay
      * (cmd/ported.h); nothing reaches the file before the journal has it */
-    int flags = dry_run ? 0 : journal ? IMG_OPEN_SHARE : IMG_OPEN_RDWR;
+    int flags = (dry_run ? 0 : journal ? IMG_OPEN_SHARE : IMG_OPEN_RDWR) |
+                (image_opts ? IMG_OPEN_IMAGE_OPTS : 0);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        goto out;
     if (!(img = image_open_or_report(filename, fmt, flags)))
         goto out;
     if (copts_has_help(options)) {
@@ -206,17 +208,25 @@ int cmd_amend(int argc, char **argv)
         goto out;
     }
     char err[1024];
-    amend_opts_init(&o, false);
+    amend_opts_init(&o, img->format, false);
     if (copts_parse(&o, options, err, sizeof(err)) < 0) {
         /* qemu tries the creation options too, to say why */
         struct copts all;
         char ignored[1024];
-        amend_opts_init(&all, true);
+        amend_opts_init(&all, img->format, true);
         bool create_only = copts_parse(&all, options, ignored, sizeof(ignored)) == 0;
         copts_free(&all);
         err_report("%s", err);
         if (create_only)
             fputs("This option is only supported for image creation\n", stderr);
+        goto out;
+    }
+
+    if (journal && luks_update(img->format, &o)) {
+        /* undo needs the old bytes: the journal would keep a copy of the erased (or
+         * replaced) key material next to the image */
+        err_report("--journal is not supported for LUKS keyslot changes: the journal would "
+                   "keep copies of key material");
         goto out;
     }
 
@@ -229,11 +239,12 @@ int cmd_amend(int argc, char **argv)
          * when it succeeded */
         struct ported pt;
         image_t *pimg;
-        r = ported_open(&pt, img, filename, &pimg, &msg);
+        r = ported_open(&pt, img, img->filename, &pimg, &msg);
         if (r == 0) {
             r = amend_work(pimg, &a, &msg);
             char *fmsg = NULL;
-            int fr = ported_finish(&pt, filename, r == 0, dry_run, journal, "Amend", &fmsg);
+            int fr = ported_finish(&pt, img->filename, r == 0, dry_run, journal, "Amend",
+                                   &fmsg);
             if (r == 0) {
                 r = fr;
                 msg = fmsg;
@@ -246,8 +257,14 @@ int cmd_amend(int argc, char **argv)
     }
     progress_print(100.f, 0);
     if (r < 0) {
-        if (msg)
+        size_t len = msg ? strlen(msg) : 0;
+        if (len && msg[len - 1] == LUKS_MSG_NO_NEWLINE) {
+            /* qemu's hint without a final newline */
+            msg[len - 1] = 0;
+            fprintf(stderr, "%s: %s", qimg_progname, msg);
+        } else if (msg) {
             err_report("%s", msg);
+        }
         free(msg);
         goto out;
     }

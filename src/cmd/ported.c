@@ -141,10 +141,10 @@ int ported_open(struct ported *pt, image_t *orig, const char *filename, image_t 
     }
     plan_init(&pt->plan, orig->file);
     pt->orig = orig;
-    /* an encrypted image opens with orig's key: the plan holds what the writes encrypt */
-    int r = image_open_qio_key(ported_overlay(&pt->plan, filename, filename), filename,
-                               orig->format, IMG_OPEN_RDWR, orig->key_secret,
-                               orig->encrypt_format, &pt->img, errmsg);
+    /* an encrypted image unlocks with the key orig was opened with */
+    int r = image_open_qio_keyed(ported_overlay(&pt->plan, filename, filename), filename,
+                                 orig->format, IMG_OPEN_RDWR, orig->key_secret,
+                                 orig->encrypt_format, &pt->img, errmsg);
     if (r < 0) {
         char *m = *errmsg;
         *errmsg = xasprintf("Could not open '%s': %s", filename, m ? m : strerror(-r));

@@ -116,6 +116,19 @@ out:
     return r;
 }
 
+int luks_slot_try(const struct luks_header *h, unsigned idx, luks_read_fn rd, void *opaque,
+                  const uint8_t *pass, size_t passlen, uint8_t *mk, char **errmsg)
+{
+    const struct nettle_hash *hash = qcrypt_hash(h->hash_alg);
+    if (!hash || h->key_bytes == 0 || h->key_bytes > 64) {
+        *errmsg = xasprintf("Hash algorithm '%s' not supported", h->hash_alg);
+        return -ENOTSUP;
+    }
+    if (idx >= LUKS_NUM_SLOTS || h->slots[idx].active != LUKS_SLOT_ENABLED)
+        return 0;
+    return load_key(h, &h->slots[idx], hash, rd, opaque, pass, passlen, mk, errmsg);
+}
+
 int luks_unlock(const struct luks_header *h, luks_read_fn rd, void *opaque,
                 const uint8_t *pass, size_t passlen, uint8_t **mk, char **errmsg)
 {
@@ -150,10 +163,9 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* qcrypto_pbkdf2_count_iters scaled to iter_time (qcrypto_block_luks_create): how many
- * iterations of PBKDF2 over this key take iter_time_ms, at least min. */
-static uint32_t timed_iters(const struct nettle_hash *h, const uint8_t *key, size_t keylen,
-                            const uint8_t *salt, uint64_t iter_time_ms, uint32_t min)
+/* qcrypto_pbkdf2_count_iters: PBKDF2 iterations per second over this key. */
+static uint64_t pbkdf2_rate(const struct nettle_hash *h, const uint8_t *key, size_t keylen,
+                            const uint8_t *salt)
 {
     struct timespec a, b;
     uint8_t out[64];
@@ -164,7 +176,16 @@ static uint32_t timed_iters(const struct nettle_hash *h, const uint8_t *key, siz
     double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
     if (ms <= 0)
         ms = 0.001;
-    double iters = (double)probe / ms * (double)iter_time_ms;
+    double rate = (double)probe / ms * 1e3;
+    return rate >= 1e18 ? (uint64_t)1e18 : (uint64_t)rate;
+}
+
+/* The rate scaled to iter_time (qcrypto_block_luks_create): how many iterations of PBKDF2
+ * over this key take iter_time_ms, at least min. */
+static uint32_t timed_iters(const struct nettle_hash *h, const uint8_t *key, size_t keylen,
+                            const uint8_t *salt, uint64_t iter_time_ms, uint32_t min)
+{
+    double iters = (double)pbkdf2_rate(h, key, keylen, salt) / 1e3 * (double)iter_time_ms;
     if (iters > LUKS_MAX_ITERS)
         iters = LUKS_MAX_ITERS;
     return iters < min ? min : (uint32_t)iters;
@@ -309,5 +330,141 @@ int luks_payload_len(const struct luks_create_opts *o, uint64_t *len, char **err
     size_t split_len = kb * LUKS_STRIPES;
     uint64_t split_sectors = ((split_len + LUKS_SECTOR - 1) / LUKS_SECTOR + 7) & ~(uint64_t)7;
     *len = 4096 + LUKS_NUM_SLOTS * split_sectors * LUKS_SECTOR;
+    return 0;
+}
+
+/* The key material region of a slot: its length as stored and as whole sectors. */
+static void split_lens(const struct luks_header *h, const struct luks_slot *s, size_t *len,
+                       size_t *rounded)
+{
+    *len = (size_t)h->key_bytes * s->stripes; /* key_bytes <= 64, stripes 4000: validated */
+    *rounded = (*len + QCRYPT_SECTOR - 1) / QCRYPT_SECTOR * QCRYPT_SECTOR;
+}
+
+static int write_header(const struct luks_header *h, const struct luks_io *io, char **errmsg)
+{
+    uint8_t buf[LUKS_HEADER_LEN];
+    luks_header_encode(h, buf);
+    int r = io->write(io->opaque, 0, buf, sizeof(buf), errmsg);
+    return r < 0 ? r : io->flush(io->opaque, errmsg);
+}
+
+int luks_slot_store(struct luks_header *h, unsigned idx, const uint8_t *pass, size_t passlen,
+                    const uint8_t *mk, uint64_t iter_time_ms, const struct luks_io *io,
+                    char **errmsg)
+{
+    const struct nettle_hash *hash = qcrypt_hash(h->hash_alg);
+    if (!hash || idx >= LUKS_NUM_SLOTS || h->key_bytes == 0 || h->key_bytes > 64) {
+        *errmsg = xasprintf("Hash algorithm '%s' not supported", h->hash_alg);
+        return -ENOTSUP;
+    }
+    struct luks_slot ns = h->slots[idx];
+    int r = qcrypt_random(ns.salt, LUKS_SALT_LEN);
+    if (r < 0) {
+        *errmsg = xasprintf("Unable to read random bytes: %s", strerror(-r));
+        return r;
+    }
+    /* qemu's arithmetic: iterations per second, scaled in 64 bits, then refused above
+     * 32 bits; an iter-time of 0 leaves the minimum */
+    uint64_t rate = pbkdf2_rate(hash, pass, passlen, ns.salt);
+    if (iter_time_ms && rate > UINT64_MAX / iter_time_ms) {
+        *errmsg = xasprintf("PBKDF iterations %llu too large to scale: %s",
+                            (unsigned long long)rate, strerror(ERANGE));
+        return -ERANGE;
+    }
+    uint64_t iters = rate * iter_time_ms / 1000;
+    if (iters > UINT32_MAX) {
+        *errmsg = xasprintf("PBKDF iterations %llu larger than %u: %s",
+                            (unsigned long long)iters, UINT32_MAX, strerror(ERANGE));
+        return -ERANGE;
+    }
+    if (iters < 1000)
+        iters = 1000;   /* QCRYPTO_BLOCK_LUKS_MIN_SLOT_KEY_ITERS */
+    if (iters > LUKS_MAX_ITERS) {
+        /* qimg would not open the slot it wrote (luks_key.h) */
+        *errmsg = xasprintf("PBKDF iterations %llu are above qimg's limit of %u (use a "
+                            "smaller iter-time)", (unsigned long long)iters, LUKS_MAX_ITERS);
+        return -ERANGE;
+    }
+    ns.iterations = (uint32_t)iters;
+
+    size_t kb = h->key_bytes, len, rounded;
+    split_lens(h, &ns, &len, &rounded);
+    uint8_t *split = xcalloc(1, rounded);
+    uint8_t *slot_key = xmalloc(kb);
+    char *err = NULL;
+    if ((r = af_split(hash, mk, ns.stripes, kb, split)) < 0) {
+        *errmsg = xasprintf("Unable to read random bytes: %s", strerror(-r));
+        goto out;
+    }
+    qcrypt_pbkdf2(hash, pass, passlen, ns.salt, LUKS_SALT_LEN, ns.iterations, slot_key, kb);
+    qcrypt_t *c = qcrypt_new(h->cipher_alg, h->cipher_mode_name, h->ivgen_alg,
+                             h->ivgen_hash_alg, slot_key, kb, &err);
+    if (!c) {
+        *errmsg = err;
+        r = -ENOTSUP;
+        goto out;
+    }
+    qcrypt_encrypt(c, 0, split, rounded);
+    qcrypt_free(c);
+    /* the material first: until the header says active, the slot is not used */
+    if ((r = io->write(io->opaque, (uint64_t)ns.key_offset_sector * LUKS_SECTOR, split, len,
+                       errmsg)) < 0 ||
+        (r = io->flush(io->opaque, errmsg)) < 0)
+        goto out;
+    ns.active = LUKS_SLOT_ENABLED;
+    struct luks_slot old = h->slots[idx];
+    h->slots[idx] = ns;
+    if ((r = write_header(h, io, errmsg)) < 0)
+        h->slots[idx] = old;
+out:
+    memset(slot_key, 0, kb);
+    memset(split, 0, rounded);
+    free(slot_key);
+    free(split);
+    return r;
+}
+
+int luks_slot_erase(struct luks_header *h, unsigned idx, const struct luks_io *io,
+                    char **errmsg)
+{
+    if (idx >= LUKS_NUM_SLOTS)
+        return -EINVAL;
+    struct luks_slot *s = &h->slots[idx];
+    memset(s->salt, 0, LUKS_SALT_LEN);
+    s->iterations = 0;
+    s->active = LUKS_SLOT_DISABLED;
+    /* qemu goes on to destroy the key material even when the header write failed */
+    char *herr = NULL;
+    int hr = write_header(h, io, &herr);
+    size_t len, rounded;
+    split_lens(h, s, &len, &rounded);
+    uint8_t *garbage = xcalloc(1, len ? len : 1);
+    int r = 0;
+    for (unsigned pass = 0; pass < LUKS_ERASE_PASSES && r == 0; pass++) {
+        int rr = qcrypt_random(garbage, len);
+        if (rr < 0 && pass > 0) {
+            r = rr;
+            if (!herr)
+                herr = xasprintf("Unable to read random bytes: %s", strerror(-rr));
+            break;
+        }
+        char *werr = NULL;
+        r = io->write(io->opaque, (uint64_t)s->key_offset_sector * LUKS_SECTOR, garbage, len,
+                      &werr);
+        if (r == 0)
+            r = io->flush(io->opaque, &werr);
+        if (r < 0) {
+            if (!herr)
+                herr = werr;
+            else
+                free(werr);
+        }
+    }
+    free(garbage);
+    if (hr < 0 || r < 0) {
+        *errmsg = herr;
+        return hr < 0 ? hr : r;
+    }
     return 0;
 }

@@ -22,6 +22,37 @@ typedef int (*luks_read_fn)(void *opaque, uint64_t off, void *buf, size_t len, c
 int luks_unlock(const struct luks_header *h, luks_read_fn rd, void *opaque,
                 const uint8_t *pass, size_t passlen, uint8_t **mk, char **errmsg);
 
+/* The header region's I/O for key slot changes, offsets relative to the header's start:
+ * read as above, write len bytes, flush (a barrier: earlier writes reach the disk before
+ * later ones). Each 0 or -errno with *errmsg. */
+struct luks_io {
+    luks_read_fn read;
+    int (*write)(void *opaque, uint64_t off, const void *buf, size_t len, char **errmsg);
+    int (*flush)(void *opaque, char **errmsg);
+    void *opaque;
+};
+
+/* qcrypto_block_luks_load_key for slot idx: 1 and the master key in mk[h->key_bytes] when
+ * pass opens it, 0 when not (or the slot is inactive), -errno with *errmsg. */
+int luks_slot_try(const struct luks_header *h, unsigned idx, luks_read_fn rd, void *opaque,
+                  const uint8_t *pass, size_t passlen, uint8_t *mk, char **errmsg);
+
+/* qcrypto_block_luks_store_key: slot idx gets a new salt, an iteration count for
+ * iter_time_ms (at least 1000, qemu's errors when out of range) and the master key mk
+ * split and encrypted under pass. The key material is written and flushed before the
+ * header (slot active) is written and flushed: a crash leaves the slot as it was.
+ * h is updated. 0 or -errno with *errmsg (qemu's text). */
+int luks_slot_store(struct luks_header *h, unsigned idx, const uint8_t *pass, size_t passlen,
+                    const uint8_t *mk, uint64_t iter_time_ms, const struct luks_io *io,
+                    char **errmsg);
+
+/* qcrypto_block_luks_erase_key: the slot is marked inactive (salt and iterations zeroed)
+ * in the header, written and flushed first, then its key material is overwritten with
+ * random bytes LUKS_ERASE_PASSES times, each pass flushed. h is updated. */
+#define LUKS_ERASE_PASSES 16
+int luks_slot_erase(struct luks_header *h, unsigned idx, const struct luks_io *io,
+                    char **errmsg);
+
 /* What luks_create needs: qemu's QCryptoBlockCreateOptionsLUKS. */
 struct luks_create_opts {
     const char *cipher_alg;   /* "aes-256" */

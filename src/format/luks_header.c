@@ -269,3 +269,27 @@ int luks_header_decode(const uint8_t *buf, size_t len, struct luks_header *h,
         h->payload_offset = (uint64_t)h->payload_offset_sector * LUKS_SECTOR;
     return r;
 }
+
+void luks_header_encode(const struct luks_header *h, uint8_t buf[LUKS_HEADER_LEN])
+{
+    memset(buf, 0, LUKS_HEADER_LEN);
+    memcpy(buf, luks_magic, sizeof(luks_magic));
+    be16_put(buf + LUKS_OFF_VERSION, h->version);
+    memcpy(buf + LUKS_OFF_CIPHER_NAME, h->cipher_name, 32);
+    memcpy(buf + LUKS_OFF_CIPHER_MODE, h->cipher_mode, 32);
+    memcpy(buf + LUKS_OFF_HASH_SPEC, h->hash_spec, 32);
+    be32_put(buf + LUKS_OFF_PAYLOAD, h->payload_offset_sector);
+    be32_put(buf + LUKS_OFF_KEY_BYTES, h->key_bytes);
+    memcpy(buf + LUKS_OFF_MK_DIGEST, h->mk_digest, LUKS_DIGEST_LEN);
+    memcpy(buf + LUKS_OFF_MK_SALT, h->mk_salt, LUKS_SALT_LEN);
+    be32_put(buf + LUKS_OFF_MK_ITERS, h->master_key_iterations);
+    memcpy(buf + LUKS_OFF_UUID, h->uuid, 40);
+    for (unsigned i = 0; i < LUKS_NUM_SLOTS; i++) {
+        uint8_t *s = buf + LUKS_OFF_SLOTS + i * LUKS_SLOT_LEN;
+        be32_put(s + LUKS_SLOT_OFF_ACTIVE, h->slots[i].active);
+        be32_put(s + LUKS_SLOT_OFF_ITERS, h->slots[i].iterations);
+        memcpy(s + LUKS_SLOT_OFF_SALT, h->slots[i].salt, LUKS_SALT_LEN);
+        be32_put(s + LUKS_SLOT_OFF_KEY_OFFSET, h->slots[i].key_offset_sector);
+        be32_put(s + LUKS_SLOT_OFF_STRIPES, h->slots[i].stripes);
+    }
+}

@@ -68,4 +68,9 @@ bool luks_probe(const uint8_t *buf, size_t len);
 int luks_header_decode(const uint8_t *buf, size_t len, struct luks_header *h,
                        struct fmt_error *err);
 
+/* The inverse of the decode (qemu's qcrypto_block_luks_store_header): the 592 bytes of a
+ * decoded header, every stored byte kept (string bytes after the NUL included), so that a
+ * decode, a slot change and an encode alter only that slot's fields. */
+void luks_header_encode(const struct luks_header *h, uint8_t buf[LUKS_HEADER_LEN]);
+
 #endif

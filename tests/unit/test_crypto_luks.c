@@ -1,6 +1,8 @@
 /* Sector ciphers and LUKS key slots (src/crypto/): published vectors for the nettle wiring
  * (IEEE 1619 XTS-AES, RFC 7914 PBKDF2-HMAC-SHA256), IV numbering per sector, and a header
- * made by luks_create unlocked again by luks_unlock (right and wrong passphrase). */
+ * made by luks_create unlocked again by luks_unlock (right and wrong passphrase), the
+ * header encoder and key slot amend (order of writes and flushes). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,9 +14,11 @@
 #include <cmocka.h>
 #include <nettle/nettle-meta.h>
 
+#include "crypto/luks_amend.h"
 #include "crypto/luks_key.h"
 #include "crypto/sector.h"
 #include "format/luks_header.h"
+#include "util/secrets.h"
 
 static void hex(const char *s, uint8_t *out)
 {
@@ -153,6 +157,113 @@ static void test_create_unlock(void **state)
     free(mk);
 }
 
+/* A volume in memory that logs each write's offset and each flush (as -1). */
+struct logvol {
+    struct vol v;
+    int64_t log[64];
+    size_t n;
+};
+
+static int log_write(void *opaque, uint64_t off, const void *buf, size_t len, char **errmsg)
+{
+    struct logvol *l = opaque;
+    (void)errmsg;
+    assert_true(off + len <= l->v.len);
+    memcpy(l->v.b + off, buf, len);
+    if (l->n < 64)
+        l->log[l->n++] = (int64_t)off;
+    return 0;
+}
+
+static int log_flush(void *opaque, char **errmsg)
+{
+    struct logvol *l = opaque;
+    (void)errmsg;
+    if (l->n < 64)
+        l->log[l->n++] = -1;
+    return 0;
+}
+
+static int log_read(void *opaque, uint64_t off, void *buf, size_t len, char **errmsg)
+{
+    return vol_read(&((struct logvol *)opaque)->v, off, buf, len, errmsg);
+}
+
+/* encode(decode(header)) is the header; luks_amend adds a slot (material, flush, header,
+ * flush: the crash-safe order) that unlocks, and erases one (header, flush, then the
+ * material overwritten pass by pass), after which its password no longer unlocks */
+static void test_amend_slots(void **state)
+{
+    (void)state;
+    struct luks_create_opts o = { "aes-256", "xts", "plain64", NULL, "sha256", 1 };
+    uint8_t hdr[LUKS_HEADER_LEN], *km, *mk;
+    size_t km_len, mk_len;
+    uint64_t km_off, payload;
+    char *err = NULL;
+    assert_int_equal(luks_create(&o, (const uint8_t *)"pw0", 3, hdr, &km, &km_len, &km_off,
+                                 &mk, &mk_len, &payload, &err), 0);
+    struct logvol l = { { calloc(1, payload), payload }, { 0 }, 0 };
+    memcpy(l.v.b, hdr, sizeof(hdr));
+    memcpy(l.v.b + km_off, km, km_len);
+    struct luks_header h;
+    struct fmt_error fe;
+    fmt_error_clear(&fe);
+    assert_int_equal(luks_header_decode(l.v.b, LUKS_HEADER_LEN, &h, &fe), 0);
+    uint8_t enc[LUKS_HEADER_LEN];
+    luks_header_encode(&h, enc);
+    assert_memory_equal(enc, hdr, sizeof(hdr));
+
+    assert_int_equal(secrets_add_object("secret,id=s0,data=pw0"), 0);
+    assert_int_equal(secrets_add_object("secret,id=s1,data=pw1"), 0);
+    struct luks_io io = { log_read, log_write, log_flush, &l };
+    struct luks_amend_opts add = { .active = true, .new_secret = "s1", .has_iter_time = true,
+                                   .iter_time = 1 };
+    assert_int_equal(luks_amend(&h, &io, &add, "s0", false, &err), 0);
+    assert_int_equal(l.n, 4);
+    assert_int_equal(l.log[0], (int64_t)h.slots[1].key_offset_sector * LUKS_SECTOR);
+    assert_int_equal(l.log[1], -1);
+    assert_int_equal(l.log[2], 0);
+    assert_int_equal(l.log[3], -1);
+    struct luks_header h2;
+    assert_int_equal(luks_header_decode(l.v.b, LUKS_HEADER_LEN, &h2, &fe), 0);
+    assert_int_equal(h2.slots[1].active, LUKS_SLOT_ENABLED);
+    assert_true(h2.slots[1].iterations >= 1000);
+    uint8_t *got = NULL;
+    assert_int_equal(luks_unlock(&h2, vol_read, &l.v, (const uint8_t *)"pw1", 3, &got, &err),
+                     0);
+    assert_memory_equal(got, mk, mk_len);
+    free(got);
+
+    /* erase slot 0 by its password */
+    l.n = 0;
+    struct luks_amend_opts del = { .active = false, .old_secret = "s0" };
+    assert_int_equal(luks_amend(&h, &io, &del, "s1", false, &err), 0);
+    assert_int_equal(l.log[0], 0);
+    assert_int_equal(l.log[1], -1);
+    assert_int_equal(l.n, 2 + 2 * LUKS_ERASE_PASSES);
+    for (size_t i = 2; i < l.n; i += 2) {
+        assert_int_equal(l.log[i], (int64_t)km_off);
+        assert_int_equal(l.log[i + 1], -1);
+    }
+    assert_int_equal(luks_header_decode(l.v.b, LUKS_HEADER_LEN, &h2, &fe), 0);
+    assert_int_equal(h2.slots[0].active, LUKS_SLOT_DISABLED);
+    assert_int_equal(h2.slots[0].iterations, 0);
+    got = NULL;
+    assert_int_equal(luks_unlock(&h2, vol_read, &l.v, (const uint8_t *)"pw0", 3, &got, &err),
+                     -13);
+    free(err);
+    err = NULL;
+    /* the last active slot is kept unless forced */
+    struct luks_amend_opts last = { .active = false, .has_keyslot = true, .keyslot = 1 };
+    assert_int_equal(luks_amend(&h, &io, &last, "s1", false, &err), -EINVAL);
+    assert_string_equal(err, "Attempt to erase the only active keyslot 1 which will erase all "
+                        "the data in the image irreversibly - refusing operation");
+    free(err);
+    free(l.v.b);
+    free(km);
+    free(mk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_pbkdf2_vector),
         cmocka_unit_test(test_sector_ivs),
         cmocka_unit_test(test_create_unlock),
+        cmocka_unit_test(test_amend_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
