@@ -107,7 +107,9 @@ static int create_target(const char *fmt, const char *filename, int64_t size)
         return -1;
     copts_set_number(&o, "size", (uint64_t)size);
     char *msg = NULL;
-    int r = block_create(fmt, filename, &o, &msg);
+    /* an NBD export is written through (qemu's bdrv_co_create_opts_simple) */
+    int r = block_create_is_nbd(filename) ? block_create_nbd(fmt, filename, &o, &msg)
+                                          : block_create(fmt, filename, &o, &msg);
     if (r < 0) {
         if (r == -EFBIG)
             err_report("%s: error while creating output image: The image size is too large for"

@@ -505,3 +505,21 @@ def test_convert_create_on_export_errors(d, case):
     }[case]
     a = assert_same(dd, 'convert', *args)
     assert a[0] == 1
+
+
+@pytest.mark.parametrize('fmt', ['raw', 'qcow2'])
+def test_dd_creates_target_on_export(d, fmt):
+    dd, _ = d
+    fill = os.urandom(4 << 20)
+    results = []
+    for tool in ('qemu', 'qimg'):
+        path = os.path.join(dd, 'exp-%s.raw' % tool)
+        with open(path, 'wb') as f:
+            f.write(fill)
+        s = serve(d, path, 'raw')
+        r = qemu.run(qemu.tool_path(tool), 'dd', '-O', fmt, 'if=t.qcow2', 'of=' + s.uri(),
+                     'bs=64k', cwd=dd, env=ENV)
+        assert r[0] == 0, r
+        s.stop()
+        results.append(open(path, 'rb').read())
+    assert results[0] == results[1]
