@@ -93,6 +93,19 @@ def test_check_uses_the_key(tmp_path, kind, case):
         assert 'Invalid password, cannot unlock any keyslot' in a[2]
 
 
+@pytest.mark.parametrize('kind', ['qcow2-luks', 'qcow2-aes'])
+def test_check_repair_uses_the_key(tmp_path, kind):
+    path = make(tmp_path, kind)
+    orig = open(path, 'rb').read()
+    for secret in (WRONG, SECRET):
+        for fix in ('leaks', 'all'):
+            a = both('check', '-r', fix, '--object', secret, '--image-opts', opts(kind, path))
+            assert a[0] == (1 if secret == WRONG and 'luks' in kind else 0), a
+    a = both('check', '-r', 'all', '--image-opts', opts(kind, path))
+    assert a[0] == 1
+    assert open(path, 'rb').read() == orig   # clean image: nothing to repair, nothing written
+
+
 def test_check_unencrypted_with_encrypt_format(tmp_path):
     path = str(tmp_path / 'plain.qcow2')
     assert qemu_img('create', '-f', 'qcow2', path, '1M')[0] == 0
