@@ -30,9 +30,9 @@ enum { OPT_FLUSH_INTERVAL = OPT_CMD, OPT_PATTERN, OPT_NO_DRAIN };
 
 static void help(void)
 {
-    printf("usage: %s bench [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N] [-i AIO] [-n]"
-           " [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s SIZE] [-S STEP] [-t CACHE] [-w]"
-           " [-U] FILENAME\n", qimg_progname);
+    printf("usage: %s bench [--image-opts] [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N]"
+           " [-i AIO] [-n] [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s SIZE] [-S STEP]"
+           " [-t CACHE] [-w] [-U] FILENAME\n", qimg_progname);
 }
 
 /* qemu_strtoul(s, NULL, 0): leading blanks, an optional sign, base prefix, nothing after;

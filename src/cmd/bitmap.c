@@ -56,9 +56,10 @@ struct job {
 
 static void help(void)
 {
-    printf("usage: %s bitmap (--merge SOURCE | --add | --remove | --clear | --enable | "
-           "--disable)... [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [-f FMT]"
-           " [--dry-run] [--journal FILE] FILENAME BITMAP\n", qimg_progname);
+    printf("usage: %s bitmap [--object OBJ] [--image-opts] (--merge SOURCE | --add | --remove"
+           " | --clear | --enable | --disable)... [-b SOURCE_FILE [-F SOURCE_FMT]]"
+           " [-g GRANULARITY] [-f FMT] [--dry-run] [--journal FILE] FILENAME BITMAP\n",
+           qimg_progname);
 }
 
 /* qemu's auto-generated node name of the image's format node (id_generate: "#block",

@@ -39,8 +39,8 @@ enum { OPT_DRY_RUN = OPT_CMD, OPT_JOURNAL };
 
 static void help(void)
 {
-    printf("usage: %s commit [-f FMT] [-b BASE] [-d] [-p] [-q] [-r RATE] [-t CACHE]"
-           " [--dry-run] [--journal FILE] FILE\n", qimg_progname);
+    printf("usage: %s commit [--object OBJ] [--image-opts] [-f FMT] [-b BASE] [-d] [-p] [-q]"
+           " [-r RATE] [-t CACHE] [--dry-run] [--journal FILE] FILE\n", qimg_progname);
 }
 
 /* qemu's bdrv_get_default_bitmap_granularity of the target. */

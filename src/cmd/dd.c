@@ -42,8 +42,8 @@ struct dd {
 
 static void help(void)
 {
-    printf("usage: %s dd [-U] [-f FMT] [-O OUTPUT_FMT] [bs=BLOCK_SIZE] [count=BLOCKS]"
-           " [skip=BLOCKS] if=INPUT of=OUTPUT\n", qimg_progname);
+    printf("usage: %s dd [--object OBJ] [--image-opts] [-U] [-f FMT] [-O OUTPUT_FMT]"
+           " [bs=BLOCK_SIZE] [count=BLOCKS] [skip=BLOCKS] if=INPUT of=OUTPUT\n", qimg_progname);
 }
 
 /* One NAME=VALUE operand (img_dd's option table). 0, or -1 after qemu's message. */

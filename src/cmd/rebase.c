@@ -32,8 +32,8 @@ enum { OPT_DRY_RUN = OPT_CMD, OPT_JOURNAL };
 
 static void help(void)
 {
-    printf("usage: %s rebase [-f FMT] [-F BACKING_FMT] [-b BACKING] [-u] [-p] [-q]"
-           " [-t CACHE] [-T SRC_CACHE] [-U] [--dry-run] [--journal FILE] FILE\n",
+    printf("usage: %s rebase [--object OBJ] [--image-opts] [-f FMT] [-F BACKING_FMT] [-b BACKING]"
+           " [-u] [-p] [-q] [-t CACHE] [-T SRC_CACHE] [-U] [--dry-run] [--journal FILE] FILE\n",
            qimg_progname);
 }
 
@@ -55,7 +55,7 @@ static bool compare_buffers(const uint8_t *a, const uint8_t *b, uint64_t n, uint
 
 struct rebase {
     const char *filename, *out_baseimg, *out_basefmt;
-    const char *path;  /* the overlay's file: filename, or the file a json:/--image-opts name names */
+    const char *path;  /* the overlay's file: filename, or what a json:/--image-opts name names */
     image_t *top;      /* the image with its old chain (safe) or alone (-u) */
     image_t *w;        /* where the writes go: top, or its plan overlay */
     image_t *old_b, *new_b, *prefix;
