@@ -21,6 +21,8 @@ struct check_result {
     bool has_stats;          /* the refcount pass ran far enough to fill the bfi fields */
 };
 
+struct bspec;
+
 struct check_opts {
     bool deep;               /* --deep: run qimg-only checks, count them as corruptions */
     bool share;              /* -U */
@@ -37,6 +39,9 @@ struct check_opts {
                                 opened */
     const char *data_file;   /* data-file.filename option: the data file to open instead of
                                 the header's name (NULL: the header's) */
+    const char *key_secret;  /* encrypt.key-secret option (an --object secret id), or NULL */
+    const char *encrypt_format; /* encrypt.format option, or NULL */
+    const struct bspec *backing_opts; /* backing.* options for the chain, or NULL */
 };
 
 /* Outcome of a check run. ret < 0: the check did not complete (qemu's "Check failed:

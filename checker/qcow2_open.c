@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "block/image.h"
+#include "block/luks.h"
+#include "crypto/sector.h"
 #include "checker/qcow2_check.h"
 #include "format/be.h"
 #include "format/probe.h"
@@ -45,8 +47,8 @@ static int open_backing(struct qc2 *s)
                           ? s->ext.backing_format : NULL;
     image_t *chain = NULL;
     char *msg = NULL;
-    int rc = image_open_backing_of(s->q, path, fmt, s->opts->share ? IMG_OPEN_SHARE : 0, &chain,
-                               &msg);
+    int rc = image_open_backing_with(s->q, path, fmt, s->opts->backing_opts,
+                                     s->opts->share ? IMG_OPEN_SHARE : 0, &chain, &msg);
     free(path);
     if (rc < 0) {
         err_report("Could not open '%s': %s",
@@ -58,6 +60,56 @@ static int open_backing(struct qc2 *s)
     return 0;
 }
 
+/* qcow2_crypto_hdr_read_func: the LUKS header's bytes, inside the crypto extension. */
+static int crypto_read(void *opaque, uint64_t off, void *buf, size_t len, char **errmsg)
+{
+    struct qc2 *s = opaque;
+    if (off > s->ext.crypto_length || len > s->ext.crypto_length - off) {
+        *errmsg = xstrdup("Request for data outside of extension header");
+        return -EINVAL;
+    }
+    int r = qio_pread(s->q, buf, len, s->ext.crypto_offset + off);
+    if (r < 0)
+        *errmsg = xasprintf("Could not read encryption header: %s", strerror(-r));
+    return r;
+}
+
+/* qemu's check opens the image for I/O, so the encryption options are checked and the key
+ * is tried as any open does (qcow2_update_options_prepare, then qcrypto_block_open): a wrong
+ * encrypt.format, a missing secret or a LUKS password that opens no key slot fails the
+ * check. The key itself is not needed: check reads metadata only. 0, or -errno with
+ * *errmsg. */
+static int open_key(struct qc2 *s, char **errmsg)
+{
+    const struct check_opts *o = s->opts;
+    int r = crypt_format_check(o->encrypt_format,
+                               !s->h.crypt_method ? NULL
+                               : s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks",
+                               errmsg);
+    if (r < 0 || !s->h.crypt_method)
+        return r;
+    struct qcrypt *c = NULL;
+    if (s->h.crypt_method == QCOW2_CRYPT_AES) {
+        r = qcow_aes_open_key(o->key_secret, QCOW2_NO_KEY_MSG, &c, errmsg);
+    } else {
+        if (!s->ext.has_crypto) {
+            *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
+            return -EINVAL;
+        }
+        if (s->ext.crypto_length < LUKS_HEADER_LEN) {
+            *errmsg = xstrdup("Request for data outside of extension header");
+            return -EINVAL;
+        }
+        struct luks_header h;
+        if ((r = luks_read_header(s->q, s->ext.crypto_offset, &h, errmsg)) < 0)
+            return -EINVAL;
+        r = luks_open_key(o->key_secret, QCOW2_NO_KEY_MSG, &h, crypto_read, s, &c, errmsg);
+    }
+    if (c)
+        qcrypt_free(c);
+    return r;
+}
+
 int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_opts *o)
 {
     s->opts = o;
@@ -67,9 +119,12 @@ int qc2_open(struct qc2 *s, qio_t *q, const char *filename, const struct check_o
         .data_flags = (o->rdwr ? QIO_RDWR : QIO_RDONLY) | (o->share ? QIO_SHARE : 0),
         .data_lock_write = false,
         .data_file = o->data_file,
+        .has_key = o->key_secret || o->encrypt_format,
     };
     char *err = NULL;
     int rc = qcow2_image_open(&s->m, q, filename, &oo, &err);
+    if (rc == 0 && !o->no_open_warnings)
+        rc = open_key(s, &err);   /* a repair's double check tried the key already */
     if (rc < 0) {
         rc = open_fail(o->open_name ? o->open_name : filename, rc, err);
         free(err);

@@ -11,6 +11,13 @@
  * it as qemu-img does). */
 int block_create(const char *fmt, const char *filename, const struct copts *o, char **errmsg);
 
+/* block_create() on an NBD export named by filename (qemu's bdrv_co_create_opts_simple
+ * fallback: the export opened, its first sector zeroed, the format written through it).
+ * block_create_is_nbd() says whether filename names an export. */
+bool block_create_is_nbd(const char *filename);
+int block_create_nbd(const char *fmt, const char *filename, const struct copts *o,
+                     char **errmsg);
+
 int raw_create(const char *filename, const struct copts *o, char **errmsg);
 int qcow2_create(const char *filename, const struct copts *o, char **errmsg);
 int qed_create(const char *filename, const struct copts *o, char **errmsg);

@@ -110,6 +110,13 @@ struct image {
  * e.g. "Could not open 'x.qcow2': Image is not in qcow2 format". */
 int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg);
 
+/* image_open() with options added to the name's (qemu's img_open_file with an options
+ * QDict): extra (may be NULL) wins over the same keys of an --image-opts list. convert
+ * opens its new target with the key-secret options it was created with, commit reopens
+ * an encrypted base with its key. */
+int image_open_opts(const char *filename, const struct bspec *extra, const char *fmt, int flags,
+                    image_t **out, char **errmsg);
+
 /* Opens the backing chain of an image opened by other means (check's own qcow2 opener):
  * path (already resolved against the image's directory), fmt (NULL: probe), flags as for
  * image_open(); top is the image's own file, so a chain that leads back to it is a loop.
@@ -117,6 +124,11 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
  * ("Could not open backing file: ..."). */
 int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
                           image_t **out, char **errmsg);
+
+/* image_open_backing_of() with the backing.* options of the top image's open (NULL: none),
+ * as open_chain uses them (a backing.encrypt.key-secret, a backing.driver). */
+int image_open_backing_with(qio_t *top, const char *path, const char *fmt,
+                            const struct bspec *opts, int flags, image_t **out, char **errmsg);
 
 /* The name info prints for img (qemu's bs->filename). */
 const char *image_name(const image_t *img);

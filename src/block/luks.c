@@ -117,10 +117,12 @@ int qcow_aes_open_key(const char *key_secret, const char *missing_msg, struct qc
 
 int crypt_format_check(const char *given, const char *header, char **errmsg)
 {
-    if (!given || !strcmp(given, header))
+    if (!given || (header && !strcmp(given, header)))
         return 0;
-    if (strcmp(given, "aes") && strcmp(given, "luks"))
-        *errmsg = xasprintf("Parameter 'encrypt.format' does not accept value '%s'", given);
+    /* any other value, known or not, is a mismatch (qcow2_update_options_prepare) */
+    if (!header)
+        *errmsg = xasprintf("No encryption in image header, but options specified format '%s'",
+                            given);
     else
         *errmsg = xasprintf("Header reported '%s' encryption format but options specify '%s'",
                             header, given);

@@ -33,7 +33,8 @@ int qcow_aes_open_key(const char *key_secret, const char *missing_msg, struct qc
                       char **errmsg);
 
 /* qcow's and qcow2's check of the encrypt.format option against the header's method
- * ("aes" or "luks"): 0, or -EINVAL with qemu's message. */
+ * ("aes" or "luks", NULL: not encrypted), made by every open, info's too: 0, or -EINVAL
+ * with qemu's message. */
 int crypt_format_check(const char *given, const char *header, char **errmsg);
 
 /* qemu's QCryptoBlockInfoLUKS as info shows it (qcrypto_block_luks_get_info); format, if

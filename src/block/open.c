@@ -142,6 +142,43 @@ static int open_quorum(const struct bs_resolved *res, const char *name, int flag
     return r;
 }
 
+/* qemu's bdrv_refresh_filename: the key-secret is one of the strong options of qcow2, qcow
+ * (encrypt.key-secret) and luks (key-secret), so a node opened with one is named by its
+ * options, json:{...}, in info's "image:" line and wherever qemu prints bs->filename. */
+static void key_display(image_t *img, const struct bs_resolved *res)
+{
+    if (img->display_name || img->file_display || !img->key_secret || res->nbd ||
+        res->file_blkdebug)
+        return;
+    const char *k = !strcmp(img->format, "luks") ? "key-secret"
+                    : !strcmp(img->format, "qcow2") || !strcmp(img->format, "qcow")
+                        ? "encrypt.key-secret" : NULL;
+    if (!k)
+        return;
+    /* the key is copied flat ("encrypt.key-secret" stays one key); qemu's qdict order of
+     * these three keys: encrypt.key-secret first, key-secret last */
+    struct bspec d = { 0 }, v = { 0 };
+    bspec_put_str(&d, "driver", img->format, true);
+    bspec_put_str(&d, "file.driver", "file", true);
+    bspec_put_str(&d, "file.filename", img->filename, true);
+    bspec_put_str(&v, "k", img->key_secret, true);
+    char *j = bspec_to_json(&d), *jv = bspec_to_json(&v); /* {"k": "ID"}: ID escaped */
+    size_t jl = strlen(j), vl = strlen(jv);
+    if (jl >= 2 && vl >= 7) {
+        const char *val = jv + 6;      /* after {"k": */
+        int val_len = (int)(vl - 7);   /* without the closing brace */
+        if (!strcmp(k, "key-secret"))
+            img->display_name = xasprintf("json:%.*s, \"%s\": %.*s}", (int)(jl - 1), j, k,
+                                          val_len, val);
+        else
+            img->display_name = xasprintf("json:{\"%s\": %.*s, %s", k, val_len, val, j + 1);
+    }
+    free(j);
+    free(jv);
+    bspec_free(&d);
+    bspec_free(&v);
+}
+
 /* Opens one layer, not its backing file: name (any name, see blockspec.h; NULL with options
  * only) with options opts (NULL: none) and format fmt (NULL: from the options or probed).
  * errmsg gets the text qemu prints after the prefixes ("Could not open 'TOP': " and one
@@ -304,6 +341,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
             res.top_display = NULL;
         }
     }
+    key_display(img, &res);
     if (flags & IMG_OPEN_RDWR)
         image_warn_probed_raw(img, filename);
     blockspec_resolved_free(&res);
@@ -379,12 +417,20 @@ static int open_chain(image_t *img, int flags, struct chain_ids *ids, char **err
 
 int image_open(const char *filename, const char *fmt, int flags, image_t **out, char **errmsg)
 {
+    return image_open_opts(filename, NULL, fmt, flags, out, errmsg);
+}
+
+int image_open_opts(const char *filename, const struct bspec *extra, const char *fmt, int flags,
+                    image_t **out, char **errmsg)
+{
     struct chain_ids ids = { 0 };
     char *inner = NULL;
     image_t *img;
     struct bspec kv = { 0 };
     if (flags & IMG_OPEN_IMAGE_OPTS)
         bspec_parse_keyval(filename, &kv);
+    for (size_t i = 0; extra && i < extra->n; i++)
+        bspec_put(&kv, &extra->v[i], true);
     int r;
     if (!filename[0] && !(flags & IMG_OPEN_IMAGE_OPTS)) {
         /* file-posix refuses an empty name before anything is tried */
@@ -415,6 +461,12 @@ int image_open(const char *filename, const char *fmt, int flags, image_t **out, 
 int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int flags,
                           image_t **out, char **errmsg)
 {
+    return image_open_backing_with(top, path, fmt, NULL, flags, out, errmsg);
+}
+
+int image_open_backing_with(qio_t *top, const char *path, const char *fmt,
+                            const struct bspec *opts, int flags, image_t **out, char **errmsg)
+{
     struct chain_ids ids = { 0 };
     ids_add(&ids, top);
     /* a stand-in for the top image so that open_chain() nests the messages */
@@ -422,6 +474,7 @@ int image_open_backing_of(qio_t *top, const char *path, const char *fmt, int fla
     stub.backing_file = (char *)path;
     stub.backing_full = (char *)path;
     stub.backing_format = (char *)fmt;
+    stub.backing_opts = (struct bspec *)opts; /* only read */
     int r = open_chain(&stub, flags & ~IMG_OPEN_IMAGE_OPTS, &ids, errmsg);
     free(ids.v);
     if (r < 0) {

@@ -124,12 +124,13 @@ static int qcow1_open(image_t *img, char **errmsg)
         *errmsg = hint ? xasprintf("%s\nTry the 'qcow2' driver instead.", m) : xstrdup(m);
         return r;
     }
+    if ((r = crypt_format_check(img->encrypt_format,
+                                s->h.crypt_method == QCOW1_CRYPT_AES ? "aes" : NULL, errmsg)) < 0)
+        return r;
     if (s->h.crypt_method == QCOW1_CRYPT_AES) {
         img->encrypted = true;
         if (!(img->flags & IMG_OPEN_NO_IO) &&
-            ((r = crypt_format_check(img->encrypt_format, "aes", errmsg)) < 0 ||
-             (r = qcow_aes_open_key(img->key_secret, QCOW2_NO_KEY_MSG, &s->crypt,
-                                    errmsg)) < 0))
+            (r = qcow_aes_open_key(img->key_secret, QCOW2_NO_KEY_MSG, &s->crypt, errmsg)) < 0)
             return r;
     }
     if ((r = load_l1(img, s, file_size, errmsg)) < 0 ||

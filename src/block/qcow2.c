@@ -97,10 +97,6 @@ static int crypto_read(void *opaque, uint64_t off, void *buf, size_t len, char *
 static int open_crypt(image_t *img, char **errmsg)
 {
     struct qcow2_state *s = img->priv;
-    const char *hdr = s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks";
-    int r = crypt_format_check(img->encrypt_format, hdr, errmsg);
-    if (r < 0)
-        return r;
     if (s->h.crypt_method == QCOW2_CRYPT_LUKS) {
         if (!s->luks) {
             *errmsg = xasprintf("Missing CRYPTO header for crypt method %u", s->h.crypt_method);
@@ -140,6 +136,12 @@ static int qcow2_open(image_t *img, char **errmsg)
     img->size = s->h.size & ~(uint64_t)511; /* qemu: total_sectors = size / 512 */
     img->dirty = (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     img->encrypted = s->h.crypt_method != 0;
+    /* qcow2_update_options_prepare: encrypt.format against the header, info's open too */
+    if ((r = crypt_format_check(img->encrypt_format,
+                                !s->h.crypt_method ? NULL
+                                : s->h.crypt_method == QCOW2_CRYPT_AES ? "aes" : "luks",
+                                errmsg)) < 0)
+        return r;
     if (s->h.crypt_method == QCOW2_CRYPT_LUKS && s->ext.has_crypto) {
         /* info (NO_IO) only, I/O wants a key (refused by the model): qemu validates the
          * LUKS header while it reads the extensions and shows it.

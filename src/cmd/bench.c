@@ -17,6 +17,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "cmd/bench_io.h"
 #include "cmd/commands.h"
@@ -29,9 +30,9 @@ enum { OPT_FLUSH_INTERVAL = OPT_CMD, OPT_PATTERN, OPT_NO_DRAIN };
 
 static void help(void)
 {
-    printf("usage: %s bench [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N] [-i AIO] [-n]"
-           " [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s SIZE] [-S STEP] [-t CACHE] [-w]"
-           " [-U] FILENAME\n", qimg_progname);
+    printf("usage: %s bench [--image-opts] [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N]"
+           " [-i AIO] [-n] [--no-drain] [-o OFFSET] [--pattern=N] [-q] [-s SIZE] [-S STEP]"
+           " [-t CACHE] [-w] [-U] FILENAME\n", qimg_progname);
 }
 
 /* qemu_strtoul(s, NULL, 0): leading blanks, an optional sign, base prefix, nothing after;
@@ -107,6 +108,25 @@ static void dispatch(struct bench *b, const struct bench_done *d)
         bench_step(b, d->ret);
 }
 
+/* Does the file a name (or an --image-opts list) names exist? qemu's aio=native refusal
+ * comes once file-posix opened it; a name that does not resolve fails in the open. */
+static bool native_file_exists(const char *filename, bool image_opts)
+{
+    if (!image_opts && !blockspec_has_protocol(filename))
+        return access(filename, F_OK) == 0;
+    struct bspec kv = { 0 };
+    struct bs_resolved res = { 0 };
+    char *msg = NULL;
+    if (image_opts)
+        bspec_parse_keyval(filename, &kv);
+    bool ok = blockspec_resolve(image_opts ? NULL : filename, &kv, NULL, true, &res, &msg) == 0 &&
+              !res.nbd && res.path && access(res.path, F_OK) == 0;
+    free(msg);
+    bspec_free(&kv);
+    blockspec_resolved_free(&res);
+    return ok;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -119,7 +139,7 @@ int cmd_bench(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL;
-    bool is_write = false, force_share = false, drain_on_flush = true;
+    bool is_write = false, force_share = false, drain_on_flush = true, image_opts = false;
     int count = 75000, depth = 64, pattern = 0, flush_interval = 0;
     int64_t offset = 0, bufsize = 4096, step = 0;
     struct bench_opts bo = { .aio = BENCH_AIO_THREADS };
@@ -203,9 +223,7 @@ int cmd_bench(int argc, char **argv)
             flush_interval = (int)res;
             break;
         case OPT_NO_DRAIN: drain_on_flush = false; break;
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            return 1;
+        case OPT_IMAGE_OPTS: image_opts = true; break; /* qemu-img bench has no --object */
         }
     }
     if (optind != argc - 1)
@@ -226,18 +244,21 @@ int cmd_bench(int argc, char **argv)
     }
     /* the checks qemu's open makes before the image is read: force-share, then (once the
      * file opened) aio=native without O_DIRECT */
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
     if (force_share && is_write) {
         err_report("Could not open '%s': force-share=on can only be used with read-only "
                    "images", filename);
         return 1;
     }
-    if (bo.aio == BENCH_AIO_NATIVE && !bo.direct && access(filename, F_OK) == 0) {
+    if (bo.aio == BENCH_AIO_NATIVE && !bo.direct && native_file_exists(filename, image_opts)) {
         err_report("Could not open '%s': aio=native was specified, but it requires "
                    "cache.direct=on, which was not specified.", filename);
         return 1;
     }
     image_t *img = image_open_or_report(filename, fmt, (is_write ? IMG_OPEN_RDWR : 0) |
-                                        (force_share ? IMG_OPEN_SHARE : 0));
+                                        (force_share ? IMG_OPEN_SHARE : 0) |
+                                        (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
 

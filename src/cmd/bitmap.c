@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "block/qcow2_model.h"
 #include "cmd/commands.h"
@@ -27,6 +28,7 @@
 #include "qcow2/bitmap_store.h"
 #include "util/err.h"
 #include "util/opts.h"
+#include "util/secrets.h"
 #include "util/size.h"
 #include "util/xalloc.h"
 
@@ -54,9 +56,10 @@ struct job {
 
 static void help(void)
 {
-    printf("usage: %s bitmap (--merge SOURCE | --add | --remove | --clear | --enable | "
-           "--disable)... [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [-f FMT]"
-           " [--dry-run] [--journal FILE] FILENAME BITMAP\n", qimg_progname);
+    printf("usage: %s bitmap [--object OBJ] [--image-opts] (--merge SOURCE | --add | --remove"
+           " | --clear | --enable | --disable)... [-b SOURCE_FILE [-F SOURCE_FMT]]"
+           " [-g GRANULARITY] [-f FMT] [--dry-run] [--journal FILE] FILENAME BITMAP\n",
+           qimg_progname);
 }
 
 /* qemu's auto-generated node name of the image's format node (id_generate: "#block",
@@ -344,7 +347,7 @@ int cmd_bitmap(int argc, char **argv)
     };
     struct job jb = { 0 };
     const char *fmt = NULL, *journal = NULL;
-    bool add = false, merge = false, dry_run = false;
+    bool add = false, merge = false, dry_run = false, image_opts = false;
     int64_t granularity = 0;
     int c, ret = 1;
     jb.v = xcalloc((size_t)argc + 1, sizeof(*jb.v));
@@ -371,9 +374,10 @@ int cmd_bitmap(int argc, char **argv)
         case OPT_DRY_RUN: dry_run = true; break;
         case OPT_JOURNAL: journal = optarg; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            goto out_free;
+            if (secrets_add_object(optarg) < 0)
+                goto out_free;
+            break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;  /* the image; -b stays a name */
         }
     }
     if (jb.n == 0) {
@@ -408,9 +412,15 @@ int cmd_bitmap(int argc, char **argv)
     bool ported = dry_run || journal;
     int flags = IMG_OPEN_NO_BACKING |
                 (ported ? (journal ? IMG_OPEN_SHARE : 0) : IMG_OPEN_RDWR);
-    image_t *img = image_open_or_report(filename, fmt, flags);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        goto out_free;
+    image_t *img = image_open_or_report(filename, fmt,
+                                        flags | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         goto out_free;
+    /* the plan and the journal name the image's file, not an option list */
+    if (image_opts || blockspec_has_protocol(filename))
+        filename = img->filename;
     if (jb.src_filename && !(jb.src = open_source(&jb)))
         goto out;
     if (ported)

@@ -42,6 +42,25 @@ static int check_report(struct check_run *run, int rc, const char *filename, boo
     return ret;
 }
 
+/* The image as the command line names it, for the formats whose check qemu reaches only
+ * after a full open (qcow, luks): that open's errors (a missing key, a password that opens
+ * no key slot) are qemu's. */
+static struct {
+    const char *name, *fmt;
+    int flags;
+} named;
+
+/* img_open of the image as named; 0, or 1 after qemu's message. */
+static int open_named(bool share)
+{
+    image_t *img = image_open_or_report(named.name, named.fmt,
+                                        named.flags | (share ? IMG_OPEN_SHARE : 0));
+    if (!img)
+        return 1;
+    image_close(img);
+    return 0;
+}
+
 static int check_file(const char *filename, const char *arg, const char *fmt,
                       const struct bs_resolved *res, int fix, bool dry_run, const char *journal,
                       bool json, bool quiet, struct check_opts *op);
@@ -120,6 +139,9 @@ int cmd_check(int argc, char **argv)
     /* json:, file: and --image-opts names: the checker works on the file they name, with the
      * format they give; the JSON report keeps the name as given (qemu-img's check->filename) */
     const char *arg = filename;
+    named.name = filename;
+    named.fmt = fmt;
+    named.flags = image_opts ? IMG_OPEN_IMAGE_OPTS : 0;
     struct bs_resolved res = { 0 };
     char *msg = NULL;
     if (image_opts || blockspec_has_protocol(filename)) {
@@ -139,6 +161,9 @@ int cmd_check(int argc, char **argv)
         o.open_name = arg;
         o.no_backing = res.backing == BS_BACKING_NONE;
         o.data_file = res.data_file;
+        o.key_secret = res.key_secret;
+        o.encrypt_format = res.encrypt_format;
+        o.backing_opts = res.backing == BS_BACKING_OPTS ? &res.backing_opts : NULL;
     }
     int ret = check_file(filename, arg, fmt, &res, fix, dry_run, journal, json, quiet, &o);
     blockspec_resolved_free(&res);
@@ -217,19 +242,11 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
         }
         if (!strcmp(fmt, "qed") || !strcmp(fmt, "vdi"))
             return check_blk(filename, fmt, fix, json, quiet, &o, dry_run, journal);
-        if (!strcmp(fmt, "luks")) {
-            /* qemu's open for I/O asks for the key before it reads the header */
-            err_report("Could not open '%s': %s", arg, LUKS_NO_KEY_MSG);
+        /* qemu opens the image (and its backing chain) before it finds no check; a
+         * failed open (no key, a wrong one) is exit 1. Opened read-only: nothing is
+         * written either way. */
+        if ((!strcmp(fmt, "luks") || !strcmp(fmt, "qcow")) && open_named(o.share))
             return 1;
-        }
-        if (!strcmp(fmt, "qcow")) {
-            /* qemu opens the image (and its backing chain) before it finds no check; a
-             * failed open is exit 1. Opened read-only: nothing is written either way. */
-            image_t *img = image_open_or_report(filename, fmt, o.share ? IMG_OPEN_SHARE : 0);
-            if (!img)
-                return 1;
-            image_close(img);
-        }
         if (!strcmp(fmt, "vmdk") ||
             !strcmp(fmt, "vhdx") || !strcmp(fmt, "parallels")) {
             err_report("check of %s images is not implemented yet", fmt);

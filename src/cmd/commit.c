@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "block/backing_change.h"
+#include "block/blockspec.h"
 #include "block/image.h"
 #include "block/make_empty.h"
 #include "cmd/commands.h"
@@ -38,8 +39,8 @@ enum { OPT_DRY_RUN = OPT_CMD, OPT_JOURNAL };
 
 static void help(void)
 {
-    printf("usage: %s commit [-f FMT] [-b BASE] [-d] [-p] [-q] [-r RATE] [-t CACHE]"
-           " [--dry-run] [--journal FILE] FILE\n", qimg_progname);
+    printf("usage: %s commit [--object OBJ] [--image-opts] [-f FMT] [-b BASE] [-d] [-p] [-q]"
+           " [-r RATE] [-t CACHE] [--dry-run] [--journal FILE] FILE\n", qimg_progname);
 }
 
 /* qemu's bdrv_get_default_bitmap_granularity of the target. */
@@ -223,11 +224,17 @@ static int reopen_rw(image_t *top, image_t *base, image_t **out)
     char *name = xstrdup(prev->backing_full && !prev->backing_opts ? prev->backing_full
                                                                     : image_name(base));
     const char *fmt = base->format;   /* a driver's static name */
+    /* an encrypted base keeps its key (qemu reopens the same node, options and all) */
+    struct bspec kopts = { 0 };
+    if (base->key_secret)
+        bspec_put_str(&kopts, strcmp(fmt, "luks") ? "encrypt.key-secret" : "key-secret",
+                      base->key_secret, true);
     image_close(base);
     prev->backing = NULL;
     char *msg = NULL;
     image_t *nb;
-    int r = image_open(name, fmt, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &nb, &msg);
+    int r = image_open_opts(name, &kopts, fmt, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &nb, &msg);
+    bspec_free(&kopts);
     if (r < 0) {
         /* a reopen's error has no "Could not open 'F': " (e.g. the base's write lock) */
         char *pre = xasprintf("Could not open '%s': ", name);
@@ -257,7 +264,7 @@ int cmd_commit(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *cache = NULL, *base_name = NULL, *journal = NULL;
-    bool progress = false, quiet = false, drop = false, dry_run = false;
+    bool progress = false, quiet = false, drop = false, dry_run = false, image_opts = false;
     int c;
     opts_start();
     while ((c = opts_next(argc, argv, ":f:ht:b:dpqr:", longopts, help)) != -1) {
@@ -280,9 +287,7 @@ int cmd_commit(int argc, char **argv)
             if (secrets_add_object(optarg) < 0)
                 return 1;
             break;
-        case OPT_IMAGE_OPTS:
-            err_report("--image-opts is not supported by qimg");
-            return 1;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (quiet)
@@ -297,9 +302,15 @@ int cmd_commit(int argc, char **argv)
         return 1;
     }
     bool ported = dry_run || journal;
-    image_t *top = image_open_or_report(filename, fmt, ported ? IMG_OPEN_SHARE : IMG_OPEN_RDWR);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
+    image_t *top = image_open_or_report(filename, fmt, (ported ? IMG_OPEN_SHARE : IMG_OPEN_RDWR) |
+                                                       (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!top)
         return 1;
+    /* the plan and the journal name the top's file, not an option list */
+    const char *top_file = image_opts || blockspec_has_protocol(filename) ? top->filename
+                                                                          : filename;
     progress_init(progress, 1.f);
     progress_print(0.f, 100);
     struct job j = { .top = top };
@@ -326,7 +337,7 @@ int cmd_commit(int argc, char **argv)
             goto done_free;
         have_base = true;
         if (!drop) {
-            if ((r = ported_open(&pt_top, top, filename, &tw, &err)) < 0)
+            if ((r = ported_open(&pt_top, top, top_file, &tw, &err)) < 0)
                 goto done_free;
             have_top = true;
         }
@@ -362,7 +373,7 @@ done_free:
         bool ok = r == 0 && !err;
         char *jn = journal && k == 0 ? xasprintf("%s.base", journal) : NULL;
         char *m = NULL;
-        int r2 = ported_finish(k == 0 ? &pt_base : &pt_top, k == 0 ? base_file : filename, ok,
+        int r2 = ported_finish(k == 0 ? &pt_base : &pt_top, k == 0 ? base_file : top_file, ok,
                                dry_run, k == 0 ? jn : journal, "Commit", &m);
         free(jn);
         if (r2 < 0 && ok) {

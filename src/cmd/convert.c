@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/create.h"
 #include "block/create_opts.h"
 #include "block/image.h"
@@ -23,6 +24,7 @@
 #include "util/err.h"
 #include "util/opts.h"
 #include "util/progress.h"
+#include "util/secrets.h"
 #include "util/size.h"
 #include "util/xalloc.h"
 
@@ -44,33 +46,6 @@ static void help(void)
            qimg_progname);
 }
 
-/* qemu-img's is_valid_option_list */
-static bool valid_option_list(const char *s)
-{
-    size_t len = strlen(s), i;
-    if (!s[0] || s[0] == ',')
-        return false;
-    for (i = len; i > 0 && s[i - 1] == ','; i--)
-        ;
-    return (len - i) % 2 == 0;
-}
-
-static int accumulate(char **options, const char *list)
-{
-    if (!valid_option_list(list)) {
-        err_report("Invalid option list: %s", list);
-        return -1;
-    }
-    if (!*options) {
-        *options = xstrdup(list);
-    } else {
-        char *n = xasprintf("%s,%s", *options, list);
-        free(*options);
-        *options = n;
-    }
-    return 0;
-}
-
 /* qemu's qemu_strtol(optarg, NULL, 0, &n) for -m: the whole string a number */
 static bool parse_long(const char *s, long *out)
 {
@@ -83,12 +58,16 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
-/* bdrv_has_zero_init of a new target without backing file: qimg's targets (raw, qcow2,
- * qed, vdi on a regular file) all start out reading zeros, as qemu's do. */
-static bool target_zero_init(const image_t *t)
+/* bdrv_has_zero_init of a new target without backing file: raw, qcow2, qed and vdi on a
+ * regular file start out reading zeros, as qemu's do. A raw LUKS volume does not (zeros on
+ * disk decrypt to noise; qemu's crypto driver has no has_zero_init), so its zeros are
+ * written. */
+static bool target_zero_init(const image_t *t, const char *prealloc)
 {
-    (void)t;
-    return true;
+    if (!strcmp(t->format, "luks"))
+        return false;
+    /* qcow2_has_zero_init: preallocated clusters of an encrypted image read as noise too */
+    return !(t->encrypted && prealloc && strcmp(prealloc, "off"));
 }
 
 /* qemu-img convert opens its sources with BDRV_O_NO_SHARE: nobody else may write or resize
@@ -108,6 +87,20 @@ static int lock_source(image_t *img, const char *name)
         err_report("Could not open '%s': %s", name, strerror(-r));
     }
     return r;
+}
+
+/* The create options whose name ends in "key-secret" (encrypt.key-secret, luks'
+ * key-secret), as options for the target's open (qemu's img_add_key_secrets). */
+static void convert_key_secret_opts(const struct copts *o, struct bspec *kopts)
+{
+    static const char suffix[] = "key-secret";
+    for (size_t i = 0; i < o->n; i++) {
+        const char *name = o->desc[i]->name;
+        size_t len = strlen(name);
+        if (o->str[i] && len >= sizeof(suffix) - 1 &&
+            !strcmp(name + len - (sizeof(suffix) - 1), suffix))
+            bspec_put_str(kopts, name, o->str[i], true);
+    }
 }
 
 int cmd_convert(int argc, char **argv)
@@ -151,7 +144,7 @@ int cmd_convert(int argc, char **argv)
         case 'C': s.copy_range = true; break;
         case 'c': s.compressed = true; break;
         case 'o':
-            if (accumulate(&options, optarg) < 0)
+            if (opts_accumulate(&options, optarg) < 0)
                 goto fail_getopt;
             break;
         case 'l':
@@ -206,8 +199,9 @@ int cmd_convert(int argc, char **argv)
                 goto fail_getopt;
             break;
         case OPT_OBJECT:
-            err_report("--object is not supported by qimg yet");
-            goto fail_getopt;
+            if (secrets_add_object(optarg) < 0)
+                goto fail_getopt;
+            break;
         case OPT_IMAGE_OPTS: image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: tgt_image_opts = true; break;
         case OPT_SALVAGE: s.salvage = true; salvage_reader = convert_salvage_arg(optarg); break;
@@ -272,10 +266,6 @@ int cmd_convert(int argc, char **argv)
         err_report("Must specify image file name");
         goto fail_getopt;
     }
-    if (image_opts || tgt_image_opts) {
-        err_report("--image-opts and --target-image-opts are not supported by qimg yet");
-        goto fail_getopt;
-    }
     if (!cache_mode_valid(src_cache)) {
         err_report("Invalid source cache option: %s", src_cache);
         goto fail_getopt;
@@ -289,7 +279,10 @@ int cmd_convert(int argc, char **argv)
     s.src = xcalloc((size_t)s.src_num, sizeof(*s.src));
     for (int i = 0; i < s.src_num; i++) {
         const char *name = argv[optind + i];
-        image_t *img = convert_open_source(name, fmt, force_share ? IMG_OPEN_SHARE : 0,
+        if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0) /* img_open's first check */
+            goto out;
+        image_t *img = convert_open_source(name, fmt, (force_share ? IMG_OPEN_SHARE : 0) |
+                                                      (image_opts ? IMG_OPEN_IMAGE_OPTS : 0),
                                            s.salvage, salvage_reader);
         if (!img)
             goto out;
@@ -323,6 +316,10 @@ int cmd_convert(int argc, char **argv)
     }
 
     const char *out_baseimg_param = NULL;
+    /* a target on an NBD export: created through it; a raw one does not read zeros by
+     * itself (qemu's nbd driver has no has_zero_init; a new qcow2 over it reads zeros from
+     * its empty tables, as qcow2_has_zero_init says) */
+    bool out_nbd = !tgt_image_opts && block_create_is_nbd(out_filename);
     if (!skip_create) {
         char err[1024];
         if (copts_format_no_create(out_fmt)) { /* a known driver without create_opts */
@@ -396,7 +393,8 @@ int cmd_convert(int argc, char **argv)
 
     if (!skip_create) {
         char *msg = NULL;
-        int r = block_create(out_fmt, out_filename, &o, &msg);
+        int r = out_nbd ? block_create_nbd(out_fmt, out_filename, &o, &msg)
+                        : block_create(out_fmt, out_filename, &o, &msg);
         if (r < 0) {
             if (r == -EFBIG)
                 err_report("%s: error while converting %s: The image size is too large for "
@@ -416,7 +414,24 @@ int cmd_convert(int argc, char **argv)
         err_report("Invalid cache option: %s", cache);
         goto out;
     }
-    target = image_open_or_report(out_filename, out_fmt, IMG_OPEN_RDWR);
+    if (skip_create) {
+        /* -n: the target is any name, or an option list with --target-image-opts */
+        if (blockspec_check_image_opts_fmt(tgt_image_opts, out_fmt) < 0)
+            goto out;
+        target = image_open_or_report(out_filename, out_fmt,
+                                      IMG_OPEN_RDWR | (tgt_image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
+    } else {
+        /* the new target opens with the key-secret options it was created with (qemu's
+         * img_add_key_secrets): an encrypted target is written through its key */
+        struct bspec kopts = { 0 };
+        convert_key_secret_opts(&o, &kopts);
+        char *msg = NULL;
+        if (image_open_opts(out_filename, &kopts, out_fmt, IMG_OPEN_RDWR, &target, &msg) < 0) {
+            err_report("%s", msg);
+            free(msg);
+        }
+        bspec_free(&kopts);
+    }
     if (!target)
         goto out;
     s.target = target;
@@ -460,8 +475,10 @@ int cmd_convert(int argc, char **argv)
         s.cluster_sectors = target->cluster_size / CONVERT_SECTOR;
     s.rate_limit = (uint64_t)rate_limit;
 
-    if (!s.has_zero_init && s.target_is_new && s.min_sparse && !s.target_has_backing)
-        s.has_zero_init = target_zero_init(target);
+    if (!s.has_zero_init && s.target_is_new && s.min_sparse && !s.target_has_backing &&
+        !(out_nbd && !strcmp(target->format, "raw")))
+        s.has_zero_init = target_zero_init(target, have_opts && copts_isset(&o, "preallocation")
+                                                       ? copts_str(&o, "preallocation") : NULL);
 
     int r = convert_do_copy(&s);
     if (r == 0 && bitmaps)

@@ -22,7 +22,9 @@ image_t *convert_open_source(const char *name, const char *fmt, int flags, bool 
 {
     image_t *img = NULL;
     char *msg = NULL;
-    if (reader && (!fmt || !strcmp(fmt, "qcow2"))) {
+    /* the salvage reader opens a file by name: not an --image-opts list */
+    bool plain = !(flags & IMG_OPEN_IMAGE_OPTS);
+    if (plain && reader && (!fmt || !strcmp(fmt, "qcow2"))) {
         int r = salvage_open(name, flags & IMG_OPEN_SHARE, &img, &msg);
         if (r == 0)
             return img;
@@ -33,7 +35,7 @@ image_t *convert_open_source(const char *name, const char *fmt, int flags, bool 
         return img;
     err_report("%s", msg);
     free(msg);
-    if (!salvage || (fmt && strcmp(fmt, "qcow2")))
+    if (!plain || !salvage || (fmt && strcmp(fmt, "qcow2")))
         return NULL;
     char *smsg = NULL;
     if (salvage_open(name, flags & IMG_OPEN_SHARE, &img, &smsg) < 0) {

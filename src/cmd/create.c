@@ -25,17 +25,6 @@ static void help(void)
            " [-u] [-o options] filename [size]\n", qimg_progname);
 }
 
-/* qemu-img's is_valid_option_list: not empty, no leading comma, no unescaped trailing one */
-static bool valid_option_list(const char *s)
-{
-    size_t len = strlen(s), i;
-    if (!s[0] || s[0] == ',')
-        return false;
-    for (i = len; i > 0 && s[i - 1] == ','; i--)
-        ;
-    return (len - i) % 2 == 0;
-}
-
 /* "qemu-img: FILE: msg" (error_reportf_err(err, "%s: ", filename)) */
 static void report(const char *filename, const char *msg)
 {
@@ -197,18 +186,9 @@ int cmd_create(int argc, char **argv)
         case 'b': base = optarg; break;
         case 'f': fmt = optarg; break;
         case 'o':
-            if (!valid_option_list(optarg)) {
-                err_report("Invalid option list: %s", optarg);
+            if (opts_accumulate(&options, optarg) < 0) {
                 free(options);
                 return 1;
-            }
-            if (!options) {
-                options = xstrdup(optarg);
-            } else {
-                char *n = xmalloc(strlen(options) + strlen(optarg) + 2);
-                sprintf(n, "%s,%s", options, optarg);
-                free(options);
-                options = n;
             }
             break;
         case 'q': quiet = true; break;

@@ -14,12 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/blockspec.h"
 #include "block/create.h"
 #include "block/create_opts.h"
 #include "block/image.h"
 #include "cmd/commands.h"
 #include "util/err.h"
 #include "util/opts.h"
+#include "util/secrets.h"
 #include "util/size.h"
 #include "util/xalloc.h"
 
@@ -40,8 +42,8 @@ struct dd {
 
 static void help(void)
 {
-    printf("usage: %s dd [-U] [-f FMT] [-O OUTPUT_FMT] [bs=BLOCK_SIZE] [count=BLOCKS]"
-           " [skip=BLOCKS] if=INPUT of=OUTPUT\n", qimg_progname);
+    printf("usage: %s dd [--object OBJ] [--image-opts] [-U] [-f FMT] [-O OUTPUT_FMT]"
+           " [bs=BLOCK_SIZE] [count=BLOCKS] [skip=BLOCKS] if=INPUT of=OUTPUT\n", qimg_progname);
 }
 
 /* One NAME=VALUE operand (img_dd's option table). 0, or -1 after qemu's message. */
@@ -105,7 +107,9 @@ static int create_target(const char *fmt, const char *filename, int64_t size)
         return -1;
     copts_set_number(&o, "size", (uint64_t)size);
     char *msg = NULL;
-    int r = block_create(fmt, filename, &o, &msg);
+    /* an NBD export is written through (qemu's bdrv_co_create_opts_simple) */
+    int r = block_create_is_nbd(filename) ? block_create_nbd(fmt, filename, &o, &msg)
+                                          : block_create(fmt, filename, &o, &msg);
     if (r < 0) {
         if (r == -EFBIG)
             err_report("%s: error while creating output image: The image size is too large for"
@@ -163,7 +167,7 @@ int cmd_dd(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     const char *fmt = NULL, *out_fmt = "raw";
-    bool force_share = false;
+    bool force_share = false, image_opts = false;
     struct dd dd = { .bs = 512 };
     int c;
 
@@ -174,9 +178,10 @@ int cmd_dd(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'U': force_share = true; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            return 1;
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     for (int i = optind; i < argc; i++)
@@ -187,7 +192,12 @@ int cmd_dd(int argc, char **argv)
         return 1;
     }
 
-    image_t *src = image_open_or_report(dd.in, fmt, force_share ? IMG_OPEN_SHARE : 0);
+    /* --image-opts names the source only: qemu-img dd creates and opens of= as a file
+     * name (bdrv_create takes no option list) */
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        return 1;
+    image_t *src = image_open_or_report(dd.in, fmt, (force_share ? IMG_OPEN_SHARE : 0) |
+                                                    (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!src)
         return 1;
     image_t *dst = NULL;

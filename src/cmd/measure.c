@@ -285,14 +285,8 @@ int cmd_measure(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'O': out_fmt = optarg; break;
         case 'o':
-            /* qemu's accumulate_options: repeated -o join with ',' */
-            if (options) {
-                char *n = xasprintf("%s,%s", options, optarg);
-                free(options);
-                options = n;
-            } else {
-                options = xstrdup(optarg);
-            }
+            if (opts_accumulate(&options, optarg) < 0)
+                goto out;
             break;
         case 'l':
             if (!strncmp(optarg, "snapshot.", 9)) {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "block/backing_change.h"
+#include "block/blockspec.h"
 #include "block/create_opts.h"
 #include "block/image.h"
 #include "cmd/commands.h"
@@ -31,8 +32,8 @@ enum { OPT_DRY_RUN = OPT_CMD, OPT_JOURNAL };
 
 static void help(void)
 {
-    printf("usage: %s rebase [-f FMT] [-F BACKING_FMT] [-b BACKING] [-u] [-p] [-q]"
-           " [-t CACHE] [-T SRC_CACHE] [-U] [--dry-run] [--journal FILE] FILE\n",
+    printf("usage: %s rebase [--object OBJ] [--image-opts] [-f FMT] [-F BACKING_FMT] [-b BACKING]"
+           " [-u] [-p] [-q] [-t CACHE] [-T SRC_CACHE] [-U] [--dry-run] [--journal FILE] FILE\n",
            qimg_progname);
 }
 
@@ -54,6 +55,7 @@ static bool compare_buffers(const uint8_t *a, const uint8_t *b, uint64_t n, uint
 
 struct rebase {
     const char *filename, *out_baseimg, *out_basefmt;
+    const char *path;  /* the overlay's file: filename, or what a json:/--image-opts name names */
     image_t *top;      /* the image with its old chain (safe) or alone (-u) */
     image_t *w;        /* where the writes go: top, or its plan overlay */
     image_t *old_b, *new_b, *prefix;
@@ -167,7 +169,9 @@ static int change_backing(struct rebase *rb)
 
 static int open_new_backing(struct rebase *rb, bool share)
 {
-    char *real = image_path_combine(rb->filename, rb->out_baseimg);
+    /* relative to the overlay's file (qemu's exact_filename), also when the overlay was
+     * named by json: or --image-opts */
+    char *real = image_path_combine(rb->path, rb->out_baseimg);
     rb->prefix = image_find_backing_image(rb->top, real);
     if (rb->prefix) {
         free(real);
@@ -202,6 +206,7 @@ int cmd_rebase(int argc, char **argv)
     struct rebase rb = { 0 };
     const char *fmt = NULL, *cache = NULL, *src_cache = NULL, *journal = NULL;
     bool unsafe = false, progress = false, quiet = false, share = false, dry_run = false;
+    bool image_opts = false;
     int c;
     opts_start();
     while ((c = opts_next(argc, argv, ":hf:F:b:upt:T:qU", longopts, help)) != -1) {
@@ -221,9 +226,7 @@ int cmd_rebase(int argc, char **argv)
             if (secrets_add_object(optarg) < 0)
                 return 1;
             break;
-        case OPT_IMAGE_OPTS:
-            err_report("--image-opts is not supported by qimg");
-            return 1;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (quiet)
@@ -251,9 +254,14 @@ int cmd_rebase(int argc, char **argv)
     }
     /* the old backing file is not opened for -u: its name may be the thing to fix */
     int flags = (ported ? IMG_OPEN_SHARE : IMG_OPEN_RDWR) | (unsafe ? IMG_OPEN_NO_BACKING : 0);
-    rb.top = image_open_or_report(rb.filename, fmt, flags);
+    if (blockspec_check_image_opts_fmt(image_opts, fmt) < 0)
+        goto out;
+    rb.top = image_open_or_report(rb.filename, fmt,
+                                  flags | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!rb.top)
         goto out;
+    rb.path = image_opts || blockspec_has_protocol(rb.filename) ? rb.top->filename
+                                                                : rb.filename;
     if (rb.out_basefmt && !copts_backing_fmt_known(rb.out_basefmt)) {
         err_report("Invalid format name: '%s'", rb.out_basefmt);
         goto out;
@@ -265,7 +273,7 @@ int cmd_rebase(int argc, char **argv)
     }
     char *msg = NULL;
     if (ported) {
-        if (ported_open(&pt, rb.top, rb.filename, &rb.w, &msg) < 0) {
+        if (ported_open(&pt, rb.top, rb.path, &rb.w, &msg) < 0) {
             err_report("%s", msg);
             free(msg);
             goto out;
@@ -287,7 +295,7 @@ int cmd_rebase(int argc, char **argv)
         progress_print(100, 0);
     }
     if (ported) {
-        int r = ported_finish(&pt, rb.filename, ret == 0, dry_run, journal, "Rebase", &msg);
+        int r = ported_finish(&pt, rb.path, ret == 0, dry_run, journal, "Rebase", &msg);
         if (r < 0 && ret == 0) {
             if (msg)
                 err_report("%s", msg);

@@ -13,12 +13,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "block/blockspec.h"
 #include "block/driver.h"
 #include "block/snapshot.h"
 #include "cmd/commands.h"
 #include "cmd/ported.h"
 #include "util/err.h"
 #include "util/opts.h"
+#include "util/secrets.h"
 #include "util/xalloc.h"
 
 enum { OPT_DRY_RUN = OPT_CMD, OPT_JOURNAL };
@@ -131,7 +133,7 @@ int cmd_snapshot(int argc, char **argv)
     };
     struct job j = { NONE, NULL };
     const char *journal = NULL;
-    bool force_share = false, dry_run = false;
+    bool force_share = false, dry_run = false, image_opts = false;
     int c;
     opts_start();
     while ((c = opts_next(argc, argv, ":la:c:d:hqU", longopts, help)) != -1) {
@@ -147,9 +149,10 @@ int cmd_snapshot(int argc, char **argv)
         case OPT_DRY_RUN: dry_run = true; break;
         case OPT_JOURNAL: journal = optarg; break;
         case OPT_OBJECT:
-        case OPT_IMAGE_OPTS:
-            err_report("--object and --image-opts are not supported by qimg");
-            return 1;
+            if (secrets_add_object(optarg) < 0)
+                return 1;
+            break;
+        case OPT_IMAGE_OPTS: image_opts = true; break;
         }
     }
     if (optind != argc - 1)
@@ -169,7 +172,8 @@ int cmd_snapshot(int argc, char **argv)
     }
     int flags = j.action == LIST ? (force_share ? IMG_OPEN_SHARE : 0)
                 : dry_run ? 0 : journal ? IMG_OPEN_SHARE : IMG_OPEN_RDWR;
-    image_t *img = image_open_or_report(filename, NULL, flags);
+    image_t *img = image_open_or_report(filename, NULL,
+                                        flags | (image_opts ? IMG_OPEN_IMAGE_OPTS : 0));
     if (!img)
         return 1;
     int ret;
@@ -177,7 +181,10 @@ int cmd_snapshot(int argc, char **argv)
         list(img);
         ret = 0;
     } else if (ported) {
-        ret = ported_act(img, filename, &j, dry_run, journal);
+        /* the plan and the journal name the image's file, not an option list */
+        ret = ported_act(img, image_opts || blockspec_has_protocol(filename) ? img->filename
+                                                                        : filename,
+                         &j, dry_run, journal);
     } else {
         ret = act(img, &j);
     }

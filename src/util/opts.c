@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "util/err.h"
+#include "util/xalloc.h"
 
 void opts_start(void)
 {
@@ -40,5 +41,20 @@ int opts_output_json(const char *output, bool *json)
         err_report("--output must be used with human or json as argument.");
         return -1;
     }
+    return 0;
+}
+
+int opts_accumulate(char **options, const char *list)
+{
+    size_t len = strlen(list), i;
+    for (i = len; i > 0 && list[i - 1] == ','; i--)
+        ;
+    if (!list[0] || list[0] == ',' || (len - i) % 2) {
+        err_report("Invalid option list: %s", list);
+        return -1;
+    }
+    char *n = *options ? xasprintf("%s,%s", *options, list) : xstrdup(list);
+    free(*options);
+    *options = n;
     return 0;
 }

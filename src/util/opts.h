@@ -33,6 +33,12 @@ int opts_next(int argc, char **argv, const char *shortopts, const struct option 
 /* The one operand left after the options; otherwise qemu-img's usage error. */
 const char *opts_one_file(int argc, char **argv);
 
+/* qemu-img's accumulate_options for -o: list must be a valid option list
+ * (is_valid_option_list: not empty, no leading comma, no unescaped trailing one), else
+ * "Invalid option list: LIST" is reported and -1 returned; repeated lists join with ','
+ * into *options (malloc'd). */
+int opts_accumulate(char **options, const char *list);
+
 /* --output: NULL or "human" -> *json false, "json" -> true; anything else is reported
  * as qemu-img does and -1 returned (the command exits 1). */
 int opts_output_json(const char *output, bool *json);

@@ -1,6 +1,7 @@
 /* --object secret: ids checked as qemu's user_creatable_add_qapi does, values loaded as
  * qcrypto_secret_load_data does (data=, or file= read whole) and base64-decoded when the
  * object is completed, as qcrypto_secret_complete does. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,18 @@ static bool object_help(const char *spec)
     return true;
 }
 
+/* qemu's id_wellformed (user_creatable_add_type checks it once the options parsed): a
+ * letter, then letters, digits, '-', '.', '_'. */
+static bool id_wellformed(const char *id)
+{
+    if (!isalpha((unsigned char)id[0]))
+        return false;
+    for (const char *p = id + 1; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("-._", *p))
+            return false;
+    return true;
+}
+
 int secrets_add_object(const char *spec)
 {
     if (object_help(spec)) {
@@ -199,6 +212,10 @@ int secrets_add_object(const char *spec)
         err_report("Parameter '%s' is unexpected", unknown);
     } else if (format && strcmp(format, "raw") && strcmp(format, "base64")) {
         err_report("Parameter 'format' does not accept value '%s'", format);
+    } else if (!id_wellformed(id)) {
+        err_report("Parameter 'id' expects an identifier");
+        fprintf(stderr, "Identifiers consist of letters, digits, '-', '.', '_', starting with "
+                "a letter.\n");
     } else if (data && file) {
         err_report("'data' and 'file' are mutually exclusive");
     } else if (!data && !file) {

@@ -476,3 +476,61 @@ def test_unresolvable_address(tmp_path, name):
     """qemu resolves the address before it connects: 'address resolution failed for H:P'."""
     rc, _, err = assert_same(str(tmp_path), 'info', name)
     assert rc == 1 and err
+
+
+# -- convert creating its target on an export (iotest 302) --------------------------------
+
+@pytest.mark.parametrize('fmt,extra', [('qcow2', []), ('qcow2', ['-c']), ('raw', [])])
+def test_convert_creates_target_on_export(d, fmt, extra):
+    """qemu's bdrv_co_create_opts_simple: the export's first sector zeroed, the format
+    written through it, the rest of the export as it was: the same bytes as qemu-img's."""
+    dd, _ = d
+    fill = os.urandom(4 << 20)
+    results = []
+    for tool in ('qemu', 'qimg'):
+        path = os.path.join(dd, 'exp-%s.raw' % tool)
+        with open(path, 'wb') as f:
+            f.write(fill)
+        s = serve(d, path, 'raw')
+        r = qemu.run(qemu.tool_path(tool), 'convert', *extra, '-O', fmt, 't.qcow2', s.uri(),
+                     cwd=dd, env=ENV)
+        assert r[0] == 0, r
+        assert_same(dd, 'compare', 't.qcow2', s.uri())
+        s.stop()
+        results.append(open(path, 'rb').read())
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize('case', ['unreachable', 'qed', 'raw-prealloc'])
+def test_convert_create_on_export_errors(d, case):
+    dd, _ = d
+    path = os.path.join(dd, 'exp.raw')
+    with open(path, 'wb') as f:
+        f.write(bytes(4 << 20))
+    s = serve(d, path, 'raw')
+    args = {
+        'unreachable': ['-O', 'qcow2', 't.qcow2',
+                        'nbd+unix:///exp?socket=' + os.path.join(dd, 'nosock')],
+        'qed': ['-O', 'qed', 't.qcow2', s.uri()],
+        'raw-prealloc': ['-O', 'raw', '-o', 'preallocation=full', 't.qcow2', s.uri()],
+    }[case]
+    a = assert_same(dd, 'convert', *args)
+    assert a[0] == 1
+
+
+@pytest.mark.parametrize('fmt', ['raw', 'qcow2'])
+def test_dd_creates_target_on_export(d, fmt):
+    dd, _ = d
+    fill = os.urandom(4 << 20)
+    results = []
+    for tool in ('qemu', 'qimg'):
+        path = os.path.join(dd, 'exp-%s.raw' % tool)
+        with open(path, 'wb') as f:
+            f.write(fill)
+        s = serve(d, path, 'raw')
+        r = qemu.run(qemu.tool_path(tool), 'dd', '-O', fmt, 'if=t.qcow2', 'of=' + s.uri(),
+                     'bs=64k', cwd=dd, env=ENV)
+        assert r[0] == 0, r
+        s.stop()
+        results.append(open(path, 'rb').read())
+    assert results[0] == results[1]
