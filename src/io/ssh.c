@@ -282,18 +282,26 @@ static int check_host_key_hash(struct ssh_state *s, const struct qio_ssh_addr *a
     unsigned char *hash = NULL;
     size_t hlen = 0;
     int r = ssh_get_publickey_hash(key, t, &hash, &hlen);
+    const char *ktype = ssh_key_type_to_char(ssh_key_type(key));
     ssh_key_free(key);
     if (r != 0) {
         *errmsg = session_err(s, "failed reading the hash of the server SSH key");
         return -EINVAL;
     }
     bool ok = fingerprint_matches(hash, hlen, a->hkc_hash);
-    ssh_clean_pubkey_hash(&hash);
     if (!ok) {
-        *errmsg = xasprintf("remote host key does not match host_key_check '%s'", a->hkc_hash);
-        return -EPERM;
+        /* the message of Debian's qemu 7.2 (upstream's later one): the server's hash in
+         * plain lower-case hex beside the one asked for */
+        char *hex = xcalloc(1, 2 * hlen + 1);
+        for (size_t i = 0; i < hlen; i++)
+            snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+        *errmsg = xasprintf("remote host %s key fingerprint '%s:%s' does not match "
+                            "host_key_check '%s:%s'", ktype ? ktype : "unknown", a->hkc_type,
+                            hex, a->hkc_type, a->hkc_hash);
+        free(hex);
     }
-    return 0;
+    ssh_clean_pubkey_hash(&hash);
+    return ok ? 0 : -EPERM;
 }
 
 /* qemu's check_host_key_knownhosts: libssh reads ~/.ssh/known_hosts (and the global one) */
