@@ -104,9 +104,10 @@ missing:
     return -ENOTSUP;
 }
 
-/* one SFTP request moves at most this much (libssh splits larger ones itself, but a short
- * count per call keeps the loop simple and bounded) */
-#define SSH_MAX_REQUEST (256u << 10)
+/* one SFTP request moves at most this much: OpenSSH's sftp-server drops the connection on a
+ * packet over 256 KiB (SFTP_MAX_MSG_LENGTH, header included), and libssh sends a write
+ * as one packet */
+#define SSH_MAX_REQUEST (64u << 10)
 
 struct ssh_state {
     ssh_session session;

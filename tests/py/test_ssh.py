@@ -332,3 +332,43 @@ def test_silent_server_bounded():
     assert err.startswith("qemu-img: Could not open 'ssh://127.0.0.1:%d/x?host_key_check=no': "
                           "failed to establish SSH session: " % port), err
     assert took < 20
+
+
+def test_writes_over_ssh(sshd, remote, tmp_path):
+    """resize of a raw file (grow by one zero byte at the new end; no shrinking) and convert
+    -n into an existing file, over ssh: the same bytes and messages as qemu-img's"""
+    src = os.path.join(remote, 'img.qcow2')
+    files = {}
+    for tool in ('qemu', 'qimg'):
+        f = str(tmp_path / ('%s.raw' % tool))
+        qemu.qemu_img('create', '-f', 'raw', f, '1M', check=True)
+        files[tool] = f
+    res = {}
+    for tool, f in files.items():
+        q = qemu.tool_path(tool)
+        u = url(sshd, f)
+        res[tool] = [qemu.run(q, 'resize', '-f', 'raw', u, '4M', env=sshd.env),
+                     qemu.run(q, 'resize', '-f', 'raw', '--shrink', u, '1M', env=sshd.env),
+                     qemu.run(q, 'convert', '-n', '-O', 'raw', src, u, env=sshd.env)]
+    assert res['qimg'] == res['qemu']
+    assert [r[0] for r in res['qemu']] == [0, 1, 0]
+    assert res['qemu'][1][2] == 'qemu-img: ssh driver does not support shrinking files\n'
+    with open(files['qemu'], 'rb') as a, open(files['qimg'], 'rb') as b:
+        assert a.read() == b.read()
+    assert os.path.getsize(files['qimg']) == 4 << 20
+
+
+def test_no_create_over_ssh(sshd, tmp_path):
+    """qimg creates no image over ssh (README: a difference), and says so"""
+    f = str(tmp_path / 'new.qcow2')
+    u = url(sshd, f)
+    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'create', '-f', 'qcow2', u, '1M',
+                            env=sshd.env)
+    assert (rc, err) == (1, "qemu-img: %s: Protocol 'ssh' is not supported by qimg\n" % u)
+    src = str(tmp_path / 'src.qcow2')
+    qemu.qemu_img('create', '-f', 'qcow2', src, '1M', check=True)
+    rc, out, err = qemu.run(qemu.tool_path('qimg'), 'convert', '-O', 'raw', src, u,
+                            env=sshd.env)
+    assert (rc, err) == (1, "qemu-img: %s: error while converting raw: Protocol 'ssh' is not "
+                            "supported by qimg\n" % u)
+    assert not os.path.exists(f)
