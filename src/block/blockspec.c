@@ -367,7 +367,7 @@ static bool qemu_only_driver(const char *d)
         "blkdebug", "blklogwrites", "blkreplay", "blkverify", "cloop", "compress",
         "copy-before-write", "copy-on-read", "dmg", "ftp", "ftps", "gluster", "http", "https",
         "iscsi", "iser", "nfs", "null-aio", "null-co", "nvme", "parallels", "preallocate",
-        "quorum", "rbd", "replication", "snapshot-access", "throttle", "vhdx", "vmdk",
+        "quorum", "rbd", "replication", "snapshot-access", "ssh", "throttle", "vhdx", "vmdk",
         "vpc", "vvfat", NULL };
     for (int i = 0; q[i]; i++)
         if (!strcmp(d, q[i]))
@@ -521,8 +521,7 @@ int blockspec_plain_path(const char *name, char **path, char **errmsg)
             *path = xstrdup(name + n + 1);
             r = 0;
         } else if (qemu_only_driver(proto) || !strcmp(proto, "nbd") ||
-                   !strcmp(proto, "nbd+unix") || !strcmp(proto, "nbd+tcp") ||
-                   !strcmp(proto, "ssh")) {
+                   !strcmp(proto, "nbd+unix") || !strcmp(proto, "nbd+tcp")) {
             /* a protocol qemu has (NBD: qimg reads and writes it, but creates no image
              * there) */
             *errmsg = xasprintf("Protocol '%s' is not supported by qimg", proto);
