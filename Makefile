@@ -17,6 +17,7 @@ LIBS    := -lz -lzstd -lsqlite3 -lm
 LIBS    += -ljansson
 # libnbd is the NBD client (src/io/nbd.c says why libnbd), loaded with dlopen when an NBD
 # name is opened (src/io/nbd.c says why); libnbd-dev gives its header
+# libssh (libssh-dev: its header) is the ssh client, loaded the same way (src/io/ssh.c)
 LIBS    += -ldl
 # nettle is the crypto library (LUKS, AES, PBKDF2, the journal's SHA-256; README says why)
 LIBS    += -lnettle

@@ -10,11 +10,13 @@
 #   scripts/ensure-deps.sh            same as `test`
 # qemu-utils is the test oracle only; qimg never calls it at run time, so `build` leaves it out.
 # strace counts a test's syscalls (tests/py/test_file_holes.py).
+# openssh-server: tests/py/test_ssh.py starts a private sshd on a loopback port (its own
+# config, keys and port; the package's own service is not used).
 # The check is one dpkg-query per package; the Makefile keeps a stamp so that repeated builds
 # do not ask again. Without dpkg-query (not Debian) nothing can be checked: a note, exit 0.
 set -e
-BUILD_PKGS="gcc make zlib1g-dev libzstd-dev libsqlite3-dev liburing-dev libjansson-dev libnbd-dev nettle-dev"
-TEST_PKGS="$BUILD_PKGS python3 libcmocka-dev python3-pytest qemu-utils strace"
+BUILD_PKGS="gcc make zlib1g-dev libzstd-dev libsqlite3-dev liburing-dev libjansson-dev libnbd-dev libssh-dev nettle-dev"
+TEST_PKGS="$BUILD_PKGS python3 libcmocka-dev python3-pytest qemu-utils strace openssh-server"
 [ $# -gt 0 ] || set -- test
 PKGS=""
 for g in "$@"; do

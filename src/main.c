@@ -28,7 +28,9 @@ static void help(void)
            "options as JSON), or with --image-opts a 'key=value,...' list (',,' is a comma),\n"
            "e.g. 'driver=qcow2,file.filename=disk.qcow2'. NBD exports: 'nbd://HOST[:PORT]/EXPORT',\n"
            "'nbd+unix:///EXPORT?socket=PATH', 'nbd:unix:PATH[:exportname=NAME]',\n"
-           "'nbd:HOST:PORT[:exportname=NAME]' or --image-opts 'driver=nbd,server.type=unix,...'.\n");
+           "'nbd:HOST:PORT[:exportname=NAME]' or --image-opts 'driver=nbd,server.type=unix,...'.\n"
+           "Files over ssh: 'ssh://[USER@]HOST[:PORT]/PATH[?host_key_check=no|yes|sha256:HEX]'\n"
+           "or --image-opts 'driver=ssh,server.host=H,server.port=P,path=PATH'.\n");
     printf("\nEncrypted images (LUKS, qcow2 LUKS/AES): --object secret,id=ID,data=PASS|file=PATH\n"
            "and the image option encrypt.key-secret=ID (qcow2) or key-secret=ID (luks) through\n"
            "--image-opts or a json: name; create takes them with -o.\n");

@@ -9,6 +9,7 @@
 
 #include "block/blockspec.h"
 #include "block/blockspec_nbd.h"
+#include "block/blockspec_ssh.h"
 #include "io/null.h"
 #include "util/err.h"
 #include "util/size.h"
@@ -700,6 +701,26 @@ static int take_nbd(struct bspec *o, struct bs_resolved *r, char **errmsg)
     return 0;
 }
 
+/* The ssh protocol node's options out of o into r (address, name). qemu's ssh driver
+ * visits all its options as one QAPI struct: a left-over option is "unexpected", not the
+ * protocol's "doesn't support the option". */
+static int take_ssh(struct bspec *o, struct bs_resolved *r, char **errmsg)
+{
+    bspec_del(o, "filename"); /* qemu: an option "filename" of an ssh node is dropped */
+    r->ssh = xcalloc(1, sizeof(*r->ssh));
+    int rc = blockspec_ssh_take(o, r->ssh, errmsg);
+    if (rc < 0)
+        return rc;
+    r->path = qio_ssh_name(r->ssh);
+    r->file_proto = "ssh";
+    for (size_t i = 0; i < o->n; i++)
+        if (!generic_opt(o->v[i].key)) {
+            *errmsg = xasprintf("Parameter '%s' is unexpected", o->v[i].key);
+            return -EINVAL;
+        }
+    return 0;
+}
+
 /* qemu's null protocol drivers (block/null.c) by name, or NULL. */
 static const char *null_driver(const char *d)
 {
@@ -1018,6 +1039,41 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         filename = NULL;
         rc = -EINVAL;
     }
+    if (filename && blockspec_is_ssh_name(filename)) {
+        /* ssh_parse_filename: the ssh driver's options, on the node itself with
+         * driver=ssh, else on the protocol node under the (given or probed) format */
+        bool top = drv && !strcmp(drv, "ssh");
+        struct bspec given = { 0 }, nb = { 0 };
+        for (size_t i = 0; !top && i < o.n; i++)
+            if (!strncmp(o.v[i].key, "file.", 5)) {
+                struct bsv v = o.v[i];
+                v.key = o.v[i].key + 5;
+                bspec_put(&given, &v, true);
+            }
+        bool conflict = blockspec_ssh_name_conflict(top ? &o : &given);
+        bspec_free(&given);
+        if (conflict) {
+            *errmsg = xstrdup("user, host, port, path, host_key_check cannot be used at the "
+                              "same time as a file option");
+            goto out;
+        }
+        if ((rc = blockspec_ssh_parse_name(filename, &nb, errmsg)) < 0) {
+            bspec_free(&nb);
+            goto out;
+        }
+        for (size_t i = 0; i < nb.n; i++) {
+            struct bsv v = nb.v[i];
+            char *k = top ? xstrdup(v.key) : xasprintf("file.%s", v.key);
+            v.key = k;
+            bspec_put(&o, &v, false);
+            free(k);
+        }
+        if (!top)
+            bspec_put_str(&o, "file.driver", "ssh", false);
+        bspec_free(&nb);
+        filename = NULL;
+        rc = -EINVAL;
+    }
     const char *pnull = NULL;
     if (filename && blockspec_has_protocol(filename)) {
         size_t n = strcspn(filename, ":");
@@ -1075,6 +1131,14 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         r->protocol_only = true;
         goto out;
     }
+    if (drv && !strcmp(drv, "ssh")) {
+        bspec_del(&o, "backing"); /* qemu drops it on every node */
+        if ((rc = take_ssh(&o, r, errmsg)) < 0)
+            goto out;
+        r->format = xstrdup("ssh");
+        r->protocol_only = true;
+        goto out;
+    }
     if (drv && !strcmp(drv, "quorum")) {
         bspec_del(&o, "backing"); /* qemu drops it on every node */
         if ((rc = take_quorum(&o, r, errmsg)) < 0)
@@ -1105,6 +1169,10 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
         const char *fd = str_of(bspec_get(&file, "driver"));
         if (fd && !strcmp(fd, "nbd")) {
             if ((rc = take_nbd(&file, r, errmsg)) < 0)
+                goto out;
+            rc = -EINVAL;
+        } else if (fd && !strcmp(fd, "ssh")) {
+            if ((rc = take_ssh(&file, r, errmsg)) < 0)
                 goto out;
             rc = -EINVAL;
         } else if (fd && !strcmp(fd, "quorum")) {
@@ -1151,7 +1219,7 @@ int blockspec_resolve(const char *filename, const struct bspec *opts, const char
             goto out;
         }
         const char *fn = str_of(bspec_get(&file, "filename"));
-        if (r->nbd || r->null_drv || r->quorum_n) {
+        if (r->nbd || r->ssh || r->null_drv || r->quorum_n) {
             /* taken above */
         } else if (!fn) {
             *errmsg = xasprintf("The '%s' block driver requires a file name", fd ? fd : "file");
@@ -1364,6 +1432,10 @@ void blockspec_resolved_free(struct bs_resolved *r)
     if (r->nbd) {
         qio_nbd_addr_free(r->nbd);
         free(r->nbd);
+    }
+    if (r->ssh) {
+        qio_ssh_addr_free(r->ssh);
+        free(r->ssh);
     }
     bspec_free(&r->rest);
     bspec_free(&r->backing_opts);

@@ -7,6 +7,7 @@
  *   - "file:NAME" (a file name with a colon)  "file:a:b.qcow2" opens "./a:b.qcow2" as qemu does
  *   - "json:{...}"                            options as a JSON object, nested or dotted keys
  *   - "nbd://...", "nbd+unix://...", "nbd:..." NBD exports (blockspec_nbd.c)
+ *   - "ssh://[USER@]HOST[:PORT]/PATH"         a file over ssh/sftp (blockspec_ssh.c)
  *   - "blkdebug:CONFIG:FILE"                  a blkdebug filter over FILE (looked through)
  *   - "PROTO:..." for another protocol        qemu's "Unknown protocol 'PROTO'" (qemu's other
  *                                             network protocols: not supported by qimg)
@@ -28,6 +29,7 @@
 
 #include "io/blkdebug.h"
 #include "io/nbd.h"
+#include "io/ssh.h"
 
 /* Typed values: JSON keeps its types (qemu prints "size": 512), --image-opts values are
  * strings (qemu prints "size": "512"). */
@@ -115,6 +117,7 @@ struct bs_resolved {
                               id of an --object secret that unlocks the image, or NULL */
     char *encrypt_format;  /* "encrypt.format": checked against the header's, or NULL */
     struct qio_nbd_addr *nbd; /* the protocol node is an NBD export (path is its name) */
+    struct qio_ssh_addr *ssh; /* the protocol node is a file over ssh (path is its name) */
     const char *file_proto;   /* the protocol named in file_unknown's message ("file") */
     /* a null-co / null-aio protocol node (qemu's block/null.c, io/null.h): the image itself
      * with driver=null-co, else the file under the format; "null-co://" as a plain name */

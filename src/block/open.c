@@ -265,6 +265,9 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     else if (res.nbd)
         r = qio_open_nbd(res.nbd, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
                          errmsg);
+    else if (res.ssh)
+        r = qio_open_ssh(res.ssh, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY, &img->file,
+                         errmsg);
     else
         r = qio_open_image(filename, (flags & IMG_OPEN_RDWR) ? QIO_RDWR : QIO_RDONLY,
                            &img->file, errmsg);
@@ -274,7 +277,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
         r = -EINVAL;
         goto fail;
     }
-    if (res.direct && !res.nbd && !res.null_drv && !res.quorum_n &&
+    if (res.direct && !res.nbd && !res.ssh && !res.null_drv && !res.quorum_n &&
         (r = qio_probe_direct_align(filename, &img->file->align)) < 0) {
         *errmsg = xasprintf("Could not open '%s': %s", filename, strerror(-r));
         goto fail;
@@ -307,6 +310,7 @@ static int open_layer(const char *name, const struct bspec *opts, const char *fm
     }
     img->format = !res.protocol_only ? img->drv->name
                   : res.nbd              ? "nbd"
+                  : res.ssh              ? "ssh"
                   : res.null_drv         ? res.null_drv
                   : res.quorum_n         ? "quorum"
                                          : "file";

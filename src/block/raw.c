@@ -11,6 +11,7 @@
 #include "format/probe.h"
 #include "io/blkdebug.h"
 #include "io/nbd.h"
+#include "io/ssh.h"
 #include "util/err.h"
 #include "util/xalloc.h"
 
@@ -183,6 +184,11 @@ static int raw_truncate(image_t *img, uint64_t size, enum img_prealloc prealloc,
     if (r < 0) {
         *errmsg = xasprintf("Could not stat file: %s", strerror(-r));
         return r;
+    }
+    if (size < cur && qio_is_ssh(img->file)) {
+        /* qemu's ssh_co_truncate */
+        *errmsg = xstrdup("ssh driver does not support shrinking files");
+        return -ENOTSUP;
     }
     if (size != cur && qio_is_nbd(img->file)) {
         /* qemu's nbd_co_truncate (raw passes exact=true on) */

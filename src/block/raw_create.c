@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "block/blockspec.h"
 #include "block/create.h"
 #include "io/lock.h"
 #include "io/qio.h"
@@ -147,6 +148,16 @@ int raw_create(const char *filename, const struct copts *o, char **errmsg)
 
 int block_create(const char *fmt, const char *filename, const struct copts *o, char **errmsg)
 {
+    /* a protocol qimg opens but cannot create on (nbd, ssh): qemu's bdrv_create there is
+     * not qimg's; say so rather than create a local file of that name */
+    char *path = NULL, *perr = NULL;
+    int pr = blockspec_plain_path(filename, &path, &perr);
+    free(path);
+    if (pr == -ENOTSUP) {
+        *errmsg = perr;
+        return pr;
+    }
+    free(perr);
     if (!strcmp(fmt, "raw"))
         return raw_create(filename, o, errmsg);
     if (!strcmp(fmt, "qcow2"))

@@ -182,9 +182,10 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     char *msg = NULL;
     o.rdwr = fix && !dry_run;
     int mode = o.rdwr ? QIO_RDWR : QIO_RDONLY;
-    if (res->nbd && o.rdwr) {
+    if ((res->nbd || res->ssh) && o.rdwr) {
         /* repair journals and reopens the image by file name */
-        err_report("check -r of an image over NBD is not supported by qimg");
+        err_report("check -r of an image over %s is not supported by qimg",
+                   res->nbd ? "NBD" : "ssh");
         return 1;
     }
     int rc = 0;
@@ -192,6 +193,7 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
         q = qio_open_null(filename, res->null_size, res->null_zeroes, mode);
     else
         rc = res->nbd ? qio_open_nbd(res->nbd, mode, &q, &msg)
+             : res->ssh ? qio_open_ssh(res->ssh, mode, &q, &msg)
                       : qio_open_image(filename, mode | (o.share ? QIO_SHARE : 0), &q, &msg);
     if (rc < 0) {
         err_report("Could not open '%s': %s", arg, msg);
@@ -225,7 +227,7 @@ static int check_file(const char *filename, const char *arg, const char *fmt,
     if (strcmp(fmt, "qcow2") != 0) {
         static const char *const known[] = { "raw", "file", "qcow", "luks", "vpc", "dmg",
                                              "cloop", "bochs", "vvfat", "vmdk", "vhdx",
-                                             "parallels", "qed", "vdi", "nbd", "null-co",
+                                             "parallels", "qed", "vdi", "nbd", "ssh", "null-co",
                                              "null-aio" };
         bool k = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)

@@ -13,6 +13,7 @@
 #include "block/snapshot.h"
 #include "cmd/commands.h"
 #include "io/nbd.h"
+#include "io/ssh.h"
 #include "io/null.h"
 #include "io/quorum.h"
 #include "util/err.h"
@@ -67,13 +68,14 @@ static void query(image_t *img, struct layer_info *li)
         json_set(o, "encrypted", json_bool(true));
     if (img->cluster_size)
         json_set(o, "cluster-size", json_int(img->cluster_size));
-    /* qemu: the nbd driver has no bdrv_get_info, and raw's asks its file; bochs has none;
+    /* qemu: the nbd and ssh drivers have no bdrv_get_info, and raw's asks its file; bochs has none;
      * nor have null-co and quorum (as nodes of their own or under raw, also through a
      * blkdebug filter, which asks its image) */
     bool no_info_file = qio_is_null(img->file) || qio_is_quorum(img->file);
     if (!img->drv->no_get_info && !(no_info_file && img->drv == &raw_driver) &&
-        (!qio_is_nbd(img->file) ||
-        (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "raw") != 0)))
+        (!(qio_is_nbd(img->file) || qio_is_ssh(img->file)) ||
+        (strcmp(img->format, "nbd") != 0 && strcmp(img->format, "ssh") != 0 &&
+         strcmp(img->format, "raw") != 0)))
         json_set(o, "dirty-flag", json_bool(img->dirty));
     if (spec)
         json_set(o, "format-specific", spec);
