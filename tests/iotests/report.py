@@ -42,7 +42,9 @@ fails = sorted(k for k, v in res.items() if v[0] == 'FAIL')
 if not fails:
     print('None.')
 for k in fails:
-    why = re.sub(r'; diff: \S+', '', res[k][1]).strip('() ')
+    why = re.sub(r'; diff: \S+\)$', ')', res[k][1].strip())
+    if why.startswith('(') and why.endswith(')'):
+        why = why[1:-1]  # only the outer parentheses: the reason may hold its own
     print(f'- {k[0]} {k[1]} (calls {" ".join(subs.get(k, []))}): {why}')
 print('\n## Accepted differences\n')
 acc = [l[3:].strip() for l in open(accepted) if re.match(r'## \d', l)]
