@@ -37,14 +37,12 @@ def qemu_io(img, *cmds):
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
-def timed(cmd, before=None):
-    """Runs cmd once (after before(), untimed); returns (wall seconds, peak RSS KiB, exit code).
+def timed(cmd):
+    """Runs cmd once; returns (wall seconds, peak RSS KiB, exit code).
 
     Linux carries a process's RSS high-water mark across fork and exec, so a child forked
     from this Python process reports at least Python's own RSS. GNU time forks the command
     from its own small image, so its %M is the command's real peak."""
-    if before:
-        before()
     rss_file = os.path.join(BENCH_DIR, ".rss")
     wrap = [TIME, "-q", "-f", "%M", "-o", rss_file] if TIME else []
     t0 = time.perf_counter()
@@ -58,19 +56,19 @@ def timed(cmd, before=None):
     return wall, rss, os.waitstatus_to_exitcode(status)
 
 
-def measure_pair(cmd_a, cmd_b, before=None):
+def measure_pair(cmd_a, cmd_b):
     """Both commands, alternating run by run (after one warm-up each, so both read from the
     page cache): whatever else loads the machine loads both alike. Per command: median
     wall seconds, peak RSS KiB, sorted exit codes."""
-    wa, _, _ = timed(cmd_a, before)
-    wb, _, _ = timed(cmd_b, before)
+    wa, _, _ = timed(cmd_a)
+    wb, _, _ = timed(cmd_b)
     # sub-second cases: a scheduler hiccup moves a median of 5 by 10-20 %, so they get
     # more runs (SHORT_RUNS); long cases keep RUNS
     runs = max(RUNS, SHORT_RUNS) if max(wa, wb) < 1.0 else RUNS
     res = [([], [], set()), ([], [], set())]
     for _ in range(runs):
         for cmd, (walls, rss, rcs) in zip((cmd_a, cmd_b), res):
-            w, r, rc = timed(cmd, before)
+            w, r, rc = timed(cmd)
             walls.append(w)
             rss.append(r)
             rcs.add(rc)
@@ -177,32 +175,17 @@ def img_convert_mixed(fmt):
     return raw if fmt == "raw" else q
 
 
-CONVERT_OUT = os.path.join(BENCH_DIR, "conv-out.img")
-
-
-def remove_convert_out():
-    """Each convert run writes a new file: the previous run's output is deleted before the
-    timer starts. Truncating that 4 GiB leftover (what both tools do to an existing target)
-    waits for ext4's synchronous discards of its blocks on a `discard` mount: tens of ms of
-    file-system time, the same for both tools, that would be measured as theirs."""
-    try:
-        os.unlink(CONVERT_OUT)
-    except FileNotFoundError:
-        pass
-
-
 def convert_case(src_fmt, *opts):
-    return lambda: ["convert", *opts, img_convert_mixed(src_fmt), CONVERT_OUT]
+    out = os.path.join(BENCH_DIR, "conv-out.img")
+    return lambda: ["convert", *opts, img_convert_mixed(src_fmt), out]
 
 
 IMAGE_DOCS = {
     "convert": "4 GiB, 64 regions of 64 MiB: every 4th 8 MiB of half-compressible data, every "
                "4th after it 4 MiB random + 4 MiB written zeros, every 4th after that 8 MiB "
                "of data with 64 KiB zero gaps, the rest holes (288 MiB of data); the qcow2 "
-               "copy made by qemu-img convert plus a 64 MiB zero write. Each run writes a new "
-               "target file (conv-out.img, deleted before the timer starts: truncating the "
-               "previous run's 4 GiB output waits for ext4's discards, file-system time "
-               "the same for both tools).",
+               "copy made by qemu-img convert plus a 64 MiB zero write. Each run writes the "
+               "target anew (conv-out.img).",
     "compare": "two 4 GiB qcow2 images with equal content, 64 regions of 64 MiB: every 4th "
                "holds 8 MiB of data, every 4th after it a 16 MiB zero write, the rest "
                "unallocated; the second made by convert with 64 KiB clusters.",
@@ -238,8 +221,7 @@ def main():
         if ONLY and key not in ONLY:
             continue
         a = args()
-        before = remove_convert_out if key.startswith("convert") else None
-        q, m = measure_pair([QEMU_IMG, *a], [QIMG, *a], before)
+        q, m = measure_pair([QEMU_IMG, *a], [QIMG, *a])
         speed = q[0] / m[0] if m[0] > 0 else float("inf")
         rows.append((title, q, m, speed))
         print(f"{title}: qemu-img {q[0]:.3f}s {q[1]} KiB rc{q[2]} | qimg {m[0]:.3f}s {m[1]} KiB "
