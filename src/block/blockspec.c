@@ -84,6 +84,18 @@ void bspec_del(struct bspec *o, const char *key)
     o->n--;
 }
 
+char *bspec_take_str(struct bspec *o, const char *key)
+{
+    const struct bsv *v = bspec_get(o, key);
+    if (!v)
+        return NULL;
+    char *s = v->type == BSV_STR ? xstrdup(v->s)
+              : v->type == BSV_INT ? xasprintf("%lld", (long long)v->i)
+                                   : xstrdup("");
+    bspec_del(o, key);
+    return s;
+}
+
 /* ---- --image-opts --------------------------------------------------------------------------- */
 
 /* One value up to an unescaped comma; ",," is a comma (qemu's get_opt_value). */
@@ -1442,41 +1454,33 @@ void blockspec_resolved_free(struct bs_resolved *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* Reads a blkdebug config file into *rules: the file's rules first, then the inline ones
+ * already in *rules (qemu's order). */
+static int read_config_rules(const char *config, struct blkdebug_rules *rules, char **errmsg)
+{
+    struct blkdebug_rules c = { 0 };
+    if (blkdebug_read_config(config, &c, errmsg) < 0) {
+        blkdebug_rules_free(&c);
+        return -EINVAL;
+    }
+    if (rules->n) {
+        c.v = xreallocarray(c.v, c.n + rules->n, sizeof(*c.v));
+        memcpy(c.v + c.n, rules->v, rules->n * sizeof(*c.v));
+        c.n += rules->n;
+    }
+    if (!c.unsupported && rules->unsupported)
+        c.unsupported = xstrdup(rules->unsupported);
+    blkdebug_rules_free(rules);
+    *rules = c;
+    return 0;
+}
+
 int blockspec_read_blkdebug(struct bs_resolved *r, char **errmsg)
 {
-    if (r->file_config) {
-        struct blkdebug_rules c = { 0 };
-        if (blkdebug_read_config(r->file_config, &c, errmsg) < 0) {
-            blkdebug_rules_free(&c);
-            return -EINVAL;
-        }
-        /* the config file's rules first, then the inline ones */
-        if (r->rules.n) {
-            c.v = xreallocarray(c.v, c.n + r->rules.n, sizeof(*c.v));
-            memcpy(c.v + c.n, r->rules.v, r->rules.n * sizeof(*c.v));
-            c.n += r->rules.n;
-        }
-        if (!c.unsupported && r->rules.unsupported)
-            c.unsupported = xstrdup(r->rules.unsupported);
-        blkdebug_rules_free(&r->rules);
-        r->rules = c;
-    }
-    if (r->top_config) {
-        struct blkdebug_rules c = { 0 };
-        if (blkdebug_read_config(r->top_config, &c, errmsg) < 0) {
-            blkdebug_rules_free(&c);
-            return -EINVAL;
-        }
-        if (r->top_rules.n) {
-            c.v = xreallocarray(c.v, c.n + r->top_rules.n, sizeof(*c.v));
-            memcpy(c.v + c.n, r->top_rules.v, r->top_rules.n * sizeof(*c.v));
-            c.n += r->top_rules.n;
-        }
-        if (!c.unsupported && r->top_rules.unsupported)
-            c.unsupported = xstrdup(r->top_rules.unsupported);
-        blkdebug_rules_free(&r->top_rules);
-        r->top_rules = c;
-    }
+    if (r->file_config && read_config_rules(r->file_config, &r->rules, errmsg) < 0)
+        return -EINVAL;
+    if (r->top_config && read_config_rules(r->top_config, &r->top_rules, errmsg) < 0)
+        return -EINVAL;
     for (int i = 0; i < 2; i++) {
         if (!r->other_config[i])
             continue;

@@ -56,6 +56,9 @@ const struct bsv *bspec_get(const struct bspec *o, const char *key);
 void bspec_put_str(struct bspec *o, const char *key, const char *s, bool overwrite);
 void bspec_put(struct bspec *o, const struct bsv *val, bool overwrite);
 void bspec_del(struct bspec *o, const char *key);
+/* Removes key and returns its value as text (a string, an integer printed, else ""), or
+ * NULL when absent: how the protocol drivers take their options. */
+char *bspec_take_str(struct bspec *o, const char *key);
 
 /* "json:{...}" text after the prefix, flattened into o (qemu's parse_json_filename + 
  * qdict_flatten: nested objects win over dotted keys naming the same option). On error

@@ -212,23 +212,11 @@ out:
     return rc;
 }
 
-static char *take_str(struct bspec *o, const char *key)
-{
-    const struct bsv *v = bspec_get(o, key);
-    if (!v)
-        return NULL;
-    char *s = v->type == BSV_STR ? xstrdup(v->s)
-              : v->type == BSV_INT ? xasprintf("%lld", (long long)v->i)
-                                   : xstrdup("");
-    bspec_del(o, key);
-    return s;
-}
-
 int blockspec_nbd_take(struct bspec *o, struct qio_nbd_addr *a, char **errmsg)
 {
     memset(a, 0, sizeof(*a));
     /* legacy host/port/path (nbd_process_legacy_socket_options) */
-    char *lpath = take_str(o, "path"), *lhost = take_str(o, "host"), *lport = take_str(o, "port");
+    char *lpath = bspec_take_str(o, "path"), *lhost = bspec_take_str(o, "host"), *lport = bspec_take_str(o, "port");
     bool server = false;
     for (size_t i = 0; i < o->n; i++)
         server |= !strncmp(o->v[i].key, "server.", 7);
@@ -254,26 +242,26 @@ int blockspec_nbd_take(struct bspec *o, struct qio_nbd_addr *a, char **errmsg)
         a->port = lport ? lport : xstrdup("10809");
         lport = NULL;
     } else if (server) {
-        a->type = take_str(o, "server.type");
+        a->type = bspec_take_str(o, "server.type");
         if (!a->type) {
             *errmsg = xstrdup("Parameter 'type' is missing");
             goto out;
         }
         if (!strcmp(a->type, "unix")) {
-            a->path = take_str(o, "server.path");
+            a->path = bspec_take_str(o, "server.path");
             if (!a->path) {
                 *errmsg = xstrdup("Parameter 'path' is missing");
                 goto out;
             }
-            free(take_str(o, "server.abstract"));
-            free(take_str(o, "server.tight"));
+            free(bspec_take_str(o, "server.abstract"));
+            free(bspec_take_str(o, "server.tight"));
         } else if (!strcmp(a->type, "inet")) {
-            a->host = take_str(o, "server.host");
+            a->host = bspec_take_str(o, "server.host");
             if (!a->host) {
                 *errmsg = xstrdup("Parameter 'host' is missing");
                 goto out;
             }
-            a->port = take_str(o, "server.port");
+            a->port = bspec_take_str(o, "server.port");
             if (!a->port) {
                 *errmsg = xstrdup("Parameter 'port' is missing");
                 goto out;
@@ -286,12 +274,12 @@ int blockspec_nbd_take(struct bspec *o, struct qio_nbd_addr *a, char **errmsg)
         *errmsg = xstrdup("NBD server address missing");
         goto out;
     }
-    a->export = take_str(o, "export");
-    a->bitmap = take_str(o, "x-dirty-bitmap");
+    a->export = bspec_take_str(o, "export");
+    a->bitmap = bspec_take_str(o, "x-dirty-bitmap");
     /* accepted without effect here: qimg neither reconnects nor waits */
-    free(take_str(o, "reconnect-delay"));
-    free(take_str(o, "open-timeout"));
-    free(take_str(o, "node-name"));
+    free(bspec_take_str(o, "reconnect-delay"));
+    free(bspec_take_str(o, "open-timeout"));
+    free(bspec_take_str(o, "node-name"));
     rc = 0;
 out:
     free(lpath);

@@ -114,18 +114,6 @@ bool blockspec_ssh_name_conflict(const struct bspec *o)
     return false;
 }
 
-static char *take_str(struct bspec *o, const char *key)
-{
-    const struct bsv *v = bspec_get(o, key);
-    if (!v)
-        return NULL;
-    char *s = v->type == BSV_STR ? xstrdup(v->s)
-              : v->type == BSV_INT ? xasprintf("%lld", (long long)v->i)
-                                   : xstrdup("");
-    bspec_del(o, key);
-    return s;
-}
-
 /* QEMU_OPT_NUMBER (qemu_strtou64 with base 0): the whole text one unsigned number */
 static bool opt_number(const char *s)
 {
@@ -158,8 +146,8 @@ int blockspec_ssh_take(struct bspec *o, struct qio_ssh_addr *a, char **errmsg)
     int rc = -EINVAL;
     /* ssh_runtime_opts (host, port as a number, host_key_check), then
      * ssh_process_legacy_options turns them into server.* and host-key-check.* */
-    char *host = take_str(o, "host"), *port = take_str(o, "port");
-    char *hkc = take_str(o, "host_key_check");
+    char *host = bspec_take_str(o, "host"), *port = bspec_take_str(o, "port");
+    char *hkc = bspec_take_str(o, "host_key_check");
     if (port && !opt_number(port)) {
         *errmsg = xstrdup("Parameter 'port' expects a number");
         goto out;
@@ -197,11 +185,11 @@ int blockspec_ssh_take(struct bspec *o, struct qio_ssh_addr *a, char **errmsg)
         rc = missing(errmsg, "server");
         goto out;
     }
-    if (!(a->host = take_str(o, "server.host"))) {
+    if (!(a->host = bspec_take_str(o, "server.host"))) {
         rc = missing(errmsg, "server.host");
         goto out;
     }
-    if (!(a->port = take_str(o, "server.port"))) {
+    if (!(a->port = bspec_take_str(o, "server.port"))) {
         rc = missing(errmsg, "server.port");
         goto out;
     }
@@ -210,14 +198,14 @@ int blockspec_ssh_take(struct bspec *o, struct qio_ssh_addr *a, char **errmsg)
                                              "server.ipv6", "server.keep-alive",
                                              "server.mptcp" };
     for (size_t i = 0; i < sizeof(inet_opts) / sizeof(inet_opts[0]); i++)
-        free(take_str(o, inet_opts[i]));
-    if (!(a->path = take_str(o, "path"))) {
+        free(bspec_take_str(o, inet_opts[i]));
+    if (!(a->path = bspec_take_str(o, "path"))) {
         rc = missing(errmsg, "path");
         goto out;
     }
-    a->user = take_str(o, "user");
+    a->user = bspec_take_str(o, "user");
     if (any_prefixed(o, "host-key-check.")) {
-        char *mode = take_str(o, "host-key-check.mode");
+        char *mode = bspec_take_str(o, "host-key-check.mode");
         if (!mode) {
             rc = missing(errmsg, "host-key-check.mode");
             goto out;
@@ -228,7 +216,7 @@ int blockspec_ssh_take(struct bspec *o, struct qio_ssh_addr *a, char **errmsg)
             a->hkc = QIO_SSH_HKC_KNOWN_HOSTS;
         } else if (!strcmp(mode, "hash")) {
             a->hkc = QIO_SSH_HKC_HASH;
-            a->hkc_type = take_str(o, "host-key-check.type");
+            a->hkc_type = bspec_take_str(o, "host-key-check.type");
             if (!a->hkc_type) {
                 free(mode);
                 rc = missing(errmsg, "host-key-check.type");
@@ -240,7 +228,7 @@ int blockspec_ssh_take(struct bspec *o, struct qio_ssh_addr *a, char **errmsg)
                 free(mode);
                 goto out;
             }
-            a->hkc_hash = take_str(o, "host-key-check.hash");
+            a->hkc_hash = bspec_take_str(o, "host-key-check.hash");
             if (!a->hkc_hash) {
                 free(mode);
                 rc = missing(errmsg, "host-key-check.hash");
