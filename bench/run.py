@@ -37,14 +37,16 @@ def qemu_io(img, *cmds):
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
-def timed(cmd):
-    """Runs cmd once; returns (wall seconds, peak RSS KiB, exit code).
+def timed(cmd, prep=None):
+    """Runs prep() untimed, then cmd once; returns (wall seconds, peak RSS KiB, exit code).
 
     Linux carries a process's RSS high-water mark across fork and exec, so a child forked
     from this Python process reports at least Python's own RSS. GNU time forks the command
     from its own small image, so its %M is the command's real peak."""
     rss_file = os.path.join(BENCH_DIR, ".rss")
     wrap = [TIME, "-q", "-f", "%M", "-o", rss_file] if TIME else []
+    if prep:
+        prep()
     t0 = time.perf_counter()
     p = subprocess.Popen(wrap + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, ru = os.wait4(p.pid, 0)
@@ -56,19 +58,19 @@ def timed(cmd):
     return wall, rss, os.waitstatus_to_exitcode(status)
 
 
-def measure_pair(cmd_a, cmd_b):
+def measure_pair(cmd_a, cmd_b, prep=None):
     """Both commands, alternating run by run (after one warm-up each, so both read from the
-    page cache): whatever else loads the machine loads both alike. Per command: median
-    wall seconds, peak RSS KiB, sorted exit codes."""
-    wa, _, _ = timed(cmd_a)
-    wb, _, _ = timed(cmd_b)
+    page cache): whatever else loads the machine loads both alike. prep runs untimed
+    before every run. Per command: median wall seconds, peak RSS KiB, sorted exit codes."""
+    wa, _, _ = timed(cmd_a, prep)
+    wb, _, _ = timed(cmd_b, prep)
     # sub-second cases: a scheduler hiccup moves a median of 5 by 10-20 %, so they get
     # more runs (SHORT_RUNS); long cases keep RUNS
     runs = max(RUNS, SHORT_RUNS) if max(wa, wb) < 1.0 else RUNS
     res = [([], [], set()), ([], [], set())]
     for _ in range(runs):
         for cmd, (walls, rss, rcs) in zip((cmd_a, cmd_b), res):
-            w, r, rc = timed(cmd)
+            w, r, rc = timed(cmd, prep)
             walls.append(w)
             rss.append(r)
             rcs.add(rc)
@@ -175,17 +177,31 @@ def img_convert_mixed(fmt):
     return raw if fmt == "raw" else q
 
 
+CONVERT_OUT = os.path.join(BENCH_DIR, "conv-out.img")
+
+
 def convert_case(src_fmt, *opts):
-    out = os.path.join(BENCH_DIR, "conv-out.img")
-    return lambda: ["convert", *opts, img_convert_mixed(src_fmt), out]
+    return lambda: ["convert", *opts, img_convert_mixed(src_fmt), CONVERT_OUT]
+
+
+def new_target():
+    """Before each convert run, untimed: the previous target deleted and the file system
+    synced (its blocks freed, their discards done). Every run then creates its target on
+    the same quiet file system; converting over the previous output instead made each run
+    pay for truncating the other tool's leftovers (still dirty, or allocated), unequal
+    costs that depended on which tool ran before."""
+    if os.path.exists(CONVERT_OUT):
+        os.unlink(CONVERT_OUT)
+    os.sync()
 
 
 IMAGE_DOCS = {
     "convert": "4 GiB, 64 regions of 64 MiB: every 4th 8 MiB of half-compressible data, every "
                "4th after it 4 MiB random + 4 MiB written zeros, every 4th after that 8 MiB "
                "of data with 64 KiB zero gaps, the rest holes (288 MiB of data); the qcow2 "
-               "copy made by qemu-img convert plus a 64 MiB zero write. Each run writes the "
-               "target anew (conv-out.img).",
+               "copy made by qemu-img convert plus a 64 MiB zero write. Each run creates a new "
+               "target (conv-out.img; the previous one deleted and the file system synced "
+               "before the run, untimed).",
     "compare": "two 4 GiB qcow2 images with equal content, 64 regions of 64 MiB: every 4th "
                "holds 8 MiB of data, every 4th after it a 16 MiB zero write, the rest "
                "unallocated; the second made by convert with 64 KiB clusters.",
@@ -205,23 +221,23 @@ CASES = [
     ("check fragmented 4 KiB clusters + 3 snapshots", "check-frag", lambda: ["check", img_fragmented_snapshots()]),
     ("check fragmented 64 KiB clusters, 1 TiB + 3 snapshots", "check-frag64",
      lambda: ["check", img_fragmented_snapshots_64k()]),
-    ("convert qcow2 to raw, 4 GiB mixed", "convert", convert_case("qcow2", "-O", "raw")),
-    ("convert raw to qcow2, 4 GiB mixed", "convert", convert_case("raw", "-O", "qcow2")),
-    ("convert qcow2 to qcow2, 4 GiB mixed", "convert", convert_case("qcow2", "-O", "qcow2")),
-    ("convert -c zlib, 4 GiB mixed", "convert-c", convert_case("qcow2", "-O", "qcow2", "-c")),
+    ("convert qcow2 to raw, 4 GiB mixed", "convert", convert_case("qcow2", "-O", "raw"), new_target),
+    ("convert raw to qcow2, 4 GiB mixed", "convert", convert_case("raw", "-O", "qcow2"), new_target),
+    ("convert qcow2 to qcow2, 4 GiB mixed", "convert", convert_case("qcow2", "-O", "qcow2"), new_target),
+    ("convert -c zlib, 4 GiB mixed", "convert-c", convert_case("qcow2", "-O", "qcow2", "-c"), new_target),
     ("convert -c zstd, 4 GiB mixed", "convert-c",
-     convert_case("qcow2", "-O", "qcow2", "-c", "-o", "compression_type=zstd")),
+     convert_case("qcow2", "-O", "qcow2", "-c", "-o", "compression_type=zstd"), new_target),
 ]
 
 
 def main():
     os.makedirs(BENCH_DIR, exist_ok=True)
     rows = []
-    for title, key, args in CASES:
+    for title, key, args, *prep in CASES:
         if ONLY and key not in ONLY:
             continue
         a = args()
-        q, m = measure_pair([QEMU_IMG, *a], [QIMG, *a])
+        q, m = measure_pair([QEMU_IMG, *a], [QIMG, *a], prep[0] if prep else None)
         speed = q[0] / m[0] if m[0] > 0 else float("inf")
         rows.append((title, q, m, speed))
         print(f"{title}: qemu-img {q[0]:.3f}s {q[1]} KiB rc{q[2]} | qimg {m[0]:.3f}s {m[1]} KiB "
@@ -253,7 +269,7 @@ def main():
             f.write(f"| {title} | {q[0]:.3f} s | {m[0]:.3f} s | {speed:.2f}x | {q[1]} KiB | {m[1]} KiB | {q[2]} / {m[2]} |\n")
         f.writelines(kept)
         f.write("\nImages (built once by the real qemu-img/qemu-io in build/bench):\n\n")
-        for title, key, _ in CASES:
+        for title, key, *_ in CASES:
             doc = IMAGE_DOCS.get(key)
             if doc:
                 f.write(f"- {title}: {doc}\n")

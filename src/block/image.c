@@ -334,6 +334,13 @@ int image_discard(image_t *img, uint64_t off, uint64_t n)
     return img->drv->discard(img, off, n);
 }
 
+void image_hint_filling(image_t *img)
+{
+    qio_hint_filling(img->file);
+    if (img->data_file && img->data_file != img->file)
+        qio_hint_filling(img->data_file);
+}
+
 int image_flush(image_t *img)
 {
     /* qemu's bdrv_co_flush: nothing to do on a read-only or dead node */

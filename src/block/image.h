@@ -207,6 +207,10 @@ int image_discard(image_t *img, uint64_t off, uint64_t n);
 /* Driver state, then every file of this layer to disk (fdatasync). */
 int image_flush(image_t *img);
 
+/* The image was just created and is being filled (convert's and dd's target): its files
+ * take qio_hint_filling. */
+void image_hint_filling(image_t *img);
+
 /* Preallocation modes of image_truncate (qemu's PreallocMode). */
 enum img_prealloc { IMG_PREALLOC_OFF, IMG_PREALLOC_METADATA, IMG_PREALLOC_FALLOC,
                     IMG_PREALLOC_FULL };

@@ -435,6 +435,9 @@ int cmd_convert(int argc, char **argv)
     if (!target)
         goto out;
     s.target = target;
+    /* a target qimg just created is filled from scratch (a -n target may hold data) */
+    if (s.target_is_new)
+        image_hint_filling(target);
     /* -t unsafe (convert's default): qemu's BDRV_O_NO_FLUSH, no flush reaches the disk */
     if (!strcmp(cache, "unsafe")) {
         target->file->no_flush = true;

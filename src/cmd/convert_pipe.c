@@ -120,6 +120,9 @@ static void *reader_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (stop)
             break;
+        /* the writer left the slot's previous mapping: unmapping (page tables, TLB) is
+         * the reader's work, off the writer's path */
+        unmap_chunk(sl);
         int n = convert_iteration_sectors(s, sector);
         if (n < 0) {
             pthread_mutex_lock(&p->mu);
@@ -344,7 +347,6 @@ int convert_pipe_run(struct convert *s)
             break;
         }
         sector = sl->sector + sl->n;
-        unmap_chunk(sl);
         free(sl->cbuf);
         sl->cbuf = NULL;
         pthread_mutex_lock(&p.mu);

@@ -215,6 +215,7 @@ int cmd_dd(int argc, char **argv)
     dst = image_open_or_report(dd.out, out_fmt, IMG_OPEN_RDWR);
     if (!dst)
         goto out;
+    image_hint_filling(dst); /* created just above */
     int64_t in_pos = skip_past ? size : dd.skip * bs;
     if (skip_past) /* like dd(1): a warning and an empty target, exit 0 */
         err_report("%s: cannot skip to specified offset", dd.in);

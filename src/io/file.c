@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "io/qio.h"
@@ -46,9 +47,22 @@ static int file_pread(qio_t *q, void *buf, size_t n, uint64_t off)
     return 0;
 }
 
+/* Writes at least this long allocate their range first when the file is being filled. */
+#define FILL_ALLOC_MIN (64u << 10)
+
 static int file_pwrite(qio_t *q, const void *buf, size_t n, uint64_t off)
 {
     const unsigned char *p = buf;
+    /* A buffered write into a hole of an ext4 file reserves and records a delayed
+     * allocation block by block (ext4_da_map_blocks for every 4 KiB); into blocks
+     * fallocate(2) already allocated (unwritten extents, one extent-status entry) it only
+     * copies. The range is the one this write allocates anyway, so the file ends up with
+     * the same allocation (and holes) either way. A failure is left to the write to
+     * report; a file system without the call stops being asked. */
+    if (q->alloc_writes && n >= FILL_ALLOC_MIN &&
+        fallocate(q->fd, 0, (off_t)off, (off_t)n) < 0 &&
+        (errno == EOPNOTSUPP || errno == ENOSYS || errno == ENODEV))
+        q->alloc_writes = false;
     while (n) {
         ssize_t r = pwrite(q->fd, p, n, (off_t)off);
         if (r < 0) {
@@ -199,6 +213,21 @@ static qio_t *wrap_fd(int fd, const char *path, int flags)
         fault_writes_left = fault ? strtol(fault, NULL, 10) : 0;
     }
     return q;
+}
+
+#ifndef EXT4_SUPER_MAGIC
+#define EXT4_SUPER_MAGIC 0xEF53
+#endif
+
+void qio_hint_filling(qio_t *q)
+{
+    struct stat st;
+    struct statfs fs;
+    /* measured on ext4 only (README, convert's Speed): elsewhere writes stay plain */
+    if (q->ops != &file_ops || !q->writable || fstat(q->fd, &st) < 0 ||
+        !S_ISREG(st.st_mode) || fstatfs(q->fd, &fs) < 0 || fs.f_type != EXT4_SUPER_MAGIC)
+        return;
+    q->alloc_writes = true;
 }
 
 int qio_open_file(const char *path, int flags, qio_t **out)

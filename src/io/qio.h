@@ -69,6 +69,8 @@ struct qio {
     /* qemu's request_alignment for block status: 1, or what an O_DIRECT open
      * (cache.direct=on) needs (qio_probe_direct_align) */
     uint32_t align;
+    /* qio_hint_filling: large writes allocate their range first (file backend, ext4) */
+    bool alloc_writes;
     void *priv; /* backend state (the NBD connection) */
 };
 
@@ -86,6 +88,10 @@ int qio_open_image(const char *path, int flags, qio_t **out, char **errmsg);
  * smallest of 512, 1024, 2048, 4096 bytes an O_DIRECT read at offset 0 accepts (4096 when
  * none does). -errno when path cannot be opened with O_DIRECT. Reads nothing else. */
 int qio_probe_direct_align(const char *path, uint32_t *align);
+/* Tells the file that it is being filled with new data (convert's and dd's target): on
+ * ext4, each large write then allocates its range with fallocate(2) just before writing
+ * it (file.c says why). Ignored by other backends and file systems. */
+void qio_hint_filling(qio_t *q);
 /* Announces a driver event to the file (qemu's BLKDBG_EVENT): only a blkdebug file acts on
  * it. */
 void qio_event(qio_t *q, int ev);

@@ -16,15 +16,15 @@ import qemu
 MiB = 1 << 20
 
 
-def _io(path, *cmds, fmt='qcow2'):
+def _io(path, *cmds, fmt='qcow2', cwd=None):
     args = [qemu.QEMU_IO, '-f', fmt]
     for c in cmds:
         args += ['-c', c]
-    subprocess.run(args + [path], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(args + [path], check=True, stdout=subprocess.DEVNULL, cwd=cwd)
 
 
-def _img(*args):
-    subprocess.run([qemu.QEMU_IMG] + list(args), check=True, stdout=subprocess.DEVNULL)
+def _img(*args, cwd=None):
+    subprocess.run([qemu.QEMU_IMG] + list(args), check=True, stdout=subprocess.DEVNULL, cwd=cwd)
 
 
 def _build_sources(d):
@@ -45,11 +45,13 @@ def _build_sources(d):
     _img('convert', '-c', '-O', 'qcow2', j('s.qcow2'), j('zlib.qcow2'))
     _img('convert', '-c', '-O', 'qcow2', '-o', 'compression_type=zstd', j('s.qcow2'),
          j('zstd.qcow2'))
-    _img('create', '-q', '-f', 'qcow2', '-o', 'data_file=df.raw', j('df.qcow2'), '20M')
-    _io(j('df.qcow2'), 'write -P 5 0 1M', 'write -P 6 7M 1M')
+    # qemu 7.2 opens a relative data_file name from the working directory (not the image's):
+    # made and written from the sources' directory, run from the test's, which holds it too
+    _img('create', '-q', '-f', 'qcow2', '-o', 'data_file=df.raw', j('df.qcow2'), '20M', cwd=d)
+    _io(j('df.qcow2'), 'write -P 5 0 1M', 'write -P 6 7M 1M', cwd=d)
     _img('create', '-q', '-f', 'qcow2', '-o', 'data_file=dfr.raw,data_file_raw=on',
-         j('dfr.qcow2'), '20M')
-    _io(j('dfr.qcow2'), 'write -P 5 0 1M', 'write -P 6 7M 1M')
+         j('dfr.qcow2'), '20M', cwd=d)
+    _io(j('dfr.qcow2'), 'write -P 5 0 1M', 'write -P 6 7M 1M', cwd=d)
     _img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', j('c4k.qcow2'), '8M')
     _io(j('c4k.qcow2'), 'write -P 8 0 100k', 'write -P 9 3M 1M', 'write -z 3200k 64k')
     _img('create', '-q', '-f', 'qcow2', j('snap.qcow2'), '8M')
@@ -329,6 +331,40 @@ def test_convert_n_matches_qemu(tmp_path, qimg_binary, sources, make, fill, args
         res[tool] = _run(qemu.tool_path(tool), d, shlex.split(args))
     assert res['qimg'] == res['qemu']
     _assert_same_files(str(tmp_path / 'qemu'), str(tmp_path / 'qimg'))
+
+
+# big enough for the copy's 2 MiB chunks: data runs, zeros inside data (64k and 4k runs),
+# written zeros, zero clusters, holes, an unaligned tail
+def _big_source(d):
+    p = os.path.join(d, 'big.qcow2')
+    if not os.path.exists(p):
+        _img('create', '-q', '-f', 'qcow2', p + '.tmp', '40M')
+        _io(p + '.tmp', 'write -P 0x41 0 9M', 'write -P 0 2M 64k', 'write -P 0 5M 4k',
+            'write -z 12M 3M', 'write -P 0 16M 3M', 'write -P 0x42 20M 5M',
+            'write -P 0 22M 192k', 'write -P 0x43 39M 1000k')
+        os.rename(p + '.tmp', p)
+    return 'big.qcow2'
+
+
+@pytest.mark.parametrize('opts', ['-O raw', '-O qcow2', '-O raw -S 64k', '-O qcow2 -S 0',
+                                  '-O qcow2 -o cluster_size=2M', '-O qed', '-O vdi',
+                                  '-O qcow2 -o data_file=tdf.raw'])
+def test_convert_new_target_allocation_matches_qemu(tmp_path, qimg_binary, sources, opts):
+    """A target qimg creates gets the file-system allocation qemu-img's gets (FIEMAP after
+    sync: the same data ranges, the same holes, nothing left unwritten), on top of the
+    same bytes: on ext4 qimg allocates each large write's range before writing it
+    (file.c), which must neither add nor drop a block."""
+    rd, qd = str(tmp_path / 'qemu'), str(tmp_path / 'qimg')
+    src = _big_source(sources)
+    _setup(rd, sources)
+    _setup(qd, sources)
+    argv = shlex.split(opts) + [src, 't.img']
+    assert _run(qemu.QEMU_IMG, rd, argv) == _run(qemu.qimg_as_qemu_img(), qd, argv)
+    _assert_same_files(rd, qd)
+    for name in _files(qd):
+        if not os.path.samefile(os.path.join(rd, name), os.path.join(qd, name)):
+            assert qemu.allocated_extents(os.path.join(qd, name)) == \
+                qemu.allocated_extents(os.path.join(rd, name)), name
 
 
 @pytest.mark.parametrize('args', ['-W -O qcow2 top.qcow2 t.img',
