@@ -6,7 +6,6 @@
  * NBD_MAX_BUFFER_SIZE), block status with NBD_CMD_FLAG_REQ_ONE from base:allocation or the
  * x-dirty-bitmap context (whose bits are read as base:allocation's, as qemu does), and
  * everything DATA when the server has no such context. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <libnbd.h>
 #include <limits.h>
@@ -17,6 +16,7 @@
 #include <time.h>
 
 #include "io/nbd.h"
+#include "util/dl.h"
 #include "util/xalloc.h"
 
 /* libnbd is loaded when the first NBD name is opened (dlopen), not linked: it pulls in
@@ -24,31 +24,17 @@
  * would otherwise map, and which fail to load under a small address-space limit (the
  * out-of-memory behaviour tests/py/test_open_hostile.py checks). The calls below go
  * through these pointers under libnbd's own names. */
+#define NBD_FUNCS(X)                                                                        \
+    X(add_meta_context) X(aio_connect_tcp) X(aio_connect_unix) X(aio_is_connecting)         \
+    X(aio_is_created) X(aio_is_ready) X(block_status) X(can_flush) X(can_meta_context)      \
+    X(can_zero) X(close) X(create) X(flush) X(get_errno) X(get_error) X(get_size)           \
+    X(is_read_only) X(poll) X(pread) X(pwrite) X(set_export_name) X(shutdown) X(zero)
+
 static struct {
     void *dl;
-    __typeof__(&nbd_add_meta_context) add_meta_context;
-    __typeof__(&nbd_aio_connect_tcp) aio_connect_tcp;
-    __typeof__(&nbd_aio_connect_unix) aio_connect_unix;
-    __typeof__(&nbd_aio_is_connecting) aio_is_connecting;
-    __typeof__(&nbd_aio_is_created) aio_is_created;
-    __typeof__(&nbd_aio_is_ready) aio_is_ready;
-    __typeof__(&nbd_block_status) block_status;
-    __typeof__(&nbd_can_flush) can_flush;
-    __typeof__(&nbd_can_meta_context) can_meta_context;
-    __typeof__(&nbd_can_zero) can_zero;
-    __typeof__(&nbd_close) close;
-    __typeof__(&nbd_create) create;
-    __typeof__(&nbd_flush) flush;
-    __typeof__(&nbd_get_errno) get_errno;
-    __typeof__(&nbd_get_error) get_error;
-    __typeof__(&nbd_get_size) get_size;
-    __typeof__(&nbd_is_read_only) is_read_only;
-    __typeof__(&nbd_poll) poll;
-    __typeof__(&nbd_pread) pread;
-    __typeof__(&nbd_pwrite) pwrite;
-    __typeof__(&nbd_set_export_name) set_export_name;
-    __typeof__(&nbd_shutdown) shutdown;
-    __typeof__(&nbd_zero) zero;
+#define DECL(f) __typeof__(&nbd_##f) f;
+    NBD_FUNCS(DECL)
+#undef DECL
 } L;
 #define nbd_add_meta_context L.add_meta_context
 #define nbd_aio_connect_tcp L.aio_connect_tcp
@@ -77,25 +63,11 @@ static struct {
 /* 0, or -ENOTSUP with *errmsg when libnbd cannot be loaded */
 static int load_libnbd(char **errmsg)
 {
-    if (L.dl)
-        return 0;
-    void *dl = dlopen("libnbd.so.0", RTLD_NOW | RTLD_LOCAL);
-    if (!dl) {
-        *errmsg = xasprintf("NBD needs libnbd (Debian's libnbd0): %s", dlerror());
-        return -ENOTSUP;
-    }
-#define LOAD(f) if (!(*(void **)&L.f = dlsym(dl, "nbd_" #f))) goto missing
-    LOAD(add_meta_context); LOAD(aio_connect_tcp); LOAD(aio_connect_unix); LOAD(aio_is_connecting); LOAD(aio_is_created); LOAD(aio_is_ready);
-    LOAD(block_status); LOAD(can_flush); LOAD(can_meta_context); LOAD(can_zero); LOAD(close); LOAD(create);
-    LOAD(flush); LOAD(get_errno); LOAD(get_error); LOAD(get_size); LOAD(is_read_only); LOAD(poll);
-    LOAD(pread); LOAD(pwrite); LOAD(set_export_name); LOAD(shutdown); LOAD(zero);
-#undef LOAD
-    L.dl = dl;
-    return 0;
-missing:
-    *errmsg = xasprintf("NBD needs libnbd (Debian's libnbd0): %s", dlerror());
-    dlclose(dl);
-    return -ENOTSUP;
+#define SYM(f) { "nbd_" #f, (void **)&L.f },
+    static const struct dl_sym syms[] = { NBD_FUNCS(SYM) };
+#undef SYM
+    return dl_load(&L.dl, "libnbd.so.0", "NBD", "libnbd (Debian's libnbd0)", syms,
+                   sizeof(syms) / sizeof(syms[0]), errmsg);
 }
 
 #define NBD_MAX_REQUEST (32u << 20)

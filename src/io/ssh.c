@@ -7,7 +7,6 @@
  * publickey through the agent and ~/.ssh keys), sftp_init, sftp_open, fstat. Unlike qemu,
  * the TCP connect and the handshake have a time limit, so an unreachable or silent server
  * cannot hang qimg. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libssh/libssh.h>
@@ -26,6 +25,7 @@
 
 #include "io/nbd.h" /* QIO_ST_* */
 #include "io/ssh.h"
+#include "util/dl.h"
 #include "util/xalloc.h"
 
 /* libssh is loaded at the first ssh open (dlopen), not linked, as libnbd is (io/nbd.c):
@@ -86,22 +86,11 @@ static struct {
 
 static int load_libssh(char **errmsg)
 {
-    if (L.dl)
-        return 0;
-    void *dl = dlopen("libssh.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (!dl) {
-        *errmsg = xasprintf("ssh needs libssh (Debian's libssh-4): %s", dlerror());
-        return -ENOTSUP;
-    }
-#define LOAD(f) if (!(*(void **)&L.p_##f = dlsym(dl, #f))) goto missing;
-    SSH_FUNCS(LOAD)
-#undef LOAD
-    L.dl = dl;
-    return 0;
-missing:
-    *errmsg = xasprintf("ssh needs libssh (Debian's libssh-4): %s", dlerror());
-    dlclose(dl);
-    return -ENOTSUP;
+#define SYM(f) { #f, (void **)&L.p_##f },
+    static const struct dl_sym syms[] = { SSH_FUNCS(SYM) };
+#undef SYM
+    return dl_load(&L.dl, "libssh.so.4", "ssh", "libssh (Debian's libssh-4)", syms,
+                   sizeof(syms) / sizeof(syms[0]), errmsg);
 }
 
 /* one SFTP request moves at most this much: OpenSSH's sftp-server drops the connection on a

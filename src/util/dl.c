@@ -1,0 +1,26 @@
+#include <dlfcn.h>
+#include <errno.h>
+
+#include "util/dl.h"
+#include "util/xalloc.h"
+
+int dl_load(void **handle, const char *soname, const char *what, const char *lib,
+            const struct dl_sym *syms, size_t n, char **errmsg)
+{
+    if (*handle)
+        return 0;
+    void *dl = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    for (size_t i = 0; dl && i < n; i++) {
+        if (!(*syms[i].slot = dlsym(dl, syms[i].name))) {
+            *errmsg = xasprintf("%s needs %s: %s", what, lib, dlerror());
+            dlclose(dl);
+            return -ENOTSUP;
+        }
+    }
+    if (!dl) {
+        *errmsg = xasprintf("%s needs %s: %s", what, lib, dlerror());
+        return -ENOTSUP;
+    }
+    *handle = dl;
+    return 0;
+}
