@@ -334,6 +334,13 @@ static void sb_object(struct sbuf *b, const struct bspec *o, const char *prefix)
     bspec_free(&comps);
 }
 
+char *bspec_json_string(const char *s)
+{
+    struct sbuf b = { 0 };
+    sb_json_string(&b, s);
+    return b.p;
+}
+
 char *bspec_to_json(const struct bspec *o)
 {
     struct sbuf b = { 0 };

@@ -78,6 +78,8 @@ void bspec_qdict_order(const struct bspec *o, size_t *idx);
 
 /* qemu's qobject_to_json of the unflattened options ("{"driver": "raw", ...}"). */
 char *bspec_to_json(const struct bspec *o);
+/* qemu's qobject_to_json of one string: quoted and escaped (malloc'd). */
+char *bspec_json_string(const char *s);
 
 /* The parts of a resolved name the opener needs. */
 enum bs_backing { BS_BACKING_DEFAULT, BS_BACKING_NONE, BS_BACKING_OPTS };

@@ -155,28 +155,21 @@ static void key_display(image_t *img, const struct bs_resolved *res)
                         ? "encrypt.key-secret" : NULL;
     if (!k)
         return;
-    /* the key is copied flat ("encrypt.key-secret" stays one key); qemu's qdict order of
-     * these three keys: encrypt.key-secret first, key-secret last */
-    struct bspec d = { 0 }, v = { 0 };
+    /* qemu's qdict order of these keys: encrypt.key-secret first, key-secret last; the
+     * key stays flat ("encrypt.key-secret" is one key), so it is added around the rest */
+    struct bspec d = { 0 };
     bspec_put_str(&d, "driver", img->format, true);
     bspec_put_str(&d, "file.driver", "file", true);
     bspec_put_str(&d, "file.filename", img->filename, true);
-    bspec_put_str(&v, "k", img->key_secret, true);
-    char *j = bspec_to_json(&d), *jv = bspec_to_json(&v); /* {"k": "ID"}: ID escaped */
-    size_t jl = strlen(j), vl = strlen(jv);
-    if (jl >= 2 && vl >= 7) {
-        const char *val = jv + 6;      /* after {"k": */
-        int val_len = (int)(vl - 7);   /* without the closing brace */
-        if (!strcmp(k, "key-secret"))
-            img->display_name = xasprintf("json:%.*s, \"%s\": %.*s}", (int)(jl - 1), j, k,
-                                          val_len, val);
-        else
-            img->display_name = xasprintf("json:{\"%s\": %.*s, %s", k, val_len, val, j + 1);
-    }
+    char *j = bspec_to_json(&d), *val = bspec_json_string(img->key_secret);
+    int inner = (int)strlen(j) - 2; /* j without its braces */
+    if (!strcmp(k, "key-secret"))
+        img->display_name = xasprintf("json:{%.*s, \"%s\": %s}", inner, j + 1, k, val);
+    else
+        img->display_name = xasprintf("json:{\"%s\": %s, %.*s}", k, val, inner, j + 1);
     free(j);
-    free(jv);
+    free(val);
     bspec_free(&d);
-    bspec_free(&v);
 }
 
 /* Opens one layer, not its backing file: name (any name, see blockspec.h; NULL with options
