@@ -225,8 +225,9 @@ void qio_hint_filling(qio_t *q)
     struct statfs fs;
     /* measured on ext4 only (README, convert's Speed): elsewhere writes stay plain;
      * QIMG_NO_FILL_ALLOC=1 leaves allocation to ext4 (more contiguous, slower) */
-    if (getenv("QIMG_NO_FILL_ALLOC") || q->ops != &file_ops || !q->writable || fstat(q->fd, &st) < 0 ||
-        !S_ISREG(st.st_mode) || fstatfs(q->fd, &fs) < 0 || fs.f_type != EXT4_SUPER_MAGIC)
+    if (getenv("QIMG_NO_FILL_ALLOC") || q->ops != &file_ops || !q->writable ||
+        fstat(q->fd, &st) < 0 || !S_ISREG(st.st_mode) || fstatfs(q->fd, &fs) < 0 ||
+        fs.f_type != EXT4_SUPER_MAGIC)
         return;
     q->alloc_writes = true;
 }
