@@ -13,6 +13,8 @@ int dl_load(void **handle, const char *soname, const char *what, const char *lib
     for (size_t i = 0; dl && i < n; i++) {
         if (!(*syms[i].slot = dlsym(dl, syms[i].name))) {
             *errmsg = xasprintf("%s needs %s: %s", what, lib, dlerror());
+            while (i--)
+                *syms[i].slot = NULL; /* they would point into the closed library */
             dlclose(dl);
             return -ENOTSUP;
         }

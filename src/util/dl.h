@@ -15,7 +15,7 @@ struct dl_sym {
 /* Loads soname (RTLD_NOW | RTLD_LOCAL) into *handle and fills every slot of syms; does
  * nothing when *handle is already set. 0, or -ENOTSUP with *errmsg (malloc'd) set to
  * "<what> needs <lib>: <dlerror>" when the library or one of its symbols is missing
- * (nothing is kept loaded then). */
+ * (nothing is kept loaded then, every slot NULL). */
 int dl_load(void **handle, const char *soname, const char *what, const char *lib,
             const struct dl_sym *syms, size_t n, char **errmsg);
 

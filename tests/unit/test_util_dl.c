@@ -2,6 +2,7 @@
  * slot filled with the real function, and the two failures (library, symbol) leaving
  * nothing loaded with the "<what> needs <lib>: <dlerror>" line the open reports. */
 #include <errno.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,38 +38,38 @@ static void test_loads_every_symbol(void **state)
     assert_null(my_strlen);
 }
 
+/* dl_load of syms from soname fails: nothing loaded, no slot left filled, and the message
+ * is "<what> needs <lib>: " then dlerror's text, which names the missing piece */
+static void expect_failure(const char *soname, const char *missing, const char *what,
+                           const char *lib)
+{
+    void *h = NULL;
+    void *a = NULL, *b = NULL;
+    const struct dl_sym syms[] = { { "strlen", &a }, { missing, &b } };
+    char *msg = NULL;
+    assert_int_equal(dl_load(&h, soname, what, lib, syms, 2, &msg), -ENOTSUP);
+    assert_null(h);
+    assert_null(a);
+    assert_null(b);
+    assert_non_null(msg);
+    char *want = NULL;
+    assert_true(asprintf(&want, "%s needs %s: ", what, lib) > 0);
+    assert_true(strncmp(msg, want, strlen(want)) == 0);
+    assert_non_null(strstr(msg, strcmp(soname, "libc.so.6") ? soname : missing));
+    free(want);
+    free(msg);
+}
+
 static void test_missing_symbol(void **state)
 {
     (void)state;
-    void *h = NULL;
-    void *a = NULL, *b = NULL;
-    const struct dl_sym syms[] = { { "strlen", &a }, { "qimg_no_such_symbol", &b } };
-    char *msg = NULL;
-    assert_int_equal(dl_load(&h, "libc.so.6", "NBD", "libnbd (Debian's libnbd0)", syms, 2,
-                             &msg), -ENOTSUP);
-    assert_null(h);
-    assert_non_null(msg);
-    const char *want = "NBD needs libnbd (Debian's libnbd0): ";
-    assert_true(strncmp(msg, want, strlen(want)) == 0);
-    assert_non_null(strstr(msg, "qimg_no_such_symbol"));
-    free(msg);
+    expect_failure("libc.so.6", "qimg_no_such_symbol", "NBD", "libnbd (Debian's libnbd0)");
 }
 
 static void test_missing_library(void **state)
 {
     (void)state;
-    void *h = NULL;
-    void *a = NULL;
-    const struct dl_sym syms[] = { { "f", &a } };
-    char *msg = NULL;
-    assert_int_equal(dl_load(&h, "libqimg-absent.so.9", "ssh", "libssh (Debian's libssh-4)",
-                             syms, 1, &msg), -ENOTSUP);
-    assert_null(h);
-    assert_null(a);
-    const char *want = "ssh needs libssh (Debian's libssh-4): ";
-    assert_true(strncmp(msg, want, strlen(want)) == 0);
-    assert_non_null(strstr(msg, "libqimg-absent.so.9"));
-    free(msg);
+    expect_failure("libqimg-absent.so.9", "strcmp", "ssh", "libssh (Debian's libssh-4)");
 }
 
 int main(void)
