@@ -348,7 +348,9 @@ def _big_source(d):
 
 @pytest.mark.parametrize('opts', ['-O raw', '-O qcow2', '-O raw -S 64k', '-O qcow2 -S 0',
                                   '-O qcow2 -o cluster_size=2M', '-O qed', '-O vdi',
-                                  '-O qcow2 -o data_file=tdf.raw'])
+                                  '-O qcow2 -o data_file=tdf.raw',
+                                  '-O qcow2 -o preallocation=metadata',
+                                  '-O raw -o preallocation=falloc', '-t none -O raw'])
 def test_convert_new_target_allocation_matches_qemu(tmp_path, qimg_binary, sources, opts):
     """A target qimg creates gets the file-system allocation qemu-img's gets (FIEMAP after
     sync: the same data ranges, the same holes, nothing left unwritten), on top of the
