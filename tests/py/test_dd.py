@@ -122,6 +122,11 @@ def _differential(tmp_path, build, argv, check_target=None):
     for name in _files(rd):
         _same_file(os.path.join(rd, name), os.path.join(qd, name), name)
     if check_target and os.path.exists(os.path.join(qd, check_target[0])):
+        # and the file system's allocation (qimg allocates large writes first on ext4)
+        t = check_target[0]
+        assert qemu.allocated_extents(os.path.join(qd, t)) == \
+            qemu.allocated_extents(os.path.join(rd, t))
+    if check_target and os.path.exists(os.path.join(qd, check_target[0])):
         name, fmt = check_target
         if fmt != 'raw':
             rc, out, err = qemu.qemu_img('check', '-f', fmt, name, cwd=qd)
