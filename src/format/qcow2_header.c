@@ -43,15 +43,23 @@ uint64_t qcow2_size_to_l1(const struct qcow2_header *h, uint64_t size)
     return (size >> shift) + ((size & ((1ull << shift) - 1)) != 0);
 }
 
-bool qcow2_size_wrap_waived(const struct qcow2_header *h)
+/* qemu's size_to_l1(size) = (size + span - 1) >> shift in 64 bits (span: the bytes one L1
+ * entry maps) wraps for sizes within one span of 2^64, to 0: true then. */
+static bool size_to_l1_wraps(const struct qcow2_header *h, uint64_t *wrapped)
 {
     if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
         return false;
     unsigned ext = (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 4 : 3;
     unsigned shift = 2 * h->cluster_bits - ext;
-    uint64_t wrapped = (h->size + (1ull << shift) - 1) >> shift;
-    return h->size + (1ull << shift) - 1 < h->size && wrapped <= INT32_MAX &&
-           h->l1_size >= wrapped && (uint64_t)h->l1_size * 8 <= QCOW2_MAX_L1_SIZE;
+    *wrapped = (h->size + (1ull << shift) - 1) >> shift;
+    return h->size + (1ull << shift) - 1 < h->size;
+}
+
+bool qcow2_size_wrap_waived(const struct qcow2_header *h)
+{
+    uint64_t wrapped;
+    return size_to_l1_wraps(h, &wrapped) && wrapped <= INT32_MAX && h->l1_size >= wrapped &&
+           (uint64_t)h->l1_size * 8 <= QCOW2_MAX_L1_SIZE;
 }
 
 static const struct { unsigned type, bit; const char *name; } feature_names[] = {
@@ -295,9 +303,11 @@ int qcow2_header_decode(const uint8_t *buf, size_t buf_len, unsigned flags,
     if (rc)
         return rc;
     /* qemu's size_to_l1 can wrap for sizes near 2^64; ours cannot, so such sizes are
-     * "too big" here rather than silently accepted. */
+     * "too big" here rather than silently accepted (or called too big for the L1 table,
+     * which qemu's wrapped count of 0 never is): the opener waives it as qemu goes on. */
+    uint64_t wrapped;
     h->l1_vm_state_index = qcow2_size_to_l1(h, h->size);
-    if (h->l1_vm_state_index > INT_MAX) {
+    if (h->l1_vm_state_index > INT_MAX || size_to_l1_wraps(h, &wrapped)) {
         FAIL(-EFBIG, "size", h->size, QCOW2_OFF_SIZE, "needs %llu L1 entries, more than %d",
              (unsigned long long)h->l1_vm_state_index, INT_MAX);
         fmt_error_qemu(err, "Image is too big");

@@ -73,6 +73,10 @@ static int open_data_file(struct qcow2_image *m, const struct qcow2_open_opts *o
         return 0;
     }
     const char *name = o->data_file ? o->data_file : m->ext.data_file;
+    /* a name that starts with a NUL byte is "" to qemu (the extension is read as a C
+     * string), and its file driver needs one (bdrv_open_common) */
+    if (!name[0])
+        return fail_msg(errmsg, -EINVAL, "The 'file' block driver requires a file name");
     qio_t *d;
     int rc = qio_open_image(name, o->data_flags, &d, errmsg);
     if (rc < 0)

@@ -40,6 +40,30 @@ def size_wraps_l1_count(d):
         q.set_header('size', (1 << 64) - 1)
 
 
+def size_wraps_l1_count_2m_clusters(d):
+    """The same wrap with 2 MiB clusters (diffcheck seed 14): without the wrap 2^64 needs
+    only 2^25 L1 entries, under INT_MAX, so qimg called the L1 table too small where
+    qemu's wrapped count of 0 passes and the open fails on the size."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '8M', cluster_size=2 << 20)
+    qemu.io(p, 'write -P 1 0 64k')
+    with qcow2poke.open_image(p) as q:
+        q.set_header('size', (1 << 64) - 1)
+
+
+def data_file_name_starts_with_nul(d):
+    """The data file name extension's first byte NUL (diffcheck seed 14): qemu reads the
+    name as a C string, "", and its file driver refuses an empty name ("The 'file' block
+    driver requires a file name"); qimg tried to open '' (No such file or directory)."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.qemu_img('create', '-q', '-f', 'qcow2', '-o', 'data_file=img.data', p, '8M',
+                  cwd=d, check=True)
+    qemu.io(p, 'write -P 1 0 64k', cwd=d)
+    with qcow2poke.open_image(p) as q:
+        off, _ = q.find_extension(qcow2poke.EXT_DATA_FILE)
+        q.set_u8(off, 0)
+
+
 def snap_l1_offset_negative_no_eof_error(d):
     """Snapshot L1 offset 0xc2000000_0001f000: negative in qemu's int64 arithmetic, so its
     "exceeding the end of the file" test passes silently, and counting the table's cluster
@@ -161,7 +185,8 @@ def luks_without_key(d):
 
 CASES = [bitmap_extra_data_size_wraps, aes_without_key,
          refblock_offset_past_int64, bitmap_table_offset_past_int64,
-         snap_l1_offset_past_int64, size_wraps_l1_count, snap_l1_offset_negative_no_eof_error,
+         snap_l1_offset_past_int64, size_wraps_l1_count, size_wraps_l1_count_2m_clusters,
+         data_file_name_starts_with_nul, snap_l1_offset_negative_no_eof_error,
          snap_l1_range_wraps, bitmap_table_larger_than_disk_needs, bitmap_duplicate_name,
          bitmap_duplicate_name_in_use]
 
