@@ -2,9 +2,11 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/err.h"
+#include "util/xalloc.h"
 
 static const char *sn_str(char **v, const struct finding_names *nm, int32_t i)
 {
@@ -271,21 +273,33 @@ static void set_u(json_t *o, const char *k, uint64_t v)
         json_set(o, k, json_uint(v));
 }
 
+char *finding_text(const struct finding *f, const struct finding_names *nm)
+{
+    /* the longest fixed text is under 512 bytes; the only strings of any length are the
+     * snapshot's ID and name and the program name (a few times) */
+    size_t len = 1024 + strlen(sn_str(nm ? nm->sn_id : NULL, nm, f->snapshot)) +
+                 strlen(sn_str(nm ? nm->sn_name : NULL, nm, f->snapshot)) +
+                 4 * strlen(qimg_progname);
+    char *buf = xmalloc(len);
+    finding_format(f, nm, buf, len);
+    return buf;
+}
+
 /* qimg's own object: fixed key order (kind, severity, fixable-by, message, then where and
  * what), not qemu's hash order, so findings read alike from one to the next. */
 json_t *finding_to_json(const struct finding *f, const struct finding_names *nm)
 {
     json_t *o = json_object_ordered();
-    char msg[1024];
     json_set(o, "kind", json_string(finding_kind_name((enum finding_kind)f->kind)));
     json_set(o, "severity", json_string(finding_severity_name((enum finding_severity)f->severity)));
     json_set(o, "fixable-by", json_string(finding_fix_name((enum finding_fix)f->fix)));
-    finding_format(f, nm, msg, sizeof(msg));
+    char *msg = finding_text(f, nm);
     size_t l = strlen(msg);
     while (l && msg[l - 1] == '\n')
         msg[--l] = 0;
     if (l)
         json_set(o, "message", json_string(msg));
+    free(msg);
     set_u(o, "host-offset", f->offset);
     set_u(o, "size", f->size);
     set_u(o, "cluster", f->cluster);
@@ -338,10 +352,9 @@ json_t *check_to_json(const char *filename, const char *format, const struct che
 static void sink_stderr(void *opaque, const struct finding *f)
 {
     const struct check_run *run = opaque;
-    char buf[1024];
-    finding_format(f, &run->names, buf, sizeof(buf));
-    if (buf[0])
-        fputs(buf, stderr);
+    char *buf = finding_text(f, &run->names);
+    fputs(buf, stderr);
+    free(buf);
 }
 
 void check_run_start(struct check_run *run, const struct check_opts *o, bool print)

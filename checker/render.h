@@ -12,6 +12,9 @@
  * each ending in '\n'; empty for conditions qemu detects silently). */
 void finding_format(const struct finding *f, const struct finding_names *nm, char *buf,
                     size_t len);
+/* The same text, whole, in a string of its own (malloc'd): snapshot IDs and names run to
+ * 64 KiB each and qemu prints them whole. */
+char *finding_text(const struct finding *f, const struct finding_names *nm);
 
 /* qemu-img's human report on stdout (after the diagnostics). */
 void check_print_human(FILE *out, const struct check_result *r);

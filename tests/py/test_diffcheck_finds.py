@@ -64,6 +64,24 @@ def data_file_name_starts_with_nul(d):
         q.set_u8(off, 0)
 
 
+def snap_long_name_l1_unaligned(d):
+    """A snapshot whose 3000-byte name goes into check's "L1 table is not cluster aligned"
+    line (diffcheck seed 15 read a 56 KiB name): qemu prints it whole, qimg cut the line
+    at 1 KiB, newline and all."""
+    p = os.path.join(d, 'img.qcow2')
+    qemu.make_image(p, '8M')
+    qemu.io(p, 'write -P 1 0 64k')
+    qemu.snapshot_create(p, 'snap1')
+    with qcow2poke.open_image(p) as q:
+        sn = q.snapshots()[0]
+        # qemu names snapshots up to 255 bytes: the entry (the table's last, alone in its
+        # cluster) gets a longer one in place
+        id_size = q.u16(sn.offset + 12)
+        q.pwrite(sn.offset + 40 + sn.extra_data_size + id_size, b'n' * 3000)
+        q.set_snapshot_field(0, 'name_size', 3000)
+        q.set_snapshot_field(0, 'l1_table_offset', sn.l1_table_offset + 8)
+
+
 def snap_l1_offset_negative_no_eof_error(d):
     """Snapshot L1 offset 0xc2000000_0001f000: negative in qemu's int64 arithmetic, so its
     "exceeding the end of the file" test passes silently, and counting the table's cluster
@@ -186,7 +204,8 @@ def luks_without_key(d):
 CASES = [bitmap_extra_data_size_wraps, aes_without_key,
          refblock_offset_past_int64, bitmap_table_offset_past_int64,
          snap_l1_offset_past_int64, size_wraps_l1_count, size_wraps_l1_count_2m_clusters,
-         data_file_name_starts_with_nul, snap_l1_offset_negative_no_eof_error,
+         data_file_name_starts_with_nul, snap_long_name_l1_unaligned,
+         snap_l1_offset_negative_no_eof_error,
          snap_l1_range_wraps, bitmap_table_larger_than_disk_needs, bitmap_duplicate_name,
          bitmap_duplicate_name_in_use]
 
