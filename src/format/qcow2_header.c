@@ -44,14 +44,16 @@ uint64_t qcow2_size_to_l1(const struct qcow2_header *h, uint64_t size)
 }
 
 /* qemu's size_to_l1(size) = (size + span - 1) >> shift in 64 bits (span: the bytes one L1
- * entry maps) wraps for sizes within one span of 2^64, to 0: true then. */
+ * entry maps) wraps for sizes within one span of 2^64: true then, with *wrapped (NULL: not
+ * wanted) set to qemu's wrapped count. */
 static bool size_to_l1_wraps(const struct qcow2_header *h, uint64_t *wrapped)
 {
     if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
         return false;
     unsigned ext = (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 4 : 3;
     unsigned shift = 2 * h->cluster_bits - ext;
-    *wrapped = (h->size + (1ull << shift) - 1) >> shift;
+    if (wrapped)
+        *wrapped = (h->size + (1ull << shift) - 1) >> shift;
     return h->size + (1ull << shift) - 1 < h->size;
 }
 
@@ -305,11 +307,15 @@ int qcow2_header_decode(const uint8_t *buf, size_t buf_len, unsigned flags,
     /* qemu's size_to_l1 can wrap for sizes near 2^64; ours cannot, so such sizes are
      * "too big" here rather than silently accepted (or called too big for the L1 table,
      * which qemu's wrapped count of 0 never is): the opener waives it as qemu goes on. */
-    uint64_t wrapped;
     h->l1_vm_state_index = qcow2_size_to_l1(h, h->size);
-    if (h->l1_vm_state_index > INT_MAX || size_to_l1_wraps(h, &wrapped)) {
-        FAIL(-EFBIG, "size", h->size, QCOW2_OFF_SIZE, "needs %llu L1 entries, more than %d",
-             (unsigned long long)h->l1_vm_state_index, INT_MAX);
+    bool wraps = size_to_l1_wraps(h, NULL);
+    if (h->l1_vm_state_index > INT_MAX || wraps) {
+        if (wraps)
+            FAIL(-EFBIG, "size", h->size, QCOW2_OFF_SIZE,
+                 "is within one L1 entry's span of 2^64 (qemu's L1 count wraps)");
+        else
+            FAIL(-EFBIG, "size", h->size, QCOW2_OFF_SIZE, "needs %llu L1 entries, more than %d",
+                 (unsigned long long)h->l1_vm_state_index, INT_MAX);
         fmt_error_qemu(err, "Image is too big");
         return -EFBIG;
     }

@@ -52,6 +52,12 @@ def _build_sources(d):
     _img('create', '-q', '-f', 'qcow2', '-o', 'data_file=dfr.raw,data_file_raw=on',
          j('dfr.qcow2'), '20M', cwd=d)
     _io(j('dfr.qcow2'), 'write -P 5 0 1M', 'write -P 6 7M 1M', cwd=d)
+    # big enough for the copy's 2 MiB chunks: data runs, zeros inside data (64k and 4k
+    # runs), written zeros, zero clusters, holes, an unaligned tail
+    _img('create', '-q', '-f', 'qcow2', j('big.qcow2'), '40M')
+    _io(j('big.qcow2'), 'write -P 0x41 0 9M', 'write -P 0 2M 64k', 'write -P 0 5M 4k',
+        'write -z 12M 3M', 'write -P 0 16M 3M', 'write -P 0x42 20M 5M',
+        'write -P 0 22M 192k', 'write -P 0x43 39M 1000k')
     _img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', j('c4k.qcow2'), '8M')
     _io(j('c4k.qcow2'), 'write -P 8 0 100k', 'write -P 9 3M 1M', 'write -z 3200k 64k')
     _img('create', '-q', '-f', 'qcow2', j('snap.qcow2'), '8M')
@@ -333,19 +339,6 @@ def test_convert_n_matches_qemu(tmp_path, qimg_binary, sources, make, fill, args
     _assert_same_files(str(tmp_path / 'qemu'), str(tmp_path / 'qimg'))
 
 
-# big enough for the copy's 2 MiB chunks: data runs, zeros inside data (64k and 4k runs),
-# written zeros, zero clusters, holes, an unaligned tail
-def _big_source(d):
-    p = os.path.join(d, 'big.qcow2')
-    if not os.path.exists(p):
-        _img('create', '-q', '-f', 'qcow2', p + '.tmp', '40M')
-        _io(p + '.tmp', 'write -P 0x41 0 9M', 'write -P 0 2M 64k', 'write -P 0 5M 4k',
-            'write -z 12M 3M', 'write -P 0 16M 3M', 'write -P 0x42 20M 5M',
-            'write -P 0 22M 192k', 'write -P 0x43 39M 1000k')
-        os.rename(p + '.tmp', p)
-    return 'big.qcow2'
-
-
 @pytest.mark.parametrize('opts', ['-O raw', '-O qcow2', '-O raw -S 64k', '-O qcow2 -S 0',
                                   '-O qcow2 -o cluster_size=2M', '-O qed', '-O vdi',
                                   '-O qcow2 -o data_file=tdf.raw',
@@ -357,10 +350,9 @@ def test_convert_new_target_allocation_matches_qemu(tmp_path, qimg_binary, sourc
     same bytes: on ext4 qimg allocates each large write's range before writing it
     (file.c), which must neither add nor drop a block."""
     rd, qd = str(tmp_path / 'qemu'), str(tmp_path / 'qimg')
-    src = _big_source(sources)
     _setup(rd, sources)
     _setup(qd, sources)
-    argv = shlex.split(opts) + [src, 't.img']
+    argv = shlex.split(opts) + ['big.qcow2', 't.img']
     assert _run(qemu.QEMU_IMG, rd, argv) == _run(qemu.qimg_as_qemu_img(), qd, argv)
     _assert_same_files(rd, qd)
     for name in _files(qd):
